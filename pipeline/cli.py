@@ -1,0 +1,200 @@
+"""`mlops`: the one command line for people, workflows and tests.
+
+Commands only translate: they parse options, call library functions and print what
+happened. Errors are turned into one line and an exit code in `run`, nowhere else:
+0 success, 1 a negative verdict, 2 bad input or a failed precondition.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+from mlflow.exceptions import MlflowException
+
+from pipeline import registry
+from pipeline.card import ModelCard, load_card
+from pipeline.config import Settings, load_settings
+from pipeline.data import prepare
+from pipeline.datasets import load_spec
+from pipeline.errors import EXIT_BAD_INPUT, MlopsError, RegistryError
+from pipeline.stack import mlflow_server
+from pipeline.train import DEFAULT_ESTIMATOR, make_estimator, parse_params, train
+
+log = logging.getLogger("mlops")
+
+app = typer.Typer(
+    help="Train, gate, promote and serve models through MLflow, the GitOps way.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+stack_app = typer.Typer(help="The local MLflow server (embedded default: SQLite, local artifacts).",
+                        no_args_is_help=True)
+app.add_typer(stack_app, name="stack")
+
+CardOption = Annotated[
+    Path | None, typer.Option("--card", help="model card (default: model_card.yaml)")
+]
+
+
+def say(message: str) -> None:
+    """Progress for people goes to stderr, so stdout stays clean for --json and run IDs."""
+    typer.echo(message, err=True)
+
+
+def _settings() -> Settings:
+    return load_settings()
+
+
+def _card(path: Path | None, settings: Settings) -> ModelCard:
+    return load_card(path or settings.mlops_card)
+
+
+@app.command("train")
+def train_command(
+    estimator: Annotated[str, typer.Option(help="estimator name, e.g. dummy, ridge, "
+                                           "hist_gradient_boosting, random_forest")]
+    = DEFAULT_ESTIMATOR,
+    param: Annotated[list[str] | None, typer.Option(
+        "--param", help="hyperparameter KEY=VALUE (repeatable)")] = None,
+    register: Annotated[bool, typer.Option(help="register the model under model.name")] = False,
+    promote: Annotated[bool, typer.Option(
+        help="with --register: make it Production when the registry has none yet")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    card_path: CardOption = None,
+) -> None:
+    """Train one model on the card's dataset and log it as an MLflow run."""
+    if promote and not register:
+        raise MlopsError("--promote needs --register")
+    settings = _settings()
+    card = _card(card_path, settings)
+    spec = load_spec(card.data.dataset)
+    params = parse_params(param or [])
+    built = make_estimator(spec.task, estimator, params)
+    mlflow_client = registry.client(settings.mlflow_tracking_uri)
+    if promote:
+        _refuse_if_production_exists(mlflow_client, card.model.name)
+    os.environ.setdefault("MLFLOW_TRACKING_URI", settings.mlflow_tracking_uri)
+    os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
+    data = prepare(spec, source=card.data.source, holdout_fraction=card.data.holdout_fraction)
+    say(f"data: {data.report.rows_in} rows read, {data.report.rows_out} kept after cleansing, "
+        f"{len(data.train)} train / {len(data.holdout)} held out (hash {data.data_hash})")
+    result = train(data=data, estimator=built, estimator_name=estimator, params=params,
+                   experiment=settings.mlops_experiment)
+    summary: dict[str, Any] = {"run_id": result.run_id, "estimator": estimator,
+                               "metrics": result.metrics, "data_hash": result.data_hash}
+    say(f"logged run {result.run_id}: {run_url(settings.mlflow_tracking_uri, result.run_id)}")
+    say(f"trained {estimator}: " + ", ".join(f"{k}={v:.4g}" for k, v in result.metrics.items()))
+    if register:
+        version = registry.register_run(mlflow_client, card.model.name, result.run_id)
+        summary["version"] = version.version
+        say(f"registered {card.model.name} version {version.version}")
+        if promote:
+            _refuse_if_production_exists(mlflow_client, card.model.name)
+            registry.set_production(mlflow_client, card.model.name, version.version,
+                                    tags={"promoted_by": "mlops train --promote (bootstrap)"})
+            summary["production"] = version.version
+            say(f"{card.model.name} version {version.version} is now Production "
+                f"(alias {registry.PRODUCTION})")
+    if as_json:
+        typer.echo(json.dumps(summary))
+    else:
+        typer.echo(result.run_id)
+
+
+def run_url(tracking_uri: str, run_id: str) -> str:
+    """The run's page in the MLflow UI (the UI finds the experiment from the run)."""
+    return f"{tracking_uri.rstrip('/')}/#/runs/{run_id}"
+
+
+def _refuse_if_production_exists(mlflow_client: Any, name: str) -> None:
+    current = registry.production_version(mlflow_client, name)
+    if current is not None:
+        raise RegistryError(
+            f"{name} already has Production version {current.version}; "
+            "later models reach production through `mlops gate` and `mlops promote`"
+        )
+
+
+@app.command("status")
+def status_command(card_path: CardOption = None) -> None:
+    """Show the registered model, its Production version, run ID and metrics."""
+    settings = _settings()
+    card = _card(card_path, settings)
+    mlflow_client = registry.client(settings.mlflow_tracking_uri)
+    name = card.model.name
+    typer.echo(f"tracking server: {settings.mlflow_tracking_uri}")
+    typer.echo(f"model: {name}")
+    typer.echo(f"candidate in {card_path or settings.mlops_card}: "
+               f"{card.model.candidate_run_id or '(none)'}")
+    production = registry.production_version(mlflow_client, name)
+    if production is None:
+        typer.echo("production: none yet (bootstrap with `mlops train --register --promote`)")
+        return
+    run = mlflow_client.get_run(production.run_id)
+    typer.echo(f"production: version {production.version}, run {production.run_id}, "
+               f"stage {production.current_stage}")
+    typer.echo("metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(run.data.metrics.items())
+                                       if not k.startswith("cleanse_")))
+    previous = registry.version_by_alias(mlflow_client, name, registry.PREVIOUS)
+    if previous is not None:
+        typer.echo(f"previous-production: version {previous.version}")
+
+
+@stack_app.command("up")
+def stack_up(
+    host: Annotated[str, typer.Option(envvar="MLFLOW_HOST")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="MLFLOW_PORT")] = 5000,
+) -> None:
+    """Start the local MLflow server (idempotent) and wait for /health."""
+    settings = _settings()
+    service, command = mlflow_server(home=settings.mlops_home, host=host, port=port)
+    started = service.start(command)
+    state = "started" if started else "already running"
+    typer.echo(f"MLflow server {state} at http://{host}:{port} (PID file {service.pidfile})")
+
+
+@stack_app.command("down")
+def stack_down() -> None:
+    """Stop the local MLflow server started by `stack up` (by its PID, never by name)."""
+    settings = _settings()
+    service, _ = mlflow_server(home=settings.mlops_home, host="127.0.0.1", port=0)
+    stopped = service.stop()
+    typer.echo("MLflow server stopped" if stopped else "MLflow server was not running")
+
+
+def run(argv: list[str]) -> int:
+    """Run the CLI and translate every failure into one line and an exit code."""
+    try:
+        result = app(args=argv, prog_name="mlops", standalone_mode=False)
+    except MlopsError as err:
+        typer.echo(f"error: {err}", err=True)
+        return err.exit_code
+    except MlflowException as err:
+        typer.echo(f"error: MLflow: {_first_line(err.message)}", err=True)
+        return EXIT_BAD_INPUT
+    except click.exceptions.Abort:
+        typer.echo("aborted", err=True)
+        return 130
+    except click.ClickException as err:
+        typer.echo(f"error: {err.format_message()}", err=True)
+        return EXIT_BAD_INPUT
+    return result if isinstance(result, int) else 0
+
+
+def _first_line(text: str) -> str:
+    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
+    return lines[0][:300] if lines else "unknown error"
+
+
+def main() -> None:
+    logging.basicConfig(level=os.environ.get("MLOPS_LOG_LEVEL", "WARNING"),
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    sys.exit(run(sys.argv[1:]))

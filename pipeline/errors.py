@@ -1,0 +1,35 @@
+"""Domain errors with the exit code they map to.
+
+The CLI translates these in one place (`pipeline.cli.main`), so library code raises
+with a one-line message and never prints or exits itself.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_NEGATIVE = 1  # a verdict: gate failed, drift found
+EXIT_BAD_INPUT = 2  # bad input or a failed precondition
+
+
+class MlopsError(Exception):
+    """A failure the user can act on; `str(err)` is the one line they see."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+class DataError(MlopsError):
+    """The data does not match its declared schema or cannot be read."""
+
+
+class ConfigError(MlopsError):
+    """A configuration file or option is invalid."""
+
+
+class RegistryError(MlopsError):
+    """The registry is unreachable or not in the state an operation requires."""
+
+
+class NegativeVerdict(MlopsError):
+    """A check ran and said no (gate failed, drift found)."""
+
+    exit_code = EXIT_NEGATIVE

@@ -1,0 +1,117 @@
+"""Registry conventions on MLflow 3: the alias `production` is the source of truth.
+
+The stage "Production" is mirrored (archiving the previous one) for older clients,
+and `previous-production` remembers what to roll back to.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from urllib.parse import urlparse
+
+import requests
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException, RestException
+from mlflow.tracking import MlflowClient
+
+from pipeline.errors import RegistryError
+
+PRODUCTION = "production"
+PREVIOUS = "previous-production"
+STAGE = "Production"
+MODEL_ARTIFACT = "model"
+
+
+def check_reachable(tracking_uri: str, *, timeout: float = 5.0) -> None:
+    """Fail fast with one line instead of MLflow's minutes of retries."""
+    if urlparse(tracking_uri).scheme not in {"http", "https"}:
+        return
+    url = tracking_uri.rstrip("/") + "/health"
+    try:
+        requests.get(url, timeout=timeout)
+    except requests.RequestException as err:
+        raise RegistryError(
+            f"cannot reach the MLflow tracking server at {tracking_uri} "
+            f"({type(err).__name__}); start it with `make up` or set MLFLOW_TRACKING_URI"
+        ) from err
+
+
+def client(tracking_uri: str) -> MlflowClient:
+    check_reachable(tracking_uri)
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def _is_missing(err: MlflowException) -> bool:
+    return err.error_code in {"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE"}
+
+
+def version_by_alias(mlflow: MlflowClient, name: str, alias: str) -> ModelVersion | None:
+    """The version an alias points at, or None when the model or alias does not exist."""
+    try:
+        return mlflow.get_model_version_by_alias(name, alias)
+    except RestException as err:
+        if _is_missing(err):
+            return None
+        raise
+
+
+def production_version(mlflow: MlflowClient, name: str) -> ModelVersion | None:
+    return version_by_alias(mlflow, name, PRODUCTION)
+
+
+def find_version_of_run(mlflow: MlflowClient, name: str, run_id: str) -> ModelVersion | None:
+    """An existing version of `name` made from `run_id` (registering twice is a no-op)."""
+    versions = mlflow.search_model_versions(f"name='{name}' and run_id='{run_id}'")
+    ready = [v for v in versions if v.status == "READY"]
+    return min(ready, key=lambda v: int(v.version)) if ready else None
+
+
+def register_run(mlflow: MlflowClient, name: str, run_id: str, *,
+                 wait_seconds: float = 120.0) -> ModelVersion:
+    """Register the run's model under `name`, reusing a version of the same run."""
+    existing = find_version_of_run(mlflow, name, run_id)
+    if existing is not None:
+        return existing
+    try:
+        mlflow.get_registered_model(name)
+    except RestException as err:
+        if not _is_missing(err):
+            raise
+        mlflow.create_registered_model(name)
+    version = mlflow.create_model_version(
+        name=name, source=f"runs:/{run_id}/{MODEL_ARTIFACT}", run_id=run_id
+    )
+    return _wait_ready(mlflow, name, version.version, wait_seconds)
+
+
+def _wait_ready(mlflow: MlflowClient, name: str, version: str, wait_seconds: float) -> ModelVersion:
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        current = mlflow.get_model_version(name, version)
+        if current.status == "READY":
+            return current
+        if current.status == "FAILED_REGISTRATION" or time.monotonic() > deadline:
+            raise RegistryError(f"model {name} version {version}: registration {current.status}")
+        time.sleep(0.5)
+
+
+def set_production(mlflow: MlflowClient, name: str, version: str,
+                   tags: dict[str, str] | None = None) -> ModelVersion:
+    """Point `production` at `version`, keep the old one as `previous-production`,
+    mirror the stage, tag, and read the alias back."""
+    current = production_version(mlflow, name)
+    for key, value in (tags or {}).items():
+        mlflow.set_model_version_tag(name, version, key, value)
+    if current is not None and current.version != version:
+        mlflow.set_registered_model_alias(name, PREVIOUS, current.version)
+    mlflow.set_registered_model_alias(name, PRODUCTION, version)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        mlflow.transition_model_version_stage(
+            name, version, STAGE, archive_existing_versions=True
+        )
+    after = production_version(mlflow, name)
+    if after is None or after.version != version:
+        raise RegistryError(f"model {name}: alias {PRODUCTION} did not move to version {version}")
+    return after

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Create the virtual environment and install the pinned dependencies into it.
+# Usage: scripts/setup-venv.sh PYTHON VENV
+set -euo pipefail
+python=${1:-python3}
+venv=${2:-.venv}
+
+if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  echo "error: $python is not Python 3.11 or newer (set PYTHON=/path/to/python3.11)" >&2
+  exit 2
+fi
+if [ ! -x "$venv/bin/python" ]; then
+  echo "creating $venv ..."
+  "$python" -m venv "$venv"
+fi
+echo "installing pinned dependencies into $venv (the first time takes a few minutes) ..."
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+  -r requirements-dev.txt -c constraints.txt
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps -e .
+echo "$venv is ready"
