@@ -7,6 +7,8 @@ for Model Reporting" (2019).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import tempfile
@@ -17,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pipeline.errors import ConfigError
+from pipeline.evaluate import GREATER_IS_BETTER, metric_functions
 
 RUN_ID_PATTERN = r"^[0-9a-f]{32}$"
 
@@ -133,3 +136,47 @@ def _atomic_write(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def check_policy(card: ModelCard, *, task: str) -> None:
+    """The promotion policy must speak of metrics this task logs, in their direction.
+
+    Checked when the task is known (the dataset module declares it), so a typo in a
+    floor or a flipped `greater_is_better` fails with the field path before any
+    model is evaluated.
+    """
+    policy = card.promotion
+    computed = set(metric_functions("regression" if task == "regression" else "classification"))
+    if policy.metric not in computed:
+        raise ConfigError(
+            f"promotion.metric: {policy.metric!r} is not a metric the gate can compare for a "
+            f"{task} task (choose one of {', '.join(sorted(computed))})"
+        )
+    if policy.greater_is_better != GREATER_IS_BETTER[policy.metric]:
+        direction = "higher" if GREATER_IS_BETTER[policy.metric] else "lower"
+        raise ConfigError(
+            f"promotion.greater_is_better: {policy.metric} is better when {direction}, "
+            f"so this must be {str(GREATER_IS_BETTER[policy.metric]).lower()}"
+        )
+    loggable = computed | ({"roc_auc", "log_loss"} if task == "classification" else set())
+    for metric in policy.floors:
+        if metric not in loggable:
+            raise ConfigError(
+                f"promotion.floors.{metric}: not a metric of a {task} task "
+                f"(choose from {', '.join(sorted(loggable))})"
+            )
+
+
+def policy_hash(card: ModelCard) -> str:
+    """A content hash of what a gate verdict depends on: model, candidate, policy, data.
+
+    The prose of the card is left out on purpose: fixing a typo in `limitations`
+    after the gate ran must not invalidate the verdict; changing a floor must.
+    """
+    payload = {
+        "model": card.model.model_dump(mode="json"),
+        "promotion": card.promotion.model_dump(mode="json"),
+        "data": card.data.model_dump(mode="json"),
+    }
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -197,4 +197,5 @@ def _first_line(text: str) -> str:
 def main() -> None:
     logging.basicConfig(level=os.environ.get("MLOPS_LOG_LEVEL", "WARNING"),
                         format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     sys.exit(run(sys.argv[1:]))

@@ -67,6 +67,22 @@ def find_version_of_run(mlflow: MlflowClient, name: str, run_id: str) -> ModelVe
     return min(ready, key=lambda v: int(v.version)) if ready else None
 
 
+def logged_model_id(mlflow: MlflowClient, run_id: str) -> str:
+    """The MLflow 3 LoggedModel that the run logged as `model`.
+
+    MLflow 3 stores models outside the run's artifact folder, so a version must be
+    created from `models:/<model_id>`, not from `runs:/<run_id>/model`.
+    """
+    run = mlflow.get_run(run_id)
+    found = mlflow.search_logged_models(
+        experiment_ids=[run.info.experiment_id],
+        filter_string=f"source_run_id = '{run_id}' AND name = '{MODEL_ARTIFACT}'",
+    )
+    if not found:
+        raise RegistryError(f"run {run_id} has no logged model named {MODEL_ARTIFACT!r}")
+    return str(max(found, key=lambda m: m.creation_timestamp).model_id)
+
+
 def register_run(mlflow: MlflowClient, name: str, run_id: str, *,
                  wait_seconds: float = 120.0) -> ModelVersion:
     """Register the run's model under `name`, reusing a version of the same run."""
@@ -79,8 +95,9 @@ def register_run(mlflow: MlflowClient, name: str, run_id: str, *,
         if not _is_missing(err):
             raise
         mlflow.create_registered_model(name)
+    model_id = logged_model_id(mlflow, run_id)
     version = mlflow.create_model_version(
-        name=name, source=f"runs:/{run_id}/{MODEL_ARTIFACT}", run_id=run_id
+        name=name, source=f"models:/{model_id}", run_id=run_id, model_id=model_id
     )
     return _wait_ready(mlflow, name, version.version, wait_seconds)
 

@@ -1,0 +1,131 @@
+"""`mlops train` through the installed console script, against a real MLflow server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from pipeline.card import load_card
+from pipeline.data import prepare
+from pipeline.datasets import load_spec
+from pipeline.evaluate import evaluate
+from tests.conftest import TrackingServer
+from tests.utils import REPO, run_mlops
+
+pytestmark = pytest.mark.integration
+
+
+def _card(tmp_path: Path, model_name: str) -> Path:
+    text = (REPO / "model_card.yaml").read_text().replace(
+        "name: diamond-price", f"name: {model_name}"
+    )
+    path = tmp_path / "model_card.yaml"
+    path.write_text(text)
+    return path
+
+
+def _env(server: TrackingServer, experiment: str) -> dict[str, str]:
+    return {**server.env, "MLOPS_EXPERIMENT": experiment}
+
+
+def _runs(server: TrackingServer, experiment: str) -> list[str]:
+    client = MlflowClient(server.uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    return [r.info.run_id for r in client.search_runs([found.experiment_id], "")]
+
+
+def test_train_register_promote_reproduces_the_logged_metric(
+    tracking_server: TrackingServer, tracking_env: TrackingServer, tmp_path: Path
+) -> None:
+    card_path = _card(tmp_path, "it-train-bootstrap")
+    env = _env(tracking_server, "it-train")
+    done = run_mlops("train", "--estimator", "ridge", "--register", "--promote", "--json",
+                     "--card", str(card_path), env=env)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["production"] == summary["version"] == "1"
+
+    client = MlflowClient(tracking_server.uri)
+    production = client.get_model_version_by_alias("it-train-bootstrap", "production")
+    assert production.run_id == summary["run_id"]
+    assert production.current_stage == "Production"
+    run = client.get_run(summary["run_id"])
+    for tag in ("git_commit", "data_hash", "dataset", "package_version"):
+        assert run.data.tags[tag], tag
+
+    model = mlflow.sklearn.load_model("models:/it-train-bootstrap@production")
+    card = load_card(card_path)
+    data = prepare(load_spec(card.data.dataset), source=card.data.source,
+                   holdout_fraction=card.data.holdout_fraction)
+    assert run.data.tags["data_hash"] == data.data_hash
+    recomputed = evaluate(model, data.x_holdout, data.y_holdout, task="regression")
+    np.testing.assert_allclose(recomputed["rmse"], run.data.metrics["rmse"], rtol=1e-9)
+    np.testing.assert_allclose(recomputed["rmse"], summary["metrics"]["rmse"], rtol=1e-9)
+
+    again = run_mlops("train", "--estimator", "dummy", "--register", "--promote",
+                      "--card", str(card_path), env=env)
+    assert again.returncode == 2
+    assert "already has Production version 1" in again.stderr
+    versions = client.search_model_versions("name='it-train-bootstrap'")
+    assert [v.version for v in versions] == ["1"], "a refused bootstrap registered nothing"
+
+
+def test_plain_train_prints_only_the_run_id_on_stdout(
+    tracking_server: TrackingServer, tmp_path: Path
+) -> None:
+    env = _env(tracking_server, "it-train-plain")
+    done = run_mlops("train", "--estimator", "dummy", "--card",
+                     str(_card(tmp_path, "it-train-plain")), env=env)
+    assert done.returncode == 0, done.stderr
+    assert _runs(tracking_server, "it-train-plain") == [done.stdout.strip()]
+    assert "trained dummy: rmse=" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--register", "--estimator", "xgboost"], "--estimator 'xgboost': unknown for regression"),
+        (["--register", "--param", "depth=3"], "--param depth: HistGradientBoostingRegressor has no"),
+        (["--register", "--param", "max_iter=-5"], "'max_iter' parameter"),
+        (["--promote"], "--promote needs --register"),
+    ],
+)
+def test_bad_input_fails_in_one_line_and_logs_nothing(
+    tracking_server: TrackingServer, tmp_path: Path, args: list[str], message: str
+) -> None:
+    experiment = "it-train-bad-input"
+    card_path = _card(tmp_path, "it-train-bad")
+    before = _runs(tracking_server, experiment)
+    done = run_mlops("train", *args, "--card", str(card_path),
+                     env=_env(tracking_server, experiment))
+    assert done.returncode == 2
+    error_lines = [ln for ln in done.stderr.splitlines() if ln.startswith("error:")]
+    assert len(error_lines) == 1 and message in error_lines[0], done.stderr
+    assert "Traceback" not in done.stderr
+    assert _runs(tracking_server, experiment) == before
+    assert MlflowClient(tracking_server.uri).search_model_versions("name='it-train-bad'") == []
+
+
+def test_bad_data_file_fails_in_one_line(tracking_server: TrackingServer, tmp_path: Path) -> None:
+    card_path = _card(tmp_path, "it-train-bad-data")
+    (tmp_path / "empty.csv").write_text("")
+    card_path.write_text(card_path.read_text().replace(
+        "source: builtin", f"source: {tmp_path / 'empty.csv'}"))
+    done = run_mlops("train", "--card", str(card_path),
+                     env=_env(tracking_server, "it-train-bad-data"))
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == f"error: data.source: {tmp_path}/empty.csv is empty"
+
+
+def test_unreachable_server_is_one_line(tmp_path: Path) -> None:
+    done = run_mlops("status", "--card", str(_card(tmp_path, "x")),
+                     env={"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"})
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: cannot reach the MLflow tracking server at http://127.0.0.1:9")

@@ -1,0 +1,147 @@
+"""The data stage: loading, schema validation, cleansing rules, the stable split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.data import BUILTIN, cleanse, data_hash, load, prepare, split, validate
+from pipeline.datasets import DatasetSpec, load_spec
+from pipeline.errors import ConfigError, DataError
+
+
+def test_csv_and_parquet_load_the_same_rows(tmp_path: Path, tiny_spec: DatasetSpec,
+                                            tiny_frame: pd.DataFrame) -> None:
+    tiny_frame.to_csv(tmp_path / "d.csv", index=False)
+    tiny_frame.to_parquet(tmp_path / "d.parquet", index=False)
+    from_csv = validate(load(str(tmp_path / "d.csv"), tiny_spec), tiny_spec)
+    from_parquet = validate(load(str(tmp_path / "d.parquet"), tiny_spec), tiny_spec)
+    pd.testing.assert_frame_equal(from_csv, from_parquet)
+
+
+def test_empty_file_is_a_one_line_error(tmp_path: Path, tiny_spec: DatasetSpec) -> None:
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(DataError, match=r"empty\.csv is empty"):
+        load(str(tmp_path / "empty.csv"), tiny_spec)
+
+
+def test_header_only_file_has_no_rows(tmp_path: Path, tiny_spec: DatasetSpec) -> None:
+    (tmp_path / "header.csv").write_text("size,grade,y\n")
+    with pytest.raises(DataError, match="no rows"):
+        validate(load(str(tmp_path / "header.csv"), tiny_spec), tiny_spec)
+
+
+def test_missing_file_and_unknown_format(tmp_path: Path, tiny_spec: DatasetSpec) -> None:
+    with pytest.raises(DataError, match="no such file"):
+        load(str(tmp_path / "nope.csv"), tiny_spec)
+    (tmp_path / "d.xlsx").write_text("x")
+    with pytest.raises(DataError, match="neither .csv nor .parquet"):
+        load(str(tmp_path / "d.xlsx"), tiny_spec)
+
+
+def test_missing_column_is_named(tiny_spec: DatasetSpec, tiny_frame: pd.DataFrame) -> None:
+    with pytest.raises(DataError, match="missing column.*grade"):
+        validate(tiny_frame.drop(columns="grade"), tiny_spec)
+
+
+def test_text_in_a_numeric_column_is_named_with_its_row(tiny_spec: DatasetSpec,
+                                                        tiny_frame: pd.DataFrame) -> None:
+    frame = tiny_frame.astype({"size": object})
+    frame.loc[7, "size"] = "big"
+    with pytest.raises(DataError, match=r"column 'size'.*1 value\(s\) are text.*row 8"):
+        validate(frame, tiny_spec)
+
+
+def test_numbers_in_a_categorical_column_are_a_dtype_error(tiny_spec: DatasetSpec,
+                                                           tiny_frame: pd.DataFrame) -> None:
+    frame = tiny_frame.assign(grade=1.5)
+    with pytest.raises(DataError, match="column 'grade': expected categories"):
+        validate(frame, tiny_spec)
+
+
+def test_numeric_text_is_accepted_as_numbers(tiny_spec: DatasetSpec,
+                                             tiny_frame: pd.DataFrame) -> None:
+    frame = tiny_frame.assign(size=tiny_frame["size"].astype(str))
+    assert validate(frame, tiny_spec)["size"].dtype == np.float64
+
+
+def test_a_column_that_is_all_missing_is_rejected(tiny_spec: DatasetSpec,
+                                                  tiny_frame: pd.DataFrame) -> None:
+    with pytest.raises(DataError, match="column 'size': every value is missing"):
+        validate(tiny_frame.assign(size=np.nan), tiny_spec)
+
+
+def test_cleansing_counts_every_rule(tiny_spec: DatasetSpec, tiny_frame: pd.DataFrame) -> None:
+    frame = validate(tiny_frame, tiny_spec)
+    dirty = pd.concat([frame, frame.iloc[:3]], ignore_index=True)  # 3 duplicates
+    dirty.loc[10, "y"] = np.nan  # missing target → dropped
+    dirty.loc[11, "y"] = -5.0  # invalid target → dropped
+    dirty.loc[12, "size"] = 0.0  # invalid (min is exclusive) → blanked
+    dirty.loc[13, "size"] = 1e9  # out of range → blanked
+    dirty.loc[14, "grade"] = "z"  # unknown category → blanked
+    clean, report = cleanse(dirty, tiny_spec)
+    assert report.counts["drop_duplicates"] == 3
+    assert report.counts["drop_missing_target"] == 1
+    assert report.counts["drop_invalid_target"] == 1
+    assert report.counts["blank_invalid_size"] == 2
+    assert report.counts["blank_invalid_grade"] == 1
+    assert report.rows_in == len(dirty)
+    assert report.rows_out == len(clean) == len(dirty) - 5
+    assert clean["size"].isna().sum() == 2
+    assert clean["grade"].isna().sum() == 1
+
+
+def test_cleansing_that_leaves_a_column_empty_is_an_error(tiny_spec: DatasetSpec,
+                                                          tiny_frame: pd.DataFrame) -> None:
+    frame = validate(tiny_frame.assign(size=500.0), tiny_spec)
+    with pytest.raises(DataError, match="column 'size': no valid value left"):
+        cleanse(frame, tiny_spec)
+
+
+def test_split_holds_out_the_same_rows_whatever_their_order(
+    tiny_spec: DatasetSpec, tiny_frame: pd.DataFrame
+) -> None:
+    clean, _ = cleanse(validate(tiny_frame, tiny_spec), tiny_spec)
+    _, holdout_a = split(clean, holdout_fraction=0.25)
+    shuffled = clean.sample(frac=1.0, random_state=3).reset_index(drop=True)
+    _, holdout_b = split(shuffled, holdout_fraction=0.25)
+    key = ["size", "grade", "y"]
+    pd.testing.assert_frame_equal(
+        holdout_a.sort_values(key).reset_index(drop=True),
+        holdout_b.sort_values(key).reset_index(drop=True),
+    )
+    assert 0.15 < len(holdout_a) / len(clean) < 0.35
+
+
+def test_split_rejects_a_fraction_outside_0_1(tiny_frame: pd.DataFrame) -> None:
+    with pytest.raises(DataError, match="holdout_fraction"):
+        split(tiny_frame, holdout_fraction=1.0)
+
+
+def test_data_hash_changes_with_the_data(tiny_frame: pd.DataFrame) -> None:
+    changed = tiny_frame.copy()
+    changed.loc[0, "y"] += 1
+    assert data_hash(tiny_frame) == data_hash(tiny_frame.copy())
+    assert data_hash(tiny_frame) != data_hash(changed)
+
+
+def test_the_demo_dataset_prepares_with_its_known_flaws() -> None:
+    data = prepare(load_spec("diamonds"), source=BUILTIN, holdout_fraction=0.2)
+    assert data.report.rows_in == 53_940
+    assert data.report.counts["drop_duplicates"] == 146
+    assert data.report.counts["blank_invalid_z"] >= 20  # zero depths
+    assert len(data.train) + len(data.holdout) == data.report.rows_out
+    assert list(data.x_train.columns) == data.spec.feature_names
+    again = prepare(load_spec("diamonds"), source=BUILTIN, holdout_fraction=0.2)
+    pd.testing.assert_frame_equal(data.holdout, again.holdout)
+    assert data.data_hash == again.data_hash
+
+
+def test_unknown_dataset_module_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="no dataset module pipeline/datasets/nope.py"):
+        load_spec("nope")
+    with pytest.raises(ConfigError, match="not a module name"):
+        load_spec("../etc")
