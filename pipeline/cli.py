@@ -19,7 +19,7 @@ import typer
 from mlflow.exceptions import MlflowException
 
 from pipeline import registry
-from pipeline.card import ModelCard, load_card
+from pipeline.card import ModelCard, load_card, write_candidate_run_id
 from pipeline.config import Settings, load_settings
 from pipeline.data import prepare
 from pipeline.datasets import load_spec
@@ -124,28 +124,44 @@ def _refuse_if_production_exists(mlflow_client: Any, name: str) -> None:
 
 
 @app.command("status")
-def status_command(card_path: CardOption = None) -> None:
+def status_command(
+    card_path: CardOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
     """Show the registered model, its Production version, run ID and metrics."""
     settings = _settings()
     card = _card(card_path, settings)
     mlflow_client = registry.client(settings.mlflow_tracking_uri)
-    name = card.model.name
+    state = registry.describe(mlflow_client, card.model.name)
+    state["candidate_run_id"] = card.model.candidate_run_id
+    state["tracking_uri"] = settings.mlflow_tracking_uri
+    if as_json:
+        typer.echo(json.dumps(state))
+        return
     typer.echo(f"tracking server: {settings.mlflow_tracking_uri}")
-    typer.echo(f"model: {name}")
-    typer.echo(f"candidate in {card_path or settings.mlops_card}: "
-               f"{card.model.candidate_run_id or '(none)'}")
-    production = registry.production_version(mlflow_client, name)
+    typer.echo(f"model: {card.model.name}")
+    typer.echo(f"candidate in the card: {card.model.candidate_run_id or '(none)'}")
+    production = state["production"]
     if production is None:
         typer.echo("production: none yet (bootstrap with `mlops train --register --promote`)")
         return
-    run = mlflow_client.get_run(production.run_id)
-    typer.echo(f"production: version {production.version}, run {production.run_id}, "
-               f"stage {production.current_stage}")
-    typer.echo("metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in sorted(run.data.metrics.items())
-                                       if not k.startswith("cleanse_")))
-    previous = registry.version_by_alias(mlflow_client, name, registry.PREVIOUS)
-    if previous is not None:
-        typer.echo(f"previous-production: version {previous.version}")
+    typer.echo(f"production: version {production['version']}, run {production['run_id']}, "
+               f"stage {production['stage']}")
+    typer.echo("metrics: " + ", ".join(f"{k}={v:.4g}" for k, v in production["metrics"].items()))
+    if state["previous_production"] is not None:
+        typer.echo(f"previous-production: version {state['previous_production']}")
+
+
+@app.command("propose")
+def propose_command(
+    run_id: Annotated[str, typer.Argument(help="the MLflow run ID of the candidate")],
+    card_path: CardOption = None,
+) -> None:
+    """Write a run ID into the card as the candidate (the change a pull request proposes)."""
+    settings = _settings()
+    path = card_path or settings.mlops_card
+    write_candidate_run_id(path, run_id)
+    typer.echo(f"{path}: candidate_run_id is now {run_id}")
 
 
 @stack_app.command("up")

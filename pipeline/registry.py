@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from typing import Any
 from urllib.parse import urlparse
 
 import requests
@@ -132,3 +133,21 @@ def set_production(mlflow: MlflowClient, name: str, version: str,
     if after is None or after.version != version:
         raise RegistryError(f"model {name}: alias {PRODUCTION} did not move to version {version}")
     return after
+
+
+def describe(mlflow: MlflowClient, name: str) -> dict[str, Any]:
+    """The registry's view of a model, as plain data for `mlops status`."""
+    production = production_version(mlflow, name)
+    previous = version_by_alias(mlflow, name, PREVIOUS)
+    state: dict[str, Any] = {"model": name, "production": None,
+                             "previous_production": previous.version if previous else None}
+    if production is not None:
+        run = mlflow.get_run(production.run_id)
+        state["production"] = {
+            "version": production.version,
+            "run_id": production.run_id,
+            "stage": production.current_stage,
+            "metrics": {k: v for k, v in sorted(run.data.metrics.items())
+                        if not k.startswith("cleanse_")},
+        }
+    return state
