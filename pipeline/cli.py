@@ -18,7 +18,7 @@ import click
 import typer
 from mlflow.exceptions import MlflowException
 
-from pipeline import registry
+from pipeline import api_client, registry
 from pipeline.card import ModelCard, load_card, write_candidate_run_id
 from pipeline.config import Settings, load_settings
 from pipeline.data import prepare
@@ -162,6 +162,40 @@ def propose_command(
     path = card_path or settings.mlops_card
     write_candidate_run_id(path, run_id)
     typer.echo(f"{path}: candidate_run_id is now {run_id}")
+
+
+@app.command("predict")
+def predict_command(
+    url: Annotated[str, typer.Option(envvar="SERVING_URL", help="serving API base URL")]
+    = "http://127.0.0.1:8000",
+    rows: Annotated[int, typer.Option(min=1, max=1000)] = 2,
+    card_path: CardOption = None,
+) -> None:
+    """Send held-out rows to the serving API's POST /predict and print the answer."""
+    settings = _settings()
+    card = _card(card_path, settings)
+    spec = load_spec(card.data.dataset)
+    data = prepare(spec, source=card.data.source, holdout_fraction=card.data.holdout_fraction)
+    records = api_client.example_records(data.holdout, spec.feature_names, rows=rows)
+    answer = api_client.predict(url, records)
+    model = answer.get("model", {})
+    say(f"{url} served {model.get('name')} version {model.get('version')} "
+        f"(run {model.get('run_id')})")
+    truth = data.holdout[spec.target.name].head(rows).tolist()
+    for record, prediction, actual in zip(records, answer["predictions"], truth, strict=False):
+        typer.echo(f"{json.dumps(record)} -> {prediction} (actual {actual})")
+
+
+@app.command("serve-wait")
+def serve_wait_command(
+    run_id: Annotated[str, typer.Option(help="the run the server should serve")],
+    url: Annotated[str, typer.Option(envvar="SERVING_URL")] = "http://127.0.0.1:8000",
+    timeout: Annotated[float, typer.Option(help="seconds")] = 120.0,
+) -> None:
+    """Wait until the running server has swapped to the given run (exit 1 on timeout)."""
+    info = api_client.wait_for_run(url, run_id, timeout=timeout)
+    typer.echo(f"{url} now serves {info.get('name')} version {info.get('version')} "
+               f"(run {run_id}), loaded at {info.get('loaded_at')}")
 
 
 @stack_app.command("up")

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# The whole loop on this machine, one `mlops` command at a time, as a person would type
+# them. Everything runs on 127.0.0.1 and stays running for you to explore; `make down`
+# stops it. The demo proposes its candidate in a copy of the card under .mlops/demo/,
+# so the repository's model_card.yaml is left as it is.
+set -euo pipefail
+
+venv=${VENV:-.venv}
+mlops="$venv/bin/mlops"
+export MLFLOW_TRACKING_URI=${MLFLOW_TRACKING_URI:-http://127.0.0.1:5000}
+serving_url=${SERVING_URL:-http://127.0.0.1:8000}
+demo_dir=.mlops/demo
+card="$demo_dir/model_card.yaml"
+started=$(date +%s)
+
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+show() { printf '$ %s\n' "$*"; "$@"; }
+
+step "1. Start the local MLflow server (SQLite backend, artifacts under .mlops/)"
+show "$mlops" stack up
+
+mkdir -p "$demo_dir"
+cp model_card.yaml "$card"
+
+step "2. Bootstrap Production with a deliberately weak baseline (only when there is none)"
+if "$mlops" status --card "$card" --json | "$venv/bin/python" -c \
+    'import json, sys; sys.exit(json.load(sys.stdin)["production"] is None)'; then
+  echo "Production already exists; keeping it."
+else
+  show "$mlops" train --estimator dummy --register --promote --card "$card"
+fi
+show "$mlops" status --card "$card"
+
+step "3. Serve the Production model"
+show "$mlops" serve --background
+show "$mlops" predict --url "$serving_url" --example
+
+step "4. A data scientist trains a better candidate and proposes it"
+run_id=$("$mlops" train --estimator hist_gradient_boosting --card "$card")
+echo "candidate run: $run_id"
+show "$mlops" propose "$run_id" --card "$card"
+
+step "5. The pull request's gate: candidate vs Production on the same held-out rows"
+show "$mlops" gate --card "$card" --report "$demo_dir/gate-report.md" --json "$demo_dir/gate-verdict.json"
+cat "$demo_dir/gate-report.md"
+
+step "6. The merge promotes the candidate (compare-and-set, audit tags)"
+show "$mlops" promote --card "$card" --verdict "$demo_dir/gate-verdict.json"
+show "$mlops" status --card "$card"
+
+step "7. The running server picks up the new Production version by itself"
+show "$mlops" serve-wait --url "$serving_url" --run-id "$run_id"
+show "$mlops" predict --url "$serving_url" --example
+
+cat <<MSG
+
+Done in $(( $(date +%s) - started )) s. Still running for you to explore:
+  MLflow UI       $MLFLOW_TRACKING_URI
+  serving API     $serving_url/docs   (OpenAPI; POST /predict, POST /invocations, GET /model)
+  gate report     $demo_dir/gate-report.md
+Stop everything with: make down
+MSG
