@@ -182,7 +182,8 @@ def _valid(values: pd.Series, column: Column) -> pd.Series:
 
 def row_keys(frame: pd.DataFrame) -> np.ndarray:
     """A 64-bit hash of each row's values, stable across runs and machines."""
-    return pd.util.hash_pandas_object(frame, index=False).to_numpy(dtype="uint64")
+    keys: np.ndarray = pd.util.hash_pandas_object(frame, index=False).to_numpy(dtype="uint64")
+    return keys
 
 
 def split(
@@ -192,7 +193,7 @@ def split(
     if not 0.0 < holdout_fraction < 1.0:
         raise DataError(f"data.holdout_fraction: {holdout_fraction} is not between 0 and 1")
     buckets = row_keys(frame) % _HASH_BUCKETS
-    held_out = buckets < int(round(holdout_fraction * _HASH_BUCKETS))
+    held_out = buckets < round(holdout_fraction * _HASH_BUCKETS)
     train, holdout = frame.loc[~held_out], frame.loc[held_out]
     if train.empty or holdout.empty:
         raise DataError(
@@ -209,7 +210,9 @@ def data_hash(frame: pd.DataFrame) -> str:
     return digest.hexdigest()[:16]
 
 
-def prepare(spec: DatasetSpec, *, source: str = BUILTIN, holdout_fraction: float = 0.2) -> PreparedData:
+def prepare(
+    spec: DatasetSpec, *, source: str = BUILTIN, holdout_fraction: float = 0.2
+) -> PreparedData:
     """The whole data stage: load → validate → cleanse → split."""
     raw = load(source, spec)
     clean, report = cleanse(validate(raw, spec), spec)

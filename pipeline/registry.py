@@ -141,7 +141,7 @@ def describe(mlflow: MlflowClient, name: str) -> dict[str, Any]:
     previous = version_by_alias(mlflow, name, PREVIOUS)
     state: dict[str, Any] = {"model": name, "production": None,
                              "previous_production": previous.version if previous else None}
-    if production is not None:
+    if production is not None and production.run_id:
         run = mlflow.get_run(production.run_id)
         state["production"] = {
             "version": production.version,

@@ -17,8 +17,8 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
-import skops.io
 import sklearn
+import skops.io
 import yaml
 from mlflow.models import infer_signature
 from sklearn.base import BaseEstimator
@@ -169,7 +169,7 @@ def log_run(*, data: PreparedData, model: Pipeline, estimator_name: str,
             mlflow.end_run(status="FAILED")
             mlflow.delete_run(run.info.run_id)
             raise
-    return run.info.run_id
+    return str(run.info.run_id)
 
 
 def _tags(data: PreparedData, estimator_name: str) -> dict[str, str]:

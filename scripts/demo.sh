@@ -33,7 +33,7 @@ show "$mlops" status --card "$card"
 
 step "3. Serve the Production model"
 show "$mlops" serve --background
-show "$mlops" predict --url "$serving_url" --example
+show "$mlops" predict --url "$serving_url"
 
 step "4. A data scientist trains a better candidate and proposes it"
 run_id=$("$mlops" train --estimator hist_gradient_boosting --card "$card")
@@ -50,7 +50,7 @@ show "$mlops" status --card "$card"
 
 step "7. The running server picks up the new Production version by itself"
 show "$mlops" serve-wait --url "$serving_url" --run-id "$run_id"
-show "$mlops" predict --url "$serving_url" --example
+show "$mlops" predict --url "$serving_url"
 
 cat <<MSG
 

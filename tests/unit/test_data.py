@@ -38,12 +38,12 @@ def test_missing_file_and_unknown_format(tmp_path: Path, tiny_spec: DatasetSpec)
     with pytest.raises(DataError, match="no such file"):
         load(str(tmp_path / "nope.csv"), tiny_spec)
     (tmp_path / "d.xlsx").write_text("x")
-    with pytest.raises(DataError, match="neither .csv nor .parquet"):
+    with pytest.raises(DataError, match=r"neither \.csv nor \.parquet"):
         load(str(tmp_path / "d.xlsx"), tiny_spec)
 
 
 def test_missing_column_is_named(tiny_spec: DatasetSpec, tiny_frame: pd.DataFrame) -> None:
-    with pytest.raises(DataError, match="missing column.*grade"):
+    with pytest.raises(DataError, match=r"missing column.*grade"):
         validate(tiny_frame.drop(columns="grade"), tiny_spec)
 
 
@@ -141,7 +141,7 @@ def test_the_demo_dataset_prepares_with_its_known_flaws() -> None:
 
 
 def test_unknown_dataset_module_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match="no dataset module pipeline/datasets/nope.py"):
+    with pytest.raises(ConfigError, match=r"no dataset module pipeline/datasets/nope\.py"):
         load_spec("nope")
     with pytest.raises(ConfigError, match="not a module name"):
         load_spec("../etc")

@@ -7,8 +7,7 @@ import pandas as pd
 import pytest
 import skops.io
 
-from pipeline.data import cleanse, split, validate
-from pipeline.data import PreparedData
+from pipeline.data import PreparedData, cleanse, split, validate
 from pipeline.datasets import Column, DatasetSpec
 from pipeline.errors import ConfigError
 from pipeline.evaluate import evaluate
@@ -74,7 +73,7 @@ def test_unknown_estimator_names_the_choices() -> None:
 
 
 def test_unknown_parameter_is_named() -> None:
-    with pytest.raises(ConfigError, match="--param max_dept: .* has no such parameter"):
+    with pytest.raises(ConfigError, match=r"--param max_dept: .* has no such parameter"):
         make_estimator("regression", "hist_gradient_boosting", {"max_dept": 3})
 
 
