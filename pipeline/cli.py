@@ -18,7 +18,7 @@ import click
 import typer
 from mlflow.exceptions import MlflowException
 
-from pipeline import api_client, registry
+from pipeline import api_client, gitops, registry
 from pipeline.card import ModelCard, load_card, write_candidate_run_id
 from pipeline.config import Settings, load_settings
 from pipeline.data import prepare
@@ -218,6 +218,13 @@ def stack_down() -> None:
     service, _ = mlflow_server(home=settings.mlops_home, host="127.0.0.1", port=0)
     stopped = service.stop()
     typer.echo("MLflow server stopped" if stopped else "MLflow server was not running")
+
+
+app.command("gate")(gitops.gate_command)
+app.command("promote")(gitops.promote_command)
+app.command("rollback")(gitops.rollback_command)
+app.command("drift")(gitops.drift_command)
+app.command("pr-comment")(gitops.pr_comment_command)
 
 
 def run(argv: list[str]) -> int:

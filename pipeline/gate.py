@@ -21,7 +21,7 @@ import pandas as pd
 from mlflow.entities import Run
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
-from mlflow.models import ModelInfo
+from mlflow.models.model import ModelInfo
 from mlflow.tracking import MlflowClient
 
 from pipeline import registry
@@ -221,7 +221,7 @@ class ResolvedModel:
 
     @property
     def run_id(self) -> str:
-        return self.run.info.run_id
+        return str(self.run.info.run_id)
 
     @property
     def inputs(self) -> list[dict[str, Any]]:
@@ -333,12 +333,12 @@ def run_gate(card: ModelCard, *, mlflow_client: MlflowClient, tracking_uri: str)
     if run_id is None:
         raise ConfigError("model.candidate_run_id: not set; put the run ID of your candidate "
                           "(printed by `mlops train`) in the card")
-    candidate = resolve_model(mlflow_client, run_id, uri=f"runs:/{run_id}/{registry.MODEL_ARTIFACT}",
-                              what="candidate")
+    candidate = resolve_model(mlflow_client, run_id, what="candidate",
+                              uri=f"runs:/{run_id}/{registry.MODEL_ARTIFACT}")
     current = registry.production_version(mlflow_client, name)
     production = None
     if current is not None:
-        production = resolve_model(mlflow_client, current.run_id, version=current,
+        production = resolve_model(mlflow_client, str(current.run_id), version=current,
                                    uri=f"models:/{name}/{current.version}", what="Production")
     check_comparable(candidate, production, spec=spec)
     former = policy.mode == "rollback" and was_production(mlflow_client, name, run_id)

@@ -45,17 +45,22 @@ class Interval:
 
 
 def _gather(values: np.ndarray, indices: np.ndarray) -> np.ndarray:
-    return values[indices]
+    gathered: np.ndarray = values[indices]
+    return gathered
+
+
+def _floats(values: object) -> np.ndarray:
+    return np.asarray(values, dtype=float)
 
 
 def _rmse(y: np.ndarray, p: np.ndarray, idx: np.ndarray) -> np.ndarray:
     squared = (y.astype(float) - p.astype(float)) ** 2
-    return np.sqrt(_gather(squared, idx).mean(axis=1))
+    return _floats(np.sqrt(_gather(squared, idx).mean(axis=1)))
 
 
 def _mae(y: np.ndarray, p: np.ndarray, idx: np.ndarray) -> np.ndarray:
     absolute = np.abs(y.astype(float) - p.astype(float))
-    return _gather(absolute, idx).mean(axis=1)
+    return _floats(_gather(absolute, idx).mean(axis=1))
 
 
 def _r2(y: np.ndarray, p: np.ndarray, idx: np.ndarray) -> np.ndarray:
@@ -65,12 +70,12 @@ def _r2(y: np.ndarray, p: np.ndarray, idx: np.ndarray) -> np.ndarray:
     sst = ((ys - ys.mean(axis=1, keepdims=True)) ** 2).sum(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
         # sklearn's convention for a constant target: 1 if perfect, else 0.
-        return np.where(sst > 0, 1.0 - sse / np.where(sst > 0, sst, 1.0),
-                        np.where(sse == 0, 1.0, 0.0))
+        return _floats(np.where(sst > 0, 1.0 - sse / np.where(sst > 0, sst, 1.0),
+                                np.where(sse == 0, 1.0, 0.0)))
 
 
 def _accuracy(y: np.ndarray, p: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    return _gather((y == p).astype(float), idx).mean(axis=1)
+    return _floats(_gather((y == p).astype(float), idx).mean(axis=1))
 
 
 def _class_counts(y: np.ndarray, p: np.ndarray, idx: np.ndarray
@@ -96,7 +101,7 @@ def _f1_macro(y: np.ndarray, p: np.ndarray, idx: np.ndarray) -> np.ndarray:
     denominator = true_n + pred_n
     present = denominator > 0
     f1 = np.where(present, 2 * tp / np.where(present, denominator, 1.0), 0.0)
-    return f1.sum(axis=1) / np.maximum(present.sum(axis=1), 1)
+    return _floats(f1.sum(axis=1) / np.maximum(present.sum(axis=1), 1))
 
 
 def _balanced_accuracy(y: np.ndarray, p: np.ndarray, idx: np.ndarray) -> np.ndarray:
@@ -104,7 +109,7 @@ def _balanced_accuracy(y: np.ndarray, p: np.ndarray, idx: np.ndarray) -> np.ndar
     tp, true_n, _ = _class_counts(y, p, idx)
     present = true_n > 0
     recall = np.where(present, tp / np.where(present, true_n, 1.0), 0.0)
-    return recall.sum(axis=1) / np.maximum(present.sum(axis=1), 1)
+    return _floats(recall.sum(axis=1) / np.maximum(present.sum(axis=1), 1))
 
 
 BATCH_METRICS: dict[str, BatchMetric] = {
