@@ -1,0 +1,5 @@
+"""The Pulumi program of the cloud stack; see docs/infra.md."""
+
+from mlops_stack.program import main
+
+main()

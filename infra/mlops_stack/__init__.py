@@ -1,0 +1,1 @@
+"""The cloud stack as Pulumi component resources: one module per concern, wired in program.py."""

@@ -1,0 +1,256 @@
+"""IAM and bucket policy documents as pure functions of ARNs and names.
+
+Kept apart from the components so the tests, the policy pack and a reviewer can read each
+permission without a Pulumi runtime.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+Document = dict[str, Any]
+GITHUB_OIDC_HOST = "token.actions.githubusercontent.com"
+GITHUB_OIDC_AUDIENCE = "sts.amazonaws.com"
+
+
+def _doc(*statements: dict[str, Any]) -> Document:
+    return {"Version": "2012-10-17", "Statement": list(statements)}
+
+
+def tls_only_bucket_policy(bucket_arn: str) -> Document:
+    """Refuse every request to the bucket that does not arrive over TLS 1.2 or newer."""
+    resources = [bucket_arn, f"{bucket_arn}/*"]
+    return _doc(
+        {
+            "Sid": "DenyPlainHttp",
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "s3:*",
+            "Resource": resources,
+            "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+        },
+        {
+            "Sid": "DenyOldTls",
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "s3:*",
+            "Resource": resources,
+            "Condition": {"NumericLessThan": {"s3:TlsVersion": "1.2"}},
+        },
+    )
+
+
+def ecs_tasks_trust() -> Document:
+    return _doc(
+        {
+            "Effect": "Allow",
+            "Principal": {"Service": "ecs-tasks.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+        }
+    )
+
+
+def tracking_task_policy(bucket_arn: str) -> Document:
+    """The MLflow server's only AWS permissions: its own artifact bucket, nothing else."""
+    return _doc(
+        {
+            "Sid": "ListOwnBucket",
+            "Effect": "Allow",
+            "Action": ["s3:ListBucket", "s3:GetBucketLocation"],
+            "Resource": bucket_arn,
+        },
+        {
+            "Sid": "ReadWriteOwnArtifacts",
+            "Effect": "Allow",
+            "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+            "Resource": f"{bucket_arn}/*",
+        },
+    )
+
+
+def read_secrets_policy(secret_arns: list[str]) -> Document:
+    """Let ECS (or a workflow) read exactly these secrets at start-up."""
+    return _doc(
+        {
+            "Sid": "ReadNamedSecrets",
+            "Effect": "Allow",
+            "Action": "secretsmanager:GetSecretValue",
+            "Resource": sorted(set(secret_arns)),
+        }
+    )
+
+
+def github_trust(*, provider_arn: str, repo: str, environment: str) -> Document:
+    """Trust one GitHub repository's jobs that run in one environment, nothing wider."""
+    return _doc(
+        {
+            "Effect": "Allow",
+            "Principal": {"Federated": provider_arn},
+            "Action": "sts:AssumeRoleWithWebIdentity",
+            "Condition": {
+                "StringEquals": {
+                    f"{GITHUB_OIDC_HOST}:aud": GITHUB_OIDC_AUDIENCE,
+                    f"{GITHUB_OIDC_HOST}:sub": f"repo:{repo}:environment:{environment}",
+                }
+            },
+        }
+    )
+
+
+# The services the stack manages. The infra workflow runs `pulumi up|destroy` on them, so it
+# needs their write actions; IAM, S3, Secrets Manager and logs are narrowed to the stack's names.
+MANAGED_SERVICES = (
+    "ec2",
+    "ecs",
+    "ecr",
+    "elasticloadbalancing",
+    "rds",
+    "application-autoscaling",
+    "cloudwatch",
+)
+
+
+def infra_role_policy(
+    *,
+    prefix: str,
+    account_id: str,
+    state_bucket: str,
+    secrets_key_arn: str | None,
+) -> Document:
+    """What `pulumi preview|up|refresh|destroy` of this stack needs, scoped where AWS allows."""
+    statements: list[dict[str, Any]] = [
+        {
+            "Sid": "PulumiState",
+            "Effect": "Allow",
+            "Action": ["s3:ListBucket", "s3:GetBucketLocation"],
+            "Resource": f"arn:aws:s3:::{state_bucket}",
+        },
+        {
+            "Sid": "PulumiStateObjects",
+            "Effect": "Allow",
+            "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+            "Resource": f"arn:aws:s3:::{state_bucket}/*",
+        },
+        {
+            "Sid": "ManagedServices",
+            "Effect": "Allow",
+            "Action": [f"{service}:*" for service in MANAGED_SERVICES],
+            "Resource": "*",
+        },
+        {
+            "Sid": "ArtifactBucket",
+            "Effect": "Allow",
+            "Action": "s3:*",
+            "Resource": [f"arn:aws:s3:::{prefix}-*", f"arn:aws:s3:::{prefix}-*/*"],
+        },
+        {
+            "Sid": "StackSecrets",
+            "Effect": "Allow",
+            "Action": "secretsmanager:*",
+            "Resource": f"arn:aws:secretsmanager:*:{account_id}:secret:{prefix}/*",
+        },
+        {
+            "Sid": "RdsManagedSecret",
+            "Effect": "Allow",
+            "Action": [
+                "secretsmanager:DescribeSecret",
+                "secretsmanager:CreateSecret",
+                "secretsmanager:TagResource",
+                "secretsmanager:RotateSecret",
+                "secretsmanager:DeleteSecret",
+            ],
+            "Resource": f"arn:aws:secretsmanager:*:{account_id}:secret:rds!*",
+        },
+        {
+            "Sid": "StackLogs",
+            "Effect": "Allow",
+            "Action": "logs:*",
+            "Resource": f"arn:aws:logs:*:{account_id}:log-group:/ecs/{prefix}/*",
+        },
+        {
+            "Sid": "DescribeLogs",
+            "Effect": "Allow",
+            "Action": ["logs:DescribeLogGroups", "logs:ListTagsForResource"],
+            "Resource": "*",
+        },
+        {
+            "Sid": "StackRoles",
+            "Effect": "Allow",
+            "Action": [
+                "iam:GetRole",
+                "iam:CreateRole",
+                "iam:DeleteRole",
+                "iam:UpdateRole",
+                "iam:UpdateAssumeRolePolicy",
+                "iam:TagRole",
+                "iam:UntagRole",
+                "iam:GetRolePolicy",
+                "iam:PutRolePolicy",
+                "iam:DeleteRolePolicy",
+                "iam:ListRolePolicies",
+                "iam:ListAttachedRolePolicies",
+                "iam:AttachRolePolicy",
+                "iam:DetachRolePolicy",
+                "iam:ListInstanceProfilesForRole",
+                "iam:PassRole",
+            ],
+            "Resource": f"arn:aws:iam::{account_id}:role/{prefix}-*",
+        },
+        {
+            "Sid": "GithubOidcProvider",
+            "Effect": "Allow",
+            "Action": [
+                "iam:GetOpenIDConnectProvider",
+                "iam:CreateOpenIDConnectProvider",
+                "iam:DeleteOpenIDConnectProvider",
+                "iam:TagOpenIDConnectProvider",
+                "iam:UpdateOpenIDConnectProviderThumbprint",
+                "iam:AddClientIDToOpenIDConnectProvider",
+            ],
+            "Resource": f"arn:aws:iam::{account_id}:oidc-provider/{GITHUB_OIDC_HOST}",
+        },
+        {
+            "Sid": "ServiceLinkedRoles",
+            "Effect": "Allow",
+            "Action": "iam:CreateServiceLinkedRole",
+            "Resource": "*",
+            "Condition": {
+                "StringEquals": {
+                    "iam:AWSServiceName": [
+                        "ecs.amazonaws.com",
+                        "elasticloadbalancing.amazonaws.com",
+                        "rds.amazonaws.com",
+                        "ecs.application-autoscaling.amazonaws.com",
+                    ]
+                }
+            },
+        },
+        {
+            "Sid": "ReadOnlyLookups",
+            "Effect": "Allow",
+            "Action": ["sts:GetCallerIdentity", "acm:DescribeCertificate", "kms:DescribeKey"],
+            "Resource": "*",
+        },
+        {
+            # Encrypted RDS storage and the RDS-managed master secret use AWS managed keys.
+            "Sid": "ManagedKeysThroughServices",
+            "Effect": "Allow",
+            "Action": ["kms:CreateGrant", "kms:Decrypt", "kms:GenerateDataKey"],
+            "Resource": "*",
+            "Condition": {
+                "StringLike": {
+                    "kms:ViaService": ["rds.*.amazonaws.com", "secretsmanager.*.amazonaws.com"]
+                }
+            },
+        },
+    ]
+    if secrets_key_arn:
+        statements.append(
+            {
+                "Sid": "PulumiSecretsProvider",
+                "Effect": "Allow",
+                "Action": ["kms:Encrypt", "kms:Decrypt", "kms:GenerateDataKey"],
+                "Resource": secrets_key_arn,
+            }
+        )
+    return _doc(*statements)

@@ -1,0 +1,176 @@
+"""Wire the components into the stack and export what the workflows and people need."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from mlops_stack.artifacts import ArtifactStore, ArtifactStoreArgs
+from mlops_stack.ci_access import CiAccess, CiAccessArgs
+from mlops_stack.database import TrackingDatabase, TrackingDatabaseArgs
+from mlops_stack.network import Network, NetworkArgs
+from mlops_stack.serving import ServingService, ServingServiceArgs
+from mlops_stack.settings import NAMESPACE, ConfigError, StackSettings, settings_from
+from mlops_stack.tracking import TrackingServer, TrackingServerArgs
+
+OPEN_TO_ALL = "0.0.0.0/0"
+
+
+@dataclass
+class Stack:
+    network: Network
+    artifacts: ArtifactStore
+    database: TrackingDatabase
+    tracking: TrackingServer
+    serving: ServingService
+    ci: CiAccess
+    outputs: dict[str, pulumi.Input[object]]
+
+
+def build(settings: StackSettings) -> Stack:
+    """Create every resource of the stack from validated settings."""
+    tags = {"project": "mlops", "stack": settings.prefix}
+    zones = aws.get_availability_zones(state="available").names
+    region = aws.get_region().region
+    account_id = aws.get_caller_identity().account_id
+
+    network = Network(
+        "network",
+        NetworkArgs(
+            cidr=settings.vpc_cidr,
+            availability_zones=zones,
+            nat_gateways=2 if settings.high_availability else 1,
+            tags=tags,
+        ),
+    )
+    artifacts = ArtifactStore(
+        "artifacts", ArtifactStoreArgs(bucket_prefix=f"{settings.prefix}-artifacts-", tags=tags)
+    )
+    database = TrackingDatabase(
+        "tracking-db",
+        TrackingDatabaseArgs(
+            identifier=f"{settings.prefix}-tracking",
+            vpc_id=network.vpc_id,
+            subnet_ids=network.private_subnet_ids,
+            instance_class=settings.db_instance_class,
+            allocated_storage_gb=settings.db_allocated_storage_gb,
+            backup_retention_days=settings.db_backup_retention_days,
+            deletion_protection=settings.db_deletion_protection,
+            multi_az=settings.high_availability,
+            tags=tags,
+        ),
+    )
+    cluster = aws.ecs.Cluster(
+        "cluster",
+        name=settings.prefix,
+        settings=[aws.ecs.ClusterSettingArgs(name="containerInsights", value="disabled")],
+        tags=tags,
+    )
+
+    # The serving tasks reach the tracking load balancer through the NAT gateway, so its
+    # addresses are let in even when the tracking server is open to a narrow list only.
+    tracking_cidrs: list[pulumi.Input[str]] = list(settings.tracking_allowed_cidrs)
+    if OPEN_TO_ALL not in settings.tracking_allowed_cidrs:
+        tracking_cidrs += [ip.apply(lambda addr: f"{addr}/32") for ip in network.nat_public_ips]
+
+    tracking = TrackingServer(
+        "tracking",
+        TrackingServerArgs(
+            prefix=settings.prefix,
+            vpc_id=network.vpc_id,
+            public_subnet_ids=network.public_subnet_ids,
+            private_subnet_ids=network.private_subnet_ids,
+            cluster_arn=cluster.arn,
+            region=region,
+            bucket_name=artifacts.bucket_name,
+            bucket_arn=artifacts.bucket_arn,
+            database_address=database.address,
+            database_port=database.port,
+            database_name=database.database_name,
+            database_secret_arn=database.master_secret_arn,
+            database_security_group_id=database.security_group.id,
+            ingress_cidrs=tracking_cidrs,
+            cpu=settings.tracking_cpu,
+            memory=settings.tracking_memory,
+            image_tag=settings.tracking_image_tag,
+            admin_username=settings.admin_username,
+            host=settings.tracking_host,
+            certificate_arn=settings.certificate_arn,
+            log_retention_days=settings.log_retention_days,
+            tags=tags,
+        ),
+    )
+    database.allow_client("tracking", tracking.task_security_group_id)
+
+    serving = ServingService(
+        "serving",
+        ServingServiceArgs(
+            prefix=settings.prefix,
+            vpc_id=network.vpc_id,
+            public_subnet_ids=network.public_subnet_ids,
+            private_subnet_ids=network.private_subnet_ids,
+            cluster_arn=cluster.arn,
+            cluster_name=cluster.name,
+            region=region,
+            tracking_uri=tracking.url,
+            tracking_username=settings.admin_username,
+            tracking_password_secret_arn=tracking.admin_secret.arn,
+            model_name=settings.model_name,
+            ingress_cidrs=list(settings.effective_serving_cidrs),
+            public=settings.serving_public,
+            cpu=settings.serving_cpu,
+            memory=settings.serving_memory,
+            min_tasks=settings.serving_min_tasks,
+            max_tasks=settings.serving_max_tasks,
+            cpu_target=settings.serving_cpu_target,
+            image_tag=settings.serving_image_tag,
+            host=settings.serving_host,
+            certificate_arn=settings.certificate_arn,
+            log_retention_days=settings.log_retention_days,
+            tags=tags,
+        ),
+    )
+    ci = CiAccess(
+        "ci",
+        CiAccessArgs(
+            prefix=settings.prefix,
+            github_repo=settings.github_repo,
+            account_id=account_id,
+            tracking_secret_arn=tracking.admin_secret.arn,
+            state_bucket=settings.state_bucket,
+            pr_environment=settings.ci_environments.pr,
+            promote_environment=settings.ci_environments.promote,
+            infra_environment=settings.ci_environments.infra,
+            existing_provider_arn=settings.github_oidc_provider_arn,
+            secrets_key_arn=settings.pulumi_secrets_key_arn,
+            tags=tags,
+        ),
+    )
+
+    outputs: dict[str, pulumi.Input[object]] = {
+        "trackingUri": tracking.url,
+        "servingUrl": serving.url,
+        "trackingLoadBalancerDns": tracking.service.dns_name,
+        "servingLoadBalancerDns": serving.service.dns_name,
+        "artifactBucket": artifacts.bucket_name,
+        "trackingAdminSecretArn": tracking.admin_secret.arn,
+        "trackingRepositoryUrl": tracking.repository.repository_url,
+        "servingRepositoryUrl": serving.repository.repository_url,
+        "ciRoleArns": ci.role_arns,
+        "clusterName": cluster.name,
+    }
+    return Stack(network, artifacts, database, tracking, serving, ci, outputs)
+
+
+def main() -> None:
+    """Entry point of `pulumi up`: read and check the config, build, export."""
+    config = pulumi.Config(NAMESPACE)
+    try:
+        settings = settings_from(config.get, project=pulumi.get_project(), stack=pulumi.get_stack())
+    except ConfigError as error:
+        raise pulumi.RunError(str(error)) from None
+    stack = build(settings)
+    for key, value in stack.outputs.items():
+        pulumi.export(key, value)

@@ -1,0 +1,142 @@
+"""Serving service: the project's serving image on Fargate behind its own load balancer.
+
+The server follows the registry's `production` alias by itself, so a promotion needs no
+redeploy; this component only keeps enough tasks running (CPU target tracking) and points
+them at the tracking server. The tasks get no task role: they reach models through the
+tracking server's proxied artifacts and need no AWS permission at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from mlops_stack.web_service import HTTP_PORT, LoadBalancedService, LoadBalancedServiceArgs
+
+SERVING_PORT = 8000
+MODEL_ALIAS = "production"
+
+
+@dataclass
+class ServingServiceArgs:
+    prefix: str
+    vpc_id: pulumi.Input[str]
+    public_subnet_ids: Sequence[pulumi.Input[str]]
+    private_subnet_ids: Sequence[pulumi.Input[str]]
+    cluster_arn: pulumi.Input[str]
+    cluster_name: pulumi.Input[str]
+    region: pulumi.Input[str]
+    tracking_uri: pulumi.Input[str]
+    tracking_username: str
+    tracking_password_secret_arn: pulumi.Input[str]
+    model_name: str
+    ingress_cidrs: Sequence[pulumi.Input[str]]
+    public: bool = False
+    cpu: int = 512
+    memory: int = 1024
+    min_tasks: int = 1
+    max_tasks: int = 3
+    cpu_target: float = 60.0
+    image_tag: str = "latest"
+    host: str | None = None
+    certificate_arn: str | None = None
+    log_retention_days: int = 30
+    tags: dict[str, str] | None = None
+
+
+class ServingService(pulumi.ComponentResource):
+    """ECR repository, the serving service behind its ALB, and CPU autoscaling."""
+
+    def __init__(
+        self, name: str, args: ServingServiceArgs, opts: pulumi.ResourceOptions | None = None
+    ):
+        super().__init__("mlops:infra:ServingService", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        tags = args.tags or {}
+
+        self.repository = aws.ecr.Repository(
+            f"{name}-repo",
+            name=f"{args.prefix}/serving",
+            image_tag_mutability="MUTABLE",
+            image_scanning_configuration=aws.ecr.RepositoryImageScanningConfigurationArgs(
+                scan_on_push=True
+            ),
+            encryption_configurations=[
+                aws.ecr.RepositoryEncryptionConfigurationArgs(encryption_type="AES256")
+            ],
+            force_delete=True,
+            tags=tags,
+            opts=child,
+        )
+        self.service = LoadBalancedService(
+            name,
+            LoadBalancedServiceArgs(
+                prefix=args.prefix,
+                vpc_id=args.vpc_id,
+                public_subnet_ids=args.public_subnet_ids,
+                private_subnet_ids=args.private_subnet_ids,
+                cluster_arn=args.cluster_arn,
+                region=args.region,
+                image=self.repository.repository_url.apply(lambda url: f"{url}:{args.image_tag}"),
+                container_port=SERVING_PORT,
+                # Traffic only reaches a task once it has loaded and verified a model.
+                health_check_path="/ready",
+                cpu=args.cpu,
+                memory=args.memory,
+                ingress_cidrs=args.ingress_cidrs,
+                internal=not args.public,
+                host=args.host,
+                certificate_arn=args.certificate_arn,
+                environment={
+                    "MLFLOW_TRACKING_URI": args.tracking_uri,
+                    "MLFLOW_TRACKING_USERNAME": args.tracking_username,
+                    "MODEL_NAME": args.model_name,
+                    "MODEL_ALIAS": MODEL_ALIAS,
+                },
+                secrets={"MLFLOW_TRACKING_PASSWORD": args.tracking_password_secret_arn},
+                secret_arns=[args.tracking_password_secret_arn],
+                task_role_arn=None,
+                desired_count=args.min_tasks,
+                autoscaled=True,
+                log_retention_days=args.log_retention_days,
+                tags=tags,
+            ),
+            opts=child,
+        )
+        if args.certificate_arn is None:
+            # Plain-HTTP stacks (allowPlainHttp) reach the tracking server on port 80.
+            self.service.allow_egress("tracking-http", port=HTTP_PORT, cidr="0.0.0.0/0")
+
+        self.scaling_target = aws.appautoscaling.Target(
+            f"{name}-scaling",
+            service_namespace="ecs",
+            scalable_dimension="ecs:service:DesiredCount",
+            resource_id=pulumi.Output.all(args.cluster_name, self.service.service.name).apply(
+                lambda v: f"service/{v[0]}/{v[1]}"
+            ),
+            min_capacity=args.min_tasks,
+            max_capacity=args.max_tasks,
+            opts=child,
+        )
+        aws.appautoscaling.Policy(
+            f"{name}-cpu",
+            policy_type="TargetTrackingScaling",
+            service_namespace=self.scaling_target.service_namespace,
+            scalable_dimension=self.scaling_target.scalable_dimension,
+            resource_id=self.scaling_target.resource_id,
+            target_tracking_scaling_policy_configuration=aws.appautoscaling.PolicyTargetTrackingScalingPolicyConfigurationArgs(
+                target_value=args.cpu_target,
+                predefined_metric_specification=aws.appautoscaling.PolicyTargetTrackingScalingPolicyConfigurationPredefinedMetricSpecificationArgs(
+                    predefined_metric_type="ECSServiceAverageCPUUtilization"
+                ),
+                scale_in_cooldown=300,
+                scale_out_cooldown=60,
+            ),
+            opts=child,
+        )
+
+        self.url = self.service.url
+        self.register_outputs({"url": self.url, "repository_url": self.repository.repository_url})

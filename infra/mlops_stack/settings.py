@@ -1,0 +1,243 @@
+"""The stack's settings: read once from the stack config, validated before any resource exists.
+
+A missing or contradictory value stops the program with one line that names the config key
+and how to set it, instead of a provider error halfway through an update.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+NAMESPACE = "mlops"
+REPO_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
+ENVIRONMENT_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
+# Fargate's valid (cpu, memory) pairs for the sizes this stack offers.
+FARGATE_MEMORY = {
+    256: (512, 1024, 2048),
+    512: (1024, 2048, 3072, 4096),
+    1024: tuple(range(2048, 8193, 1024)),
+    2048: tuple(range(4096, 16385, 1024)),
+    4096: tuple(range(8192, 30721, 1024)),
+}
+
+ConfigGetter = Callable[[str], str | None]
+
+
+class ConfigError(Exception):
+    """A stack config value is missing or invalid; the message is one line."""
+
+
+@dataclass(frozen=True)
+class CiEnvironments:
+    """The GitHub environment each workflow's job runs in; the role trust is pinned to it."""
+
+    pr: str = "pr"
+    promote: str = "production"
+    infra: str = "infra"
+
+
+@dataclass(frozen=True)
+class StackSettings:
+    """Everything the program needs, with the defaults the cost estimate in docs/infra.md uses."""
+
+    prefix: str
+    github_repo: str
+    state_bucket: str
+    certificate_arn: str | None = None
+    tracking_host: str | None = None
+    serving_host: str | None = None
+    allow_plain_http: bool = False
+    vpc_cidr: str = "10.40.0.0/16"
+    high_availability: bool = False
+    tracking_allowed_cidrs: tuple[str, ...] = ("0.0.0.0/0",)
+    serving_public: bool = False
+    serving_allowed_cidrs: tuple[str, ...] = ()
+    db_instance_class: str = "db.t4g.micro"
+    db_allocated_storage_gb: int = 20
+    db_backup_retention_days: int = 7
+    db_deletion_protection: bool = True
+    tracking_cpu: int = 512
+    tracking_memory: int = 1024
+    serving_cpu: int = 512
+    serving_memory: int = 1024
+    serving_min_tasks: int = 1
+    serving_max_tasks: int = 3
+    serving_cpu_target: float = 60.0
+    tracking_image_tag: str = "latest"
+    serving_image_tag: str = "latest"
+    model_name: str = "diamond-price"
+    admin_username: str = "admin"
+    log_retention_days: int = 30
+    github_oidc_provider_arn: str | None = None
+    pulumi_secrets_key_arn: str | None = None
+    ci_environments: CiEnvironments = field(default_factory=CiEnvironments)
+
+    @property
+    def https(self) -> bool:
+        return self.certificate_arn is not None
+
+    @property
+    def effective_serving_cidrs(self) -> tuple[str, ...]:
+        """Who may reach the serving load balancer: the VPC itself unless configured."""
+        return self.serving_allowed_cidrs or (self.vpc_cidr,)
+
+
+def _key(name: str) -> str:
+    return f"{NAMESPACE}:{name}"
+
+
+def _require(get: ConfigGetter, name: str, hint: str) -> str:
+    value = get(name)
+    if value is None or not value.strip():
+        raise ConfigError(
+            f"missing required config {_key(name)}: set it with "
+            f"`pulumi config set {_key(name)} {hint}`"
+        )
+    return value.strip()
+
+
+def _bool(get: ConfigGetter, name: str, default: bool) -> bool:
+    value = get(name)
+    if value is None:
+        return default
+    lowered = value.strip().lower()
+    if lowered in {"true", "1", "yes"}:
+        return True
+    if lowered in {"false", "0", "no"}:
+        return False
+    raise ConfigError(f"config {_key(name)} must be true or false, got {value!r}")
+
+
+def _int(get: ConfigGetter, name: str, default: int, *, minimum: int = 0) -> int:
+    value = get(name)
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigError(f"config {_key(name)} must be an integer, got {value!r}") from None
+    if number < minimum:
+        raise ConfigError(f"config {_key(name)} must be at least {minimum}, got {number}")
+    return number
+
+
+def _cidrs(get: ConfigGetter, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    value = get(name)
+    if value is None:
+        return default
+    text = value.strip()
+    items = json.loads(text) if text.startswith("[") else text.split(",")
+    cidrs = tuple(str(item).strip() for item in items if str(item).strip())
+    for cidr in cidrs:
+        try:
+            ipaddress.ip_network(cidr)
+        except ValueError:
+            raise ConfigError(f"config {_key(name)} has an invalid CIDR {cidr!r}") from None
+    return cidrs
+
+
+def _optional(get: ConfigGetter, name: str) -> str | None:
+    value = get(name)
+    return value.strip() if value and value.strip() else None
+
+
+def _check_size(name: str, cpu: int, memory: int) -> None:
+    if memory not in FARGATE_MEMORY.get(cpu, ()):
+        raise ConfigError(
+            f"config {_key(name + 'Cpu')}={cpu} with {_key(name + 'Memory')}={memory} "
+            "is not a Fargate size (e.g. 512 with 1024, 1024 with 2048)"
+        )
+
+
+def settings_from(get: ConfigGetter, *, project: str, stack: str) -> StackSettings:
+    """Build the settings from a config getter (`pulumi.Config("mlops").get` in a real run)."""
+    github_repo = _require(get, "githubRepo", "OWNER/REPO")
+    if not REPO_PATTERN.match(github_repo):
+        raise ConfigError(
+            f"config {_key('githubRepo')} must look like OWNER/REPO, got {github_repo!r}"
+        )
+    state_bucket = _require(get, "stateBucket", "BUCKET (the S3 bucket of the Pulumi state)")
+
+    certificate_arn = _optional(get, "certificateArn")
+    allow_plain_http = _bool(get, "allowPlainHttp", False)
+    tracking_host = _optional(get, "trackingHost")
+    serving_host = _optional(get, "servingHost")
+    if certificate_arn is None and not allow_plain_http:
+        raise ConfigError(
+            f"missing required config {_key('certificateArn')}: set an ACM certificate ARN "
+            f"(with {_key('trackingHost')} and {_key('servingHost')}), or set "
+            f"{_key('allowPlainHttp')} true to accept plain HTTP"
+        )
+    if certificate_arn is not None and (tracking_host is None or serving_host is None):
+        raise ConfigError(
+            f"config {_key('certificateArn')} needs {_key('trackingHost')} and "
+            f"{_key('servingHost')}: the host names the certificate covers"
+        )
+
+    vpc_cidr = _optional(get, "vpcCidr") or "10.40.0.0/16"
+    try:
+        network = ipaddress.ip_network(vpc_cidr)
+    except ValueError:
+        raise ConfigError(f"config {_key('vpcCidr')} is not a CIDR: {vpc_cidr!r}") from None
+    if network.prefixlen > 20:
+        raise ConfigError(f"config {_key('vpcCidr')} must be /20 or larger, got {vpc_cidr}")
+
+    environments = CiEnvironments(
+        pr=_optional(get, "prEnvironment") or CiEnvironments.pr,
+        promote=_optional(get, "promoteEnvironment") or CiEnvironments.promote,
+        infra=_optional(get, "infraEnvironment") or CiEnvironments.infra,
+    )
+    for env_name in (environments.pr, environments.promote, environments.infra):
+        if not ENVIRONMENT_PATTERN.match(env_name):
+            raise ConfigError(f"GitHub environment names may not contain wildcards: {env_name!r}")
+
+    settings = StackSettings(
+        prefix=f"{project}-{stack}".lower(),
+        github_repo=github_repo,
+        state_bucket=state_bucket,
+        certificate_arn=certificate_arn,
+        tracking_host=tracking_host,
+        serving_host=serving_host,
+        allow_plain_http=allow_plain_http,
+        vpc_cidr=vpc_cidr,
+        high_availability=_bool(get, "highAvailability", False),
+        tracking_allowed_cidrs=_cidrs(get, "trackingAllowedCidrs", ("0.0.0.0/0",)),
+        serving_public=_bool(get, "servingPublic", False),
+        serving_allowed_cidrs=_cidrs(get, "servingAllowedCidrs", ()),
+        db_instance_class=_optional(get, "dbInstanceClass") or "db.t4g.micro",
+        db_allocated_storage_gb=_int(get, "dbAllocatedStorageGb", 20, minimum=20),
+        db_backup_retention_days=_int(get, "dbBackupRetentionDays", 7, minimum=1),
+        db_deletion_protection=_bool(get, "dbDeletionProtection", True),
+        tracking_cpu=_int(get, "trackingCpu", 512, minimum=256),
+        tracking_memory=_int(get, "trackingMemory", 1024, minimum=512),
+        serving_cpu=_int(get, "servingCpu", 512, minimum=256),
+        serving_memory=_int(get, "servingMemory", 1024, minimum=512),
+        serving_min_tasks=_int(get, "servingMinTasks", 1, minimum=1),
+        serving_max_tasks=_int(get, "servingMaxTasks", 3, minimum=1),
+        serving_cpu_target=float(_int(get, "servingCpuTarget", 60, minimum=10)),
+        tracking_image_tag=_optional(get, "trackingImageTag") or "latest",
+        serving_image_tag=_optional(get, "servingImageTag") or "latest",
+        model_name=_optional(get, "modelName") or "diamond-price",
+        admin_username=_optional(get, "adminUsername") or "admin",
+        log_retention_days=_int(get, "logRetentionDays", 30, minimum=1),
+        github_oidc_provider_arn=_optional(get, "githubOidcProviderArn"),
+        pulumi_secrets_key_arn=_optional(get, "pulumiSecretsKeyArn"),
+        ci_environments=environments,
+    )
+    _check_size("tracking", settings.tracking_cpu, settings.tracking_memory)
+    _check_size("serving", settings.serving_cpu, settings.serving_memory)
+    if settings.serving_max_tasks < settings.serving_min_tasks:
+        raise ConfigError(
+            f"config {_key('servingMaxTasks')} ({settings.serving_max_tasks}) is below "
+            f"{_key('servingMinTasks')} ({settings.serving_min_tasks})"
+        )
+    if len(settings.prefix) > 24:
+        raise ConfigError(
+            f"project and stack name {settings.prefix!r} are too long for AWS names: "
+            "keep them under 25 characters together"
+        )
+    return settings

@@ -1,0 +1,181 @@
+"""Tracking service: the MLflow server on Fargate, from the project's own image.
+
+MLflow runs with the basic-auth app (the admin password comes from Secrets Manager, so the
+server never starts with a default one), proxies artifacts to the bucket (clients need no
+S3 credentials), keeps runs and the registry in RDS MySQL, and answers only to its own
+host names (`--allowed-hosts`). The task role can reach its own bucket and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from mlops_stack import documents
+from mlops_stack.database import MYSQL_PORT
+from mlops_stack.web_service import LoadBalancedService, LoadBalancedServiceArgs
+
+MLFLOW_PORT = 5000
+ARTIFACTS_PATH = "artifacts"
+
+
+def workers_for(cpu_units: int, memory_mib: int) -> int:
+    """One uvicorn worker per half vCPU, and no more than one per 512 MiB of memory."""
+    return max(1, min(cpu_units // 512, memory_mib // 512))
+
+
+def server_arguments(*, workers: int, bucket: str, allowed_hosts: Sequence[str]) -> list[str]:
+    """The `mlflow server` arguments; the backend store URI comes from the environment."""
+    return [
+        "--host", "0.0.0.0",  # noqa: S104 - inside the task; the security group guards it
+        "--port", str(MLFLOW_PORT),
+        "--workers", str(workers),
+        "--app-name", "basic-auth",
+        "--serve-artifacts",
+        "--artifacts-destination", f"s3://{bucket}/{ARTIFACTS_PATH}",
+        "--allowed-hosts", ",".join(allowed_hosts),
+    ]  # fmt: skip
+
+
+@dataclass
+class TrackingServerArgs:
+    prefix: str
+    vpc_id: pulumi.Input[str]
+    public_subnet_ids: Sequence[pulumi.Input[str]]
+    private_subnet_ids: Sequence[pulumi.Input[str]]
+    cluster_arn: pulumi.Input[str]
+    region: pulumi.Input[str]
+    bucket_name: pulumi.Input[str]
+    bucket_arn: pulumi.Input[str]
+    database_address: pulumi.Input[str]
+    database_port: pulumi.Input[int]
+    database_name: str
+    database_secret_arn: pulumi.Input[str]
+    database_security_group_id: pulumi.Input[str]
+    ingress_cidrs: Sequence[pulumi.Input[str]]
+    cpu: int = 512
+    memory: int = 1024
+    image_tag: str = "latest"
+    admin_username: str = "admin"
+    host: str | None = None
+    certificate_arn: str | None = None
+    log_retention_days: int = 30
+    tags: dict[str, str] | None = None
+
+
+class TrackingServer(pulumi.ComponentResource):
+    """ECR repository, admin secret, task role, and the MLflow service behind its ALB."""
+
+    def __init__(
+        self, name: str, args: TrackingServerArgs, opts: pulumi.ResourceOptions | None = None
+    ):
+        super().__init__("mlops:infra:TrackingServer", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        tags = args.tags or {}
+
+        self.repository = aws.ecr.Repository(
+            f"{name}-repo",
+            name=f"{args.prefix}/mlflow",
+            image_tag_mutability="MUTABLE",
+            image_scanning_configuration=aws.ecr.RepositoryImageScanningConfigurationArgs(
+                scan_on_push=True
+            ),
+            encryption_configurations=[
+                aws.ecr.RepositoryEncryptionConfigurationArgs(encryption_type="AES256")
+            ],
+            force_delete=True,
+            tags=tags,
+            opts=child,
+        )
+        # The value is put by the operator (docs/infra.md, bootstrap); it never enters the state.
+        self.admin_secret = aws.secretsmanager.Secret(
+            f"{name}-admin-password",
+            name_prefix=f"{args.prefix}/mlflow-admin-",
+            description="Password of the MLflow basic-auth admin user (set by the operator)",
+            recovery_window_in_days=7,
+            tags=tags,
+            opts=child,
+        )
+        self.task_role = aws.iam.Role(
+            f"{name}-task-role",
+            name=f"{args.prefix}-{name}-task",
+            assume_role_policy=json.dumps(documents.ecs_tasks_trust()),
+            description="MLflow server: its own artifact bucket only",
+            tags=tags,
+            opts=child,
+        )
+        aws.iam.RolePolicy(
+            f"{name}-task-bucket",
+            role=self.task_role.id,
+            policy=pulumi.Output.from_input(args.bucket_arn).apply(
+                lambda arn: json.dumps(documents.tracking_task_policy(arn))
+            ),
+            opts=child,
+        )
+
+        workers = workers_for(args.cpu, args.memory)
+        extra_hosts = [args.host] if args.host else []
+
+        def command(dns_name: pulumi.Output[str]) -> pulumi.Output[list[str]]:
+            return pulumi.Output.all(args.bucket_name, dns_name).apply(
+                lambda v: server_arguments(
+                    workers=workers, bucket=v[0], allowed_hosts=[v[1], *extra_hosts]
+                )
+            )
+
+        secret_arn = pulumi.Output.from_input(args.database_secret_arn)
+        self.service = LoadBalancedService(
+            name,
+            LoadBalancedServiceArgs(
+                prefix=args.prefix,
+                vpc_id=args.vpc_id,
+                public_subnet_ids=args.public_subnet_ids,
+                private_subnet_ids=args.private_subnet_ids,
+                cluster_arn=args.cluster_arn,
+                region=args.region,
+                image=self.repository.repository_url.apply(lambda url: f"{url}:{args.image_tag}"),
+                container_port=MLFLOW_PORT,
+                health_check_path="/health",
+                cpu=args.cpu,
+                memory=args.memory,
+                ingress_cidrs=args.ingress_cidrs,
+                internal=False,
+                host=args.host,
+                certificate_arn=args.certificate_arn,
+                environment={
+                    "DB_HOST": args.database_address,
+                    "DB_PORT": pulumi.Output.from_input(args.database_port).apply(str),
+                    "DB_NAME": args.database_name,
+                    "MLFLOW_AUTH_ADMIN_USERNAME": args.admin_username,
+                },
+                secrets={
+                    "DB_USERNAME": secret_arn.apply(lambda arn: f"{arn}:username::"),
+                    "DB_PASSWORD": secret_arn.apply(lambda arn: f"{arn}:password::"),
+                    "MLFLOW_AUTH_ADMIN_PASSWORD": self.admin_secret.arn,
+                },
+                secret_arns=[secret_arn, self.admin_secret.arn],
+                command=command,
+                task_role_arn=self.task_role.arn,
+                log_retention_days=args.log_retention_days,
+                tags=tags,
+            ),
+            opts=child,
+        )
+        self.service.allow_egress(
+            "mysql", port=MYSQL_PORT, security_group_id=args.database_security_group_id
+        )
+
+        self.url = self.service.url
+        self.task_security_group_id = self.service.task_security_group.id
+        self.register_outputs(
+            {
+                "url": self.url,
+                "repository_url": self.repository.repository_url,
+                "admin_secret_arn": self.admin_secret.arn,
+                "task_role_arn": self.task_role.arn,
+            }
+        )

@@ -1,0 +1,372 @@
+"""A Fargate service behind its own application load balancer.
+
+Both the MLflow tracking server and the serving API are this shape. The traffic path is
+fixed here and nowhere else: clients -> load balancer (listener ports only, from the given
+CIDRs) -> tasks (container port, from the load balancer only). Tasks have no public IP; they
+may open HTTPS to the world (ECR, CloudWatch, Secrets Manager, S3 through the NAT gateway)
+and whatever `allow_egress` adds.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+from mlops_stack import documents
+
+HTTPS_PORT = 443
+HTTP_PORT = 80
+TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
+EXECUTION_POLICY_ARN = "arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"
+
+
+@dataclass
+class LoadBalancedServiceArgs:
+    prefix: str
+    vpc_id: pulumi.Input[str]
+    public_subnet_ids: Sequence[pulumi.Input[str]]
+    private_subnet_ids: Sequence[pulumi.Input[str]]
+    cluster_arn: pulumi.Input[str]
+    region: pulumi.Input[str]
+    image: pulumi.Input[str]
+    container_port: int
+    health_check_path: str
+    cpu: int
+    memory: int
+    ingress_cidrs: Sequence[pulumi.Input[str]]
+    internal: bool = False
+    host: str | None = None
+    certificate_arn: str | None = None
+    environment: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
+    # environment variable name -> Secrets Manager reference (`arn` or `arn:json-key::`)
+    secrets: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
+    # the whole secrets the execution role may read to fill `secrets`
+    secret_arns: Sequence[pulumi.Input[str]] = ()
+    # the container's arguments, given the load balancer's DNS name (MLflow's --allowed-hosts)
+    command: Callable[[pulumi.Output[str]], pulumi.Input[Sequence[str]]] | None = None
+    task_role_arn: pulumi.Input[str] | None = None
+    desired_count: int = 1
+    autoscaled: bool = False
+    log_retention_days: int = 30
+    tags: dict[str, str] | None = None
+
+
+def container_definitions(
+    *,
+    name: str,
+    image: str,
+    port: int,
+    environment: Mapping[str, str],
+    secrets: Mapping[str, str],
+    command: Sequence[str] | None,
+    log_group: str,
+    region: str,
+) -> str:
+    """The task's one container, as the JSON ECS expects."""
+    container: dict[str, Any] = {
+        "name": name,
+        "image": image,
+        "essential": True,
+        "portMappings": [{"containerPort": port, "protocol": "tcp"}],
+        "environment": [{"name": k, "value": v} for k, v in sorted(environment.items())],
+        "secrets": [{"name": k, "valueFrom": v} for k, v in sorted(secrets.items())],
+        "linuxParameters": {"initProcessEnabled": True},
+        "logConfiguration": {
+            "logDriver": "awslogs",
+            "options": {
+                "awslogs-group": log_group,
+                "awslogs-region": region,
+                "awslogs-stream-prefix": name,
+            },
+        },
+    }
+    if command:
+        container["command"] = list(command)
+    return json.dumps([container])
+
+
+class LoadBalancedService(pulumi.ComponentResource):
+    """Security groups, load balancer, listeners, target group, logs, task and service."""
+
+    def __init__(
+        self, name: str, args: LoadBalancedServiceArgs, opts: pulumi.ResourceOptions | None = None
+    ):
+        super().__init__("mlops:infra:LoadBalancedService", name, None, opts)
+        self._name = name
+        child = pulumi.ResourceOptions(parent=self)
+        tags = args.tags or {}
+        https = args.certificate_arn is not None
+
+        # --- security groups: clients -> load balancer -> tasks ---------------------------
+        self.lb_security_group = aws.ec2.SecurityGroup(
+            f"{name}-lb-sg",
+            vpc_id=args.vpc_id,
+            description=f"{name} load balancer: listener ports from allowed networks",
+            tags={**tags, "Name": f"{name}-lb"},
+            opts=child,
+        )
+        self.task_security_group = aws.ec2.SecurityGroup(
+            f"{name}-task-sg",
+            vpc_id=args.vpc_id,
+            description=f"{name} tasks: container port from its load balancer only",
+            tags={**tags, "Name": f"{name}-task"},
+            opts=child,
+        )
+        listener_ports = (HTTPS_PORT, HTTP_PORT) if https else (HTTP_PORT,)
+        for index, cidr in enumerate(args.ingress_cidrs):
+            for port in listener_ports:
+                aws.vpc.SecurityGroupIngressRule(
+                    f"{name}-lb-in-{port}-{index}",
+                    security_group_id=self.lb_security_group.id,
+                    cidr_ipv4=cidr,
+                    ip_protocol="tcp",
+                    from_port=port,
+                    to_port=port,
+                    description="redirected to HTTPS" if https and port == HTTP_PORT else "clients",
+                    opts=child,
+                )
+        aws.vpc.SecurityGroupEgressRule(
+            f"{name}-lb-to-task",
+            security_group_id=self.lb_security_group.id,
+            referenced_security_group_id=self.task_security_group.id,
+            ip_protocol="tcp",
+            from_port=args.container_port,
+            to_port=args.container_port,
+            description="to the tasks",
+            opts=child,
+        )
+        aws.vpc.SecurityGroupIngressRule(
+            f"{name}-task-from-lb",
+            security_group_id=self.task_security_group.id,
+            referenced_security_group_id=self.lb_security_group.id,
+            ip_protocol="tcp",
+            from_port=args.container_port,
+            to_port=args.container_port,
+            description="from its load balancer",
+            opts=child,
+        )
+        self.allow_egress("https", port=HTTPS_PORT, cidr="0.0.0.0/0")
+
+        # --- load balancer ------------------------------------------------------------------
+        self.load_balancer = aws.lb.LoadBalancer(
+            f"{name}-alb",
+            load_balancer_type="application",
+            internal=args.internal,
+            subnets=list(args.private_subnet_ids if args.internal else args.public_subnet_ids),
+            security_groups=[self.lb_security_group.id],
+            drop_invalid_header_fields=True,
+            idle_timeout=120,
+            tags=tags,
+            opts=child,
+        )
+        self.target_group = aws.lb.TargetGroup(
+            f"{name}-tg",
+            port=args.container_port,
+            protocol="HTTP",
+            target_type="ip",
+            vpc_id=args.vpc_id,
+            deregistration_delay=30,
+            health_check=aws.lb.TargetGroupHealthCheckArgs(
+                path=args.health_check_path,
+                matcher="200",
+                interval=15,
+                timeout=5,
+                healthy_threshold=2,
+                unhealthy_threshold=3,
+            ),
+            tags=tags,
+            opts=child,
+        )
+        forward = [
+            aws.lb.ListenerDefaultActionArgs(type="forward", target_group_arn=self.target_group.arn)
+        ]
+        self.listeners: list[aws.lb.Listener] = []
+        if https:
+            self.listeners.append(
+                aws.lb.Listener(
+                    f"{name}-https",
+                    load_balancer_arn=self.load_balancer.arn,
+                    port=HTTPS_PORT,
+                    protocol="HTTPS",
+                    ssl_policy=TLS_POLICY,
+                    certificate_arn=args.certificate_arn,
+                    default_actions=forward,
+                    opts=child,
+                )
+            )
+            self.listeners.append(
+                aws.lb.Listener(
+                    f"{name}-http-redirect",
+                    load_balancer_arn=self.load_balancer.arn,
+                    port=HTTP_PORT,
+                    protocol="HTTP",
+                    default_actions=[
+                        aws.lb.ListenerDefaultActionArgs(
+                            type="redirect",
+                            redirect=aws.lb.ListenerDefaultActionRedirectArgs(
+                                port=str(HTTPS_PORT), protocol="HTTPS", status_code="HTTP_301"
+                            ),
+                        )
+                    ],
+                    opts=child,
+                )
+            )
+        else:
+            self.listeners.append(
+                aws.lb.Listener(
+                    f"{name}-http",
+                    load_balancer_arn=self.load_balancer.arn,
+                    port=HTTP_PORT,
+                    protocol="HTTP",
+                    default_actions=forward,
+                    opts=child,
+                )
+            )
+
+        # --- task ---------------------------------------------------------------------------
+        self.log_group = aws.cloudwatch.LogGroup(
+            f"{name}-logs",
+            name=f"/ecs/{args.prefix}/{name}",
+            retention_in_days=args.log_retention_days,
+            tags=tags,
+            opts=child,
+        )
+        self.execution_role = aws.iam.Role(
+            f"{name}-exec-role",
+            name=f"{args.prefix}-{name}-exec",
+            assume_role_policy=json.dumps(documents.ecs_tasks_trust()),
+            description=f"ECS pulls the {name} image, writes its logs and reads its secrets",
+            tags=tags,
+            opts=child,
+        )
+        aws.iam.RolePolicyAttachment(
+            f"{name}-exec-managed",
+            role=self.execution_role.name,
+            policy_arn=EXECUTION_POLICY_ARN,
+            opts=child,
+        )
+        if args.secret_arns:
+            aws.iam.RolePolicy(
+                f"{name}-exec-secrets",
+                role=self.execution_role.id,
+                policy=pulumi.Output.all(*args.secret_arns).apply(
+                    lambda arns: json.dumps(documents.read_secrets_policy(list(arns)))
+                ),
+                opts=child,
+            )
+
+        env_keys = sorted(args.environment)
+        secret_keys = sorted(args.secrets)
+        command = args.command(self.load_balancer.dns_name) if args.command else []
+        definitions = pulumi.Output.all(
+            args.image,
+            self.log_group.name,
+            args.region,
+            pulumi.Output.all(*[args.environment[k] for k in env_keys]),
+            pulumi.Output.all(*[args.secrets[k] for k in secret_keys]),
+            command,
+        ).apply(
+            lambda v: container_definitions(
+                name=name,
+                image=v[0],
+                port=args.container_port,
+                environment=dict(zip(env_keys, v[3], strict=True)),
+                secrets=dict(zip(secret_keys, v[4], strict=True)),
+                command=v[5],
+                log_group=v[1],
+                region=v[2],
+            )
+        )
+        self.task_definition = aws.ecs.TaskDefinition(
+            f"{name}-task",
+            family=f"{args.prefix}-{name}",
+            cpu=str(args.cpu),
+            memory=str(args.memory),
+            network_mode="awsvpc",
+            requires_compatibilities=["FARGATE"],
+            execution_role_arn=self.execution_role.arn,
+            task_role_arn=args.task_role_arn,
+            runtime_platform=aws.ecs.TaskDefinitionRuntimePlatformArgs(
+                operating_system_family="LINUX", cpu_architecture="X86_64"
+            ),
+            container_definitions=definitions,
+            tags=tags,
+            opts=child,
+        )
+        self.service = aws.ecs.Service(
+            f"{name}-service",
+            cluster=args.cluster_arn,
+            task_definition=self.task_definition.arn,
+            desired_count=args.desired_count,
+            launch_type="FARGATE",
+            network_configuration=aws.ecs.ServiceNetworkConfigurationArgs(
+                subnets=list(args.private_subnet_ids),
+                security_groups=[self.task_security_group.id],
+                assign_public_ip=False,
+            ),
+            load_balancers=[
+                aws.ecs.ServiceLoadBalancerArgs(
+                    target_group_arn=self.target_group.arn,
+                    container_name=name,
+                    container_port=args.container_port,
+                )
+            ],
+            deployment_circuit_breaker=aws.ecs.ServiceDeploymentCircuitBreakerArgs(
+                enable=True, rollback=True
+            ),
+            deployment_minimum_healthy_percent=100,
+            deployment_maximum_percent=200,
+            health_check_grace_period_seconds=120,
+            enable_execute_command=False,
+            propagate_tags="SERVICE",
+            tags=tags,
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                depends_on=self.listeners,
+                # the autoscaler owns the task count once it exists
+                ignore_changes=["desiredCount"] if args.autoscaled else None,
+            ),
+        )
+
+        self.dns_name = self.load_balancer.dns_name
+        scheme = "https" if https else "http"
+        self.url = (
+            pulumi.Output.from_input(f"{scheme}://{args.host}")
+            if args.host
+            else self.load_balancer.dns_name.apply(lambda dns: f"{scheme}://{dns}")
+        )
+        self.register_outputs(
+            {
+                "url": self.url,
+                "dns_name": self.dns_name,
+                "service_name": self.service.name,
+                "lb_security_group_id": self.lb_security_group.id,
+                "task_security_group_id": self.task_security_group.id,
+            }
+        )
+
+    def allow_egress(
+        self,
+        purpose: str,
+        *,
+        port: int,
+        cidr: str | None = None,
+        security_group_id: pulumi.Input[str] | None = None,
+    ) -> aws.vpc.SecurityGroupEgressRule:
+        """Let the tasks open TCP `port` to a CIDR or to one security group."""
+        return aws.vpc.SecurityGroupEgressRule(
+            f"{self._name}-task-out-{purpose}",
+            security_group_id=self.task_security_group.id,
+            cidr_ipv4=cidr,
+            referenced_security_group_id=security_group_id,
+            ip_protocol="tcp",
+            from_port=port,
+            to_port=port,
+            description=purpose,
+            opts=pulumi.ResourceOptions(parent=self),
+        )

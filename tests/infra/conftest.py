@@ -1,0 +1,199 @@
+"""Run the Pulumi program under mocks and hand the tests what it registered.
+
+The Pulumi CLI and the AWS provider cannot run here, so `pulumi.runtime.set_mocks` stands in
+for the engine: every resource the program creates is recorded with its inputs (plus a few
+provider-computed values the program reads back, such as ARNs and DNS names). The tests then
+read like policies over that record and name the resource URN when a rule is broken.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pytest
+
+INFRA = Path(__file__).resolve().parents[2] / "infra"
+if str(INFRA) not in sys.path:
+    sys.path.insert(0, str(INFRA))
+
+from mlops_stack import program  # noqa: E402
+from mlops_stack.settings import StackSettings  # noqa: E402
+
+ACCOUNT = "123456789012"
+REGION = "us-east-1"
+REPO = "acme/mlops-gitops"
+
+
+class StackMocks(pulumi.runtime.Mocks):
+    """Answer resource registrations and invokes the way AWS would, offline."""
+
+    def __init__(self) -> None:
+        self.counter = 0
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+        self.counter += 1
+        state: dict[str, Any] = dict(args.inputs)
+        name = args.name
+        typ = args.typ
+        service = typ.split(":")[1].split("/")[0]
+        state.setdefault("name", name)
+        state.setdefault("arn", f"arn:aws:{service}:{REGION}:{ACCOUNT}:{name}")
+        if typ == "aws:s3/bucket:Bucket":
+            bucket = f"{args.inputs.get('bucketPrefix', name)}mock"
+            state.update(bucket=bucket, arn=f"arn:aws:s3:::{bucket}")
+        elif typ == "aws:lb/loadBalancer:LoadBalancer":
+            state["dnsName"] = f"{name}-1234.{REGION}.elb.amazonaws.com"
+        elif typ == "aws:rds/instance:Instance":
+            ident = args.inputs.get("identifier", name)
+            state.update(
+                address=f"{ident}.abc.{REGION}.rds.amazonaws.com",
+                port=3306,
+                masterUserSecrets=[
+                    {
+                        "secretArn": (
+                            f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:rds!db-{ident}"
+                        )
+                    }
+                ],
+            )
+        elif typ == "aws:ecr/repository:Repository":
+            state["repositoryUrl"] = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/{state['name']}"
+        elif typ == "aws:ec2/eip:Eip":
+            state["publicIp"] = f"203.0.113.{self.counter % 250}"
+        elif typ == "aws:secretsmanager/secret:Secret":
+            state["arn"] = (
+                f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:"
+                f"{args.inputs.get('namePrefix', name)}AbCdEf"
+            )
+        elif typ == "aws:iam/role:Role":
+            state["arn"] = f"arn:aws:iam::{ACCOUNT}:role/{state['name']}"
+        elif typ == "aws:iam/openIdConnectProvider:OpenIdConnectProvider":
+            state["arn"] = (
+                f"arn:aws:iam::{ACCOUNT}:oidc-provider/token.actions.githubusercontent.com"
+            )
+        return f"{name}-id", state
+
+    def call(
+        self, args: pulumi.runtime.MockCallArgs
+    ) -> tuple[dict[str, Any], list[Any]] | dict[str, Any]:
+        if args.token == "aws:index/getAvailabilityZones:getAvailabilityZones":
+            return {"names": [f"{REGION}a", f"{REGION}b", f"{REGION}c"], "zoneIds": ["a", "b", "c"]}
+        if args.token == "aws:index/getRegion:getRegion":
+            return {"region": REGION, "name": REGION, "id": REGION}
+        if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
+            return {"accountId": ACCOUNT, "arn": f"arn:aws:iam::{ACCOUNT}:user/test", "userId": "x"}
+        return {}
+
+
+@dataclass(frozen=True)
+class Res:
+    """One registered resource: its URN, type token, logical name and recorded state."""
+
+    urn: str
+    id: str
+    state: dict[str, Any]
+
+    @property
+    def type(self) -> str:
+        return self.urn.split("::")[2].split("$")[-1]
+
+    @property
+    def name(self) -> str:
+        return self.urn.split("::")[3]
+
+    def json(self, key: str) -> Any:
+        """A property that holds a JSON document (policies, container definitions)."""
+        return json.loads(self.state[key])
+
+
+@dataclass
+class Deployment:
+    resources: list[Res]
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+    def of_type(self, token: str) -> list[Res]:
+        return [res for res in self.resources if res.type == token]
+
+    def named(self, token: str, name: str) -> Res:
+        matches = [res for res in self.of_type(token) if res.name == name]
+        assert len(matches) == 1, f"expected one {token} named {name!r}, found {len(matches)}"
+        return matches[0]
+
+    def by_id(self, resource_id: str) -> Res:
+        matches = [res for res in self.resources if res.id == resource_id]
+        assert matches, f"no resource has the id {resource_id!r}"
+        return matches[0]
+
+
+def deploy(settings: StackSettings) -> Deployment:
+    """Run the program once under fresh mocks and return what it registered."""
+    pulumi.runtime.set_mocks(StackMocks(), project="mlops", stack="test", preview=False)
+    outputs: dict[str, Any] = {}
+
+    @pulumi.runtime.test
+    def run() -> pulumi.Output[Any]:
+        stack = program.build(settings)
+        return pulumi.Output.from_input(stack.outputs).apply(outputs.update)
+
+    run()
+    monitor = pulumi.runtime.settings.get_monitor()
+    registered = monitor.get_registered_resources()
+    resources = [Res(urn, reg.id or "", dict(reg.state or {})) for urn, reg in registered.items()]
+    return Deployment(resources=resources, outputs=outputs)
+
+
+def base_settings(**changes: Any) -> StackSettings:
+    """The defaults of a stack with HTTPS, as an operator would configure it."""
+    settings = StackSettings(
+        prefix="mlops-test",
+        github_repo=REPO,
+        state_bucket="acme-pulumi-state",
+        certificate_arn=f"arn:aws:acm:{REGION}:{ACCOUNT}:certificate/abc",
+        tracking_host="mlflow.example.com",
+        serving_host="models.example.com",
+    )
+    return replace(settings, **changes)
+
+
+@pytest.fixture(scope="session")
+def stack() -> Deployment:
+    """The stack at its defaults with HTTPS: what most rules are checked against."""
+    return deploy(base_settings())
+
+
+@pytest.fixture(scope="session")
+def plain_http_stack() -> Deployment:
+    """A stack whose operator explicitly allowed plain HTTP and narrowed the tracking CIDRs."""
+    return deploy(
+        base_settings(
+            certificate_arn=None,
+            tracking_host=None,
+            serving_host=None,
+            allow_plain_http=True,
+            tracking_allowed_cidrs=("198.51.100.0/24",),
+        )
+    )
+
+
+@pytest.fixture(scope="session")
+def ha_stack() -> Deployment:
+    return deploy(base_settings(high_availability=True))
+
+
+Check = Callable[[Res], str | None]
+
+
+def violations(resources: list[Res], check: Check) -> list[str]:
+    """Run a rule over resources; each failure reads `URN: reason`."""
+    found = []
+    for res in resources:
+        reason = check(res)
+        if reason:
+            found.append(f"{res.urn}: {reason}")
+    return found
