@@ -1,0 +1,71 @@
+"""Run one Pulumi command on one stack, the same way for people and for the infra workflow.
+
+    STACK=prod COMMAND=preview python infra/pulumi_command.py      (what `make infra-run` does)
+    python infra/pulumi_command.py --stack prod --command up
+
+Every command runs non-interactively from infra/; preview and up also run the policy pack,
+so a rule broken by a change stops it before anything is created.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+INFRA = Path(__file__).resolve().parent
+POLICY_PACK = INFRA / "policy"
+COMMANDS = ("preview", "up", "refresh", "destroy")
+STACK_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+){0,2}$")
+
+
+class UsageError(Exception):
+    """A bad stack name or command; the message is one line."""
+
+
+def pulumi_argv(*, command: str, stack: str) -> list[str]:
+    """The exact `pulumi` invocation for a command on a stack."""
+    if command not in COMMANDS:
+        raise UsageError(f"command must be one of {', '.join(COMMANDS)}, got {command!r}")
+    if not STACK_PATTERN.match(stack):
+        raise UsageError(f"invalid stack name {stack!r}")
+    argv = ["pulumi", command, "--stack", stack, "--cwd", str(INFRA), "--non-interactive"]
+    if command in {"preview", "up"}:
+        argv += ["--policy-pack", str(POLICY_PACK), "--diff"]
+    if command in {"up", "refresh", "destroy"}:
+        argv.append("--yes")
+    return argv
+
+
+def parse(argv: Sequence[str], env: Mapping[str, str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stack", default=env.get("STACK"), help="stack name (env STACK)")
+    parser.add_argument(
+        "--command", default=env.get("COMMAND"), choices=COMMANDS, help="env COMMAND"
+    )
+    args = parser.parse_args(argv)
+    if not args.stack or not args.command:
+        parser.error("set --stack and --command (or STACK and COMMAND)")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse(sys.argv[1:] if argv is None else argv, os.environ)
+    try:
+        command = pulumi_argv(command=args.command, stack=args.stack)
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if shutil.which("pulumi") is None:
+        print("error: the pulumi CLI is not on PATH (see docs/infra.md)", file=sys.stderr)
+        raise SystemExit(2)
+    print("running:", " ".join(command), flush=True)
+    os.execvp(command[0], command)  # noqa: S606 - a fixed argv, no shell
+
+
+if __name__ == "__main__":
+    main()

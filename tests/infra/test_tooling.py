@@ -1,0 +1,100 @@
+"""The tracking image's entrypoint and the Pulumi runner behind `make infra-run`."""
+
+from __future__ import annotations
+
+import configparser
+from pathlib import Path
+from urllib.parse import unquote
+
+import mlflow_entrypoint as entry
+import pulumi_command as runner
+import pytest
+
+ENV = {
+    "DB_HOST": "db.internal",
+    "DB_PORT": "3306",
+    "DB_NAME": "mlflow",
+    "DB_USERNAME": "mlflow",
+    "DB_PASSWORD": "p@ss:w/rd%#?",
+    "MLFLOW_AUTH_ADMIN_USERNAME": "admin",
+    "MLFLOW_AUTH_ADMIN_PASSWORD": "a-long-admin-password",
+}
+
+
+def test_backend_store_uri_quotes_credentials_and_verifies_tls():
+    uri = entry.backend_store_uri(ENV, ca_bundle="/ca.pem")
+    assert uri.startswith("mysql+pymysql://mlflow:")
+    password = uri.split("://", 1)[1].split("@", 1)[0].split(":", 1)[1]
+    assert unquote(password) == ENV["DB_PASSWORD"]
+    assert uri.endswith("@db.internal:3306/mlflow?charset=utf8mb4&ssl_ca=/ca.pem")
+
+
+def test_auth_config_survives_configparser_and_holds_no_admin_password(tmp_path: Path):
+    run_env = entry.prepare(ENV, config_path=tmp_path / "auth" / "basic_auth.ini")
+    config_path = Path(run_env["MLFLOW_AUTH_CONFIG_PATH"])
+    parser = configparser.ConfigParser()  # as MLflow reads it: with interpolation
+    parser.read(config_path)
+    section = parser["mlflow"]
+    assert section["database_uri"] == run_env["MLFLOW_BACKEND_STORE_URI"]
+    assert section["default_permission"] == "NO_PERMISSIONS"
+    assert "admin_password" not in section
+    assert ENV["MLFLOW_AUTH_ADMIN_PASSWORD"] not in config_path.read_text()
+    assert config_path.stat().st_mode & 0o777 == 0o600
+    assert run_env["MLFLOW_AUTH_ADMIN_PASSWORD"] == ENV["MLFLOW_AUTH_ADMIN_PASSWORD"]
+    assert "DB_PASSWORD" not in run_env
+
+
+def test_entrypoint_refuses_to_start_without_its_settings(tmp_path: Path):
+    env = {k: v for k, v in ENV.items() if k != "MLFLOW_AUTH_ADMIN_PASSWORD"}
+    with pytest.raises(entry.EntrypointError, match="MLFLOW_AUTH_ADMIN_PASSWORD"):
+        entry.prepare(env, config_path=tmp_path / "x.ini")
+
+
+def test_entrypoint_exits_2_with_one_line(monkeypatch, capsys):
+    monkeypatch.setattr(entry.os, "environ", {})
+    with pytest.raises(SystemExit) as stopped:
+        entry.main([])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_workers_follow_the_task_size():
+    from mlops_stack.tracking import workers_for
+
+    assert workers_for(256, 512) == 1
+    assert workers_for(512, 1024) == 1
+    assert workers_for(1024, 2048) == 2
+    assert workers_for(2048, 4096) == 4
+    assert workers_for(2048, 1024) == 2  # memory caps it
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        ("preview", ["--policy-pack", "--diff"]),
+        ("up", ["--policy-pack", "--diff", "--yes"]),
+        ("refresh", ["--yes"]),
+        ("destroy", ["--yes"]),
+    ],
+)
+def test_runner_builds_one_non_interactive_pulumi_command(command, expected):
+    argv = runner.pulumi_argv(command=command, stack="acme/prod")
+    assert argv[:4] == ["pulumi", command, "--stack", "acme/prod"]
+    assert "--non-interactive" in argv
+    for flag in expected:
+        assert flag in argv
+    if command in {"refresh", "destroy"}:
+        assert "--policy-pack" not in argv
+
+
+@pytest.mark.parametrize(
+    ("command", "stack"), [("import", "prod"), ("up", "prod; rm -rf /"), ("up", "")]
+)
+def test_runner_refuses_unknown_commands_and_odd_stack_names(command, stack):
+    with pytest.raises(runner.UsageError):
+        runner.pulumi_argv(command=command, stack=stack)
+
+
+def test_runner_reads_stack_and_command_from_the_environment():
+    args = runner.parse([], {"STACK": "prod", "COMMAND": "preview"})
+    assert (args.stack, args.command) == ("prod", "preview")
