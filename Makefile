@@ -68,3 +68,30 @@ test-unit: $(STAMP) ## run the fast unit tests of the stages only
 lint: $(STAMP) ## ruff on everything, mypy (strict) on the packages
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/mypy
+
+## --- infra ---------------------------------------------------------------------
+# The cloud stack (docs/infra.md). STACK and COMMAND come from the command line or the
+# environment, e.g. `make infra-preview STACK=prod`; the infra workflow sets them.
+
+.PHONY: infra-setup
+infra-setup: ## install only the Pulumi SDKs into .venv (what the infra workflow needs)
+	@infra/install.sh "$(PYTHON)" "$(VENV)"
+
+.PHONY: infra-test
+infra-test: $(STAMP) ## test the Pulumi program under mocks, its security rules and the policy pack
+	@$(PY) -m pytest tests/infra $(PYTEST_ARGS)
+
+.PHONY: infra-lint
+infra-lint: $(STAMP) ## lint infra.yml (zizmor, actionlint, schema) and the tracking Dockerfile
+	@$(VENV)/bin/zizmor --offline .github/workflows/infra.yml
+	@$(VENV)/bin/actionlint .github/workflows/infra.yml
+	@$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/infra.yml
+	@$(VENV)/bin/hadolint infra/Dockerfile
+
+.PHONY: infra-preview
+infra-preview: ## pulumi preview of STACK with the policy pack (needs the Pulumi CLI)
+	@$(PY) infra/pulumi_command.py --command preview
+
+.PHONY: infra-run
+infra-run: ## run pulumi COMMAND (preview|up|refresh|destroy) on STACK, non-interactively
+	@$(PY) infra/pulumi_command.py
