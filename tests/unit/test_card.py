@@ -1,0 +1,106 @@
+"""model_card.yaml: the schema, the policy's metrics, and the policy hash promote relies on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.card import (
+    ModelCard,
+    check_policy,
+    load_card,
+    policy_hash,
+    write_candidate_run_id,
+)
+from pipeline.errors import ConfigError
+from tests.utils import REPO
+
+RUN_ID = "0123456789abcdef0123456789abcdef"
+
+
+def _raw() -> dict[str, object]:
+    raw = yaml.safe_load((REPO / "model_card.yaml").read_text())
+    assert isinstance(raw, dict)
+    return raw
+
+
+def _card(**promotion: object) -> ModelCard:
+    raw = _raw()
+    raw["promotion"] = {**raw["promotion"], **promotion}  # type: ignore[dict-item]
+    return ModelCard.model_validate(raw)
+
+
+def test_the_repository_card_is_valid_and_its_policy_fits_the_demo_task() -> None:
+    card = load_card(REPO / "model_card.yaml")
+    check_policy(card, task="regression")
+    assert card.promotion.metric == "rmse"
+    assert card.promotion.greater_is_better is False
+    assert card.card.ethical_considerations.strip()
+
+
+@pytest.mark.parametrize(("change", "where"), [
+    ({"floors": {"auc": 0.8}}, "promotion.floors.auc"),
+    ({"floors": {"accuracy": 0.8}}, "promotion.floors.accuracy"),
+    ({"metric": "accuracy", "greater_is_better": True}, "promotion.metric"),
+    ({"metric": "rmse", "greater_is_better": True}, "promotion.greater_is_better"),
+])
+def test_a_policy_that_does_not_fit_the_task_names_the_field(
+    change: dict[str, object], where: str
+) -> None:
+    with pytest.raises(ConfigError, match=rf"^{where}: "):
+        check_policy(_card(**change), task="regression")
+
+
+def test_classification_policies_may_floor_probability_metrics() -> None:
+    card = _card(metric="f1_macro", greater_is_better=True, floors={"roc_auc": 0.7})
+    check_policy(card, task="classification")
+    with pytest.raises(ConfigError, match="promotion.floors.r2"):
+        check_policy(_card(metric="accuracy", greater_is_better=True, floors={"r2": 0.1}),
+                     task="classification")
+
+
+@pytest.mark.parametrize(("mutate", "where"), [
+    (lambda raw: raw["promotion"].update(confidence=1.5), "promotion.confidence"),
+    (lambda raw: raw["promotion"].update(bootstrap_resamples=10),
+     "promotion.bootstrap_resamples"),
+    (lambda raw: raw["promotion"].update(mode="yolo"), "promotion.mode"),
+    (lambda raw: raw["model"].update(candidate_run_id="not-a-run"), "model.candidate_run_id"),
+    (lambda raw: raw["card"].update(limitations="  "), "card.limitations"),
+    (lambda raw: raw["promotion"].update(surprise=1), "promotion.surprise"),
+])
+def test_an_invalid_card_fails_with_the_field_path(tmp_path: Path, mutate: object,
+                                                    where: str) -> None:
+    raw = _raw()
+    mutate(raw)  # type: ignore[operator]
+    path = tmp_path / "card.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=where) as err:
+        load_card(path)
+    assert "\n" not in str(err.value)
+
+
+def test_policy_hash_follows_the_policy_not_the_prose() -> None:
+    base = ModelCard.model_validate(_raw())
+    raw = _raw()
+    raw["card"]["limitations"] = "Reworded after review."  # type: ignore[index]
+    assert policy_hash(ModelCard.model_validate(raw)) == policy_hash(base)
+    assert policy_hash(_card(floors={"r2": 0.95})) != policy_hash(base)
+    raw = _raw()
+    raw["model"]["candidate_run_id"] = RUN_ID  # type: ignore[index]
+    assert policy_hash(ModelCard.model_validate(raw)) != policy_hash(base)
+
+
+def test_writing_the_candidate_keeps_comments_and_the_rest(tmp_path: Path) -> None:
+    path = tmp_path / "model_card.yaml"
+    original = (REPO / "model_card.yaml").read_text()
+    path.write_text(original)
+    write_candidate_run_id(path, RUN_ID)
+    text = path.read_text()
+    assert load_card(path).model.candidate_run_id == RUN_ID
+    assert "# the MLflow run ID of the candidate" in text
+    assert len(text.splitlines()) == len(original.splitlines())
+    with pytest.raises(ConfigError, match="32-character"):
+        write_candidate_run_id(path, "abc")
+    assert load_card(path).model.candidate_run_id == RUN_ID

@@ -1,0 +1,226 @@
+"""The gate's decision, verdict and report as pure functions of constructed evaluations."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.card import PromotionPolicy
+from pipeline.gate import Decision, Evaluation, MetricRow, Verdict, decide
+from pipeline.promote import audit_from_env, pr_number_from_event
+from pipeline.report import MARKER, plot, public_uri, render
+from pipeline.stats import Interval
+
+CANDIDATE, PRODUCTION = "c" * 32, "p" * 32
+
+
+def _policy(**overrides: object) -> PromotionPolicy:
+    base: dict[str, object] = {"metric": "rmse", "greater_is_better": False,
+                               "floors": {"r2": 0.9}}
+    return PromotionPolicy.model_validate({**base, **overrides})
+
+
+def _evals(cand: dict[str, float], prod: dict[str, float] | None,
+           same: bool = False) -> tuple[Evaluation, Evaluation | None]:
+    candidate = Evaluation(run_id=PRODUCTION if same else CANDIDATE, version=None, metrics=cand)
+    production = None if prod is None else Evaluation(run_id=PRODUCTION, version="3",
+                                                      metrics=prod)
+    return candidate, production
+
+
+def _interval(difference: float, low: float, high: float, metric: str = "rmse") -> Interval:
+    return Interval(metric=metric, difference=difference, low=low, high=high,
+                    confidence=0.95, resamples=2000)
+
+
+def _decide(policy: PromotionPolicy, cand: dict[str, float], prod: dict[str, float] | None,
+            interval: Interval | None, *, former: bool = False, same: bool = False
+            ) -> Decision:
+    candidate, production = _evals(cand, prod, same)
+    return decide(policy=policy, candidate=candidate, production=production,
+                  interval=interval, former_production=former)
+
+
+def test_a_clear_improvement_passes_and_says_by_how_much() -> None:
+    decision = _decide(_policy(), {"rmse": 580, "r2": 0.98}, {"rmse": 1130, "r2": 0.92},
+                       _interval(-550, -595, -515))
+    assert decision.passed
+    assert decision.improvement_bound == 515
+    assert any("at least 515" in r for r in decision.reasons)
+
+
+def test_an_improvement_within_noise_fails_in_plain_words() -> None:
+    decision = _decide(_policy(), {"rmse": 1120, "r2": 0.92}, {"rmse": 1130, "r2": 0.92},
+                       _interval(-10, -30, 12))
+    assert not decision.passed
+    assert decision.improvement_bound == -12
+    assert "not better than Production by more than noise" in decision.reasons[0]
+
+
+def test_identical_predictions_never_pass() -> None:
+    decision = _decide(_policy(), {"rmse": 1130, "r2": 0.92}, {"rmse": 1130, "r2": 0.92},
+                       _interval(0, 0, 0))
+    assert not decision.passed
+    assert "exactly like Production" in decision.reasons[0]
+
+
+def test_min_improvement_is_a_margin_the_bound_must_clear() -> None:
+    policy = _policy(min_improvement=600)
+    decision = _decide(policy, {"rmse": 580, "r2": 0.98}, {"rmse": 1130, "r2": 0.92},
+                       _interval(-550, -595, -515))
+    assert not decision.passed
+    assert "does not clear min_improvement 600" in decision.reasons[0]
+
+
+def test_the_direction_comes_from_the_policy_for_greater_is_better_metrics() -> None:
+    policy = _policy(metric="r2", greater_is_better=True, floors={})
+    up = _decide(policy, {"r2": 0.95}, {"r2": 0.90}, _interval(0.05, 0.04, 0.06, "r2"))
+    down = _decide(policy, {"r2": 0.85}, {"r2": 0.90}, _interval(-0.05, -0.06, -0.04, "r2"))
+    assert up.passed
+    assert not down.passed
+
+
+def test_a_floor_fails_the_gate_even_with_a_big_improvement() -> None:
+    decision = _decide(_policy(floors={"r2": 0.99, "mae": 400}),
+                       {"rmse": 580, "r2": 0.98, "mae": 300}, {"rmse": 1130, "r2": 0.92},
+                       _interval(-550, -595, -515))
+    assert not decision.passed
+    assert decision.reasons == ("floor: r2 is 0.98, which misses the floor (at least 0.99)",)
+    assert [f.ok for f in decision.floors] == [True, False]  # mae at most 400 holds
+
+
+def test_a_floor_on_a_metric_that_was_not_computed_fails() -> None:
+    decision = _decide(_policy(floors={"r2": 0.9}), {"rmse": 580, "r2": float("nan")}, None,
+                       None)
+    assert not decision.passed
+
+
+def test_without_production_the_floors_alone_decide() -> None:
+    assert _decide(_policy(), {"rmse": 3900, "r2": 0.91}, None, None).passed
+    failed = _decide(_policy(), {"rmse": 3900, "r2": 0.0}, None, None)
+    assert not failed.passed
+    assert "r2 is 0" in failed.reasons[0]
+
+
+def test_the_production_run_itself_is_not_a_candidate() -> None:
+    decision = _decide(_policy(), {"rmse": 1130, "r2": 0.92}, {"rmse": 1130, "r2": 0.92},
+                       _interval(0, 0, 0), same=True)
+    assert not decision.passed
+    assert "already Production (version 3)" in decision.reasons[0]
+
+
+def test_rollback_skips_the_improvement_test_but_keeps_the_floors() -> None:
+    policy = _policy(mode="rollback")
+    worse = ({"rmse": 1130, "r2": 0.92}, {"rmse": 580, "r2": 0.98}, _interval(550, 515, 595))
+    assert _decide(policy, *worse, former=True).passed
+    never = _decide(policy, *worse, former=False)
+    assert not never.passed
+    assert "never Production" in never.reasons[0]
+    below_floor = _decide(policy, {"rmse": 3900, "r2": 0.1}, {"rmse": 580, "r2": 0.98},
+                          None, former=True)
+    assert not below_floor.passed
+
+
+def _verdict(passed: bool, reasons: list[str]) -> Verdict:
+    return Verdict(
+        passed=passed, mode="improve", model_name="diamond-price", metric="rmse",
+        greater_is_better=False, min_improvement=0.0, confidence=0.95, resamples=2000, seed=0,
+        candidate_run_id=CANDIDATE, production_version="3", production_run_id=PRODUCTION,
+        improvement_bound=-12.0, reasons=reasons,
+        metrics={"rmse": MetricRow(1120, 1130, -10, -30, 12),
+                 "r2": MetricRow(0.92, 0.92, 0.0, -0.001, 0.001)},
+        floors=[{"metric": "r2", "bound": 0.9, "value": 0.92, "greater_is_better": True,
+                 "ok": True}],
+        data_hashes={"candidate": "aaa", "production": "bbb", "evaluation": "aaa"},
+        evaluated_rows=10956, policy_hash="f00", gated_at="2026-11-27T18:00:00+00:00",
+        tracking_uri="https://user:secret@mlflow.example.org:8443/", notes=["different hashes"],
+    )
+
+
+def test_the_verdict_json_names_the_baseline_and_the_interval() -> None:
+    payload = json.loads(json.dumps(_verdict(False, ["noise"]).to_json()))
+    assert payload["production_version"] == "3"
+    assert payload["candidate_run_id"] == CANDIDATE
+    assert payload["passed"] is False
+    assert payload["verdict"] == "fail"
+    assert payload["reasons"] == ["noise"]
+    assert payload["interval"] == {"metric": "rmse", "difference": -10, "low": -30, "high": 12,
+                                   "confidence": 0.95, "improvement_bound": -12.0}
+    assert set(payload["metrics"]) == {"rmse", "r2"}
+    tag = json.loads(_verdict(False, ["noise"]).tag_json())
+    assert tag["production_version"] == "3"
+    assert tag["policy_hash"] == "f00"
+
+
+def test_the_report_starts_with_the_verdict_and_why() -> None:
+    text = render(_verdict(False, ["rmse: not better than Production by more than noise"]),
+                  plot_path="gate/predicted_vs_actual.png")
+    lines = text.splitlines()
+    assert lines[0] == MARKER
+    assert "FAIL" in lines[1]
+    assert "**Why it failed:**" in text
+    assert text.index("Why it failed") < text.index("| metric |")
+    assert "| rmse (primary) | 1,120 | 1,130 | -10 | [-30, 12] |" in text
+    assert "| r2 | ≥ 0.9 | 0.92 | yes |" in text
+    assert "`aaa`" in text
+    assert "`bbb`" in text
+    assert "different hashes" in text
+    assert f"https://mlflow.example.org:8443/#/runs/{CANDIDATE}" in text
+    assert f"https://mlflow.example.org:8443/#/runs/{PRODUCTION}" in text
+    assert "secret" not in text
+    assert "PASS" in render(_verdict(True, ["ok"])).splitlines()[1]
+
+
+def test_links_never_carry_credentials() -> None:
+    assert public_uri("http://u:p@127.0.0.1:5000/") == "http://127.0.0.1:5000"
+    assert public_uri("https://mlflow.example.org/base/") == "https://mlflow.example.org/base"
+
+
+def test_the_plot_is_predicted_vs_actual_or_roc() -> None:
+    y = np.linspace(0, 10, 50)
+    drawn = plot(task="regression", truth=y, predictions={"candidate": y, "production": y + 1},
+                 probabilities={}, classes=None)
+    assert drawn is not None
+    assert drawn[1] == "predicted_vs_actual.png"
+    labels = np.array([0, 1] * 25)
+    proba = np.column_stack([1 - labels * 0.8, labels * 0.8])
+    roc = plot(task="classification", truth=labels, predictions={"candidate": labels},
+               probabilities={"candidate": proba, "production": None}, classes=[0, 1])
+    assert roc is not None
+    assert roc[1] == "roc.png"
+    assert plot(task="classification", truth=labels, predictions={"candidate": labels},
+                probabilities={"candidate": None}, classes=[0, 1]) is None
+
+
+@pytest.mark.parametrize(("event", "number"), [
+    ({"pull_request": {"number": 42}}, "42"),
+    ({"head_commit": {"message": "Merge pull request #17 from me/better-model\n\nbody"}}, "17"),
+    ({"head_commit": {"message": "Better model (#23)\n\n* squashed"}}, "23"),
+    ({"head_commit": {"message": "Direct push"}}, None),
+    ({}, None),
+])
+def test_the_pr_number_comes_from_the_event(event: dict[str, object],
+                                            number: str | None) -> None:
+    assert pr_number_from_event(event) == number
+
+
+def test_audit_tags_from_github_actions(tmp_path: Path) -> None:
+    event = tmp_path / "event.json"
+    event.write_text(json.dumps({"head_commit": {"message": "Merge pull request #5 from x"}}))
+    audit = audit_from_env({
+        "GITHUB_SHA": "abc123", "GITHUB_ACTOR": "octocat", "GITHUB_REPOSITORY": "o/r",
+        "GITHUB_RUN_ID": "99", "GITHUB_SERVER_URL": "https://github.com",
+        "GITHUB_EVENT_PATH": str(event), "USER": "runner"})
+    assert audit.tags() == {"git_sha": "abc123", "pr_number": "5", "actor": "octocat",
+                            "workflow_run_url": "https://github.com/o/r/actions/runs/99"}
+
+
+def test_audit_tags_have_local_defaults_for_the_demo() -> None:
+    audit = audit_from_env({"USER": "ada"})
+    assert (audit.pr_number, audit.workflow_run_url, audit.actor) == ("none", "local", "ada")
+    assert audit.git_sha  # git HEAD here, "unknown" outside a repository
+    override = audit_from_env({"USER": "ada"}, pr_number="8", actor="bob", git_sha="f" * 40)
+    assert (override.pr_number, override.actor, override.git_sha) == ("8", "bob", "f" * 40)
