@@ -160,6 +160,8 @@ def build(settings: StackSettings) -> Stack:
         "servingRepositoryUrl": serving.repository.repository_url,
         "ciRoleArns": ci.role_arns,
         "clusterName": cluster.name,
+        "trackingServiceName": tracking.service.service.name,
+        "servingServiceName": serving.service.service.name,
     }
     return Stack(network, artifacts, database, tracking, serving, ci, outputs)
 

@@ -193,6 +193,8 @@ def test_outputs_name_what_workflows_and_people_need(stack):
     assert outputs["trackingUri"] == "https://mlflow.example.com"
     assert outputs["servingUrl"] == "https://models.example.com"
     assert outputs["artifactBucket"].startswith("mlops-test-artifacts-")
+    assert outputs["clusterName"] == "mlops-test"
+    assert outputs["trackingServiceName"] == "tracking-service"  # for --force-new-deployment
     assert outputs["ciRoleArns"] == {
         w: f"arn:aws:iam::{ACCOUNT}:role/mlops-test-ci-{w}" for w in ("pr", "promote", "infra")
     }

@@ -98,3 +98,18 @@ def test_runner_refuses_unknown_commands_and_odd_stack_names(command, stack):
 def test_runner_reads_stack_and_command_from_the_environment():
     args = runner.parse([], {"STACK": "prod", "COMMAND": "preview"})
     assert (args.stack, args.command) == ("prod", "preview")
+
+
+def test_tracking_image_pins_mlflow_and_what_the_cloud_setup_needs():
+    from tests.infra.conftest import INFRA
+
+    pins = {
+        line.split("==")[0].lower(): line.split("==")[1]
+        for line in (INFRA / "image-requirements.txt").read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    }
+    assert pins["mlflow"] == "3.17.2"
+    assert {"pymysql", "boto3", "flask-wtf"} <= set(pins)
+    dockerfile = (INFRA / "Dockerfile").read_text()
+    assert "image-requirements.txt" in dockerfile
+    assert "USER 10001" in dockerfile
