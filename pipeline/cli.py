@@ -26,6 +26,8 @@ from pipeline.datasets import load_spec
 from pipeline.errors import EXIT_BAD_INPUT, MlopsError, RegistryError
 from pipeline.stack import mlflow_server
 from pipeline.train import DEFAULT_ESTIMATOR, make_estimator, parse_params, train
+from serving.cli import serve_command
+from serving.cli import stop_background as stop_serving
 
 log = logging.getLogger("mlops")
 
@@ -216,6 +218,8 @@ def stack_down() -> None:
     """Stop the local MLflow server started by `stack up` (by its PID, never by name)."""
     settings = _settings()
     service, _ = mlflow_server(home=settings.mlops_home, host="127.0.0.1", port=0)
+    if stop_serving(settings.mlops_home):
+        typer.echo("serving API stopped")
     stopped = service.stop()
     typer.echo("MLflow server stopped" if stopped else "MLflow server was not running")
 
@@ -225,6 +229,7 @@ app.command("promote")(gitops.promote_command)
 app.command("rollback")(gitops.rollback_command)
 app.command("drift")(gitops.drift_command)
 app.command("pr-comment")(gitops.pr_comment_command)
+app.command("serve")(serve_command)
 
 
 def run(argv: list[str]) -> int:

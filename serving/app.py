@@ -1,0 +1,292 @@
+"""The FastAPI app, built by `create_app(store=...)` around a `ModelStore`.
+
+Routes only translate: the body goes to the pure core in `serving.scoring` (off the
+event loop), and its two errors become HTTP statuses in one place
+(`_install_error_handlers`): `InputError` → 422 on /predict, 400 on /invocations (what
+`mlflow models serve` answers); `ModelFailure` → 500, logged and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from serving import scoring
+from serving.metrics import Metrics, MetricsMiddleware
+from serving.settings import ServingSettings, load_settings
+from serving.store import ModelStore
+
+log = logging.getLogger("serving.app")
+
+DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
+Core = Callable[[bytes, scoring.LoadedModel], bytes]
+ENDPOINTS = ("/predict", "/invocations", "/health", "/ready", "/model", "/metrics")
+
+
+class BodyTooLarge(Exception):
+    """The body is over the configured size (413)."""
+
+
+class NoModel(Exception):
+    """No verified model loaded yet (503)."""
+
+
+class ModelRefOut(BaseModel):
+    name: str
+    version: str | None
+    run_id: str | None
+
+
+class PredictResponse(BaseModel):
+    predictions: list[Any]
+    model: ModelRefOut = Field(description="the version that made these predictions")
+
+
+class InvocationsResponse(BaseModel):
+    predictions: list[Any]
+
+
+class ErrorDetail(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class InputErrorResponse(BaseModel):
+    message: str
+    detail: list[ErrorDetail]
+
+
+class MlflowErrorResponse(BaseModel):
+    error_code: str
+    message: str
+
+
+class ModelStatus(BaseModel):
+    name: str | None
+    version: str | None
+    run_id: str | None
+    uri: str | None
+    loaded_at: str | None
+    source: str
+    poll_seconds: float | None
+    last_checked_at: str | None
+    last_reload_error: str | None
+    last_reload_error_at: str | None
+    features: list[str] | None
+
+
+def create_app(store: ModelStore | None = None, *, settings: ServingSettings | None = None,
+               max_body_bytes: int | None = None, manage_store: bool = True) -> FastAPI:
+    """The app around `store` (built from the environment when not given).
+
+    With `manage_store` the app starts the store's polling on start-up and stops it on
+    shutdown; tests that drive the store themselves pass False.
+    """
+    if store is None:
+        settings = settings or load_settings()
+        store = ModelStore.from_settings(settings)
+    limit = max_body_bytes or (settings.serving_max_body_bytes if settings
+                               else DEFAULT_MAX_BODY_BYTES)
+    model_store = store
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if manage_store:
+            model_store.start()
+        try:
+            yield
+        finally:
+            if manage_store:
+                model_store.stop()
+
+    app = FastAPI(title="Model serving API", version="1.0.0", lifespan=lifespan,
+                  summary="Always the registry's Production model, swapped without a redeploy.")
+    metrics = Metrics(model_store, ENDPOINTS)
+    app.state.store = model_store
+    app.state.metrics = metrics
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    _install_error_handlers(app, metrics)
+    _install_routes(app, model_store, metrics, limit)
+    app.openapi = _openapi_from_model(app, model_store)  # type: ignore[method-assign]
+    return app
+
+
+def _install_routes(app: FastAPI, store: ModelStore, metrics: Metrics, limit: int) -> None:
+    json_body: dict[str, Any] = {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": {"type": "object"}}}}}
+
+    async def score(request: Request, core: Core) -> Response:
+        model = store.current  # read once: this request is scored by this model only
+        if model is None:
+            raise NoModel
+        body = await _read_body(request, limit)
+        content = await run_in_threadpool(core, body, model)
+        return Response(content, media_type="application/json")
+
+    @app.post("/predict", response_model=PredictResponse, openapi_extra=json_body,
+              responses={422: {"model": InputErrorResponse}, 413: {"model": InputErrorResponse},
+                         503: {"model": InputErrorResponse}},
+              summary="Score rows; the answer names the model version that scored them")
+    async def predict(request: Request) -> Response:
+        return await score(request, scoring.predict_body)
+
+    @app.post("/invocations", response_model=InvocationsResponse, openapi_extra=json_body,
+              responses={400: {"model": MlflowErrorResponse}, 413: {"model": MlflowErrorResponse},
+                         503: {"model": MlflowErrorResponse}},
+              summary="MLflow's scoring protocol, as `mlflow models serve` answers it")
+    async def invocations(request: Request) -> Response:
+        return await score(request, scoring.invocations_body)
+
+    @app.get("/health", summary="Liveness: the process answers")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/ready", summary="Readiness: a verified model is loaded (503 until then)",
+             responses={503: {"description": "no model loaded yet"}})
+    async def ready() -> Response:
+        model = store.current
+        if model is None:
+            return _json(503, {"ready": False,
+                               "reason": store.last_error or "no model loaded yet"})
+        return _json(200, {"ready": True, "model": model.info.ref()})
+
+    @app.get("/model", response_model=ModelStatus,
+             summary="The model being served and the last reload error")
+    async def model_status() -> dict[str, Any]:
+        return store.status()
+
+    @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refused (413) as soon as it is known to be over `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
+    """Every domain error becomes its HTTP status here, and only here."""
+
+    def mlflow_protocol(request: Request) -> bool:
+        return request.url.path == "/invocations"
+
+    @app.exception_handler(scoring.InputError)
+    async def input_error(request: Request, err: scoring.InputError) -> Response:
+        if mlflow_protocol(request):
+            return _json(400, {"error_code": "BAD_REQUEST", "message": str(err)})
+        return _json(422, {"message": str(err), "detail": [p.as_dict() for p in err.problems]})
+
+    @app.exception_handler(BodyTooLarge)
+    async def too_large(request: Request, _: BodyTooLarge) -> Response:
+        message = "the body is larger than this server accepts (SERVING_MAX_BODY_BYTES)"
+        if mlflow_protocol(request):
+            return _json(413, {"error_code": "RESOURCE_LIMIT_EXCEEDED", "message": message})
+        return _json(413, {"message": message,
+                           "detail": [{"loc": [], "msg": message, "type": "too_large"}]})
+
+    @app.exception_handler(NoModel)
+    async def no_model(request: Request, _: NoModel) -> Response:
+        message = "no model loaded yet; see /model"
+        if mlflow_protocol(request):
+            return _json(503, {"error_code": "TEMPORARILY_UNAVAILABLE", "message": message})
+        return _json(503, {"message": message,
+                           "detail": [{"loc": [], "msg": message, "type": "not_ready"}]})
+
+    @app.exception_handler(scoring.ModelFailure)
+    async def model_failure(request: Request, err: scoring.ModelFailure) -> Response:
+        reference = uuid.uuid4().hex[:12]
+        metrics.model_errors.inc()
+        log.error("model failure (ref %s) on %s: %s", reference, request.url.path, err,
+                  exc_info=err.__cause__ or err)
+        message = f"the model failed on this request; this is a server error (ref {reference})"
+        if mlflow_protocol(request):
+            return _json(500, {"error_code": "INTERNAL_ERROR", "message": message})
+        return _json(500, {"message": message,
+                           "detail": [{"loc": [], "msg": message, "type": "model_error"}]})
+
+
+def _json(status: int, content: Any) -> Response:
+    return Response(orjson.dumps(content), status_code=status, media_type="application/json")
+
+
+def _openapi_from_model(app: FastAPI, store: ModelStore) -> Callable[[], dict[str, Any]]:
+    """OpenAPI with the request body of the model being served (features and types)."""
+    cache: dict[str, Any] = {}
+
+    def openapi() -> dict[str, Any]:
+        model = store.current
+        key = model.info.uri if model else ""
+        if cache.get("key") == key and "schema" in cache:
+            return dict(cache["schema"])
+        schema = get_openapi(title=app.title, version=app.version, summary=app.summary,
+                             routes=app.routes)
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        predict_body, invocations_body = _request_schemas(model, components)
+        _set_body(schema, "/predict", predict_body)
+        _set_body(schema, "/invocations", invocations_body)
+        cache.update(key=key, schema=schema)
+        app.openapi_schema = None
+        return schema
+
+    return openapi
+
+
+def _request_schemas(model: scoring.LoadedModel | None,
+                     components: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    if model is None or model.schema is None:
+        row: dict[str, Any] = {"type": "object"}
+        predict_body = {"type": "object", "required": ["records"], "additionalProperties": False,
+                        "properties": {"records": {"type": "array", "items": row, "minItems": 1}}}
+    else:
+        generated = model.schema.request.model_json_schema(
+            by_alias=True, ref_template="#/components/schemas/{model}")
+        components.update(generated.pop("$defs", {}))
+        components["PredictRequest"] = generated
+        predict_body = {"$ref": "#/components/schemas/PredictRequest"}
+        row = {"$ref": "#/components/schemas/Record"}
+    rows = {"type": "array", "items": row, "minItems": 1}
+    invocations_body = {
+        "description": "exactly one of the keys of MLflow's scoring protocol",
+        "oneOf": [
+            {"type": "object", "required": ["dataframe_split"], "properties": {
+                "dataframe_split": {"type": "object", "required": ["columns", "data"],
+                                    "properties": {
+                                        "columns": {"type": "array", "items": {"type": "string"}},
+                                        "data": {"type": "array",
+                                                 "items": {"type": "array"}}}}}},
+            {"type": "object", "required": ["dataframe_records"],
+             "properties": {"dataframe_records": rows}},
+            {"type": "object", "required": ["instances"], "properties": {"instances": rows}},
+            {"type": "object", "required": ["inputs"], "properties": {"inputs": rows}},
+        ],
+    }
+    return predict_body, invocations_body
+
+
+def _set_body(schema: dict[str, Any], path: str, body: dict[str, Any]) -> None:
+    operation = schema["paths"][path]["post"]
+    operation["requestBody"] = {"required": True,
+                                "content": {"application/json": {"schema": body}}}

@@ -1,0 +1,105 @@
+"""Prometheus metrics: requests by endpoint and status, latency, and the model's state.
+
+Each app has its own registry (tests build many apps in one process). The model's
+state is read from the store when `/metrics` is scraped, so the store knows nothing
+about Prometheus.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from serving.store import ModelStore
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1,
+                   0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    """The request metrics of one app, in its own registry."""
+
+    def __init__(self, store: ModelStore, endpoints: Iterable[str]) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.endpoints = frozenset(endpoints)
+        self.requests = Counter("serving_requests", "HTTP requests by endpoint and status",
+                                ["endpoint", "status"], registry=self.registry)
+        self.latency = Histogram("serving_request_duration_seconds",
+                                 "Time from request to response, by endpoint", ["endpoint"],
+                                 buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.model_errors = Counter("serving_model_errors",
+                                    "Requests on which the model itself failed (5xx)",
+                                    registry=self.registry)
+        self.registry.register(StoreCollector(store))
+
+    def endpoint(self, path: str) -> str:
+        # Unknown paths share one label: a scanner cannot blow up the label set.
+        return path if path in self.endpoints else "other"
+
+
+class StoreCollector(Collector):
+    """The store's counters and the version being served, read at scrape time."""
+
+    def __init__(self, store: ModelStore) -> None:
+        self.store = store
+
+    def collect(self) -> Iterator[Metric]:
+        store = self.store
+        yield _counter("serving_model_reloads", "Models swapped in", store.reloads)
+        yield _counter("serving_model_reload_failures",
+                       "Versions that failed to load (the old model kept serving)",
+                       store.reload_failures)
+        yield _counter("serving_registry_failures", "Registry polls that failed",
+                       store.registry_failures)
+        info = GaugeMetricFamily("serving_model_info", "The model being served (value 1)",
+                                 labels=["name", "version", "run_id"])
+        model = store.current
+        if model is not None:
+            info.add_metric([model.info.name, model.info.version or "",
+                             model.info.run_id or ""], 1.0)
+        yield info
+        yield GaugeMetricFamily("serving_model_ready", "1 once a verified model is loaded",
+                                value=1.0 if model is not None else 0.0)
+        loaded = model.info.loaded_at.timestamp() if model is not None else 0.0
+        yield GaugeMetricFamily("serving_model_loaded_timestamp_seconds",
+                                "When the served model was swapped in (Unix time)", value=loaded)
+
+    def describe(self) -> list[Metric]:
+        return []
+
+
+def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(name, documentation, value=value)
+
+
+class MetricsMiddleware:
+    """A plain ASGI middleware (no per-request task or body copy): counts and times."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status: dict[str, Any] = {"code": 500}
+
+        async def send_recording(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_recording)
+        finally:
+            endpoint = self.metrics.endpoint(scope["path"])
+            self.metrics.requests.labels(endpoint, str(status["code"])).inc()
+            self.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)

@@ -1,0 +1,125 @@
+"""The request schema, generated from the model's MLflow signature.
+
+One pydantic model per signature (`create_model`), so validation runs in pydantic-core
+straight from the JSON bytes, and the OpenAPI page shows the real feature names and
+types. Validated rows become one pandas frame with the signature's dtypes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
+
+# MLflow column types → (pydantic type, numpy dtype of the frame column).
+_TYPES: dict[str, tuple[Any, Any]] = {
+    "double": (float, np.float64),
+    "float": (float, np.float32),
+    "long": (int, np.int64),
+    "integer": (int, np.int32),
+    "boolean": (bool, np.bool_),
+    "string": (str, object),
+    "datetime": (dt.datetime, "datetime64[ns]"),
+    "binary": (bytes, object),
+}
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """One input column of the signature: name, MLflow type, and whether it may be missing."""
+
+    name: str
+    type: str
+    required: bool = True
+
+
+@dataclass(frozen=True)
+class FeatureSchema:
+    """The columns a model takes, and the pydantic validators built from them once."""
+
+    columns: tuple[ColumnSpec, ...]
+    record: type[BaseModel]
+    request: type[BaseModel]  # {"records": [Record, ...]}, 1 to max_rows rows
+    records: TypeAdapter[list[BaseModel]]  # the same rows, for the other payload shapes
+
+    @property
+    def names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def frame(self, rows: Sequence[BaseModel]) -> pd.DataFrame:
+        """One frame from validated rows, columns in signature order with their dtypes."""
+        data: dict[str, Any] = {}
+        for index, column in enumerate(self.columns):
+            field = _field_name(index)
+            values = [row.__dict__[field] for row in rows]
+            data[column.name] = _column_array(values, column)
+        return pd.DataFrame(data, copy=False)
+
+
+def from_columns(columns: Sequence[ColumnSpec], *, max_rows: int) -> FeatureSchema:
+    """Build the validators for these columns (done once per loaded model)."""
+    fields: dict[str, Any] = {}
+    for index, column in enumerate(columns):
+        python_type, _ = _TYPES.get(column.type, (Any, object))
+        extra: dict[str, Any] = {"alias": column.name, "title": column.name}
+        if python_type is float:
+            # NaN means "missing" in a frame: only where the signature allows missing.
+            extra["allow_inf_nan"] = False
+        if python_type in (dt.datetime, bytes):
+            extra["strict"] = False  # from JSON text: ISO dates, base64 strings
+        annotated: Any = Annotated[python_type, Field(**extra)]
+        if column.required:
+            fields[_field_name(index)] = (annotated, ...)
+        else:
+            fields[_field_name(index)] = (Annotated[python_type | None, Field(**extra)], None)
+    record = create_model(  # type: ignore[call-overload]
+        "Record",
+        __config__=ConfigDict(extra="forbid", strict=True, populate_by_name=False,
+                              title="Record"),
+        **fields,
+    )
+    rows = Annotated[list[record], Field(min_length=1, max_length=max_rows)]  # type: ignore[valid-type]
+    request = create_model(  # type: ignore[call-overload]
+        "PredictRequest",
+        __config__=ConfigDict(extra="forbid", strict=True, title="PredictRequest"),
+        records=(rows, Field(description=f"rows to score, 1 to {max_rows}")),
+    )
+    return FeatureSchema(columns=tuple(columns), record=record, request=request,
+                         records=TypeAdapter(rows))
+
+
+def from_signature(signature: Any, *, max_rows: int) -> FeatureSchema | None:
+    """The schema of an MLflow `ModelSignature`; None when it has no named columns."""
+    inputs = getattr(signature, "inputs", None)
+    if inputs is None or not getattr(inputs, "has_input_names", lambda: False)():
+        return None
+    if getattr(inputs, "is_tensor_spec", lambda: False)():
+        return None
+    columns = []
+    for spec in inputs.inputs:
+        type_name = getattr(spec.type, "name", str(spec.type))
+        columns.append(ColumnSpec(name=str(spec.name), type=str(type_name),
+                                  required=bool(getattr(spec, "required", True))))
+    return from_columns(columns, max_rows=max_rows)
+
+
+def _field_name(index: int) -> str:
+    # Column names become aliases: any name works, even one that clashes with BaseModel.
+    return f"c{index}"
+
+
+def _column_array(values: list[Any], column: ColumnSpec) -> Any:
+    _, dtype = _TYPES.get(column.type, (Any, object))
+    if dtype is object:
+        return np.array([np.nan if v is None else v for v in values], dtype=object)
+    if dtype in (np.int64, np.int32, np.bool_) and any(v is None for v in values):
+        return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+    if dtype == "datetime64[ns]":
+        return pd.to_datetime(values)
+    return np.array(values, dtype=dtype)
+

@@ -1,0 +1,239 @@
+"""The pure scoring core: a request body and a loaded model in, response bytes out.
+
+Nothing here knows about FastAPI: the routes only translate `InputError` (the caller's
+mistake, 4xx) and `ModelFailure` (ours, 5xx). Messages name the column and the rule
+and never repeat the values that were sent.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import orjson
+import pandas as pd
+from pydantic import BaseModel, ValidationError
+
+from serving.schema import FeatureSchema
+
+MAX_PROBLEMS = 20
+MLFLOW_INPUT_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+
+
+class Predictor(Protocol):
+    def predict(self, frame: pd.DataFrame) -> Any: ...
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Which model answered: batch clients record this next to each score."""
+
+    name: str
+    version: str | None
+    run_id: str | None
+    uri: str
+    loaded_at: dt.datetime
+
+    def ref(self) -> dict[str, str | None]:
+        return {"name": self.name, "version": self.version, "run_id": self.run_id}
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model ready to score: swapped in as one reference, never changed afterwards."""
+
+    info: ModelInfo
+    predictor: Predictor
+    schema: FeatureSchema | None
+    max_rows: int
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the input: where (`loc`), which rule (`type`), and why."""
+
+    loc: tuple[str | int, ...]
+    msg: str
+    type: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"loc": list(self.loc), "msg": self.msg, "type": self.type}
+
+    def line(self) -> str:
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in self.loc)
+        return f"{where.lstrip('.') or 'body'}: {self.msg}"
+
+
+class InputError(Exception):
+    """The caller's mistake (4xx)."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = list(problems)[:MAX_PROBLEMS]
+        super().__init__(self.problems[0].line() if self.problems else "invalid input")
+
+
+class ModelFailure(Exception):
+    """The model raised or returned nonsense on valid input: our fault (5xx)."""
+
+
+def predict_body(body: bytes, model: LoadedModel) -> bytes:
+    """`POST /predict`: `{"records": [...]}` → predictions plus the model that made them."""
+    frame = frame_from_predict_body(body, model)
+    predictions = run(model, frame)
+    return orjson.dumps({"predictions": predictions, "model": model.info.ref()},
+                        option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def invocations_body(body: bytes, model: LoadedModel) -> bytes:
+    """`POST /invocations`: MLflow's scoring protocol, answered as `mlflow models serve` does."""
+    frame = frame_from_mlflow_body(body, model)
+    predictions = run(model, frame)
+    return orjson.dumps({"predictions": predictions}, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def frame_from_predict_body(body: bytes, model: LoadedModel) -> pd.DataFrame:
+    schema = model.schema
+    if schema is None:
+        return _schemaless_frame(_records_of(_loads(body), "records"), model.max_rows)
+    try:
+        request = schema.request.model_validate_json(body)
+    except ValidationError as err:
+        raise InputError(problems_of(err)) from None
+    return schema.frame(request.__dict__["records"])
+
+
+def frame_from_mlflow_body(body: bytes, model: LoadedModel) -> pd.DataFrame:
+    payload = _loads(body)
+    if not isinstance(payload, dict):
+        raise InputError([Problem((), "expected a JSON object with one of "
+                                  + ", ".join(MLFLOW_INPUT_KEYS), "mlflow_format")])
+    keys = [k for k in MLFLOW_INPUT_KEYS if k in payload]
+    if len(keys) != 1:
+        raise InputError([Problem((), "expected exactly one of " + ", ".join(MLFLOW_INPUT_KEYS),
+                                  "mlflow_format")])
+    key = keys[0]
+    records = _mlflow_records(key, payload[key])
+    schema = model.schema
+    if schema is None:
+        return _schemaless_frame(records, model.max_rows)
+    try:
+        rows: list[BaseModel] = schema.records.validate_python(records)
+    except ValidationError as err:
+        raise InputError(problems_of(err, prefix=(key,))) from None
+    return schema.frame(rows)
+
+
+def frame_from_records(records: list[dict[str, Any]], model: LoadedModel) -> pd.DataFrame:
+    """Validate plain rows (the input example at warm-up) the way requests are validated."""
+    body = orjson.dumps({"records": records}, option=orjson.OPT_SERIALIZE_NUMPY)
+    return frame_from_predict_body(body, model)
+
+
+def run(model: LoadedModel, frame: pd.DataFrame) -> Any:
+    """Call the model; anything it raises is our failure, never the caller's."""
+    try:
+        output = model.predictor.predict(frame)
+    except Exception as err:
+        raise ModelFailure(f"{type(err).__name__} in predict") from err
+    predictions = _jsonable(output)
+    if len(predictions) != len(frame):
+        raise ModelFailure(f"predict returned {len(predictions)} rows for {len(frame)}")
+    return predictions
+
+
+def problems_of(err: ValidationError, prefix: tuple[str | int, ...] = ()) -> list[Problem]:
+    """pydantic's errors without the input values (`include_input=False`)."""
+    problems = []
+    for item in err.errors(include_input=False, include_url=False, include_context=False):
+        loc = tuple(_short(p) for p in item["loc"])
+        problems.append(Problem(loc=prefix + loc, msg=_rule(item["type"], item["msg"]),
+                                type=item["type"]))
+    return problems
+
+
+def _rule(kind: str, msg: str) -> str:
+    if kind == "extra_forbidden":
+        return "unknown column: not in the model signature"
+    if kind == "missing":
+        return "missing: required by the model signature"
+    if kind == "json_invalid":
+        return "the body is not valid JSON"
+    return msg
+
+
+def _short(part: str | int) -> str | int:
+    # A key from the payload names the column; a long one is cut, never echoed whole.
+    return part if isinstance(part, int) else part[:64]
+
+
+def _loads(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise InputError([Problem((), "the body is not valid JSON", "json_invalid")]) from None
+
+
+def _records_of(payload: Any, key: str) -> list[dict[str, Any]]:
+    if not isinstance(payload, dict) or set(payload) != {key}:
+        raise InputError([Problem((), f"expected a JSON object with one key, {key}",
+                                  "model_type")])
+    return _mlflow_records(key, payload[key])
+
+
+def _mlflow_records(key: str, value: Any) -> list[dict[str, Any]]:
+    """The four input shapes of MLflow's protocol, as a list of row objects."""
+    if key == "dataframe_split":
+        if not isinstance(value, dict) or not isinstance(value.get("columns"), list) \
+                or not isinstance(value.get("data"), list):
+            raise InputError([Problem((key,), "expected an object with columns and data lists",
+                                      "mlflow_format")])
+        columns = value["columns"]
+        if not all(isinstance(c, str) for c in columns):
+            raise InputError([Problem((key, "columns"), "column names must be strings",
+                                      "mlflow_format")])
+        rows = []
+        for index, row in enumerate(value["data"]):
+            if not isinstance(row, list) or len(row) != len(columns):
+                raise InputError([Problem((key, "data", index),
+                                          f"expected a list of {len(columns)} values",
+                                          "mlflow_format")])
+            rows.append(dict(zip(columns, row, strict=True)))
+        return rows
+    if isinstance(value, Mapping) and value and all(isinstance(v, list) for v in value.values()):
+        lengths = {len(v) for v in value.values()}
+        if len(lengths) != 1:
+            raise InputError([Problem((key,), "columns have different lengths", "mlflow_format")])
+        names = list(value)
+        return [dict(zip(names, cells, strict=True))
+                for cells in zip(*value.values(), strict=True)]
+    if isinstance(value, list) and all(isinstance(r, dict) for r in value):
+        return value
+    raise InputError([Problem((key,), "expected a list of row objects", "mlflow_format")])
+
+
+def _schemaless_frame(records: list[dict[str, Any]], max_rows: int) -> pd.DataFrame:
+    """A model logged without a signature: only the shape can be checked here."""
+    if not records:
+        raise InputError([Problem(("records",), "at least 1 row is required", "too_short")])
+    if len(records) > max_rows:
+        raise InputError([Problem(("records",), f"at most {max_rows} rows per request",
+                                  "too_long")])
+    if not all(isinstance(r, dict) for r in records):
+        raise InputError([Problem(("records",), "each row must be an object", "dict_type")])
+    return pd.DataFrame.from_records(records)
+
+
+def _jsonable(output: Any) -> Any:
+    """Predictions in a shape orjson writes fast: numeric arrays as they are."""
+    if isinstance(output, pd.DataFrame):
+        return output.to_dict(orient="records")
+    if isinstance(output, pd.Series):
+        output = output.to_numpy()
+    if isinstance(output, np.ndarray):
+        if output.dtype.kind in "fiub" and output.flags.c_contiguous:
+            return output
+        return output.tolist()
+    return list(output)

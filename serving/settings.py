@@ -1,0 +1,44 @@
+"""Settings of the serving process, read from the environment once at start-up."""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_TRACKING_URI = "http://127.0.0.1:5000"
+
+
+class ServingSettings(BaseSettings):
+    """Which model to serve, how often to look for a new one, and the input limits.
+
+    `MODEL_URI` (e.g. `runs:/<id>/model` for a candidate in the PR's image test) pins one
+    model and turns polling off; otherwise `models:/MODEL_NAME@MODEL_ALIAS` is followed.
+    MLflow's own variables (credentials, `MLFLOW_S3_ENDPOINT_URL`) are read by MLflow.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", protected_namespaces=())
+
+    mlflow_tracking_uri: str = DEFAULT_TRACKING_URI
+    model_name: str | None = None
+    model_alias: str = "production"
+    model_uri: str | None = None
+    model_poll_seconds: float = Field(default=10.0, gt=0)
+    # After a version failed to load, try it again only after this long (a corrupt
+    # artifact rarely heals, and every try downloads it again).
+    model_retry_failed_seconds: float = Field(default=120.0, ge=0)
+    serving_host: str = "127.0.0.1"
+    serving_port: int = Field(default=8000, ge=1, le=65535)
+    serving_max_rows: int = Field(default=10_000, ge=1)
+    serving_max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
+    serving_log_level: str = "info"
+
+    @model_validator(mode="after")
+    def _needs_a_model(self) -> ServingSettings:
+        if not self.model_uri and not self.model_name:
+            raise ValueError("set MODEL_NAME (follow its alias) or MODEL_URI (one fixed model)")
+        return self
+
+
+def load_settings() -> ServingSettings:
+    """Read now, not at import, so tests and the CLI can set the environment first."""
+    return ServingSettings()
