@@ -98,6 +98,8 @@ def decide(*, policy: PromotionPolicy, candidate: Evaluation, production: Evalua
            interval: Interval | None, former_production: bool) -> Decision:
     """Pass only if every floor holds and the mode's test holds.
 
+    A candidate that already is Production (a pull request that leaves the model alone)
+    changes nothing: only the floors are checked, and promote will be a no-op.
     improve: the pessimistic end of the interval of the improvement must be strictly
     greater than `min_improvement`, so identical models never pass.
     rollback: the candidate must have been Production before; no improvement test.
@@ -109,8 +111,9 @@ def decide(*, policy: PromotionPolicy, candidate: Evaluation, production: Evalua
     bound: float | None = None
     same = production is not None and production.run_id == candidate.run_id
     if same and production is not None:
-        failures.append(f"the candidate run is already Production (version {production.version})")
-    if policy.mode == "rollback":
+        passes.append(f"the candidate run is already Production (version {production.version}): "
+                      "nothing changes, so only the floors are checked")
+    elif policy.mode == "rollback":
         if former_production:
             passes.append("rollback: the candidate was Production before; "
                           "the improvement test is skipped")
@@ -119,7 +122,7 @@ def decide(*, policy: PromotionPolicy, candidate: Evaluation, production: Evalua
                             "so it cannot be rolled back to")
     elif production is None:
         passes.append("no Production version yet: the candidate only has to meet the floors")
-    elif interval is not None and not same:
+    elif interval is not None:
         bound = interval.improvement_bound(greater_is_better=policy.greater_is_better)
         text = _improvement_sentence(policy, production, interval, bound)
         (passes if bound > policy.min_improvement else failures).append(text)

@@ -26,7 +26,7 @@ from pipeline.errors import ConfigError, NegativeVerdict
 from pipeline.gate import ARTIFACT_DIR, PASSED_TAG, VERDICT_TAG, GateOutcome, run_gate
 from pipeline.github import target_from_env, upsert_comment
 from pipeline.promote import Audit, audit_from_env, pr_number_from_event, promote, read_event
-from pipeline.report import MARKER, plot, render, run_link
+from pipeline.report import MARKER, plot, render, render_no_candidate, run_link
 
 CardOption = Annotated[
     Path | None, typer.Option("--card", help="model card (default: model_card.yaml)")
@@ -63,18 +63,41 @@ def gate_command(
 
     Exit 0 pass, 1 fail (the report says why), 2 the gate could not run.
     """
-    settings, card, mlflow_client = _connect(card_path)
+    settings = load_settings()
+    card = load_card(card_path or settings.mlops_card)
+    if card.model.candidate_run_id is None:
+        # A fresh fork, or a card without a proposal: nothing to judge, not an error.
+        _publish(render_no_candidate(card.model.name), {
+            "passed": True, "verdict": "pass", "candidate_run_id": None,
+            "production_version": None, "reasons": ["the card names no candidate run"]},
+            report=report, json_path=json_path)
+        say("gate: the card names no candidate run; nothing to gate")
+        return
+    _, card, mlflow_client = _connect(card_path)
     say(f"gate: candidate run {card.model.candidate_run_id} for {card.model.name}")
     outcome = run_gate(card, mlflow_client=mlflow_client,
                        tracking_uri=settings.mlflow_tracking_uri)
     verdict = outcome.verdict
-    plot_path = _log_to_run(mlflow_client, outcome)
+    unchanged = verdict.production_run_id == verdict.candidate_run_id
+    plot_path = None if unchanged else _log_to_run(mlflow_client, outcome)
     markdown = render(verdict, plot_path=plot_path)
-    mlflow_client.log_text(verdict.candidate_run_id, markdown, f"{ARTIFACT_DIR}/report.md")
     payload = verdict.to_json()
-    mlflow_client.log_dict(verdict.candidate_run_id, payload, f"{ARTIFACT_DIR}/verdict.json")
-    mlflow_client.set_tag(verdict.candidate_run_id, VERDICT_TAG, verdict.tag_json())
-    mlflow_client.set_tag(verdict.candidate_run_id, PASSED_TAG, str(verdict.passed).lower())
+    if not unchanged:  # keep the verdict that promoted the Production run
+        mlflow_client.log_text(verdict.candidate_run_id, markdown, f"{ARTIFACT_DIR}/report.md")
+        mlflow_client.log_dict(verdict.candidate_run_id, payload, f"{ARTIFACT_DIR}/verdict.json")
+        mlflow_client.set_tag(verdict.candidate_run_id, VERDICT_TAG, verdict.tag_json())
+        mlflow_client.set_tag(verdict.candidate_run_id, PASSED_TAG, str(verdict.passed).lower())
+        say(f"verdict tagged on the candidate run: "
+            f"{run_link(settings.mlflow_tracking_uri, verdict.candidate_run_id)}")
+    _publish(markdown, payload, report=report, json_path=json_path)
+    if not verdict.passed:
+        raise NegativeVerdict(f"gate failed: {verdict.reasons[0]}")
+    say("gate passed")
+
+
+def _publish(markdown: str, payload: dict[str, Any], *, report: Path | None,
+             json_path: Path | None) -> None:
+    """The report to its file, the job summary and stdout; the verdict to its JSON file."""
     if report is not None:
         _write(report, markdown)
     if json_path is not None:
@@ -84,11 +107,6 @@ def gate_command(
         with open(summary, "a", encoding="utf-8") as handle:
             handle.write(markdown + "\n")
     typer.echo(markdown)
-    say(f"verdict tagged on the candidate run: "
-        f"{run_link(settings.mlflow_tracking_uri, verdict.candidate_run_id)}")
-    if not verdict.passed:
-        raise NegativeVerdict(f"gate failed: {verdict.reasons[0]}")
-    say("gate passed")
 
 
 def _log_to_run(mlflow_client: MlflowClient, outcome: GateOutcome) -> str | None:

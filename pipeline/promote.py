@@ -28,7 +28,7 @@ from mlflow.tracking import MlflowClient
 
 from pipeline import registry
 from pipeline.card import ModelCard, policy_hash
-from pipeline.errors import ConfigError, RegistryError
+from pipeline.errors import RegistryError
 from pipeline.gate import read_verdict_tag
 from pipeline.train import git_commit
 
@@ -126,10 +126,13 @@ def promote(mlflow_client: MlflowClient, card: ModelCard, *, audit: Audit,
     """
     name = card.model.name
     run_id = card.model.candidate_run_id
-    if run_id is None:
-        raise ConfigError("model.candidate_run_id: not set; nothing to promote")
-    run = mlflow_client.get_run(run_id)
     current = registry.production_version(mlflow_client, name)
+    if run_id is None:
+        return PromoteResult(changed=False, version=current.version if current else "none",
+                             previous=None,
+                             message=f"the card names no candidate run for {name}: "
+                                     "nothing to promote")
+    run = mlflow_client.get_run(run_id)
     if current is not None and current.run_id == run_id:
         return PromoteResult(changed=False, version=current.version, previous=None,
                              message=f"{name} version {current.version} (run {run_id}) is "

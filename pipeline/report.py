@@ -72,6 +72,14 @@ def render(verdict: Verdict, *, plot_path: str | None = None) -> str:
     return "\n".join(lines)
 
 
+def render_no_candidate(model_name: str) -> str:
+    return "\n".join([
+        MARKER, "## Promotion gate: ✅ **PASS** (nothing to gate)", "",
+        f"The card names no candidate run for `{model_name}`, so nothing would be promoted. "
+        "Put a run ID in `model.candidate_run_id` (`mlops propose RUN_ID`) to gate it.", "",
+    ])
+
+
 def _metric_table(verdict: Verdict) -> str:
     level = f"{verdict.confidence:.0%}"
     rows = [f"| metric | candidate | Production | difference | {level} interval |",

@@ -56,7 +56,7 @@ def test_a_policy_that_does_not_fit_the_task_names_the_field(
 def test_classification_policies_may_floor_probability_metrics() -> None:
     card = _card(metric="f1_macro", greater_is_better=True, floors={"roc_auc": 0.7})
     check_policy(card, task="classification")
-    with pytest.raises(ConfigError, match="promotion.floors.r2"):
+    with pytest.raises(ConfigError, match=r"promotion\.floors\.r2"):
         check_policy(_card(metric="accuracy", greater_is_better=True, floors={"r2": 0.1}),
                      task="classification")
 

@@ -105,11 +105,14 @@ def test_without_production_the_floors_alone_decide() -> None:
     assert "r2 is 0" in failed.reasons[0]
 
 
-def test_the_production_run_itself_is_not_a_candidate() -> None:
+def test_a_pull_request_that_keeps_the_production_run_changes_nothing() -> None:
     decision = _decide(_policy(), {"rmse": 1130, "r2": 0.92}, {"rmse": 1130, "r2": 0.92},
                        _interval(0, 0, 0), same=True)
-    assert not decision.passed
-    assert "already Production (version 3)" in decision.reasons[0]
+    assert decision.passed
+    assert any("already Production (version 3): nothing changes" in r for r in decision.reasons)
+    tightened = _decide(_policy(floors={"r2": 0.95}), {"rmse": 1130, "r2": 0.92},
+                        {"rmse": 1130, "r2": 0.92}, _interval(0, 0, 0), same=True)
+    assert not tightened.passed  # a stricter floor still applies to what is in production
 
 
 def test_rollback_skips_the_improvement_test_but_keeps_the_floors() -> None:
