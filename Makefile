@@ -95,3 +95,45 @@ infra-preview: ## pulumi preview of STACK with the policy pack (needs the Pulumi
 .PHONY: infra-run
 infra-run: ## run pulumi COMMAND (preview|up|refresh|destroy) on STACK, non-interactively
 	@$(PY) infra/pulumi_command.py
+
+# --- gate and promotion ---------------------------------------------------------
+# The gate on a pull request, the promotion on main, and the checks around them
+# (docs: pipeline/gate.py, pipeline/promote.py). The workflows call these targets.
+
+CARD ?= model_card.yaml
+GATE_DIR ?= .mlops/gate
+WORKFLOWS := .github/workflows/pr.yml .github/workflows/promote.yml .github/workflows/drift.yml
+
+.PHONY: gate
+gate: $(STAMP) ## gate the card's candidate vs Production (report and verdict in GATE_DIR)
+	@$(MLOPS) gate --card $(CARD) --report $(GATE_DIR)/report.md --json $(GATE_DIR)/verdict.json
+
+.PHONY: gate-comment
+gate-comment: $(STAMP) ## post or update the one sticky PR comment with the gate report
+	@$(MLOPS) pr-comment --report $(GATE_DIR)/report.md
+
+.PHONY: promote
+promote: $(STAMP) ## make the gated candidate Production (compare-and-set; re-run is a no-op)
+	@$(MLOPS) promote --card $(CARD)
+
+.PHONY: rollback
+rollback: $(STAMP) ## break glass: move Production back to previous-production
+	@$(MLOPS) rollback --card $(CARD)
+
+.PHONY: drift
+drift: $(STAMP) ## exit 1 when Production is not the run the card names
+	@$(MLOPS) drift --card $(CARD)
+
+.PHONY: workflow-lint
+workflow-lint: $(STAMP) ## lint pr.yml, promote.yml, drift.yml (zizmor, actionlint, schema)
+	@$(VENV)/bin/zizmor --offline --min-severity medium $(WORKFLOWS)
+	@$(VENV)/bin/actionlint $(WORKFLOWS)
+	@$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows $(WORKFLOWS)
+
+.PHONY: test-gate
+test-gate: $(STAMP) ## the gate's tests: statistics, card, decision, PR comment, workflows
+	@$(PY) -m pytest tests/unit/test_stats.py tests/unit/test_card.py tests/unit/test_gate*.py tests/workflows $(PYTEST_ARGS)
+
+.PHONY: bench-gate
+bench-gate: $(STAMP) ## time the gate's compute (evaluation and bootstrap) on the demo data
+	@$(PY) benchmarks/gate/run.py

@@ -1,0 +1,130 @@
+"""The workflows: valid, secure by the linters' standards, and thin (each step a make target)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.utils import REPO
+
+WORKFLOWS = sorted((REPO / ".github" / "workflows").glob("*.yml"))
+BIN = Path(sys.executable).parent
+PINNED = re.compile(r"^[\w.-]+/[\w./-]+@[0-9a-f]{40}$")
+
+
+def _load(path: Path) -> dict[Any, Any]:
+    data = yaml.safe_load(path.read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def _steps(workflow: dict[Any, Any]) -> list[dict[str, Any]]:
+    return [step for job in workflow["jobs"].values() for step in job.get("steps", [])]
+
+
+@cache
+def make_targets() -> frozenset[str]:
+    """Every target GNU make knows from the Makefile, read from its database (`make -qp`)."""
+    done = subprocess.run(["make", "-qp", "-f", "Makefile"], cwd=REPO, capture_output=True,
+                          text=True, timeout=60, check=False)
+    targets: set[str] = set()
+    not_a_target = False
+    for line in done.stdout.splitlines():
+        if line.startswith("# Not a target:"):
+            not_a_target = True
+            continue
+        match = re.match(r"^([A-Za-z0-9_.\-]+):(?!=)", line)
+        if match and not not_a_target:
+            targets.add(match.group(1))
+        not_a_target = False
+    return frozenset(targets)
+
+
+def test_the_gate_workflows_exist() -> None:
+    names = {path.name for path in WORKFLOWS}
+    assert {"pr.yml", "promote.yml", "drift.yml"} <= names
+
+
+def test_make_targets_are_read_from_the_makefile() -> None:
+    assert {"gate", "promote", "rollback", "drift", "test-unit"} <= make_targets()
+    assert "no-such-target" not in make_targets()
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_every_run_step_calls_an_existing_make_target(path: Path) -> None:
+    for step in _steps(_load(path)):
+        if "run" not in step:
+            continue
+        command = step["run"].strip()
+        match = re.fullmatch(r"make ([A-Za-z0-9_.\-]+)", command)
+        assert match, f"{path.name}: step {step.get('name')!r} runs {command!r}, not `make TARGET`"
+        assert match.group(1) in make_targets(), (
+            f"{path.name}: step {step.get('name')!r} calls `make {match.group(1)}`, "
+            "which the Makefile does not define")
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_least_privilege_and_pinned_actions(path: Path) -> None:
+    workflow = _load(path)
+    triggers = workflow.get(True, workflow.get("on"))  # YAML 1.1 reads `on` as True
+    assert "pull_request_target" not in (triggers or {})
+    assert workflow["permissions"] == {}, f"{path.name}: top-level permissions must be {{}}"
+    for name, job in workflow["jobs"].items():
+        assert "permissions" in job, f"{path.name}: job {name} must declare its permissions"
+    text = path.read_text()
+    for step in _steps(workflow):
+        if "uses" in step:
+            assert PINNED.match(step["uses"]), f"{path.name}: {step['uses']} is not SHA-pinned"
+            assert re.search(re.escape(step["uses"]) + r" # v\d", text), \
+                f"{path.name}: {step['uses']} lacks its `# vX.Y.Z` comment"
+        if step.get("uses", "").startswith("actions/checkout@"):
+            assert step.get("with", {}).get("persist-credentials") is False
+        assert "${{" not in step.get("run", ""), f"{path.name}: expression inside run:"
+
+
+def test_promote_runs_one_at_a_time_in_the_production_environment() -> None:
+    workflow = _load(REPO / ".github" / "workflows" / "promote.yml")
+    assert workflow["concurrency"] == {"group": "promote-production",
+                                       "cancel-in-progress": False}
+    triggers = workflow.get(True, workflow.get("on"))
+    assert triggers["push"] == {"branches": ["main"], "paths": ["model_card.yaml"]}
+    assert {job["environment"] for job in workflow["jobs"].values()} == {"production"}
+
+
+def test_drift_runs_on_a_schedule() -> None:
+    workflow = _load(REPO / ".github" / "workflows" / "drift.yml")
+    triggers = workflow.get(True, workflow.get("on"))
+    assert triggers["schedule"][0]["cron"]
+
+
+def test_the_workflows_match_github_s_schema() -> None:
+    done = subprocess.run([str(BIN / "check-jsonschema"), "--builtin-schema",
+                           "vendor.github-workflows", *map(str, WORKFLOWS)],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_actionlint_finds_nothing() -> None:
+    done = subprocess.run([str(BIN / "actionlint"), *map(str, WORKFLOWS)], cwd=REPO,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_zizmor_finds_nothing_of_medium_severity_or_higher() -> None:
+    done = subprocess.run([str(BIN / "zizmor"), "--offline", "--format", "json",
+                           *map(str, WORKFLOWS)], cwd=REPO, capture_output=True, text=True,
+                          timeout=120, check=False)
+    findings = json.loads(done.stdout or "[]")
+    serious = [f"{f['ident']} ({f['determinations']['severity']}): {f['desc']}"
+               for f in findings
+               if f["determinations"]["severity"] in {"Medium", "High"}]
+    assert not serious, "\n".join(serious)
+    assert done.returncode in {0, 11, 12, 13}, done.stderr  # 1x: findings below medium
