@@ -32,6 +32,13 @@ class TrackingDatabaseArgs:
     tags: dict[str, str] | None = None
 
 
+def _first_secret_arn(secrets: Sequence[aws.rds.outputs.InstanceMasterUserSecret]) -> str:
+    arn = secrets[0].secret_arn if secrets else None
+    if not arn:
+        raise ValueError("RDS returned no master user secret; is manage_master_user_password on?")
+    return arn
+
+
 class TrackingDatabase(pulumi.ComponentResource):
     """The MLflow backend store; `allow_client` opens port 3306 to one security group."""
 
@@ -93,8 +100,8 @@ class TrackingDatabase(pulumi.ComponentResource):
         self.port = self.instance.port
         self.database_name = DATABASE_NAME
         # RDS keeps {"username": ..., "password": ...} in this secret and rotates it.
-        self.master_secret_arn = self.instance.master_user_secrets.apply(
-            lambda secrets: secrets[0].secret_arn if secrets else ""
+        self.master_secret_arn: pulumi.Output[str] = self.instance.master_user_secrets.apply(
+            _first_secret_arn
         )
         self.register_outputs(
             {

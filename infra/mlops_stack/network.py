@@ -2,7 +2,8 @@
 
 Public subnets hold only the load balancers and the NAT gateway; tasks and the database live
 in private subnets and reach AWS APIs through the NAT gateway (one by default, one per zone
-with high availability).
+with high availability). S3 traffic (the artifacts) takes a free gateway endpoint instead,
+so model uploads and downloads pay no NAT data charge.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ def subnet_cidrs(vpc_cidr: str, *, zones: int = ZONE_COUNT) -> tuple[list[str], 
 class NetworkArgs:
     cidr: str
     availability_zones: Sequence[str]
+    region: pulumi.Input[str] = "us-east-1"
     nat_gateways: int = 1
     tags: dict[str, str] | None = None
 
@@ -105,6 +107,7 @@ class Network(pulumi.ComponentResource):
             self.nat_ips.append(eip)
             self.nat_gateways.append(nat)
 
+        private_route_tables: list[pulumi.Output[str]] = []
         for index, zone in enumerate(zones):
             private = aws.ec2.Subnet(
                 f"{name}-private-{index}",
@@ -123,6 +126,7 @@ class Network(pulumi.ComponentResource):
                 tags={**tags, "Name": f"{name}-private-{zone}"},
                 opts=child,
             )
+            private_route_tables.append(private_rt.id)
             aws.ec2.RouteTableAssociation(
                 f"{name}-private-{index}",
                 subnet_id=private.id,
@@ -130,6 +134,18 @@ class Network(pulumi.ComponentResource):
                 opts=child,
             )
             self.private_subnets.append(private)
+
+        aws.ec2.VpcEndpoint(
+            f"{name}-s3",
+            vpc_id=self.vpc.id,
+            service_name=pulumi.Output.from_input(args.region).apply(
+                lambda region: f"com.amazonaws.{region}.s3"
+            ),
+            vpc_endpoint_type="Gateway",
+            route_table_ids=private_route_tables,
+            tags={**tags, "Name": f"{name}-s3"},
+            opts=child,
+        )
 
         self.vpc_id = self.vpc.id
         self.public_subnet_ids = [subnet.id for subnet in self.public_subnets]

@@ -41,6 +41,7 @@ def build(settings: StackSettings) -> Stack:
         NetworkArgs(
             cidr=settings.vpc_cidr,
             availability_zones=zones,
+            region=region,
             nat_gateways=2 if settings.high_availability else 1,
             tags=tags,
         ),

@@ -78,6 +78,16 @@ def test_private_subnets_route_out_through_nat_only(stack):
             assert "gatewayId" not in routes[0], table.urn
 
 
+def test_artifact_traffic_skips_the_nat_gateway(stack):
+    (endpoint,) = stack.of_type("aws:ec2/vpcEndpoint:VpcEndpoint")
+    assert endpoint.state["serviceName"] == "com.amazonaws.us-east-1.s3"
+    assert endpoint.state["vpcEndpointType"] == "Gateway"
+    private_tables = {
+        t.id for t in stack.of_type("aws:ec2/routeTable:RouteTable") if "private" in t.name
+    }
+    assert set(endpoint.state["routeTableIds"]) == private_tables
+
+
 def test_database_lives_in_the_private_subnets(stack):
     group = stack.of_type("aws:rds/subnetGroup:SubnetGroup")[0]
     private = {s.id for s in stack.of_type("aws:ec2/subnet:Subnet") if "private" in s.name}
