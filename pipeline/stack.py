@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
 import requests
@@ -195,7 +196,15 @@ def mlflow_server(*, home: Path, host: str, port: int) -> tuple[ManagedProcess, 
 
 # --- the production-like backend: MariaDB + S3 protocol + MLflow with basic auth -----------
 
-BACKENDS = ("sqlite", "mysql")
+class Backend(StrEnum):
+    """Where the tracking server keeps runs and artifacts."""
+
+    sqlite = "sqlite"  # the embedded default: SQLite file, local artifact folder
+    mysql = "mysql"  # production-like: MariaDB, S3 protocol artifacts, basic auth
+
+
+BACKENDS = tuple(b.value for b in Backend)
+MYSQL_HOME = "mysql"  # the mysql stack's folder under MLOPS_HOME
 ADMIN_USERNAME = "admin"
 DATABASE = "mlflow"
 DB_USER = "mlflow"
@@ -498,6 +507,14 @@ def mysql_stack(*, home: Path, host: str, port: int, allowed_hosts: Sequence[str
     return MysqlStack(home=home, host=host, port=port, state=state,
                       allowed_hosts=tuple(allowed_hosts), default_permission=default_permission,
                       authorization_function=authorization_function)
+
+
+def stop_mysql_stack(home: Path) -> list[str]:
+    """Stop the mysql stack under `home` if one was ever created there; names stopped."""
+    home = home.resolve()
+    if not (home / "stack.json").exists():
+        return []
+    return mysql_stack(home=home, host="127.0.0.1", port=0).stop()
 
 
 def rclone_binary() -> str:
