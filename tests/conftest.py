@@ -1,38 +1,116 @@
-"""Fixtures that start real services on loopback and stop what they started."""
+"""Fixtures that start real services on loopback and stop what they started.
+
+`tracking_server` is parametrized over the two backends, so every test that uses it
+runs on both: `sqlite` (the embedded default: SQLite, local artifacts, no auth) and
+`mysql` (MariaDB, S3 protocol artifacts, basic auth: the cloud's protocols). One server
+per backend per session, started on first use and stopped at the end.
+MLOPS_TEST_BACKENDS=sqlite (comma-separated) narrows the choice for quick local runs.
+"""
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from pipeline.stack import ManagedProcess, mlflow_server
+from pipeline.stack import BACKENDS, ManagedProcess, MysqlStack, mlflow_server, mysql_stack
 from tests.utils import free_port
+
+BACKENDS_VARIABLE = "MLOPS_TEST_BACKENDS"
+CREDENTIALS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+
+
+def selected_backends() -> list[str]:
+    """The backends this session tests, from MLOPS_TEST_BACKENDS (default: all)."""
+    raw = os.environ.get(BACKENDS_VARIABLE, "") or ",".join(BACKENDS)
+    chosen = list(dict.fromkeys(b.strip() for b in raw.split(",") if b.strip()))
+    unknown = [b for b in chosen if b not in BACKENDS]
+    if unknown or not chosen:
+        raise pytest.UsageError(f"{BACKENDS_VARIABLE}={raw!r}: choose from {', '.join(BACKENDS)}")
+    return chosen
 
 
 @dataclass(frozen=True)
 class TrackingServer:
-    """A running MLflow server and the environment a client needs to use it."""
+    """A running MLflow server and the environment a client needs to use it.
+
+    `env` holds MLflow's own variables: the tracking URI and, on an authenticated
+    backend, an admin user's MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD.
+    """
 
     uri: str
     env: dict[str, str]
     home: Path
+    backend: str = "sqlite"
+    stack: MysqlStack | None = None  # the mysql backend's services, for security tests
+
+
+# Seconds each backend took to start, reported at the end of the session.
+STARTUP_SECONDS: dict[str, float] = {}
+
+
+class TrackingServers:
+    """Start each backend's server on first use; stop all of them, newest first."""
+
+    def __init__(self, factory: pytest.TempPathFactory) -> None:
+        self._factory = factory
+        self._servers: dict[str, TrackingServer] = {}
+        self._stops: list[ManagedProcess | MysqlStack] = []
+
+    def get(self, backend: str) -> TrackingServer:
+        if backend not in self._servers:
+            began = time.monotonic()
+            self._servers[backend] = self._start(backend)
+            STARTUP_SECONDS[backend] = time.monotonic() - began
+        return self._servers[backend]
+
+    def _start(self, backend: str) -> TrackingServer:
+        home = self._factory.mktemp(f"mlflow-{backend}")
+        port = free_port()
+        if backend == "mysql":
+            stack = mysql_stack(home=home, host="127.0.0.1", port=port)
+            self._stops.append(stack)
+            stack.start(wait_seconds=180)
+            return TrackingServer(uri=stack.uri, env=stack.client_env(), home=stack.home,
+                                  backend=backend, stack=stack)
+        service, command = mlflow_server(home=home, host="127.0.0.1", port=port)
+        self._stops.append(service)
+        service.start(command, wait_seconds=120)
+        uri = f"http://127.0.0.1:{port}"
+        return TrackingServer(uri=uri, env={"MLFLOW_TRACKING_URI": uri}, home=home,
+                              backend=backend)
+
+    def stop_all(self) -> None:
+        for started in reversed(self._stops):
+            started.stop()
 
 
 @pytest.fixture(scope="session")
-def tracking_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrackingServer]:
-    """A real `mlflow server` process (SQLite backend, local artifacts) for the session."""
-    home = tmp_path_factory.mktemp("mlflow-sqlite")
-    port = free_port()
-    service, command = mlflow_server(home=home, host="127.0.0.1", port=port)
-    service.start(command, wait_seconds=120)
-    uri = f"http://127.0.0.1:{port}"
+def tracking_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrackingServers]:
+    servers = TrackingServers(tmp_path_factory)
     try:
-        yield TrackingServer(uri=uri, env={"MLFLOW_TRACKING_URI": uri}, home=home)
+        yield servers
     finally:
-        service.stop()
+        servers.stop_all()
+
+
+@pytest.fixture(scope="session", params=selected_backends())
+def tracking_server(request: pytest.FixtureRequest,
+                    tracking_servers: TrackingServers) -> TrackingServer:
+    """A real `mlflow server` process for the session, once per selected backend."""
+    return tracking_servers.get(str(request.param))
+
+
+@pytest.fixture(scope="session")
+def secured_server(tracking_servers: TrackingServers) -> TrackingServer:
+    """The mysql backend alone: basic auth, allowed hosts, S3 artifacts."""
+    if "mysql" not in selected_backends():
+        pytest.skip(f"the mysql backend is not selected ({BACKENDS_VARIABLE})")
+    return tracking_servers.get("mysql")
 
 
 @pytest.fixture
@@ -45,9 +123,28 @@ def tracking_env(tracking_server: TrackingServer,
 
 
 @pytest.fixture(autouse=True)
-def _no_stray_tracking(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A test that forgets its server must fail loudly, not write to ./mlruns."""
+def _no_stray_tracking(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test that forgets its server must fail loudly, not write to ./mlruns.
+
+    A test that uses `tracking_server` gets that server's credentials (not its URI), so
+    an in-process `MlflowClient(server.uri)` authenticates as a CI job would; no other
+    test sees credentials from the outer environment.
+    """
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    for key in CREDENTIALS:
+        monkeypatch.delenv(key, raising=False)
+    if "tracking_server" in request.fixturenames:
+        server: TrackingServer = request.getfixturevalue("tracking_server")
+        for key in CREDENTIALS:
+            if key in server.env:
+                monkeypatch.setenv(key, server.env[key])
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """How long each backend's stack took to start: the price of testing on it."""
+    if STARTUP_SECONDS:
+        terminalreporter.write_line("tracking server startup: " + ", ".join(
+            f"{backend} {seconds:.1f} s" for backend, seconds in STARTUP_SECONDS.items()))
 
 
 __all__ = ["ManagedProcess", "TrackingServer"]

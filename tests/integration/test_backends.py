@@ -1,0 +1,84 @@
+"""The same loop on both backends, checked where each backend keeps its data.
+
+Train, register and bootstrap Production through the installed CLI, then load
+`models:/NAME@production` in this process. The client holds MLflow's own variables
+only (URI, and on mysql an MLflow user): no S3 credentials, since artifacts are proxied.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pymysql
+import pytest
+
+from pipeline.card import load_card
+from pipeline.data import prepare
+from pipeline.datasets import load_spec
+from pipeline.stack import ARTIFACT_PREFIX, BUCKET, DATABASE, DB_USER
+from tests.conftest import TrackingServer
+from tests.utils import REPO, run_mlops
+
+pytestmark = pytest.mark.integration
+
+S3_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                "AWS_PROFILE", "MLFLOW_S3_ENDPOINT_URL")
+
+
+def _card(tmp_path: Path, model_name: str) -> Path:
+    text = (REPO / "model_card.yaml").read_text().replace(
+        "name: diamond-price", f"name: {model_name}")
+    path = tmp_path / "model_card.yaml"
+    path.write_text(text)
+    return path
+
+
+def _registered_models(server: TrackingServer) -> set[str]:
+    """Read the backend store directly, bypassing the server."""
+    if server.stack is None:
+        with sqlite3.connect(server.home / "mlflow.db") as db:
+            return {row[0] for row in db.execute("SELECT name FROM registered_models")}
+    db = pymysql.connect(host="127.0.0.1", port=server.stack.state.db_port, user=DB_USER,
+                         password=server.stack.state.db_password, database=DATABASE)
+    with db, db.cursor() as cursor:
+        cursor.execute("SELECT name FROM registered_models")
+        return {row[0] for row in cursor.fetchall()}
+
+
+def _stored_model_files(server: TrackingServer) -> list[Path]:
+    """MLmodel files in the backend's artifact store: the local folder or the S3 bucket."""
+    root = (server.home / "artifacts" if server.stack is None
+            else server.stack.s3_root / BUCKET / ARTIFACT_PREFIX)
+    return sorted(root.rglob("MLmodel"))
+
+
+def test_train_register_promote_and_load_production(
+    tracking_server: TrackingServer, tracking_env: TrackingServer, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for key in S3_VARIABLES:
+        monkeypatch.delenv(key, raising=False)
+    name = f"it-backend-{tracking_server.backend}"
+    card_path = _card(tmp_path, name)
+    done = run_mlops("train", "--estimator", "ridge", "--register", "--promote", "--json",
+                     "--card", str(card_path),
+                     env={**tracking_server.env, "MLOPS_EXPERIMENT": "it-backends"})
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["production"] == summary["version"] == "1"
+
+    assert name in _registered_models(tracking_server)
+    assert _stored_model_files(tracking_server), "the model is in the backend's artifact store"
+
+    model = mlflow.pyfunc.load_model(f"models:/{name}@production")
+    assert model.metadata.run_id == summary["run_id"]
+    card = load_card(card_path)
+    data = prepare(load_spec(card.data.dataset), source=card.data.source,
+                   holdout_fraction=card.data.holdout_fraction)
+    predictions = np.asarray(model.predict(data.x_holdout.head(20)))
+    assert predictions.shape == (20,)
+    assert np.isfinite(predictions).all()
