@@ -137,3 +137,21 @@ test-gate: $(STAMP) ## the gate's tests: statistics, card, decision, PR comment,
 .PHONY: bench-gate
 bench-gate: $(STAMP) ## time the gate's compute (evaluation and bootstrap) on the demo data
 	@$(PY) benchmarks/gate/run.py
+
+# --- orchestration ----------------------------------------------------------------
+# Airflow DAGs (dags/, docs/orchestration.md) in their own environment: Airflow pins
+# fastapi lower than the serving API needs, so it cannot share .venv.
+
+AIRFLOW_VENV ?= .venv-airflow
+AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
+
+$(AIRFLOW_STAMP): pyproject.toml dags/requirements.txt dags/constraints.txt
+	@scripts/setup-airflow-venv.sh "$(PYTHON)" "$(AIRFLOW_VENV)"
+	@touch $(AIRFLOW_STAMP)
+
+.PHONY: dags-venv
+dags-venv: $(AIRFLOW_STAMP) ## create .venv-airflow with Airflow and the pipeline (quick when unchanged)
+
+.PHONY: dags-test
+dags-test: $(STAMP) $(AIRFLOW_STAMP) ## run both DAGs with dag.test() against real MLflow and serving processes
+	@MLOPS_MAIN_VENV="$(abspath $(VENV))" $(AIRFLOW_VENV)/bin/python -m pytest tests/dags $(PYTEST_ARGS)

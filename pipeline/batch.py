@@ -206,7 +206,10 @@ def _detail(response: requests.Response) -> str:
     body = _json_or_empty(response)
     detail = body.get("detail") if isinstance(body, dict) else None
     if isinstance(detail, list) and detail and isinstance(detail[0], dict):
-        detail = detail[0].get("msg")
+        where = ".".join(str(p) for p in detail[0].get("loc", []))
+        detail = f"{where}: {detail[0].get('msg')}" if where else detail[0].get("msg")
+    if not detail and isinstance(body, dict):
+        detail = body.get("message") or body.get("reason")
     text = re.sub(r"\s+", " ", str(detail)).strip()[:200] if detail else ""
     return f" ({text})" if text else ""
 
@@ -216,6 +219,8 @@ def _detail(response: requests.Response) -> str:
 
 def read_batch(source: str) -> pd.DataFrame:
     """A CSV or Parquet file, local or `s3://` (S3 needs s3fs and credentials)."""
+    if not source.strip():
+        raise DataError("batch: no input given (a CSV/Parquet path or an s3:// URI)")
     suffix = Path(source.split("?")[0]).suffix.lower()
     if not source.startswith("s3://") and not Path(source).is_file():
         raise DataError(f"batch: no such file {source}")

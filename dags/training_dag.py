@@ -1,0 +1,94 @@
+"""Training on a schedule: prepare → features → train → evaluate → register.
+
+Each task calls one step of `pipeline.steps`, the same stage functions `mlops train`
+uses. Data moves between tasks through parquet files in a work dir of the DAG run;
+XCom carries only small JSON (paths, the MLflow run ID, metrics). The new version
+is registered but never made Production: that only happens through the pull request
+gate (`mlops gate`) and the merge (`mlops promote`).
+
+Hyperparameters are DAG params (estimator and its parameters), so a run can be
+triggered with `{"estimator": "random_forest", "params": {"n_estimators": 200}}`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+from _defaults import CARD, TRAINING_SCHEDULE, WORK_ROOT
+from airflow.sdk import Param, dag, get_current_context, task
+
+from pipeline import steps
+from pipeline.train import DEFAULT_ESTIMATOR
+
+
+def _work_dir() -> Path:
+    context = get_current_context()
+    return steps.work_dir_for(Path(context["params"]["work_root"]), context["run_id"])
+
+
+@dag(
+    dag_id="mlops_training",
+    schedule=TRAINING_SCHEDULE,
+    start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
+    catchup=False,
+    max_active_runs=1,
+    tags=["mlops", "training"],
+    default_args={"retries": 1, "retry_delay": dt.timedelta(minutes=2)},
+    params={
+        "card": Param(CARD, type="string", description="path of model_card.yaml"),
+        "estimator": Param(DEFAULT_ESTIMATOR, type="string",
+                           description="dummy, ridge, hist_gradient_boosting, random_forest"),
+        "params": Param({}, type="object", description="estimator hyperparameters"),
+        "work_root": Param(WORK_ROOT, type="string",
+                           description="folder for the data handed between tasks"),
+    },
+    doc_md=__doc__,
+)
+def mlops_training() -> None:
+    @task
+    def prepare() -> dict[str, Any]:
+        params = get_current_context()["params"]
+        return steps.prepare_step(card_path=Path(params["card"]), work_dir=_work_dir())
+
+    @task
+    def features(prepared: dict[str, Any]) -> dict[str, Any]:
+        params = get_current_context()["params"]
+        return steps.features_step(card_path=Path(params["card"]),
+                                   work_dir=Path(prepared["work_dir"]))
+
+    @task
+    def train(prepared: dict[str, Any]) -> str:
+        params = get_current_context()["params"]
+        result = steps.train_step(card_path=Path(params["card"]),
+                                  work_dir=Path(prepared["work_dir"]),
+                                  estimator=params["estimator"], params=params["params"])
+        return str(result["run_id"])
+
+    @task
+    def evaluate(prepared: dict[str, Any], mlflow_run_id: str) -> dict[str, Any]:
+        params = get_current_context()["params"]
+        return steps.evaluate_step(card_path=Path(params["card"]),
+                                   work_dir=Path(prepared["work_dir"]), run_id=mlflow_run_id)
+
+    @task
+    def register(evaluated: dict[str, Any]) -> dict[str, Any]:
+        context = get_current_context()
+        return steps.register_step(card_path=Path(context["params"]["card"]),
+                                   run_id=evaluated["run_id"],
+                                   registered_by=f"airflow mlops_training {context['run_id']}")
+
+    @task(trigger_rule="all_done", retries=0)
+    def cleanup() -> dict[str, Any]:
+        return steps.cleanup_step(work_dir=_work_dir())
+
+    prepared = prepare()
+    run_id = train(prepared)
+    features(prepared) >> run_id
+    evaluated = evaluate(prepared, run_id)
+    register(evaluated)
+    evaluated >> cleanup()
+
+
+training_dag = mlops_training()

@@ -1,0 +1,123 @@
+"""Fixtures of the DAG tests, which run in .venv-airflow (`make dags-test`).
+
+Airflow pins fastapi lower than the serving API, so the two cannot share one
+environment. The DAGs run here, in-process, through `dag.test()` on a SQLite
+metadata database in a temporary AIRFLOW_HOME; the MLflow server and the serving
+API run as real processes from the main environment (.venv), exactly the programs
+that run in production, talking to the DAG tasks over loopback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import requests
+
+from pipeline.stack import ManagedProcess, mlflow_server
+from tests.conftest import TrackingServer
+from tests.utils import REPO, free_port
+
+if importlib.util.find_spec("airflow") is None:
+    # The main suite runs in .venv, which has no Airflow: these run in `make dags-test`.
+    collect_ignore_glob = ["test_*.py"]
+
+DAGS = REPO / "dags"
+
+
+def main_venv_bin(program: str) -> str:
+    """A program of the main environment (.venv, or MLOPS_MAIN_VENV)."""
+    venv = Path(os.environ.get("MLOPS_MAIN_VENV", REPO / ".venv"))
+    path = venv / "bin" / program
+    if not path.exists():
+        pytest.fail(f"{path} not found: the DAG tests start MLflow and the serving API from the "
+                    "main environment; run `make setup` first (or set MLOPS_MAIN_VENV)")
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A fresh AIRFLOW_HOME with a migrated SQLite database, set before Airflow is imported."""
+    home = tmp_path_factory.mktemp("airflow-home")
+    env = {
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+    }
+    if "airflow" in sys.modules:
+        pytest.fail("Airflow was imported before AIRFLOW_HOME was set: import DAGs in fixtures")
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        migrate = subprocess.run(
+            [str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
+            capture_output=True, text=True, timeout=300, check=False)
+        if migrate.returncode != 0:
+            pytest.fail(f"airflow db migrate failed: {migrate.stderr[-2000:]}")
+        patch.syspath_prepend(str(DAGS))
+        yield home
+
+
+def load_dag(module_name: str, attribute: str) -> Any:
+    """Import a DAG file the way the scheduler does (dags/ on sys.path) and return its DAG."""
+    module: ModuleType = importlib.import_module(module_name)
+    return getattr(module, attribute)
+
+
+@pytest.fixture(scope="session")
+def tracking_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrackingServer]:
+    """A real `mlflow server` (SQLite, local artifacts), run by the main environment's mlflow."""
+    home = tmp_path_factory.mktemp("mlflow-dags")
+    port = free_port()
+    service, command = mlflow_server(home=home, host="127.0.0.1", port=port)
+    command[0] = main_venv_bin("mlflow")
+    service.start(command, wait_seconds=120)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        yield TrackingServer(uri=uri, env={"MLFLOW_TRACKING_URI": uri}, home=home)
+    finally:
+        service.stop()
+
+
+@dataclass(frozen=True)
+class ServingApi:
+    url: str
+    process: ManagedProcess
+
+
+def start_serving(*, home: Path, env: dict[str, str], model_name: str,
+                  wait_seconds: float = 120.0) -> ServingApi:
+    """The real serving API (`python -m serving` of the main environment), ready with a model."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = ManagedProcess(name="serving", home=home, health_url=f"{url}/health")
+    process.start([main_venv_bin("python"), "-m", "serving"], wait_seconds=wait_seconds, env={
+        **env, "MODEL_NAME": model_name, "SERVING_HOST": "127.0.0.1", "SERVING_PORT": str(port),
+        "MODEL_POLL_SECONDS": "1"})
+    _wait_ready(url, process, wait_seconds)
+    return ServingApi(url=url, process=process)
+
+
+def _wait_ready(url: str, process: ManagedProcess, wait_seconds: float) -> None:
+    deadline = time.monotonic() + wait_seconds
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{url}/ready", timeout=5).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.5)
+    process.stop()
+    pytest.fail(f"the serving API at {url} did not become ready: {process.last_log_line()}")

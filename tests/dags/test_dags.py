@@ -1,0 +1,206 @@
+"""Both DAGs through `dag.test()` against a real MLflow server and the real serving API.
+
+Run with .venv-airflow's pytest (`make dags-test`). The training DAG must log a run
+with a model and register it without making it Production; the inference DAG must
+write one score per input row equal to what the serving API answers for the same
+rows, replace its output when a date is re-run, and fail clearly when the API is down.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import requests
+from mlflow.tracking import MlflowClient
+
+from pipeline import registry
+from pipeline.batch import output_location
+from pipeline.card import load_card
+from pipeline.datasets import load_spec
+from tests.conftest import TrackingServer
+from tests.dags.conftest import ServingApi, load_dag, start_serving
+from tests.utils import REPO, free_port
+
+pytestmark = pytest.mark.integration
+
+DATE = dt.datetime(2026, 11, 27, tzinfo=dt.UTC)
+BATCH_ROWS = 150
+FEATURES = load_spec("diamonds").feature_names
+
+
+@dataclass(frozen=True)
+class Trained:
+    state: str
+    model_name: str
+    card: Path
+    work_root: Path
+    xcom_run_id: Any
+
+
+@pytest.fixture(scope="module")
+def dags_env(tracking_server: TrackingServer, airflow_home: Path) -> Iterator[dict[str, str]]:
+    """The tasks run in this process: point it at the test's tracking server."""
+    env = {**tracking_server.env, "MLOPS_EXPERIMENT": f"dags-{uuid.uuid4().hex[:8]}"}
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in env.items():
+            patch.setenv(key, value)
+        yield env
+
+
+@pytest.fixture(scope="module")
+def card(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The repository's card under a model name of its own."""
+    name = f"dag-diamonds-{uuid.uuid4().hex[:8]}"
+    path = tmp_path_factory.mktemp("card") / "model_card.yaml"
+    path.write_text((REPO / "model_card.yaml").read_text().replace(
+        "name: diamond-price", f"name: {name}"))
+    return path
+
+
+def _model_name(card: Path) -> str:
+    return load_card(card).model.name
+
+
+@pytest.fixture(scope="module")
+def trained(dags_env: dict[str, str], card: Path,
+            tmp_path_factory: pytest.TempPathFactory) -> Trained:
+    """One run of the training DAG with a small, quick hyperparameter setting."""
+    dag = load_dag("training_dag", "training_dag")
+    work_root = tmp_path_factory.mktemp("work")
+    run = dag.test(logical_date=DATE, run_conf={
+        "card": str(card), "estimator": "hist_gradient_boosting",
+        "params": {"max_iter": 30}, "work_root": str(work_root)})
+    train_ti = run.get_task_instance("train")
+    return Trained(state=str(run.state), model_name=_model_name(card), card=card,
+                   work_root=work_root,
+                   xcom_run_id=train_ti.xcom_pull(task_ids="train") if train_ti else None)
+
+
+@pytest.fixture(scope="module")
+def serving(trained: Trained, tracking_server: TrackingServer,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServingApi]:
+    """Production bootstrapped with the DAG's version, then the real serving API on it."""
+    client = registry.client(tracking_server.uri)
+    version = registry.find_version_of_run(
+        client, trained.model_name, _registered(tracking_server, trained).run_id)
+    assert version is not None
+    registry.set_production(client, trained.model_name, version.version)
+    api = start_serving(home=tmp_path_factory.mktemp("serving"), env=tracking_server.env,
+                        model_name=trained.model_name)
+    try:
+        yield api
+    finally:
+        api.process.stop()
+
+
+def _registered(server: TrackingServer, trained: Trained) -> Any:
+    versions = MlflowClient(server.uri).search_model_versions(f"name='{trained.model_name}'")
+    assert len(versions) == 1, f"expected one registered version, found {len(versions)}"
+    return versions[0]
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame]:
+    """A batch of raw rows as a data scientist would drop it: an id, features, extra columns."""
+    load_builtin = load_spec("diamonds").load_builtin
+    assert load_builtin is not None
+    frame = load_builtin().iloc[:BATCH_ROWS].copy()
+    frame.insert(0, "id", [f"stone-{i:04d}" for i in range(len(frame))])
+    path = tmp_path_factory.mktemp("batch") / "batch.csv"
+    frame.to_csv(path, index=False)
+    return path, frame
+
+
+def _inference_conf(*, batch: Path, out: Path, url: str, card: Path,
+                    **extra: Any) -> dict[str, Any]:
+    return {"input": str(batch), "output_dir": str(out), "serving_url": url, "card": str(card),
+            "chunk_size": 40, "attempts": 3, "backoff_seconds": 0.2, "timeout_seconds": 10,
+            **extra}
+
+
+# --- training ------------------------------------------------------------------------------
+
+
+def test_training_dag_logs_a_run_with_a_model_and_registers_it_without_promoting(
+        trained: Trained, tracking_server: TrackingServer) -> None:
+    assert trained.state == "success"
+    version = _registered(tracking_server, trained)
+    assert trained.xcom_run_id == version.run_id, "train must hand its run ID on by XCom"
+    client = MlflowClient(tracking_server.uri)
+    run = client.get_run(version.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["estimator"] == "hist_gradient_boosting"
+    assert run.data.params["estimator.max_iter"] == "30"
+    assert set(run.data.metrics) >= {"rmse", "mae", "r2"}
+    assert registry.logged_model_id(client, version.run_id)
+    assert version.tags.get("registered_by", "").startswith("airflow mlops_training ")
+    assert registry.production_version(client, trained.model_name) is None
+    assert list(trained.work_root.iterdir()) == [], "the work dir of the run is removed"
+
+
+# --- inference -----------------------------------------------------------------------------
+
+
+def test_inference_dag_writes_one_score_per_row_equal_to_the_apis_predict(
+        serving: ServingApi, trained: Trained, batch: tuple[Path, pd.DataFrame],
+        tmp_path: Path, airflow_home: Path) -> None:
+    path, frame = batch
+    dag = load_dag("inference_dag", "inference_dag")
+    run = dag.test(logical_date=DATE, run_conf=_inference_conf(
+        batch=path, out=tmp_path, url=serving.url, card=trained.card))
+    assert str(run.state) == "success"
+
+    scores = pd.read_parquet(output_location(str(tmp_path), DATE))
+    assert len(scores) == BATCH_ROWS
+    assert scores["id"].tolist() == frame["id"].tolist()
+
+    records = json.loads(frame[FEATURES].to_json(orient="records"))
+    direct = requests.post(f"{serving.url}/predict", json={"records": records}, timeout=60)
+    assert direct.status_code == 200
+    body = direct.json()
+    assert scores["prediction"].tolist() == pytest.approx(body["predictions"], rel=1e-12)
+    assert set(scores["model_version"]) == {str(body["model"]["version"])}
+    assert set(scores["model_run_id"]) == {body["model"]["run_id"]}
+    assert set(scores["model_name"]) == {trained.model_name}
+
+
+def test_rerunning_a_logical_date_replaces_its_scores(
+        serving: ServingApi, trained: Trained, batch: tuple[Path, pd.DataFrame],
+        tmp_path: Path, airflow_home: Path) -> None:
+    path, _ = batch
+    dag = load_dag("inference_dag", "inference_dag")
+    conf = _inference_conf(batch=path, out=tmp_path, url=serving.url, card=trained.card)
+    for _ in range(2):
+        assert str(dag.test(logical_date=DATE, run_conf=conf).state) == "success"
+    other_day = DATE + dt.timedelta(days=1)
+    assert str(dag.test(logical_date=other_day, run_conf=conf).state) == "success"
+
+    files = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
+    assert files == ["logical_date=20261127T000000Z/scores.parquet",
+                     "logical_date=20261128T000000Z/scores.parquet"]
+    assert len(pd.read_parquet(output_location(str(tmp_path), DATE))) == BATCH_ROWS
+
+
+def test_inference_dag_fails_clearly_when_the_api_is_down(
+        trained: Trained, batch: tuple[Path, pd.DataFrame], tmp_path: Path,
+        airflow_home: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    path, _ = batch
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens here
+    dag = load_dag("inference_dag", "inference_dag")
+    run = dag.test(logical_date=DATE, run_conf=_inference_conf(
+        batch=path, out=tmp_path / "out", url=url, card=trained.card))
+
+    assert str(run.state) == "failed"
+    assert str(run.get_task_instance("score").state) == "failed"
+    output = "".join(capfd.readouterr())
+    assert f"serving API at {url}/ready is not ready after 3 attempt(s): connection refused" \
+        in output
+    assert not (tmp_path / "out").exists(), "a failed run writes nothing"
