@@ -93,9 +93,9 @@ class Registered:
     versions: tuple[str, str]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def registered(secured_server: TrackingServer) -> Registered:
-    """A model with two versions and `production` on the first, made by the admin."""
+    """A fresh model with two versions and `production` on the first, made by the admin."""
     admin = MlflowClient(secured_server.uri, registry_uri=secured_server.uri)
     with pytest.MonkeyPatch.context() as patch:
         for key, value in secured_server.env.items():
