@@ -33,12 +33,22 @@ constraints: $(STAMP) ## re-pin constraints.txt from the current .venv
 # --- local stack ---------------------------------------------------------------
 
 .PHONY: up
-up: $(STAMP) ## start the local MLflow server (SQLite, artifacts in .mlops/) at 127.0.0.1:5000
-	@$(MLOPS) stack up
+up: $(STAMP) ## start the local MLflow server at 127.0.0.1:5000 (BACKEND=sqlite|mysql, docs/backends.md)
+	@$(MLOPS) stack up --backend $(BACKEND)
 
 .PHONY: down
 down: $(STAMP) ## stop everything `make up`, `make demo` and `make serve-bg` started
 	@$(MLOPS) stack down
+
+# --- backends ------------------------------------------------------------------
+# BACKEND=sqlite: SQLite and an artifact folder in .mlops/ (the default, no login).
+# BACKEND=mysql: MariaDB, an S3 protocol server and MLflow with basic auth, all in
+# .mlops/mysql/; `source .mlops/mysql/client.env` gives the CLI the admin login.
+BACKEND ?= sqlite
+
+.PHONY: services
+services: ## install what BACKEND=mysql needs (MariaDB; idempotent, root): used by .ci/run
+	@scripts/ci-services.sh
 
 # --- the model loop --------------------------------------------------------------
 
