@@ -28,6 +28,9 @@ _TYPES: dict[str, tuple[Any, Any]] = {
     "binary": (bytes, object),
 }
 
+# Integers must fit the frame's dtype: a larger one is the caller's mistake, not ours.
+_INT_BOUNDS = {"long": (-(2**63), 2**63 - 1), "integer": (-(2**31), 2**31 - 1)}
+
 
 @dataclass(frozen=True)
 class ColumnSpec:
@@ -70,6 +73,8 @@ def from_columns(columns: Sequence[ColumnSpec], *, max_rows: int) -> FeatureSche
         if python_type is float:
             # NaN means "missing" in a frame: only where the signature allows missing.
             extra["allow_inf_nan"] = False
+        if column.type in _INT_BOUNDS:
+            extra["ge"], extra["le"] = _INT_BOUNDS[column.type]
         if python_type in (dt.datetime, bytes):
             extra["strict"] = False  # from JSON text: ISO dates, base64 strings
         annotated: Any = Annotated[python_type, Field(**extra)]

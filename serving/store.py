@@ -148,7 +148,8 @@ class ModelStore:
         self._thread = threading.Thread(target=self._loop, name="model-store", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float = 2.0) -> None:
+        """Ask the poller to stop; a poll stuck on a dead registry is a daemon thread."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)

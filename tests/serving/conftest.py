@@ -1,0 +1,137 @@
+"""Fixtures for the serving tests: registered models and a real uvicorn process."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import yaml
+from mlflow.tracking import MlflowClient
+
+from pipeline.registry import logged_model_id
+from pipeline.stack import ManagedProcess
+from tests.conftest import TrackingServer
+from tests.utils import REPO, free_port, run_mlops
+
+
+@dataclass(frozen=True)
+class Models:
+    """A registered model with a Production version and a second, unpromoted one."""
+
+    name: str
+    card: Path
+    first: str  # version (ridge), Production after bootstrap
+    second: str  # a second version of the same run's model, registered only
+
+
+@dataclass(frozen=True)
+class Server:
+    """A running `python -m serving` process."""
+
+    url: str
+    process: ManagedProcess
+
+    def get(self, path: str) -> Any:
+        return requests.get(self.url + path, timeout=10).json()
+
+    def predict(self, records: list[dict[str, Any]]) -> requests.Response:
+        return requests.post(self.url + "/predict", json={"records": records}, timeout=30)
+
+
+def write_card(directory: Path, name: str) -> Path:
+    """The repository's card with its own model name, so tests do not share a model."""
+    card = yaml.safe_load((REPO / "model_card.yaml").read_text())
+    card["model"]["name"] = name
+    path = directory / "model_card.yaml"
+    path.write_text(yaml.safe_dump(card))
+    return path
+
+
+def train(card: Path, env: dict[str, str], *args: str) -> dict[str, Any]:
+    done = run_mlops("train", "--card", str(card), "--json", *args, env=env)
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+@contextmanager
+def using_env(env: dict[str, str]) -> Iterator[None]:
+    """This process's MLflow client pointed at `env` (for module-scoped fixtures)."""
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture(scope="module")
+def models(tracking_server: TrackingServer,
+           tmp_path_factory: pytest.TempPathFactory) -> Models:
+    """One training run (ridge) as Production; a second version of it to promote later."""
+    name = f"serving-{uuid.uuid4().hex[:8]}"
+    card = write_card(tmp_path_factory.mktemp("card"), name)
+    first = train(card, tracking_server.env, "--estimator", "ridge", "--register", "--promote")
+    with using_env(tracking_server.env):
+        client = MlflowClient(tracking_uri=tracking_server.uri, registry_uri=tracking_server.uri)
+        v1 = client.get_model_version(name, first["version"])
+        model_id = logged_model_id(client, first["run_id"])
+        second = client.create_model_version(name=name, source=v1.source, run_id=v1.run_id,
+                                             model_id=model_id)
+    return Models(name=name, card=card, first=first["version"], second=str(second.version))
+
+
+@pytest.fixture(scope="module")
+def server(tracking_server: TrackingServer, models: Models,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One uvicorn process per backend, polling every 0.5 s; tests set the alias they need."""
+    with serving_process(tmp_path_factory.mktemp("serving"), tracking_server.env,
+                         models.name) as running:
+        yield running
+
+
+@contextmanager
+def serving_process(home: Path, env: dict[str, str], model_name: str,
+                    poll_seconds: float = 0.5) -> Iterator[Server]:
+    """`python -m serving` (uvicorn) on a free loopback port, ready; stopped afterwards."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = ManagedProcess(name="serving", home=home, health_url=f"{url}/health")
+    try:
+        process.start([sys.executable, "-m", "serving"], wait_seconds=90, env={
+            **env, "MODEL_NAME": model_name, "SERVING_HOST": "127.0.0.1",
+            "SERVING_PORT": str(port), "MODEL_POLL_SECONDS": str(poll_seconds),
+            "MODEL_RETRY_FAILED_SECONDS": "3600", "SERVING_LOG_LEVEL": "info",
+            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        })
+        wait_for(lambda: requests.get(url + "/ready", timeout=5).status_code == 200,
+                 what="the server to load a model", process=process)
+        yield Server(url=url, process=process)
+    finally:
+        process.stop()
+
+
+def wait_for(condition: Callable[[], bool], *, what: str, seconds: float = 90,
+             process: ManagedProcess | None = None) -> float:
+    """Poll `condition` until true; return how long it took. A bound, not a timing check."""
+    begin = time.monotonic()
+    while not condition():
+        if time.monotonic() - begin > seconds:
+            log = process.last_log_line() if process else ""
+            raise AssertionError(f"gave up waiting for {what} after {seconds} s {log}")
+        time.sleep(0.1)
+    return time.monotonic() - begin

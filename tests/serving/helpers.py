@@ -1,0 +1,52 @@
+"""In-memory models and stores for the unit tests: the app and core take any model."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from serving.schema import ColumnSpec, from_columns
+from serving.scoring import LoadedModel, ModelInfo
+from serving.store import ModelRef, ModelStore
+
+COLUMNS = (
+    ColumnSpec("carat", "double"),
+    ColumnSpec("cut", "string"),
+    ColumnSpec("depth", "double", required=False),
+    ColumnSpec("count", "long"),
+)
+ROW: dict[str, Any] = {"carat": 0.5, "cut": "Ideal", "depth": 61.0, "count": 2}
+
+
+class Linear:
+    """Price = 1000 * carat + count: easy to check by hand."""
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        return frame["carat"].to_numpy() * 1000 + frame["count"].to_numpy()
+
+
+class Exploding:
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        raise RuntimeError("the model broke")
+
+
+def loaded(predictor: Any = None, *, version: str = "1", max_rows: int = 5) -> LoadedModel:
+    return LoadedModel(
+        info=ModelInfo(name="toy", version=version, run_id=f"run{version}",
+                       uri=f"models:/toy/{version}", loaded_at=dt.datetime.now(dt.UTC)),
+        predictor=predictor or Linear(),
+        schema=from_columns(COLUMNS, max_rows=max_rows),
+        max_rows=max_rows,
+    )
+
+
+def ready_store(model: LoadedModel) -> ModelStore:
+    """A store that has loaded `model` (no thread, no registry)."""
+    ref = ModelRef(name=model.info.name, version=model.info.version,
+                   run_id=model.info.run_id, uri=model.info.uri)
+    store = ModelStore(resolve=lambda: ref, load=lambda _: model, poll_seconds=60)
+    assert store.refresh()
+    return store
