@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import fsspec
 import numpy as np
 import pandas as pd
 import requests
@@ -224,13 +225,15 @@ def read_batch(source: str) -> pd.DataFrame:
     suffix = Path(source.split("?")[0]).suffix.lower()
     if not source.startswith("s3://") and not Path(source).is_file():
         raise DataError(f"batch: no such file {source}")
+    if suffix not in {".parquet", ".pq", ".csv", ".gz", ".txt"}:
+        raise DataError(f"batch: {source} is neither .csv nor .parquet")
     try:
-        if suffix in {".parquet", ".pq"}:
-            frame = pd.read_parquet(source)
-        elif suffix in {".csv", ".gz", ".txt"}:
-            frame = pd.read_csv(source)
-        else:
-            raise DataError(f"batch: {source} is neither .csv nor .parquet")
+        # Through fsspec (s3fs for s3://), which any S3 protocol server accepts.
+        with fsspec.open(source, "rb", compression="infer") as handle:
+            if suffix in {".parquet", ".pq"}:
+                frame = pd.read_parquet(handle)
+            else:
+                frame = pd.read_csv(handle)
     except pd.errors.EmptyDataError as err:
         raise DataError(f"batch: {source} is empty") from err
     except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as err:
@@ -262,7 +265,8 @@ def score_frame(frame: pd.DataFrame, *, client: ScoringClient,
 def write_scores(frame: pd.DataFrame, location: str) -> None:
     """Write all-or-nothing: a temp file renamed into place (one PUT on S3, also atomic)."""
     if location.startswith("s3://"):
-        frame.to_parquet(location, index=False)
+        with fsspec.open(location, "wb") as handle:
+            frame.to_parquet(handle, index=False)
         return
     path = Path(location)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,10 @@ here takes paths and IDs and returns a small JSON-ready dict:
     register → a new version of the card's model, never Production: production is
                reached only through the pull request gate and `mlops promote`
 
+The work dir is a local folder or any fsspec URL, e.g. `s3://bucket/mlops-work`: on
+MWAA or a multi-worker Celery/ECS setup the tasks of one run may land on different
+machines, so the hand-over must live on shared storage.
+
 The steps call the same stage functions as `mlops train`, so a run logged by the DAG
 is indistinguishable from one logged by hand.
 """
@@ -21,10 +25,10 @@ from __future__ import annotations
 import json
 import math
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
+import fsspec
 import mlflow
 import pandas as pd
 
@@ -45,10 +49,30 @@ FEATURES_FILE = "features.json"
 REGISTERED_BY_TAG = "registered_by"
 
 
-def work_dir_for(root: Path, run_key: str) -> Path:
-    """A folder for one scheduler run; the run key becomes a safe folder name."""
+def work_dir_for(root: str, run_key: str) -> str:
+    """A folder (or object prefix) for one scheduler run; the key becomes a safe name."""
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", run_key).strip("._") or "run"
-    return root / safe
+    return f"{str(root).rstrip('/')}/{safe}"
+
+
+def _join(work_dir: str, name: str) -> str:
+    return f"{work_dir.rstrip('/')}/{name}"
+
+
+def _write_parquet(frame: pd.DataFrame, url: str) -> None:
+    # Through fsspec (s3fs for s3://), which any S3 protocol server accepts.
+    with fsspec.open(url, "wb") as handle:
+        frame.to_parquet(handle, index=False)
+
+
+def _read_parquet(url: str) -> pd.DataFrame:
+    with fsspec.open(url, "rb") as handle:
+        return pd.read_parquet(handle)
+
+
+def _write_json(work_dir: str, name: str, value: dict[str, Any]) -> None:
+    with fsspec.open(_join(work_dir, name), "w", encoding="utf-8") as handle:
+        handle.write(json.dumps(value, indent=2))
 
 
 def _tracking_uri() -> str:
@@ -58,27 +82,29 @@ def _tracking_uri() -> str:
     return uri
 
 
-def prepare_step(*, card_path: Path, work_dir: Path) -> dict[str, Any]:
+def prepare_step(*, card_path: Path, work_dir: str) -> dict[str, Any]:
     """Load, validate, cleanse and split the card's data; write both splits to `work_dir`."""
     card = load_card(card_path)
     spec = load_spec(card.data.dataset)
     data = prepare(spec, source=card.data.source, holdout_fraction=card.data.holdout_fraction)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    data.train.to_parquet(work_dir / TRAIN_FILE, index=False)
-    data.holdout.to_parquet(work_dir / HOLDOUT_FILE, index=False)
-    meta = {"dataset": spec.name, "data_hash": data.data_hash, "rows_in": data.report.rows_in,
-            "rows_out": data.report.rows_out, "counts": data.report.counts}
-    (work_dir / PREPARED_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
-    return {"work_dir": str(work_dir), "rows_train": len(data.train),
+    fs, path = fsspec.core.url_to_fs(work_dir)
+    fs.makedirs(path, exist_ok=True)
+    _write_parquet(data.train, _join(work_dir, TRAIN_FILE))
+    _write_parquet(data.holdout, _join(work_dir, HOLDOUT_FILE))
+    _write_json(work_dir, PREPARED_FILE, {
+        "dataset": spec.name, "data_hash": data.data_hash, "rows_in": data.report.rows_in,
+        "rows_out": data.report.rows_out, "counts": data.report.counts})
+    return {"work_dir": work_dir, "rows_train": len(data.train),
             "rows_holdout": len(data.holdout), "data_hash": data.data_hash}
 
 
-def load_prepared(card: ModelCard, work_dir: Path) -> PreparedData:
+def load_prepared(card: ModelCard, work_dir: str) -> PreparedData:
     """The prepared data written by `prepare_step`, with the same dtypes as in memory."""
     try:
-        meta = json.loads((work_dir / PREPARED_FILE).read_text(encoding="utf-8"))
-        train_rows = pd.read_parquet(work_dir / TRAIN_FILE)
-        holdout_rows = pd.read_parquet(work_dir / HOLDOUT_FILE)
+        with fsspec.open(_join(work_dir, PREPARED_FILE), "r", encoding="utf-8") as handle:
+            meta = json.loads(handle.read())
+        train_rows = _read_parquet(_join(work_dir, TRAIN_FILE))
+        holdout_rows = _read_parquet(_join(work_dir, HOLDOUT_FILE))
     except FileNotFoundError as err:
         raise ConfigError(f"{work_dir}: no prepared data (run the prepare step first)") from err
     spec = load_spec(card.data.dataset)
@@ -92,7 +118,7 @@ def load_prepared(card: ModelCard, work_dir: Path) -> PreparedData:
                         data_hash=meta["data_hash"])
 
 
-def features_step(*, card_path: Path, work_dir: Path) -> dict[str, Any]:
+def features_step(*, card_path: Path, work_dir: str) -> dict[str, Any]:
     """Fit the feature transformer on the training rows: a cheap check before training.
 
     The logged model carries its own copy of this transformer (features and
@@ -105,11 +131,11 @@ def features_step(*, card_path: Path, work_dir: Path) -> dict[str, Any]:
     transformer = build_preprocessor(data.spec).fit(data.x_train)
     names = [str(n) for n in transformer.get_feature_names_out()]
     summary = {"inputs": data.spec.feature_names, "outputs": names}
-    (work_dir / FEATURES_FILE).write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    _write_json(work_dir, FEATURES_FILE, summary)
     return {"features_in": len(summary["inputs"]), "features_out": len(names)}
 
 
-def train_step(*, card_path: Path, work_dir: Path, estimator: str,
+def train_step(*, card_path: Path, work_dir: str, estimator: str,
                params: dict[str, Any]) -> dict[str, Any]:
     """Fit, evaluate on the held-out rows and log one MLflow run; return its ID and metrics."""
     card = load_card(card_path)
@@ -121,7 +147,7 @@ def train_step(*, card_path: Path, work_dir: Path, estimator: str,
     return {"run_id": result.run_id, "metrics": result.metrics}
 
 
-def evaluate_step(*, card_path: Path, work_dir: Path, run_id: str,
+def evaluate_step(*, card_path: Path, work_dir: str, run_id: str,
                   tolerance: float = 1e-6) -> dict[str, Any]:
     """Re-score the logged model on the held-out rows and check the card's floors.
 
@@ -168,8 +194,10 @@ def register_step(*, card_path: Path, run_id: str, registered_by: str) -> dict[s
     return {"name": card.model.name, "version": str(version.version), "run_id": run_id}
 
 
-def cleanup_step(*, work_dir: Path) -> dict[str, Any]:
+def cleanup_step(*, work_dir: str) -> dict[str, Any]:
     """Remove the run's work dir (the data is reproducible, the model lives in MLflow)."""
-    existed = work_dir.exists()
-    shutil.rmtree(work_dir, ignore_errors=True)
-    return {"work_dir": str(work_dir), "removed": existed}
+    fs, path = fsspec.core.url_to_fs(work_dir)
+    existed = bool(fs.exists(path))
+    if existed:
+        fs.rm(path, recursive=True)
+    return {"work_dir": work_dir, "removed": existed}
