@@ -126,6 +126,25 @@ def _inference_conf(*, batch: Path, out: Path, url: str, card: Path,
             **extra}
 
 
+# --- the DAG files ---------------------------------------------------------------------------
+
+
+def test_the_dag_files_parse_as_the_scheduler_sees_them(airflow_home: Path) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(REPO / "dags"))
+    assert bag.import_errors == {}
+    assert set(bag.dag_ids) == {"mlops_training", "mlops_inference"}
+    training = bag.dags["mlops_training"]
+    order = ["prepare", "features", "train", "evaluate", "register"]
+    assert {t.task_id for t in training.tasks} == {*order, "cleanup"}
+    assert "prepare" in training.task_dict["features"].upstream_task_ids
+    assert {"prepare", "features"} <= training.task_dict["train"].upstream_task_ids
+    assert training.task_dict["evaluate"].upstream_task_ids == {"prepare", "train"}
+    assert training.task_dict["register"].upstream_task_ids == {"evaluate"}
+    assert set(training.params) == {"card", "estimator", "params", "work_root"}
+
+
 # --- training ------------------------------------------------------------------------------
 
 
