@@ -23,9 +23,9 @@ from pipeline import steps
 from pipeline.train import DEFAULT_ESTIMATOR
 
 
-def _work_dir() -> Path:
+def _work_dir() -> str:
     context = get_current_context()
-    return steps.work_dir_for(Path(context["params"]["work_root"]), context["run_id"])
+    return steps.work_dir_for(context["params"]["work_root"], context["run_id"])
 
 
 @dag(
@@ -42,7 +42,8 @@ def _work_dir() -> Path:
                            description="dummy, ridge, hist_gradient_boosting, random_forest"),
         "params": Param({}, type="object", description="estimator hyperparameters"),
         "work_root": Param(WORK_ROOT, type="string",
-                           description="folder for the data handed between tasks"),
+                           description="folder or s3:// prefix for the data handed between "
+                                       "tasks (shared storage when workers differ)"),
     },
     doc_md=__doc__,
 )
@@ -56,13 +57,13 @@ def mlops_training() -> None:
     def features(prepared: dict[str, Any]) -> dict[str, Any]:
         params = get_current_context()["params"]
         return steps.features_step(card_path=Path(params["card"]),
-                                   work_dir=Path(prepared["work_dir"]))
+                                   work_dir=prepared["work_dir"])
 
     @task
     def train(prepared: dict[str, Any]) -> str:
         params = get_current_context()["params"]
         result = steps.train_step(card_path=Path(params["card"]),
-                                  work_dir=Path(prepared["work_dir"]),
+                                  work_dir=prepared["work_dir"],
                                   estimator=params["estimator"], params=params["params"])
         return str(result["run_id"])
 
@@ -70,7 +71,7 @@ def mlops_training() -> None:
     def evaluate(prepared: dict[str, Any], mlflow_run_id: str) -> dict[str, Any]:
         params = get_current_context()["params"]
         return steps.evaluate_step(card_path=Path(params["card"]),
-                                   work_dir=Path(prepared["work_dir"]), run_id=mlflow_run_id)
+                                   work_dir=prepared["work_dir"], run_id=mlflow_run_id)
 
     @task
     def register(evaluated: dict[str, Any]) -> dict[str, Any]:
