@@ -165,3 +165,30 @@ dags-venv: $(AIRFLOW_STAMP) ## create .venv-airflow with Airflow and the pipelin
 .PHONY: dags-test
 dags-test: $(STAMP) $(AIRFLOW_STAMP) ## run both DAGs with dag.test() against real MLflow and serving processes
 	@MLOPS_MAIN_VENV="$(abspath $(VENV))" $(AIRFLOW_VENV)/bin/python -m pytest tests/dags $(PYTEST_ARGS)
+
+# --- serving ----------------------------------------------------------------------
+# The serving API (serving/, docs/serving.md): foreground, background, image, benchmark.
+
+SERVING_HOST ?= 127.0.0.1
+SERVING_PORT ?= 8000
+IMAGE ?= mlops-serving:local
+
+.PHONY: serve
+serve: $(STAMP) ## serve the Production model at 127.0.0.1:8000 in the foreground (Ctrl+C stops)
+	@$(MLOPS) serve --host $(SERVING_HOST) --port $(SERVING_PORT)
+
+.PHONY: serve-bg
+serve-bg: $(STAMP) ## start the serving API in the background (PID file in .mlops/) and wait for a model
+	@$(MLOPS) serve --background --host $(SERVING_HOST) --port $(SERVING_PORT)
+
+.PHONY: image
+image: ## build the serving image (IMAGE=name:tag; needs Docker: scripts/dockerd.sh start)
+	@scripts/image.sh $(IMAGE)
+
+.PHONY: image-test
+image-test: $(STAMP) image ## run the image against a tracking server and curl /predict, /invocations, /model
+	@scripts/image-test.sh $(IMAGE)
+
+.PHONY: bench-serving
+bench-serving: $(STAMP) ## this server vs `mlflow models serve` on one model: req/s, p50, p99, ratio
+	@$(PY) benchmarks/serving/run.py

@@ -245,8 +245,13 @@ def _openapi_from_model(app: FastAPI, store: ModelStore) -> Callable[[], dict[st
                              routes=app.routes)
         components = schema.setdefault("components", {}).setdefault("schemas", {})
         predict_body, invocations_body = _request_schemas(model, components)
-        _set_body(schema, "/predict", predict_body)
-        _set_body(schema, "/invocations", invocations_body)
+        example = model.example if model else None
+        _set_body(schema, "/predict", predict_body,
+                  {"records": example} if example else None)
+        _set_body(schema, "/invocations", invocations_body,
+                  {"dataframe_split": {"columns": list(example[0]),
+                                       "data": [list(r.values()) for r in example]}}
+                  if example else None)
         cache.update(key=key, schema=schema)
         app.openapi_schema = None
         return schema
@@ -286,7 +291,11 @@ def _request_schemas(model: scoring.LoadedModel | None,
     return predict_body, invocations_body
 
 
-def _set_body(schema: dict[str, Any], path: str, body: dict[str, Any]) -> None:
-    operation = schema["paths"][path]["post"]
-    operation["requestBody"] = {"required": True,
-                                "content": {"application/json": {"schema": body}}}
+def _set_body(schema: dict[str, Any], path: str, body: dict[str, Any],
+              example: dict[str, Any] | None) -> None:
+    """The request body of `path`, with the model's own input example when it has one."""
+    content: dict[str, Any] = {"schema": body}
+    if example is not None:
+        content["example"] = example
+    schema["paths"][path]["post"]["requestBody"] = {
+        "required": True, "content": {"application/json": content}}

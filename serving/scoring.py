@@ -49,6 +49,7 @@ class LoadedModel:
     predictor: Predictor
     schema: FeatureSchema | None
     max_rows: int
+    example: list[dict[str, Any]] | None = None  # from the input example, for OpenAPI
 
 
 @dataclass(frozen=True)

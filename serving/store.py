@@ -236,6 +236,7 @@ def mlflow_loader(*, tracking_uri: str, max_rows: int) -> Loader:
             predictor=predictor,
             schema=from_signature(meta.signature, max_rows=max_rows),
             max_rows=max_rows,
+            example=example_records(example),
         )
         warm_up(model, example)
         return model
@@ -270,6 +271,16 @@ class SklearnPredictor:
 
         with sklearn.config_context(skip_parameter_validation=True):
             return self.estimator.predict(frame)
+
+
+def example_records(example: Any, rows: int = 3) -> list[dict[str, Any]] | None:
+    """A few rows of the input example as JSON-ready records (missing values as null)."""
+    if example is None:
+        return None
+    frame = example if isinstance(example, pd.DataFrame) else pd.DataFrame(example)
+    head = frame.head(rows).astype(object)
+    return [{str(k): (None if pd.isna(v) else v) for k, v in rec.items()}
+            for rec in head.to_dict(orient="records")]
 
 
 def warm_up(model: scoring.LoadedModel, example: Any) -> None:
