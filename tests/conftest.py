@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import mlflow
 import pytest
 
 from pipeline.stack import BACKENDS, ManagedProcess, MysqlStack, mlflow_server, mysql_stack
@@ -123,14 +124,20 @@ def tracking_env(tracking_server: TrackingServer,
 
 
 @pytest.fixture(autouse=True)
-def _no_stray_tracking(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+def _no_stray_tracking(request: pytest.FixtureRequest,
+                       monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """A test that forgets its server must fail loudly, not write to ./mlruns.
 
-    A test that uses `tracking_server` gets that server's credentials (not its URI), so
-    an in-process `MlflowClient(server.uri)` authenticates as a CI job would; no other
-    test sees credentials from the outer environment.
+    A URI an earlier test set in-process (`mlflow.set_tracking_uri`) is forgotten: with
+    two backends it would send this test to the other backend's server. A test that uses
+    `tracking_server` gets that server's credentials (not its URI), so an in-process
+    `MlflowClient(server.uri)` authenticates as a CI job would; no other test sees
+    credentials from the outer environment.
     """
+    _forget_global_tracking_uri()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
     for key in CREDENTIALS:
         monkeypatch.delenv(key, raising=False)
     if "tracking_server" in request.fixturenames:
@@ -138,6 +145,16 @@ def _no_stray_tracking(request: pytest.FixtureRequest, monkeypatch: pytest.Monke
         for key in CREDENTIALS:
             if key in server.env:
                 monkeypatch.setenv(key, server.env[key])
+    yield
+    _forget_global_tracking_uri()
+
+
+def _forget_global_tracking_uri() -> None:
+    """Back to the environment's URI (MLflow's own reset passes None the same way), and
+    no active experiment: its ID belongs to one server's store."""
+    mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
+    mlflow.set_registry_uri(None)  # type: ignore[arg-type]
+    mlflow.tracking.fluent._active_experiment_id = None
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
