@@ -1,0 +1,144 @@
+"""The gate's and promote's preconditions against a real MLflow server: one line, exit 2."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow.models import infer_signature
+from mlflow.tracking import MlflowClient
+from sklearn.dummy import DummyRegressor
+
+from pipeline import registry
+from pipeline.card import write_candidate_run_id
+from pipeline.train import pip_requirements
+from tests.conftest import TrackingServer
+from tests.utils import REPO, run_mlops
+
+pytestmark = [pytest.mark.e2e]
+
+EXPERIMENT = "e2e-gate-checks"
+
+
+def _card(tmp_path: Path, model: str, run_id: str | None = None, **replace: str) -> Path:
+    text = (REPO / "model_card.yaml").read_text().replace("name: diamond-price",
+                                                          f"name: {model}")
+    for old, new in replace.items():
+        text = text.replace(old, new)
+    path = tmp_path / "model_card.yaml"
+    path.write_text(text)
+    if run_id is not None:
+        write_candidate_run_id(path, run_id)
+    return path
+
+
+def _mlops(server: TrackingServer, card: Path, *args: str) -> tuple[int, str, str]:
+    done = run_mlops(*args, "--card", str(card),
+                     env={**server.env, "MLOPS_EXPERIMENT": EXPERIMENT})
+    return done.returncode, done.stdout, done.stderr.strip()
+
+
+def _last_line(stderr: str) -> str:
+    return stderr.splitlines()[-1]
+
+
+@pytest.fixture
+def client(tracking_server: TrackingServer) -> MlflowClient:
+    return MlflowClient(tracking_server.uri, registry_uri=tracking_server.uri)
+
+
+@pytest.fixture
+def experiment_id(client: MlflowClient) -> str:
+    found = client.get_experiment_by_name(EXPERIMENT)
+    return str(found.experiment_id if found else client.create_experiment(EXPERIMENT))
+
+
+def test_candidates_the_gate_cannot_judge_fail_with_one_line(
+    tracking_server: TrackingServer, client: MlflowClient, experiment_id: str, tmp_path: Path
+) -> None:
+    model = f"e2e-checks-{uuid.uuid4().hex[:8]}"
+    missing = uuid.uuid4().hex
+    code, _, err = _mlops(tracking_server, _card(tmp_path, model, missing), "gate")
+    assert (code, _last_line(err)) == (
+        2, f"error: candidate run {missing}: not found on the tracking server")
+
+    running = client.create_run(experiment_id).info.run_id
+    code, _, err = _mlops(tracking_server, _card(tmp_path, model, running), "gate")
+    assert (code, _last_line(err)) == (
+        2, f"error: candidate run {running}: status RUNNING, expected FINISHED")
+
+    client.set_terminated(running)
+    code, _, err = _mlops(tracking_server, _card(tmp_path, model, running), "gate")
+    assert (code, _last_line(err)) == (
+        2, f"error: candidate run {running}: no model at runs:/{running}/model")
+
+    card = _card(tmp_path, model, running, **{"r2: 0.90": "auc: 0.90"})
+    code, _, err = _mlops(tracking_server, card, "gate")
+    assert code == 2
+    assert _last_line(err).startswith("error: promotion.floors.auc: not a metric")
+    assert not (tmp_path / "report.md").exists()
+
+
+def test_a_candidate_with_another_feature_schema_than_production_is_refused(
+    tracking_server: TrackingServer, tracking_env: TrackingServer, client: MlflowClient,
+    tmp_path: Path,
+) -> None:
+    model = f"e2e-schema-{uuid.uuid4().hex[:8]}"
+    mlflow.set_tracking_uri(tracking_server.uri)
+    mlflow.set_experiment(EXPERIMENT)
+    import pandas as pd
+
+    x = pd.DataFrame({"carat": [0.3, 0.5, 1.0], "cut": ["Ideal", "Good", "Fair"]})
+    narrow = DummyRegressor().fit(x, [500.0, 900.0, 4000.0])
+    with mlflow.start_run() as run:
+        mlflow.set_tag("task", "regression")
+        mlflow.sklearn.log_model(narrow, name="model", pip_requirements=pip_requirements(),
+                                 signature=infer_signature(x, narrow.predict(x)))
+    version = registry.register_run(client, model, run.info.run_id)
+    registry.set_production(client, model, version.version)
+
+    card = _card(tmp_path, model)
+    code, out, _ = _mlops(tracking_server, card, "train", "--estimator", "dummy", "--json")
+    assert code == 0
+    candidate = json.loads(out)["run_id"]
+    write_candidate_run_id(card, candidate)
+    code, _, err = _mlops(tracking_server, card, "gate")
+    assert code == 2
+    assert _last_line(err).startswith(
+        f"error: candidate run {candidate}: feature schema differs from Production version 1 (")
+
+
+def test_promote_needs_a_passing_verdict_for_the_same_policy(
+    tracking_server: TrackingServer, client: MlflowClient, tmp_path: Path
+) -> None:
+    model = f"e2e-verdict-{uuid.uuid4().hex[:8]}"
+    card = _card(tmp_path, model)
+    assert _mlops(tracking_server, card, "promote")[0] == 0  # no candidate: nothing to do
+    code, out, _ = _mlops(tracking_server, card, "train", "--estimator", "ridge", "--json")
+    ridge = json.loads(out)["run_id"]
+    write_candidate_run_id(card, ridge)
+
+    code, _, err = _mlops(tracking_server, card, "promote")
+    assert (code, _last_line(err)) == (
+        2, f"error: run {ridge} has no gate verdict; run `mlops gate` on this card first")
+
+    code, out, _ = _mlops(tracking_server, card, "gate")  # no Production: floors decide
+    assert code == 0
+    assert "no Production version yet" in out
+
+    stricter = _card(tmp_path, model, ridge, **{"r2: 0.90": "r2: 0.91"})
+    code, _, err = _mlops(tracking_server, stricter, "promote")
+    assert (code, _last_line(err)) == (
+        2, f"error: run {ridge} was gated under a different card policy; re-run the gate")
+    assert registry.production_version(client, model) is None
+
+    card = _card(tmp_path, model, ridge)
+    code, out, err = _mlops(tracking_server, card, "promote")
+    assert code == 0, err
+    assert out.strip() == f"{model} version 1 (run {ridge}) is now Production (was none)"
+    tags = client.get_model_version(model, "1").tags
+    assert (tags["pr_number"], tags["workflow_run_url"], tags["baseline_version"]) == (
+        "none", "local", "none")
