@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from serving import scoring
+from serving.batching import MicroBatcher
 from serving.metrics import Metrics, MetricsMiddleware
 from serving.settings import ServingSettings, load_settings
 from serving.store import ModelStore
@@ -30,7 +31,11 @@ from serving.store import ModelStore
 log = logging.getLogger("serving.app")
 
 DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
-Core = Callable[[bytes, scoring.LoadedModel], bytes]
+Parse = Callable[[bytes, scoring.LoadedModel], list[Any]]
+Respond = Callable[[Any, scoring.LoadedModel], bytes]
+# Bodies up to this size are validated on the event loop (tens of microseconds in
+# pydantic-core); larger ones in a worker thread so they do not stall other requests.
+INLINE_PARSE_BYTES = 32 * 1024
 ENDPOINTS = ("/predict", "/invocations", "/health", "/ready", "/model", "/metrics")
 
 
@@ -100,6 +105,7 @@ def create_app(store: ModelStore | None = None, *, settings: ServingSettings | N
     limit = max_body_bytes or (settings.serving_max_body_bytes if settings
                                else DEFAULT_MAX_BODY_BYTES)
     model_store = store
+    batcher = MicroBatcher()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -108,6 +114,7 @@ def create_app(store: ModelStore | None = None, *, settings: ServingSettings | N
         try:
             yield
         finally:
+            batcher.close()
             if manage_store:
                 model_store.stop()
 
@@ -118,36 +125,42 @@ def create_app(store: ModelStore | None = None, *, settings: ServingSettings | N
     app.state.metrics = metrics
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     _install_error_handlers(app, metrics)
-    _install_routes(app, model_store, metrics, limit)
+    _install_routes(app, model_store, batcher, metrics, limit)
     app.openapi = _openapi_from_model(app, model_store)  # type: ignore[method-assign]
     return app
 
 
-def _install_routes(app: FastAPI, store: ModelStore, metrics: Metrics, limit: int) -> None:
+def _install_routes(app: FastAPI, store: ModelStore, batcher: MicroBatcher, metrics: Metrics,
+                    limit: int) -> None:
     json_body: dict[str, Any] = {"requestBody": {"required": True, "content": {
         "application/json": {"schema": {"type": "object"}}}}}
 
-    async def score(request: Request, core: Core) -> Response:
+    async def score(request: Request, parse: Parse, respond: Respond) -> Response:
         model = store.current  # read once: this request is scored by this model only
         if model is None:
             raise NoModel
         body = await _read_body(request, limit)
-        content = await run_in_threadpool(core, body, model)
-        return Response(content, media_type="application/json")
+        if len(body) <= INLINE_PARSE_BYTES:
+            rows = parse(body, model)
+        else:
+            rows = await run_in_threadpool(parse, body, model)
+        predictions = await batcher.predict(model, rows)
+        return Response(respond(predictions, model), media_type="application/json")
 
     @app.post("/predict", response_model=PredictResponse, openapi_extra=json_body,
               responses={422: {"model": InputErrorResponse}, 413: {"model": InputErrorResponse},
                          503: {"model": InputErrorResponse}},
               summary="Score rows; the answer names the model version that scored them")
     async def predict(request: Request) -> Response:
-        return await score(request, scoring.predict_body)
+        return await score(request, scoring.rows_from_predict_body, scoring.predict_response)
 
     @app.post("/invocations", response_model=InvocationsResponse, openapi_extra=json_body,
               responses={400: {"model": MlflowErrorResponse}, 413: {"model": MlflowErrorResponse},
                          503: {"model": MlflowErrorResponse}},
               summary="MLflow's scoring protocol, as `mlflow models serve` answers it")
     async def invocations(request: Request) -> Response:
-        return await score(request, scoring.invocations_body)
+        return await score(request, scoring.rows_from_mlflow_body,
+                           lambda predictions, _: scoring.invocations_response(predictions))
 
     @app.get("/health", summary="Liveness: the process answers")
     async def health() -> dict[str, str]:

@@ -82,31 +82,51 @@ class ModelFailure(Exception):
 
 def predict_body(body: bytes, model: LoadedModel) -> bytes:
     """`POST /predict`: `{"records": [...]}` → predictions plus the model that made them."""
-    frame = frame_from_predict_body(body, model)
-    predictions = run(model, frame)
-    return orjson.dumps({"predictions": predictions, "model": model.info.ref()},
-                        option=orjson.OPT_SERIALIZE_NUMPY)
+    predictions = run(model, frame_of(model, rows_from_predict_body(body, model)))
+    return predict_response(predictions, model)
 
 
 def invocations_body(body: bytes, model: LoadedModel) -> bytes:
     """`POST /invocations`: MLflow's scoring protocol, answered as `mlflow models serve` does."""
-    frame = frame_from_mlflow_body(body, model)
-    predictions = run(model, frame)
+    predictions = run(model, frame_of(model, rows_from_mlflow_body(body, model)))
+    return invocations_response(predictions)
+
+
+def predict_response(predictions: Any, model: LoadedModel) -> bytes:
+    return orjson.dumps({"predictions": predictions, "model": model.info.ref()},
+                        option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def invocations_response(predictions: Any) -> bytes:
     return orjson.dumps({"predictions": predictions}, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-def frame_from_predict_body(body: bytes, model: LoadedModel) -> pd.DataFrame:
+def frame_of(model: LoadedModel, rows: list[Any]) -> pd.DataFrame:
+    """One frame from validated rows (of one request, or of several batched together)."""
+    if model.schema is None:
+        return pd.DataFrame.from_records(rows)
+    return model.schema.frame(rows)
+
+
+def rows_from_predict_body(body: bytes, model: LoadedModel) -> list[Any]:
+    """The validated rows of a `/predict` body (`InputError` naming column and rule)."""
     schema = model.schema
     if schema is None:
-        return _schemaless_frame(_records_of(_loads(body), "records"), model.max_rows)
+        return _schemaless_rows(_records_of(_loads(body), "records"), model.max_rows)
     try:
         request = schema.request.model_validate_json(body)
     except ValidationError as err:
         raise InputError(problems_of(err)) from None
-    return schema.frame(request.__dict__["records"])
+    rows: list[Any] = request.__dict__["records"]
+    return rows
 
 
-def frame_from_mlflow_body(body: bytes, model: LoadedModel) -> pd.DataFrame:
+def frame_from_predict_body(body: bytes, model: LoadedModel) -> pd.DataFrame:
+    return frame_of(model, rows_from_predict_body(body, model))
+
+
+def rows_from_mlflow_body(body: bytes, model: LoadedModel) -> list[Any]:
+    """The validated rows of an `/invocations` body, whichever of the four shapes."""
     payload = _loads(body)
     if not isinstance(payload, dict):
         raise InputError([Problem((), "expected a JSON object with one of "
@@ -119,12 +139,12 @@ def frame_from_mlflow_body(body: bytes, model: LoadedModel) -> pd.DataFrame:
     records = _mlflow_records(key, payload[key])
     schema = model.schema
     if schema is None:
-        return _schemaless_frame(records, model.max_rows)
+        return _schemaless_rows(records, model.max_rows)
     try:
         rows: list[BaseModel] = schema.records.validate_python(records)
     except ValidationError as err:
         raise InputError(problems_of(err, prefix=(key,))) from None
-    return schema.frame(rows)
+    return rows
 
 
 def frame_from_records(records: list[dict[str, Any]], model: LoadedModel) -> pd.DataFrame:
@@ -215,7 +235,7 @@ def _mlflow_records(key: str, value: Any) -> list[dict[str, Any]]:
     raise InputError([Problem((key,), "expected a list of row objects", "mlflow_format")])
 
 
-def _schemaless_frame(records: list[dict[str, Any]], max_rows: int) -> pd.DataFrame:
+def _schemaless_rows(records: list[dict[str, Any]], max_rows: int) -> list[dict[str, Any]]:
     """A model logged without a signature: only the shape can be checked here."""
     if not records:
         raise InputError([Problem(("records",), "at least 1 row is required", "too_short")])
@@ -224,7 +244,7 @@ def _schemaless_frame(records: list[dict[str, Any]], max_rows: int) -> pd.DataFr
                                   "too_long")])
     if not all(isinstance(r, dict) for r in records):
         raise InputError([Problem(("records",), "each row must be an object", "dict_type")])
-    return pd.DataFrame.from_records(records)
+    return records
 
 
 def _jsonable(output: Any) -> Any:
