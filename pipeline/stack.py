@@ -503,6 +503,8 @@ def mysql_stack(*, home: Path, host: str, port: int, allowed_hosts: Sequence[str
     the other two exist so tests can show what the defaults protect against.
     """
     home = home.resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    home.chmod(0o700)  # data, logs and the user store: for the owner only
     state = StackState.load_or_create(home / "stack.json")
     return MysqlStack(home=home, host=host, port=port, state=state,
                       allowed_hosts=tuple(allowed_hosts), default_permission=default_permission,
