@@ -32,7 +32,7 @@ fi
 show "$mlops" status --card "$card"
 
 step "3. Serve the Production model"
-show "$mlops" serve --background
+show "$mlops" serve --background --card "$card"
 show "$mlops" predict --url "$serving_url"
 
 step "4. A data scientist trains a better candidate and proposes it"
