@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 import socket
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from mlflow.tracking import MlflowClient
 
-from pipeline import steps
+from pipeline import registry, steps
 from pipeline.batch import output_location, read_batch, write_scores
 from pipeline.card import load_card
 from pipeline.data import prepare
@@ -33,7 +35,9 @@ def test_work_dir_names_are_safe_folder_names(tmp_path: Path) -> None:
 def test_steps_hand_over_through_files_and_a_weak_model_stops_at_the_floors(
         tracking_env: TrackingServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLOPS_EXPERIMENT", "steps-test")
-    card = REPO / "model_card.yaml"
+    card = tmp_path / "model_card.yaml"
+    card.write_text((REPO / "model_card.yaml").read_text().replace(
+        "name: diamond-price", f"name: steps-{uuid.uuid4().hex[:8]}"))
     work = str(tmp_path / "run")
     with pytest.raises(ConfigError, match="no prepared data"):
         steps.features_step(card_path=card, work_dir=work)
@@ -49,9 +53,21 @@ def test_steps_hand_over_through_files_and_a_weak_model_stops_at_the_floors(
     assert features["features_in"] == 9
     assert features["features_out"] > 9  # one-hot columns
 
-    trained = steps.train_step(card_path=card, work_dir=work, estimator="dummy", params={})
+    weak = steps.train_step(card_path=card, work_dir=work, estimator="dummy", params={})
     with pytest.raises(NegativeVerdict, match=r"r2 is .*, the card's floor is at least 0\.9"):
-        steps.evaluate_step(card_path=card, work_dir=work, run_id=trained["run_id"])
+        steps.evaluate_step(card_path=card, work_dir=work, run_id=weak["run_id"])
+
+    good = steps.train_step(card_path=card, work_dir=work, estimator="hist_gradient_boosting",
+                            params={"max_iter": 20})
+    checked = steps.evaluate_step(card_path=card, work_dir=work, run_id=good["run_id"])
+    assert checked["metrics"] == pytest.approx(good["metrics"])
+    registered = steps.register_step(card_path=card, run_id=good["run_id"], registered_by="test")
+    client = MlflowClient(tracking_env.uri)
+    version = client.get_model_version(registered["name"], registered["version"])
+    assert version.run_id == good["run_id"]
+    assert version.tags["registered_by"] == "test"
+    assert registry.production_version(client, registered["name"]) is None, \
+        "registering never makes a version Production"
     assert steps.cleanup_step(work_dir=work) == {"work_dir": str(work), "removed": True}
     assert not (tmp_path / "run").exists()
 
