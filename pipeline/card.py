@@ -19,7 +19,6 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pipeline.errors import ConfigError
-from pipeline.evaluate import GREATER_IS_BETTER, metric_functions
 
 RUN_ID_PATTERN = r"^[0-9a-f]{32}$"
 
@@ -145,6 +144,8 @@ def check_policy(card: ModelCard, *, task: str) -> None:
     floor or a flipped `greater_is_better` fails with the field path before any
     model is evaluated.
     """
+    from pipeline.evaluate import GREATER_IS_BETTER, metric_functions  # sklearn: only when used
+
     policy = card.promotion
     computed = set(metric_functions("regression" if task == "regression" else "classification"))
     if policy.metric not in computed:

@@ -9,14 +9,15 @@ no pyplot state, for the shell to log to the candidate run.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from pipeline.gate import Verdict, fmt
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 MARKER = "<!-- mlops-gate-report -->"
 """Hidden marker that finds the one sticky PR comment again on re-runs."""
@@ -107,6 +108,10 @@ def plot(*, task: str, truth: np.ndarray, predictions: dict[str, np.ndarray],
          probabilities: dict[str, np.ndarray | None], classes: list[Any] | None
          ) -> tuple[Figure, str] | None:
     """Predicted vs actual (regression) or ROC (classification), or None if not drawable."""
+    # Imported here: matplotlib costs every other command start-up time it does not need.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     figure = Figure(figsize=(6, 5), dpi=100)
     FigureCanvasAgg(figure)
     axes = figure.subplots()
