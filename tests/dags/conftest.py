@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 import requests
 
-from pipeline.stack import ManagedProcess, mlflow_server
-from tests.conftest import TrackingServer
+from pipeline.stack import MYSQL_HOME, ManagedProcess
+from tests.conftest import TrackingServer, selected_backends
 from tests.utils import REPO, free_port
 
 if importlib.util.find_spec("airflow") is None:
@@ -76,19 +76,42 @@ def load_dag(module_name: str, attribute: str) -> Any:
     return getattr(module, attribute)
 
 
-@pytest.fixture(scope="session")
-def tracking_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrackingServer]:
-    """A real `mlflow server` (SQLite, local artifacts), run by the main environment's mlflow."""
-    home = tmp_path_factory.mktemp("mlflow-dags")
+@pytest.fixture(scope="session", params=selected_backends())
+def tracking_server(request: pytest.FixtureRequest,
+                    tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrackingServer]:
+    """A real MLflow server per backend, started by the main environment's `mlops stack up`.
+
+    sqlite: SQLite and local artifacts; mysql: MariaDB, S3 protocol artifacts and basic
+    auth, as in the cloud. MLOPS_TEST_BACKENDS narrows the choice, as for the main suite.
+    """
+    backend = str(request.param)
+    home = tmp_path_factory.mktemp(f"mlflow-dags-{backend}")
     port = free_port()
-    service, command = mlflow_server(home=home, host="127.0.0.1", port=port)
-    command[0] = main_venv_bin("mlflow")
-    service.start(command, wait_seconds=120)
-    uri = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "MLOPS_HOME": str(home)}
+    mlops = main_venv_bin("mlops")
+    up = subprocess.run([mlops, "stack", "up", "--backend", backend, "--port", str(port)],
+                        env=env, capture_output=True, text=True, timeout=300, check=False)
     try:
-        yield TrackingServer(uri=uri, env={"MLFLOW_TRACKING_URI": uri}, home=home)
+        if up.returncode != 0:
+            pytest.fail(f"mlops stack up --backend {backend} failed: {up.stderr.strip()[-500:]}")
+        uri = f"http://127.0.0.1:{port}"
+        client_env = {"MLFLOW_TRACKING_URI": uri}
+        if backend == "mysql":
+            client_env |= _exports(home / MYSQL_HOME / "client.env")
+        yield TrackingServer(uri=uri, env=client_env, home=home, backend=backend)
     finally:
-        service.stop()
+        subprocess.run([mlops, "stack", "down"], env=env, capture_output=True, timeout=120,
+                       check=False)
+
+
+def _exports(path: Path) -> dict[str, str]:
+    """`export KEY=VALUE` lines of the stack's client environment file."""
+    pairs = {}
+    for line in path.read_text().splitlines():
+        key, sep, value = line.removeprefix("export ").partition("=")
+        if sep:
+            pairs[key.strip()] = value.strip()
+    return pairs
 
 
 @dataclass(frozen=True)
