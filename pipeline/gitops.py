@@ -26,7 +26,14 @@ from pipeline.errors import ConfigError, NegativeVerdict
 from pipeline.gate import ARTIFACT_DIR, PASSED_TAG, VERDICT_TAG, GateOutcome, run_gate
 from pipeline.github import target_from_env, upsert_comment
 from pipeline.promote import Audit, audit_from_env, pr_number_from_event, promote, read_event
-from pipeline.report import MARKER, plot, render, render_no_candidate, run_link
+from pipeline.report import (
+    MARKER,
+    plot,
+    render,
+    render_gate_error,
+    render_no_candidate,
+    run_link,
+)
 
 CardOption = Annotated[
     Path | None, typer.Option("--card", help="model card (default: model_card.yaml)")
@@ -202,12 +209,18 @@ def pr_comment_command(
     report: Annotated[Path, typer.Option("--report", help="markdown report to post")],
     pr: PrOption = None,
 ) -> None:
-    """Post the report as the one sticky PR comment, or update it (GitHub REST API)."""
+    """Post the report as the one sticky PR comment, or update it (GitHub REST API).
+
+    Without a report (the gate could not run) the comment says so, so a PASS from an
+    earlier run never stays up next to a gate that now errors.
+    """
+    env: dict[str, Any] = dict(os.environ)
     try:
         body = report.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        body = render_gate_error(audit_from_env(env).workflow_run_url)
     except OSError as err:
         raise ConfigError(f"--report {report}: cannot read ({err.strerror})") from err
-    env: dict[str, Any] = dict(os.environ)
     target = target_from_env(env, pr_number=pr or pr_number_from_event(read_event(env)))
     with requests.Session() as session:
         result = upsert_comment(session, target, body=body, marker=MARKER)

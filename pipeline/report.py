@@ -81,6 +81,15 @@ def render_no_candidate(model_name: str) -> str:
     ])
 
 
+def render_gate_error(run_url: str) -> str:
+    where = f"the [workflow run]({run_url})" if run_url.startswith("http") else "the log"
+    return "\n".join([
+        MARKER, "## Promotion gate: ⚠️ **could not run**", "",
+        f"The gate stopped before a verdict (exit 2): {where} says why in one line. "
+        "A candidate cannot be promoted until the gate passes.", "",
+    ])
+
+
 def _metric_table(verdict: Verdict) -> str:
     level = f"{verdict.confidence:.0%}"
     rows = [f"| metric | candidate | Production | difference | {level} interval |",

@@ -149,3 +149,17 @@ def test_mlops_pr_comment_as_the_workflow_runs_it(github: FakeGitHub, tmp_path: 
     assert missing.returncode == 2
     assert missing.stderr.strip() == ("error: GITHUB_TOKEN: not set; the workflow passes the "
                                       "job's token")
+
+
+def test_a_gate_that_could_not_run_replaces_the_old_verdict(github: FakeGitHub,
+                                                            tmp_path: Path) -> None:
+    github.comments = [{"id": 5, "body": f"{MARKER}\n## Promotion gate: PASS"}]
+    env = {"GITHUB_TOKEN": TOKEN, "GITHUB_REPOSITORY": "o/r", "GITHUB_API_URL": github.url,
+           "GITHUB_RUN_ID": "31", "GITHUB_SERVER_URL": "https://github.test"}
+    done = run_mlops("pr-comment", "--report", str(tmp_path / "missing.md"), "--pr", "7",
+                     env=env)
+    assert done.returncode == 0, done.stderr
+    body = github.comments[0]["body"]
+    assert "could not run" in body
+    assert "PASS" not in body
+    assert "https://github.test/o/r/actions/runs/31" in body
