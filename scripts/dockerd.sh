@@ -42,54 +42,72 @@ start() {
   if answers; then echo "Docker daemon already answers at $sock"; return; fi
   ensure_installed
   mkdir -p "$home/data"
+  # A daemon that exits at once (e.g. leftovers of an unclean stop) gets one more try.
+  launch || { clean_network; launch; } || {
+    echo "error: dockerd did not start: $(tail -n 1 "$logfile") (log $logfile)" >&2; exit 2; }
+  echo "Docker daemon started (PID $(cat "$pidfile"), log $logfile)"
+}
+
+launch() {
   local data
   data=$(cd "$home/data" && pwd)
+  # Runtime state only (sockets, PID files): stale copies make the next start hang.
+  rm -rf "$data/exec" "$data/dockerd-internal.pid"
   setsid "$(command -v dockerd || echo /usr/sbin/dockerd)" \
     --host "unix://$sock" --data-root "$data" --exec-root "$data/exec" \
     --pidfile "$data/dockerd-internal.pid" --storage-driver=overlay2 \
     >"$logfile" 2>&1 </dev/null &
   echo $! >"$pidfile"
   for _ in $(seq 1 60); do
-    if answers; then echo "Docker daemon started (PID $(cat "$pidfile"), log $logfile)"; return; fi
-    if ! ours >/dev/null; then
-      echo "error: dockerd exited: $(tail -n 1 "$logfile")" >&2; exit 2
-    fi
+    if answers; then return 0; fi
+    if ! ours >/dev/null; then return 1; fi
     sleep 0.5
   done
-  echo "error: dockerd did not answer within 30 s (log $logfile)" >&2
-  exit 2
+  return 1
 }
 
 stop() {
   local pid
-  if ! pid=$(ours); then rm -f "$pidfile"; echo "Docker daemon was not started here"; return; fi
+  if ! pid=$(ours); then
+    rm -f "$pidfile"
+    if answers; then echo "Docker daemon was not started here: left running"; return; fi
+    clean_network  # leftovers of a daemon that is gone
+    echo "Docker daemon was not running"
+    return
+  fi
+  local containerd
+  containerd=$(cat "$home/data/exec/containerd/containerd.pid" 2>/dev/null || true)
   kill -TERM "$pid"
   for _ in $(seq 1 40); do [ -d "/proc/$pid" ] || break; sleep 0.5; done
-  [ -d "/proc/$pid" ] && kill -KILL "$pid"
+  if [ -d "/proc/$pid" ]; then kill -KILL "$pid"; fi
+  # The containerd that dockerd started for itself.
+  if [ -n "$containerd" ] && [ "$(cat "/proc/$containerd/comm" 2>/dev/null)" = containerd ]; then
+    kill -TERM "$containerd" || true
+    for _ in $(seq 1 20); do [ -d "/proc/$containerd" ] || break; sleep 0.5; done
+  fi
   rm -f "$pidfile"
   clean_network
   echo "Docker daemon stopped"
 }
 
 clean_network() {
-  # What dockerd leaves behind: its bridge and its iptables chains.
+  # What dockerd leaves behind: its bridge and its iptables rules and chains.
   if ip link show docker0 >/dev/null 2>&1; then ip link delete docker0 || true; fi
   command -v iptables >/dev/null 2>&1 || return 0
-  local table chain
+  local table rule chain
   for table in filter nat; do
-    for chain in DOCKER-USER DOCKER-ISOLATION-STAGE-1 DOCKER-ISOLATION-STAGE-2 DOCKER DOCKER-FORWARD DOCKER-BRIDGE DOCKER-CT; do
-      iptables -t "$table" -S "$chain" >/dev/null 2>&1 || continue
-      # Remove the jumps into the chain, then the chain itself.
-      iptables -t "$table" -S | grep -E -- "-j $chain( |$)" | sed 's/^-A /-D /' \
-        | while read -r rule; do eval "iptables -t $table $rule" || true; done
+    # Rules in the built-in chains that jump to Docker's chains or name its bridge.
+    iptables -t "$table" -S 2>/dev/null \
+      | { grep -E -- '^-A (INPUT|OUTPUT|FORWARD|PREROUTING|POSTROUTING) .*(-j DOCKER|docker0)' || true; } \
+      | sed 's/^-A /-D /' \
+      | while read -r rule; do eval "iptables -t $table $rule" || true; done
+    for chain in $(iptables -t "$table" -S 2>/dev/null | awk '$1 == "-N" && $2 ~ /^DOCKER/ {print $2}'); do
       iptables -t "$table" -F "$chain" || true
     done
-    for chain in DOCKER-USER DOCKER-ISOLATION-STAGE-1 DOCKER-ISOLATION-STAGE-2 DOCKER DOCKER-FORWARD DOCKER-BRIDGE DOCKER-CT; do
-      iptables -t "$table" -X "$chain" 2>/dev/null || true
+    for chain in $(iptables -t "$table" -S 2>/dev/null | awk '$1 == "-N" && $2 ~ /^DOCKER/ {print $2}'); do
+      iptables -t "$table" -X "$chain" || true
     done
   done
-  iptables -t nat -S POSTROUTING 2>/dev/null | grep -- '-o docker0\|! -o docker0' | sed 's/^-A /-D /' \
-    | while read -r rule; do eval "iptables -t nat $rule" || true; done
 }
 
 case "${1:-}" in
