@@ -43,6 +43,7 @@ class ManagedProcess:
     name: str
     home: Path
     health_url: str
+    env: tuple[tuple[str, str], ...] = ()
     probe: Callable[[], bool] | None = field(default=None, compare=False)
 
     @property
@@ -96,7 +97,7 @@ class ManagedProcess:
         with self.logfile.open("ab") as log:
             process = subprocess.Popen(
                 list(command), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env={**os.environ, **(env or {})}, start_new_session=True,
+                env={**os.environ, **dict(self.env), **(env or {})}, start_new_session=True,
             )
         self.pidfile.write_text(f"{process.pid} {_start_time(process.pid)}\n")
         self._wait_healthy(process, wait_seconds)
@@ -174,6 +175,12 @@ def _start_time(pid: int) -> str:
     return fields[19] if len(fields) > 19 else "unknown"
 
 
+# MLflow 3's server also starts a job runner with a dozen huey workers for GenAI
+# features this product does not use; off, the server starts faster, uses less memory
+# and stops at once on SIGTERM.
+MLFLOW_SERVER_ENV = (("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false"),)
+
+
 def venv_bin(program: str) -> str:
     """A console script installed beside the running interpreter."""
     return str(Path(sys.executable).parent / program)
@@ -190,7 +197,8 @@ def mlflow_server(*, home: Path, host: str, port: int) -> tuple[ManagedProcess, 
         "--artifacts-destination", str(home / "artifacts"),
         "--serve-artifacts",
     ]
-    service = ManagedProcess(name="mlflow", home=home, health_url=f"http://{host}:{port}/health")
+    service = ManagedProcess(name="mlflow", home=home, health_url=f"http://{host}:{port}/health",
+                             env=MLFLOW_SERVER_ENV)
     return service, command
 
 
@@ -318,7 +326,8 @@ class MysqlStack:
                               probe=lambda: _answers_http(self.s3_endpoint))
 
     def _mlflow(self) -> ManagedProcess:
-        return ManagedProcess(name="mlflow", home=self.home, health_url=f"{self.uri}/health")
+        return ManagedProcess(name="mlflow", home=self.home, health_url=f"{self.uri}/health",
+                              env=MLFLOW_SERVER_ENV)
 
     def start(self, *, wait_seconds: float = 180.0) -> list[str]:
         """Start what is not running yet, each step waiting for its service; return the
