@@ -67,8 +67,9 @@ demo: $(STAMP) ## run the whole loop locally and leave the stack running (`make 
 # --- quality -----------------------------------------------------------------------
 
 .PHONY: test
-test: $(STAMP) ## run the whole test suite (creates .venv if missing)
+test: $(STAMP) ## run the whole test suite (creates .venv and .venv-airflow if missing)
 	@$(PY) -m pytest $(PYTEST_ARGS)
+	@$(MAKE) --no-print-directory dags-test
 
 .PHONY: test-unit
 test-unit: $(STAMP) ## run the fast unit tests of the stages only
@@ -192,3 +193,8 @@ image-test: $(STAMP) image ## run the image against a tracking server and curl /
 .PHONY: bench-serving
 bench-serving: $(STAMP) ## this server vs `mlflow models serve` on one model: req/s, p50, p99, ratio
 	@$(PY) benchmarks/serving/run.py
+
+# --- benchmarks -------------------------------------------------------------------
+
+.PHONY: bench
+bench: bench-gate bench-serving ## every benchmark under benchmarks/ (ratios against peers measured in the same run)

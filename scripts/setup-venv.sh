@@ -15,7 +15,8 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 echo "installing pinned dependencies into $venv (the first time takes a few minutes) ..."
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
+# (the grep drops pip's notes about package folders configured on some machines but absent)
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
-  -r requirements-dev.txt -c constraints.txt
+  -r requirements-dev.txt -c constraints.txt 2> >(grep -v "^WARNING: Location" >&2)
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps -e .
 echo "$venv is ready"
