@@ -1,7 +1,8 @@
 """The FastAPI app, built by `create_app(store=...)` around a `ModelStore`.
 
-Routes only translate: the body goes to the pure core in `serving.scoring` (off the
-event loop), and its two errors become HTTP statuses in one place
+Routes only translate: the body is validated by the pure core in `serving.scoring`,
+the rows are scored by the `MicroBatcher`'s thread (off the event loop, together with
+whatever else is waiting), and the core's two errors become HTTP statuses in one place
 (`_install_error_handlers`): `InputError` → 422 on /predict, 400 on /invocations (what
 `mlflow models serve` answers); `ModelFailure` → 500, logged and counted.
 """

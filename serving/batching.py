@@ -2,9 +2,11 @@
 
 A ColumnTransformer pipeline costs about the same for 1 row as for 100 (its per-call
 overhead dominates), so concurrent single-row requests are queued, and one scoring
-thread takes everything waiting, builds one frame per model and predicts once. It
-never waits for a batch to fill: an idle server scores a lone request at once.
-Requests keep the model they were given, so a batch never mixes versions.
+thread takes everything waiting, builds one frame per model and predicts once. An
+idle server scores a lone request at once; only while requests overlap (the last
+pick found company, or more arrived during a predict) does the thread linger up to
+`linger_seconds` for a companion, so a couple of clients fall into step instead of
+alternating. Requests keep the model they were given: a batch never mixes versions.
 """
 
 from __future__ import annotations
@@ -32,8 +34,10 @@ class _Job:
 class MicroBatcher:
     """One scoring thread fed by a queue; `predict` awaits this request's share."""
 
-    def __init__(self, *, max_rows: int = 1024) -> None:
+    def __init__(self, *, max_rows: int = 1024, linger_seconds: float = 0.001) -> None:
         self.max_rows = max_rows
+        self.linger_seconds = linger_seconds
+        self._busy = False
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -68,19 +72,37 @@ class MicroBatcher:
             if first is None:
                 return
             jobs = [first]
-            size = len(first.rows)
-            while size < self.max_rows:
+            stop = self._take_waiting(jobs)
+            if len(jobs) == 1 and self._busy and not stop and self.linger_seconds > 0:
                 try:
-                    job = self._queue.get_nowait()
+                    companion = self._queue.get(timeout=self.linger_seconds)
                 except queue.Empty:
-                    break
-                if job is None:
-                    self._queue.put(None)
-                    break
-                jobs.append(job)
-                size += len(job.rows)
+                    pass
+                else:
+                    if companion is None:
+                        stop = True
+                    else:
+                        jobs.append(companion)
+                        stop = self._take_waiting(jobs)
             for group in _by_model(jobs):
                 self._score(group)
+            self._busy = len(jobs) > 1 or not self._queue.empty()
+            if stop:
+                return
+
+    def _take_waiting(self, jobs: list[_Job]) -> bool:
+        """Add what is queued (up to `max_rows`); True when the stop sentinel was seen."""
+        size = sum(len(job.rows) for job in jobs)
+        while size < self.max_rows:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                return False
+            if job is None:
+                return True
+            jobs.append(job)
+            size += len(job.rows)
+        return False
 
     def _score(self, jobs: list[_Job]) -> None:
         model = jobs[0].model
