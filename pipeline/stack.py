@@ -488,6 +488,9 @@ class MysqlStack:
             f"admin_password = {self.state.admin_password}",
             f"authorization_function = {self.authorization_function}",
             "grant_default_workspace_access = false",
+            # One worker, so a password changed through the API takes effect at once; the
+            # cache spares a PBKDF2 hash per request (the serving API polls the registry).
+            "auth_cache_ttl_seconds = 60",
             "",
         ]))
 
