@@ -22,13 +22,23 @@ show "$mlops" stack up
 mkdir -p "$demo_dir"
 cp model_card.yaml "$card"
 
-step "2. Bootstrap Production with a deliberately weak baseline (only when there is none)"
+step "2. Bootstrap Production with a deliberately weak baseline"
 if "$mlops" status --card "$card" --json | "$venv/bin/python" -c \
     'import json, sys; sys.exit(json.load(sys.stdin)["production"] is None)'; then
-  echo "Production already exists; keeping it."
-else
-  show "$mlops" train --estimator dummy --register --promote --card "$card"
+  show "$mlops" status --card "$card"
+  show "$mlops" serve --background --card "$card"
+  show "$mlops" predict --url "$serving_url"
+  cat <<MSG
+
+The loop already ran on this stack, so there is nothing new to promote. To watch it
+again from the start: make down && rm -rf .mlops && make demo
+(that deletes the local runs and registry). Still running for you to explore:
+  MLflow UI       $MLFLOW_TRACKING_URI
+  serving API     $serving_url/docs
+MSG
+  exit 0
 fi
+show "$mlops" train --estimator dummy --register --promote --card "$card"
 show "$mlops" status --card "$card"
 
 step "3. Serve the Production model"
@@ -42,7 +52,6 @@ show "$mlops" propose "$run_id" --card "$card"
 
 step "5. The pull request's gate: candidate vs Production on the same held-out rows"
 show "$mlops" gate --card "$card" --report "$demo_dir/gate-report.md" --json "$demo_dir/gate-verdict.json"
-cat "$demo_dir/gate-report.md"
 
 step "6. The merge promotes the candidate (compare-and-set, audit tags)"
 show "$mlops" promote --card "$card" --verdict "$demo_dir/gate-verdict.json"
