@@ -145,11 +145,21 @@ def trusted_types(model: Pipeline) -> list[str]:
     return sorted(skops.io.get_untrusted_types(data=skops.io.dumps(model)))
 
 
+def signature_sample(x: pd.DataFrame, *, rows: int = 100) -> pd.DataFrame:
+    """Rows to infer the signature from: the first ones plus every row with a gap.
+
+    MLflow marks a column optional only when its sample has missing values; the model
+    imputes them, so a column that had gaps in training must accept them when serving.
+    """
+    with_gaps = x[x.isna().any(axis=1)]
+    return pd.concat([x.head(rows), with_gaps.head(1000)]).drop_duplicates()
+
+
 def log_run(*, data: PreparedData, model: Pipeline, estimator_name: str,
             params: dict[str, Any], metrics: dict[str, float], experiment: str) -> str:
     """Log params, metrics, tags and the model as one run; delete it if anything fails."""
     mlflow.set_experiment(experiment)
-    sample = data.x_train.head(100)
+    sample = signature_sample(data.x_train)
     signature = infer_signature(sample, model.predict(sample))
     with mlflow.start_run() as run:
         try:

@@ -104,3 +104,17 @@ def test_trusted_types_are_exactly_what_skops_needs_to_load(
     blob = skops.io.dumps(model)
     loaded = skops.io.loads(blob, trusted=trusted_types(model))
     np.testing.assert_allclose(loaded.predict(data.x_holdout), model.predict(data.x_holdout))
+
+
+def test_signature_sample_marks_columns_with_gaps_optional(
+    tiny_spec: DatasetSpec, tiny_frame: pd.DataFrame
+) -> None:
+    from mlflow.models import infer_signature
+
+    from pipeline.train import signature_sample
+
+    x = tiny_frame[["size", "grade"]].copy()
+    x.loc[250, "size"] = np.nan  # a gap far from the first rows
+    inputs = infer_signature(signature_sample(x, rows=10)).inputs
+    required = {spec.name: spec.required for spec in inputs.inputs}
+    assert required == {"size": False, "grade": True}
