@@ -14,7 +14,12 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from mlops_stack.web_service import HTTP_PORT, LoadBalancedService, LoadBalancedServiceArgs
+from mlops_stack.web_service import (
+    HTTP_PORT,
+    LoadBalancedService,
+    LoadBalancedServiceArgs,
+    image_repository,
+)
 
 SERVING_PORT = 8000
 MODEL_ALIAS = "production"
@@ -57,19 +62,8 @@ class ServingService(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         tags = args.tags or {}
 
-        self.repository = aws.ecr.Repository(
-            f"{name}-repo",
-            name=f"{args.prefix}/serving",
-            image_tag_mutability="MUTABLE",
-            image_scanning_configuration=aws.ecr.RepositoryImageScanningConfigurationArgs(
-                scan_on_push=True
-            ),
-            encryption_configurations=[
-                aws.ecr.RepositoryEncryptionConfigurationArgs(encryption_type="AES256")
-            ],
-            force_delete=True,
-            tags=tags,
-            opts=child,
+        self.repository = image_repository(
+            f"{name}-repo", repo_name=f"{args.prefix}/serving", tags=tags, opts=child
         )
         self.service = LoadBalancedService(
             name,

@@ -17,7 +17,11 @@ import pulumi_aws as aws
 
 from mlops_stack import documents
 from mlops_stack.database import MYSQL_PORT
-from mlops_stack.web_service import LoadBalancedService, LoadBalancedServiceArgs
+from mlops_stack.web_service import (
+    LoadBalancedService,
+    LoadBalancedServiceArgs,
+    image_repository,
+)
 
 MLFLOW_PORT = 5000
 ARTIFACTS_PATH = "artifacts"
@@ -77,19 +81,8 @@ class TrackingServer(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         tags = args.tags or {}
 
-        self.repository = aws.ecr.Repository(
-            f"{name}-repo",
-            name=f"{args.prefix}/mlflow",
-            image_tag_mutability="MUTABLE",
-            image_scanning_configuration=aws.ecr.RepositoryImageScanningConfigurationArgs(
-                scan_on_push=True
-            ),
-            encryption_configurations=[
-                aws.ecr.RepositoryEncryptionConfigurationArgs(encryption_type="AES256")
-            ],
-            force_delete=True,
-            tags=tags,
-            opts=child,
+        self.repository = image_repository(
+            f"{name}-repo", repo_name=f"{args.prefix}/mlflow", tags=tags, opts=child
         )
         # The value is put by the operator (docs/infra.md, bootstrap); it never enters the state.
         self.admin_secret = aws.secretsmanager.Secret(

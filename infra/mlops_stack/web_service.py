@@ -370,3 +370,22 @@ class LoadBalancedService(pulumi.ComponentResource):
             description=purpose,
             opts=pulumi.ResourceOptions(parent=self),
         )
+
+
+def image_repository(name: str, *, repo_name: str, tags: Mapping[str, str],
+                     opts: pulumi.ResourceOptions) -> aws.ecr.Repository:
+    """An ECR repository for one service's image: scanned on push, encrypted."""
+    return aws.ecr.Repository(
+        name,
+        name=repo_name,
+        image_tag_mutability="MUTABLE",
+        image_scanning_configuration=aws.ecr.RepositoryImageScanningConfigurationArgs(
+            scan_on_push=True
+        ),
+        encryption_configurations=[
+            aws.ecr.RepositoryEncryptionConfigurationArgs(encryption_type="AES256")
+        ],
+        force_delete=True,
+        tags=dict(tags),
+        opts=opts,
+    )
