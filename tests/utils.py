@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
 import sys
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 MLOPS = str(Path(sys.executable).parent / "mlops")
@@ -25,3 +28,18 @@ def run_mlops(*args: str, env: dict[str, str] | None = None, cwd: Path | None = 
         [MLOPS, *args], capture_output=True, text=True, timeout=timeout,
         env={**os.environ, **(env or {})}, cwd=cwd or REPO, check=False,
     )
+
+
+class JsonHandler(BaseHTTPRequestHandler):
+    """Base of the small real HTTP servers that stand in for outside APIs in tests."""
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def send_json(self, status: int, body: Any) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)

@@ -32,7 +32,7 @@ from pipeline.batch import (
     to_records,
 )
 from pipeline.errors import DataError
-from tests.utils import free_port
+from tests.utils import JsonHandler, free_port
 
 DATE = dt.datetime(2026, 11, 27, tzinfo=dt.UTC)
 FAST = RetryPolicy(attempts=3, backoff_seconds=0.01, max_backoff_seconds=0.02, timeout_seconds=5)
@@ -49,38 +49,28 @@ class FakeState:
 
 
 def _handler(state: FakeState) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            pass
-
-        def _send(self, status: int, body: Any) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    class Handler(JsonHandler):
 
         def do_GET(self) -> None:
             if self.path == "/ready":
-                self._send(state.ready_status, {"ready": state.ready_status == 200})
+                self.send_json(state.ready_status, {"ready": state.ready_status == 200})
             else:
-                self._send(404, {"detail": "not found"})
+                self.send_json(404, {"detail": "not found"})
 
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             state.predict_calls += 1
             if state.fail_next > 0:
                 state.fail_next -= 1
-                self._send(503, {"detail": "model is loading"})
+                self.send_json(503, {"detail": "model is loading"})
                 return
             if state.reject_with is not None:
-                self._send(state.reject_with, {"detail": "records[0].carat: field required"})
+                self.send_json(state.reject_with, {"detail": "records[0].carat: field required"})
                 return
             records = body["records"]
             state.chunks.append(len(records))
             version = state.versions[min(len(state.chunks) - 1, len(state.versions) - 1)]
-            self._send(200, {
+            self.send_json(200, {
                 "predictions": [1000.0 * r["carat"] + (r["depth"] or 0.0) for r in records],
                 "model": {"name": "diamond-price", "version": version, "run_id": "r" * 32},
             })

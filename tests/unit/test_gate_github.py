@@ -10,7 +10,7 @@ import json
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -20,7 +20,7 @@ import requests
 
 from pipeline.github import GitHubError, Target, upsert_comment
 from pipeline.report import MARKER
-from tests.utils import run_mlops
+from tests.utils import JsonHandler, run_mlops
 
 TOKEN = "test-token"
 
@@ -37,25 +37,15 @@ class FakeGitHub:
 def github() -> Iterator[FakeGitHub]:
     state = FakeGitHub(url="")
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: object) -> None:
-            pass
-
-        def _reply(self, status: int, body: object) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    class Handler(JsonHandler):
 
         def _guard(self) -> bool:
             state.calls.append(f"{self.command} {self.path}")
             if self.headers.get("Authorization") != f"Bearer {TOKEN}":
-                self._reply(401, {"message": "Bad credentials"})
+                self.send_json(401, {"message": "Bad credentials"})
                 return False
             if state.fail_with:
-                self._reply(state.fail_with, {"message": "nope"})
+                self.send_json(state.fail_with, {"message": "nope"})
                 return False
             return True
 
@@ -68,7 +58,7 @@ def github() -> Iterator[FakeGitHub]:
                 return
             query = parse_qs(urlsplit(self.path).query)
             per_page, page = int(query["per_page"][0]), int(query["page"][0])
-            self._reply(200, state.comments[(page - 1) * per_page: page * per_page])
+            self.send_json(200, state.comments[(page - 1) * per_page: page * per_page])
 
         def do_POST(self) -> None:
             if not self._guard():
@@ -76,7 +66,7 @@ def github() -> Iterator[FakeGitHub]:
             comment = {"id": 1000 + len(state.comments), "body": self._body()["body"],
                        "html_url": f"https://github.test/o/r/pull/7#c{len(state.comments)}"}
             state.comments.append(comment)
-            self._reply(201, comment)
+            self.send_json(201, comment)
 
         def do_PATCH(self) -> None:
             if not self._guard():
@@ -84,7 +74,7 @@ def github() -> Iterator[FakeGitHub]:
             comment_id = int(self.path.rsplit("/", 1)[1])
             comment = next(c for c in state.comments if c["id"] == comment_id)
             comment["body"] = self._body()["body"]
-            self._reply(200, comment)
+            self.send_json(200, comment)
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     state.url = f"http://127.0.0.1:{server.server_address[1]}"
