@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 from mlflow.exceptions import MlflowException
 
@@ -262,13 +261,28 @@ def run(argv: list[str]) -> int:
     except MlflowException as err:
         typer.echo(f"error: MLflow: {_first_line(err.message)}", err=True)
         return EXIT_BAD_INPUT
-    except click.exceptions.Abort:
+    except (typer.Abort, KeyboardInterrupt):
         typer.echo("aborted", err=True)
         return 130
-    except click.ClickException as err:
-        typer.echo(f"error: {err.format_message()}", err=True)
+    except typer.TyperException as err:  # typer's own click: bad options and arguments
+        message = _usage_message(err)
+        if message:  # empty when the help was shown for a bare `mlops`
+            typer.echo(f"error: {message}", err=True)
         return EXIT_BAD_INPUT
     return result if isinstance(result, int) else 0
+
+
+def _usage_message(err: Exception) -> str:
+    """`--backend: 'bogus' is not one of ...` from a click-style usage error."""
+    text = str(getattr(err, "format_message", lambda: str(err))()).strip()
+    if not text:
+        return ""
+    message = _first_line(text)
+    param = getattr(err, "param", None)
+    hint = getattr(param, "opts", None) or []
+    if hint and hint[0] not in message:
+        return f"{hint[0]}: {message}"
+    return message
 
 
 def _first_line(text: str) -> str:

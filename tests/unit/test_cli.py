@@ -1,0 +1,47 @@
+"""The CLI's one translation point: every failure is one line and an exit code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.cli import run
+from tests.utils import REPO
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["train", "--bogus"], "error: No such option: --bogus"),
+        (["status", "--card"], "error: Option '--card' requires an argument."),
+        (["stack", "up", "--backend", "bogus"], "'bogus' is not one of 'sqlite', 'mysql'"),
+        (["nocommand"], "error: No such command 'nocommand'."),
+        (["predict", "--rows", "0"], "--rows"),
+        (["propose", "not-a-run-id", "--card", "model_card.yaml"],
+         "error: run ID 'not-a-run-id' is not a 32-character MLflow run ID"),
+        (["train", "--card", "missing.yaml"], "error: missing.yaml: no such file"),
+    ],
+)
+def test_bad_usage_is_one_line_and_exit_2(argv: list[str], expected: str,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert expected in err[0]
+    assert "Traceback" not in err[0]
+
+
+def test_an_invalid_card_names_the_field(tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    card = tmp_path / "card.yaml"
+    text = (REPO / "model_card.yaml").read_text().replace("confidence: 0.95", "confidence: 1.5")
+    card.write_text(text)
+    assert run(["train", "--card", str(card)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {card}: promotion.confidence: Input should be less than 1")
+
+
+def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["--help"]) == 0
+    assert "train" in capsys.readouterr().out
