@@ -57,10 +57,16 @@ launch() {
     --host "unix://$sock" --data-root "$data" --exec-root "$data/exec" \
     --pidfile "$data/dockerd-internal.pid" --storage-driver=overlay2 \
     >"$logfile" 2>&1 </dev/null &
-  echo $! >"$pidfile"
+  local launched=$!
+  echo "$launched" >"$pidfile"
   for _ in $(seq 1 60); do
-    if answers; then return 0; fi
-    if ! ours >/dev/null; then return 1; fi
+    if answers; then
+      # The daemon's own PID file names the process for certain (setsid may have forked).
+      if [ -s "$data/dockerd-internal.pid" ]; then cat "$data/dockerd-internal.pid" >"$pidfile"; fi
+      return 0
+    fi
+    # Alive is enough here: right after the fork its name may not be dockerd yet.
+    if [ ! -d "/proc/$launched" ] && [ ! -s "$data/dockerd-internal.pid" ]; then return 1; fi
     sleep 0.5
   done
   return 1
