@@ -97,7 +97,7 @@ infra-lint: $(STAMP) ## lint infra.yml (zizmor, actionlint, schema) and the trac
 	@$(VENV)/bin/zizmor --offline .github/workflows/infra.yml
 	@$(VENV)/bin/actionlint .github/workflows/infra.yml
 	@$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/infra.yml
-	@$(VENV)/bin/hadolint infra/Dockerfile
+	@$(VENV)/bin/hadolint infra/tracking_image/Dockerfile
 
 .PHONY: infra-preview
 infra-preview: ## pulumi preview of STACK with the policy pack (needs the Pulumi CLI)
@@ -109,7 +109,7 @@ infra-run: ## run pulumi COMMAND (preview|up|refresh|destroy) on STACK, non-inte
 
 # --- gate and promotion ---------------------------------------------------------
 # The gate on a pull request, the promotion on main, and the checks around them
-# (docs: pipeline/gate.py, pipeline/promote.py). The workflows call these targets.
+# (docs: pipeline/gitops/gate.py, pipeline/gitops/promote.py). The workflows call these targets.
 
 CARD ?= model_card.yaml
 GATE_DIR ?= .mlops/gate

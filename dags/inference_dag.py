@@ -1,6 +1,7 @@
 """Batch inference on a schedule: score a batch through the serving API.
 
-One task calls `pipeline.batch.score_batch`: it waits for `GET /ready`, reads the
+One task calls `pipeline.stages.score_batch.score_batch` with the serving API's client
+(`pipeline.serving_client`): it waits for `GET /ready`, reads the
 batch (CSV or Parquet, local or s3://), posts it to `POST /predict` in chunks with
 timeouts and retries, and writes every input row with its prediction and the model
 version that produced it to one file per logical date. Re-running a date replaces
@@ -17,9 +18,10 @@ from typing import Any
 from _defaults import BATCH_INPUT, CARD, INFERENCE_SCHEDULE, SCORES_DIR, SERVING_URL
 from airflow.sdk import Param, dag, get_current_context, task
 
-from pipeline.batch import RetryPolicy, score_batch
-from pipeline.card import load_card
-from pipeline.datasets import load_spec
+from pipeline.gitops.card import load_card
+from pipeline.serving_client import RetryPolicy, ServingClient
+from pipeline.stages.datasets import load_spec
+from pipeline.stages.score_batch import score_batch
 
 
 @dag(
@@ -55,10 +57,10 @@ def mlops_inference() -> None:
         spec = load_spec(load_card(Path(params["card"])).data.dataset)
         retry = RetryPolicy(attempts=params["attempts"], backoff_seconds=params["backoff_seconds"],
                             timeout_seconds=params["timeout_seconds"])
+        client = ServingClient(params["serving_url"], retry=retry)
         result = score_batch(source=params["input"], output_dir=params["output_dir"],
-                             logical_date=logical_date, serving_url=params["serving_url"],
-                             features=spec.feature_names, chunk_size=params["chunk_size"],
-                             retry=retry)
+                             logical_date=logical_date, scorer=client,
+                             features=spec.feature_names, chunk_size=params["chunk_size"])
         return result.as_dict()
 
     score()

@@ -1,6 +1,6 @@
 """Training on a schedule: prepare → features → train → evaluate → register.
 
-Each task calls one step of `pipeline.steps`, the same stage functions `mlops train`
+Each task calls one step of `pipeline.stages.handover`, the same stage functions `mlops train`
 uses. Data moves between tasks through parquet files in a work dir of the DAG run;
 XCom carries only small JSON (paths, the MLflow run ID, metrics). The new version
 is registered but never made Production: that only happens through the pull request
@@ -19,8 +19,8 @@ from typing import Any
 from _defaults import CARD, TRAINING_SCHEDULE, WORK_ROOT
 from airflow.sdk import Param, dag, get_current_context, task
 
-from pipeline import steps
-from pipeline.train import DEFAULT_ESTIMATOR
+from pipeline.gitops import training as steps
+from pipeline.stages.train import DEFAULT_ESTIMATOR
 
 
 def _work_dir() -> str:

@@ -1,6 +1,6 @@
 """Domain errors with the exit code they map to.
 
-The CLI translates these in one place (`pipeline.cli.main`), so library code raises
+The CLI translates these in one place (`pipeline.cli.app.run`), so library code raises
 with a one-line message and never prints or exits itself.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_NEGATIVE = 1  # a verdict: gate failed, drift found
 EXIT_BAD_INPUT = 2  # bad input or a failed precondition
+EXIT_UNEXPECTED = 3  # a bug or an outside failure we did not foresee: the line has a reference
 
 
 class MlopsError(Exception):
@@ -33,3 +34,13 @@ class NegativeVerdict(MlopsError):
     """A check ran and said no (gate failed, drift found)."""
 
     exit_code = EXIT_NEGATIVE
+
+
+class ServingError(MlopsError):
+    """The serving API is unreachable, not ready, or answered something unusable."""
+
+
+def first_line(text: object, *, limit: int = 300, default: str = "unknown error") -> str:
+    """The first non-blank line of a message, cut to `limit`: what a one-line error shows."""
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    return lines[0][:limit] if lines else default

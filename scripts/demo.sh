@@ -8,7 +8,7 @@ set -euo pipefail
 venv=${VENV:-.venv}
 mlops="$venv/bin/mlops"
 export MLFLOW_TRACKING_URI=${MLFLOW_TRACKING_URI:-http://127.0.0.1:5000}
-serving_url=${SERVING_URL:-http://127.0.0.1:8000}
+serving_url=${MLOPS_SERVING_URL:-http://127.0.0.1:8000}
 demo_dir=.mlops/demo
 card="$demo_dir/model_card.yaml"
 started=$(date +%s)

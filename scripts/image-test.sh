@@ -40,7 +40,7 @@ model_env=()
 if [ -n "${MODEL_URI:-}" ]; then
   model_env=(--env MODEL_URI)
 else
-  model_env=(--env "MODEL_NAME=${MODEL_NAME:-$("$venv/bin/python" -c 'from pipeline.card import load_card; from pathlib import Path; print(load_card(Path("model_card.yaml")).model.name)')}")
+  model_env=(--env "MODEL_NAME=${MODEL_NAME:-$("$venv/bin/python" -c 'from pipeline.gitops.card import load_card; from pathlib import Path; print(load_card(Path("model_card.yaml")).model.name)')}")
 fi
 
 port=$(free_port)

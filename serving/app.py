@@ -4,7 +4,8 @@ Routes only translate: the body is validated by the pure core in `serving.scorin
 the rows are scored by the `MicroBatcher`'s thread (off the event loop, together with
 whatever else is waiting), and the core's two errors become HTTP statuses in one place
 (`_install_error_handlers`): `InputError` → 422 on /predict, 400 on /invocations (what
-`mlflow models serve` answers); `ModelFailure` → 500, logged and counted.
+`mlflow models serve` answers); `ModelFailure` → 500, logged and counted; the rest by
+the `REFUSALS` table.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -121,7 +123,7 @@ def create_app(store: ModelStore | None = None, *, settings: ServingSettings | N
 
     app = FastAPI(title="Model serving API", version="1.0.0", lifespan=lifespan,
                   summary="Always the registry's Production model, swapped without a redeploy.")
-    metrics = Metrics(model_store, ENDPOINTS)
+    metrics = Metrics(model_store, ENDPOINTS, batcher)
     app.state.store = model_store
     app.state.metrics = metrics
     app.add_middleware(MetricsMiddleware, metrics=metrics)
@@ -201,33 +203,50 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
-    """Every domain error becomes its HTTP status here, and only here."""
+@dataclass(frozen=True)
+class Refusal:
+    """How one domain error is answered: its status, and its name in each protocol."""
 
-    def mlflow_protocol(request: Request) -> bool:
-        return request.url.path == "/invocations"
+    status: int
+    mlflow_code: str
+    kind: str
+    message: str | None = None  # None: the error's own message
+
+
+REFUSALS: dict[type[Exception], Refusal] = {
+    BodyTooLarge: Refusal(413, "RESOURCE_LIMIT_EXCEEDED", "too_large",
+                          "the body is larger than this server accepts (SERVING_MAX_BODY_BYTES)"),
+    NoModel: Refusal(503, "TEMPORARILY_UNAVAILABLE", "not_ready",
+                     "no model loaded yet; see /model"),
+}
+
+
+def _install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
+    """Every domain error becomes its HTTP status here, and only here.
+
+    /invocations answers in MLflow's shape (`error_code`, `message`), as
+    `mlflow models serve` does; the other routes in ours (`message`, `detail`).
+    """
+
+    def answer(request: Request, refusal: Refusal, message: str,
+               detail: list[dict[str, Any]] | None = None) -> Response:
+        if request.url.path == "/invocations":
+            return _json(refusal.status, {"error_code": refusal.mlflow_code, "message": message})
+        return _json(refusal.status, {"message": message, "detail": detail or [
+            {"loc": [], "msg": message, "type": refusal.kind}]})
+
+    async def refuse(request: Request, err: Exception) -> Response:
+        refusal = REFUSALS[type(err)]
+        return answer(request, refusal, refusal.message or str(err))
+
+    for error in REFUSALS:
+        app.add_exception_handler(error, refuse)
 
     @app.exception_handler(scoring.InputError)
     async def input_error(request: Request, err: scoring.InputError) -> Response:
-        if mlflow_protocol(request):
-            return _json(400, {"error_code": "BAD_REQUEST", "message": str(err)})
-        return _json(422, {"message": str(err), "detail": [p.as_dict() for p in err.problems]})
-
-    @app.exception_handler(BodyTooLarge)
-    async def too_large(request: Request, _: BodyTooLarge) -> Response:
-        message = "the body is larger than this server accepts (SERVING_MAX_BODY_BYTES)"
-        if mlflow_protocol(request):
-            return _json(413, {"error_code": "RESOURCE_LIMIT_EXCEEDED", "message": message})
-        return _json(413, {"message": message,
-                           "detail": [{"loc": [], "msg": message, "type": "too_large"}]})
-
-    @app.exception_handler(NoModel)
-    async def no_model(request: Request, _: NoModel) -> Response:
-        message = "no model loaded yet; see /model"
-        if mlflow_protocol(request):
-            return _json(503, {"error_code": "TEMPORARILY_UNAVAILABLE", "message": message})
-        return _json(503, {"message": message,
-                           "detail": [{"loc": [], "msg": message, "type": "not_ready"}]})
+        status = 400 if request.url.path == "/invocations" else 422
+        return answer(request, Refusal(status, "BAD_REQUEST", "input"), str(err),
+                      [p.as_dict() for p in err.problems])
 
     @app.exception_handler(scoring.ModelFailure)
     async def model_failure(request: Request, err: scoring.ModelFailure) -> Response:
@@ -236,10 +255,7 @@ def _install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
         log.error("model failure (ref %s) on %s: %s", reference, request.url.path, err,
                   exc_info=err.__cause__ or err)
         message = f"the model failed on this request; this is a server error (ref {reference})"
-        if mlflow_protocol(request):
-            return _json(500, {"error_code": "INTERNAL_ERROR", "message": message})
-        return _json(500, {"message": message,
-                           "detail": [{"loc": [], "msg": message, "type": "model_error"}]})
+        return answer(request, Refusal(500, "INTERNAL_ERROR", "model_error"), message)
 
 
 def _json(status: int, content: Any) -> Response:

@@ -16,6 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from serving.batching import MicroBatcher
 from serving.store import ModelStore
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1,
@@ -25,7 +26,8 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05
 class Metrics:
     """The request metrics of one app, in its own registry."""
 
-    def __init__(self, store: ModelStore, endpoints: Iterable[str]) -> None:
+    def __init__(self, store: ModelStore, endpoints: Iterable[str],
+                 batcher: MicroBatcher | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.endpoints = frozenset(endpoints)
         self.requests = Counter("serving_requests", "HTTP requests by endpoint and status",
@@ -37,6 +39,8 @@ class Metrics:
                                     "Requests on which the model itself failed (5xx)",
                                     registry=self.registry)
         self.registry.register(StoreCollector(store))
+        if batcher is not None:
+            self.registry.register(BatcherCollector(batcher))
 
     def endpoint(self, path: str) -> str:
         # Unknown paths share one label: a scanner cannot blow up the label set.
@@ -66,9 +70,25 @@ class StoreCollector(Collector):
         yield info
         yield GaugeMetricFamily("serving_model_ready", "1 once a verified model is loaded",
                                 value=1.0 if model is not None else 0.0)
-        loaded = model.info.loaded_at.timestamp() if model is not None else 0.0
+        loaded = model.loaded_at.timestamp() if model is not None else 0.0
         yield GaugeMetricFamily("serving_model_loaded_timestamp_seconds",
                                 "When the served model was swapped in (Unix time)", value=loaded)
+
+    def describe(self) -> list[Metric]:
+        return []
+
+
+class BatcherCollector(Collector):
+    """How well concurrent requests share a `predict` (requests per batch = the ratio)."""
+
+    def __init__(self, batcher: MicroBatcher) -> None:
+        self.batcher = batcher
+
+    def collect(self) -> Iterator[Metric]:
+        yield _counter("serving_batches", "Calls of the model's predict (one per batch)",
+                       self.batcher.batches)
+        yield _counter("serving_batched_requests", "Requests scored in those batches",
+                       self.batcher.batched_requests)
 
     def describe(self) -> list[Metric]:
         return []

@@ -1,6 +1,8 @@
-"""The pure scoring core: a request body and a loaded model in, response bytes out.
+"""The pure scoring core: a request body and a loaded model in, rows, predictions, bytes out.
 
-Nothing here knows about FastAPI: the routes only translate `InputError` (the caller's
+The app composes these steps (`rows_from_*_body` → the batcher's `frame_of` + `run` →
+`*_response`) so that concurrent requests can share one `predict`. Nothing here knows
+about FastAPI: the routes only translate `InputError` (the caller's
 mistake, 4xx) and `ModelFailure` (ours, 5xx). Messages name the column and the rule
 and never repeat the values that were sent.
 """
@@ -28,24 +30,32 @@ class Predictor(Protocol):
 
 
 @dataclass(frozen=True)
-class ModelInfo:
-    """Which model answered: batch clients record this next to each score."""
+class ModelRef:
+    """A version as the registry names it, and where its files are.
+
+    What the store asks to load, and what answered: batch clients record `ref()` next
+    to each score.
+    """
 
     name: str
     version: str | None
     run_id: str | None
     uri: str
-    loaded_at: dt.datetime
 
     def ref(self) -> dict[str, str | None]:
         return {"name": self.name, "version": self.version, "run_id": self.run_id}
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} version {self.version}" if self.version else self.uri
 
 
 @dataclass(frozen=True)
 class LoadedModel:
     """A model ready to score: swapped in as one reference, never changed afterwards."""
 
-    info: ModelInfo
+    info: ModelRef
+    loaded_at: dt.datetime
     predictor: Predictor
     schema: FeatureSchema | None
     max_rows: int
@@ -80,18 +90,6 @@ class ModelFailure(Exception):
     """The model raised or returned nonsense on valid input: our fault (5xx)."""
 
 
-def predict_body(body: bytes, model: LoadedModel) -> bytes:
-    """`POST /predict`: `{"records": [...]}` → predictions plus the model that made them."""
-    predictions = run(model, frame_of(model, rows_from_predict_body(body, model)))
-    return predict_response(predictions, model)
-
-
-def invocations_body(body: bytes, model: LoadedModel) -> bytes:
-    """`POST /invocations`: MLflow's scoring protocol, answered as `mlflow models serve` does."""
-    predictions = run(model, frame_of(model, rows_from_mlflow_body(body, model)))
-    return invocations_response(predictions)
-
-
 def predict_response(predictions: Any, model: LoadedModel) -> bytes:
     return orjson.dumps({"predictions": predictions, "model": model.info.ref()},
                         option=orjson.OPT_SERIALIZE_NUMPY)
@@ -121,10 +119,6 @@ def rows_from_predict_body(body: bytes, model: LoadedModel) -> list[Any]:
     return rows
 
 
-def frame_from_predict_body(body: bytes, model: LoadedModel) -> pd.DataFrame:
-    return frame_of(model, rows_from_predict_body(body, model))
-
-
 def rows_from_mlflow_body(body: bytes, model: LoadedModel) -> list[Any]:
     """The validated rows of an `/invocations` body, whichever of the four shapes."""
     payload = _loads(body)
@@ -150,7 +144,7 @@ def rows_from_mlflow_body(body: bytes, model: LoadedModel) -> list[Any]:
 def frame_from_records(records: list[dict[str, Any]], model: LoadedModel) -> pd.DataFrame:
     """Validate plain rows (the input example at warm-up) the way requests are validated."""
     body = orjson.dumps({"records": records}, option=orjson.OPT_SERIALIZE_NUMPY)
-    return frame_from_predict_body(body, model)
+    return frame_of(model, rows_from_predict_body(body, model))
 
 
 def run(model: LoadedModel, frame: pd.DataFrame) -> Any:

@@ -18,7 +18,10 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from pipeline.stack import BACKENDS, ManagedProcess, MysqlStack, mlflow_server, mysql_stack
+from pipeline.localstack import BACKENDS
+from pipeline.localstack.mysql import MysqlStack, mysql_stack
+from pipeline.localstack.process import ManagedProcess
+from pipeline.localstack.sqlite import mlflow_server
 from tests.utils import free_port
 
 BACKENDS_VARIABLE = "MLOPS_TEST_BACKENDS"

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.card import load_card
-from pipeline.data import prepare
-from pipeline.datasets import load_spec
-from pipeline.evaluate import evaluate, metric_functions
-from pipeline.stats import paired_bootstrap
-from pipeline.train import fit, make_estimator
+from pipeline.gitops.card import load_card
+from pipeline.gitops.stats import paired_bootstrap
+from pipeline.stages.data import prepare
+from pipeline.stages.datasets import load_spec
+from pipeline.stages.evaluate import evaluate, metric_functions
+from pipeline.stages.train import fit, make_estimator
 
 REPO = Path(__file__).resolve().parents[2]
 

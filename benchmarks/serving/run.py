@@ -29,10 +29,11 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.serving.loadgen import Result, load  # noqa: E402
-from pipeline.card import load_card  # noqa: E402
-from pipeline.data import prepare  # noqa: E402
-from pipeline.datasets import load_spec  # noqa: E402
-from pipeline.stack import ManagedProcess, mlflow_server, venv_bin  # noqa: E402
+from pipeline.gitops.card import load_card  # noqa: E402
+from pipeline.localstack.process import ManagedProcess, venv_bin  # noqa: E402
+from pipeline.localstack.sqlite import mlflow_server  # noqa: E402
+from pipeline.stages.data import prepare  # noqa: E402
+from pipeline.stages.datasets import load_spec  # noqa: E402
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", "4"))
 ESTIMATOR = os.environ.get("BENCH_ESTIMATOR", "ridge")

@@ -24,7 +24,8 @@ from typing import Any
 import pytest
 import requests
 
-from pipeline.stack import MYSQL_HOME, ManagedProcess
+from pipeline.localstack.mysql import MYSQL_HOME
+from pipeline.localstack.process import ManagedProcess
 from tests.conftest import TrackingServer, selected_backends
 from tests.utils import REPO, free_port
 

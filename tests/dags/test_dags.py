@@ -21,13 +21,14 @@ import pytest
 import requests
 from mlflow.tracking import MlflowClient
 
-from pipeline import registry
-from pipeline.batch import output_location
-from pipeline.card import load_card
-from pipeline.datasets import load_spec
+from pipeline.gitops import registry
+from pipeline.gitops.card import load_card
+from pipeline.stages.datasets import load_spec
+from pipeline.stages.score_batch import output_location
 from tests.conftest import TrackingServer
 from tests.dags.conftest import ServingApi, load_dag, start_serving
 from tests.utils import REPO, free_port
+from tests.utils.cards import unique_name, write_card
 
 pytestmark = pytest.mark.integration
 
@@ -58,11 +59,7 @@ def dags_env(tracking_server: TrackingServer, airflow_home: Path) -> Iterator[di
 @pytest.fixture(scope="module")
 def card(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The repository's card under a model name of its own."""
-    name = f"dag-diamonds-{uuid.uuid4().hex[:8]}"
-    path = tmp_path_factory.mktemp("card") / "model_card.yaml"
-    path.write_text((REPO / "model_card.yaml").read_text().replace(
-        "name: diamond-price", f"name: {name}"))
-    return path
+    return write_card(tmp_path_factory.mktemp("card"), unique_name("dag-diamonds"))
 
 
 def _model_name(card: Path) -> str:

@@ -12,11 +12,12 @@ from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 from sklearn.dummy import DummyRegressor
 
-from pipeline import registry
-from pipeline.card import write_candidate_run_id
-from pipeline.train import pip_requirements
+from pipeline.gitops import registry
+from pipeline.gitops.card import write_candidate_run_id
+from pipeline.stages.train import pip_requirements
 from tests.conftest import TrackingServer
-from tests.utils import REPO, run_mlops
+from tests.utils import run_mlops
+from tests.utils.cards import write_card
 
 pytestmark = [pytest.mark.e2e]
 
@@ -24,12 +25,7 @@ EXPERIMENT = "e2e-gate-checks"
 
 
 def _card(tmp_path: Path, model: str, run_id: str | None = None, **replace: str) -> Path:
-    text = (REPO / "model_card.yaml").read_text().replace("name: diamond-price",
-                                                          f"name: {model}")
-    for old, new in replace.items():
-        text = text.replace(old, new)
-    path = tmp_path / "model_card.yaml"
-    path.write_text(text)
+    path = write_card(tmp_path, model, replace=replace)
     if run_id is not None:
         write_candidate_run_id(path, run_id)
     return path

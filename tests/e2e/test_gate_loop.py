@@ -17,10 +17,11 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline import registry
-from pipeline.card import load_card, write_candidate_run_id
+from pipeline.gitops import registry
+from pipeline.gitops.card import load_card, write_candidate_run_id
 from tests.conftest import TrackingServer
-from tests.utils import REPO, run_mlops
+from tests.utils import run_mlops
+from tests.utils.cards import write_card
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -86,9 +87,7 @@ def loop(tracking_server: TrackingServer, tmp_path: Path) -> Loop:
     repo.mkdir()
     model = f"e2e-loop-{uuid.uuid4().hex[:8]}"
     git(repo, "init", "-q", "-b", "main")
-    text = (REPO / "model_card.yaml").read_text().replace("name: diamond-price",
-                                                           f"name: {model}")
-    (repo / "model_card.yaml").write_text(text)
+    write_card(repo, model)
     git(repo, "add", "model_card.yaml")
     git(repo, "commit", "-q", "-m", "The model card")
     return Loop(repo, tracking_server, model)

@@ -19,8 +19,10 @@ import pulumi
 import pytest
 
 INFRA = Path(__file__).resolve().parents[2] / "infra"
-if str(INFRA) not in sys.path:
-    sys.path.insert(0, str(INFRA))
+TRACKING_IMAGE = INFRA / "tracking_image"
+for folder in (INFRA, TRACKING_IMAGE):
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
 
 from mlops_stack import program  # noqa: E402
 from mlops_stack.settings import StackSettings  # noqa: E402

@@ -6,7 +6,7 @@ import configparser
 from pathlib import Path
 from urllib.parse import unquote
 
-import mlflow_entrypoint as entry
+import entrypoint as entry
 import pulumi_command as runner
 import pytest
 
@@ -101,15 +101,16 @@ def test_runner_reads_stack_and_command_from_the_environment():
 
 
 def test_tracking_image_pins_mlflow_and_what_the_cloud_setup_needs():
-    from tests.infra.conftest import INFRA
+    from tests.infra.conftest import TRACKING_IMAGE
 
     pins = {
         line.split("==")[0].lower(): line.split("==")[1]
-        for line in (INFRA / "image-requirements.txt").read_text().splitlines()
+        for line in (TRACKING_IMAGE / "requirements.txt").read_text().splitlines()
         if "==" in line and not line.startswith("#")
     }
     assert pins["mlflow"] == "3.17.2"
     assert {"pymysql", "boto3", "flask-wtf"} <= set(pins)
-    dockerfile = (INFRA / "Dockerfile").read_text()
-    assert "image-requirements.txt" in dockerfile
+    dockerfile = (TRACKING_IMAGE / "Dockerfile").read_text()
+    assert "requirements.txt" in dockerfile
+    assert "mlops_auth.py" in dockerfile
     assert "USER 10001" in dockerfile

@@ -16,12 +16,13 @@ import numpy as np
 import pymysql
 import pytest
 
-from pipeline.card import load_card
-from pipeline.data import prepare
-from pipeline.datasets import load_spec
-from pipeline.stack import ARTIFACT_PREFIX, BUCKET, DATABASE, DB_USER
+from pipeline.gitops.card import load_card
+from pipeline.localstack.mysql import ARTIFACT_PREFIX, BUCKET, DATABASE, DB_USER
+from pipeline.stages.data import prepare
+from pipeline.stages.datasets import load_spec
 from tests.conftest import TrackingServer
-from tests.utils import REPO, run_mlops
+from tests.utils import run_mlops
+from tests.utils.cards import write_card
 
 pytestmark = pytest.mark.integration
 
@@ -30,11 +31,7 @@ S3_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN
 
 
 def _card(tmp_path: Path, model_name: str) -> Path:
-    text = (REPO / "model_card.yaml").read_text().replace(
-        "name: diamond-price", f"name: {model_name}")
-    path = tmp_path / "model_card.yaml"
-    path.write_text(text)
-    return path
+    return write_card(tmp_path, model_name)
 
 
 def _registered_models(server: TrackingServer) -> set[str]:

@@ -12,13 +12,15 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline import registry, steps
-from pipeline.batch import output_location, read_batch, write_scores
-from pipeline.card import load_card
-from pipeline.data import prepare
-from pipeline.datasets import load_spec
 from pipeline.errors import ConfigError, NegativeVerdict
-from pipeline.stack import ManagedProcess, rclone_binary
+from pipeline.gitops import registry
+from pipeline.gitops import training as steps
+from pipeline.gitops.card import load_card
+from pipeline.localstack.mysql import rclone_binary
+from pipeline.localstack.process import ManagedProcess
+from pipeline.stages.data import prepare
+from pipeline.stages.datasets import load_spec
+from pipeline.stages.score_batch import output_location, read_batch, write_scores
 from tests.conftest import TrackingServer
 from tests.utils import REPO, free_port
 

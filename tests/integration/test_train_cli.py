@@ -10,23 +10,19 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline.card import load_card
-from pipeline.data import prepare
-from pipeline.datasets import load_spec
-from pipeline.evaluate import evaluate
+from pipeline.gitops.card import load_card
+from pipeline.stages.data import prepare
+from pipeline.stages.datasets import load_spec
+from pipeline.stages.evaluate import evaluate
 from tests.conftest import TrackingServer
-from tests.utils import REPO, run_mlops
+from tests.utils import run_mlops
+from tests.utils.cards import write_card
 
 pytestmark = pytest.mark.integration
 
 
 def _card(tmp_path: Path, model_name: str) -> Path:
-    text = (REPO / "model_card.yaml").read_text().replace(
-        "name: diamond-price", f"name: {model_name}"
-    )
-    path = tmp_path / "model_card.yaml"
-    path.write_text(text)
-    return path
+    return write_card(tmp_path, model_name)
 
 
 def _env(server: TrackingServer, experiment: str) -> dict[str, str]:

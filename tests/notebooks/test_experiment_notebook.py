@@ -15,9 +15,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 from nbclient import NotebookClient
 
-from pipeline.card import load_card
+from pipeline.gitops.card import load_card
 from tests.conftest import TrackingServer
 from tests.utils import REPO, run_mlops
+from tests.utils.cards import unique_name, write_card
 
 NOTEBOOK = REPO / "notebooks" / "experiment.ipynb"
 
@@ -36,10 +37,7 @@ def test_notebook_is_stored_without_outputs() -> None:
 
 @pytest.fixture
 def card(tmp_path: Path) -> Path:
-    path = tmp_path / "model_card.yaml"
-    path.write_text((REPO / "model_card.yaml").read_text().replace(
-        "name: diamond-price", f"name: nb-diamonds-{uuid.uuid4().hex[:8]}"))
-    return path
+    return write_card(tmp_path, unique_name("nb-diamonds"))
 
 
 def test_notebook_tunes_logs_each_trial_gates_and_proposes_the_best_run(

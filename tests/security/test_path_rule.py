@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.server_auth import unsafe_path
+from tests.security.conftest import mlops_auth
+
+unsafe_path = mlops_auth.unsafe_path
 
 
 @pytest.mark.parametrize("path", [

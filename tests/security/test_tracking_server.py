@@ -18,7 +18,7 @@ import pytest
 import requests
 from mlflow.tracking import MlflowClient
 
-from pipeline.stack import ARTIFACT_PREFIX, BUCKET
+from pipeline.localstack.mysql import ARTIFACT_PREFIX, BUCKET
 from tests.conftest import TrackingServer
 from tests.utils import REPO, run_mlops
 

@@ -15,13 +15,13 @@ from typing import Any
 
 import pytest
 import requests
-import yaml
 from mlflow.tracking import MlflowClient
 
-from pipeline.registry import logged_model_id
-from pipeline.stack import ManagedProcess
+from pipeline.gitops.registry import logged_model_id
+from pipeline.localstack.process import ManagedProcess
 from tests.conftest import TrackingServer
-from tests.utils import REPO, free_port, run_mlops
+from tests.utils import free_port, run_mlops
+from tests.utils.cards import write_card
 
 
 @dataclass(frozen=True)
@@ -46,15 +46,6 @@ class Server:
 
     def predict(self, records: list[dict[str, Any]]) -> requests.Response:
         return requests.post(self.url + "/predict", json={"records": records}, timeout=30)
-
-
-def write_card(directory: Path, name: str) -> Path:
-    """The repository's card with its own model name, so tests do not share a model."""
-    card = yaml.safe_load((REPO / "model_card.yaml").read_text())
-    card["model"]["name"] = name
-    path = directory / "model_card.yaml"
-    path.write_text(yaml.safe_dump(card))
-    return path
 
 
 def train(card: Path, env: dict[str, str], *args: str) -> dict[str, Any]:

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 
 from serving.schema import ColumnSpec, from_columns
-from serving.scoring import LoadedModel, ModelInfo
-from serving.store import ModelRef, ModelStore
+from serving.scoring import LoadedModel, ModelRef
+from serving.store import ModelStore
 
 COLUMNS = (
     ColumnSpec("carat", "double"),
@@ -35,8 +35,9 @@ class Exploding:
 
 def loaded(predictor: Any = None, *, version: str = "1", max_rows: int = 5) -> LoadedModel:
     return LoadedModel(
-        info=ModelInfo(name="toy", version=version, run_id=f"run{version}",
-                       uri=f"models:/toy/{version}", loaded_at=dt.datetime.now(dt.UTC)),
+        info=ModelRef(name="toy", version=version, run_id=f"run{version}",
+                      uri=f"models:/toy/{version}"),
+        loaded_at=dt.datetime.now(dt.UTC),
         predictor=predictor or Linear(),
         schema=from_columns(COLUMNS, max_rows=max_rows),
         max_rows=max_rows,
@@ -45,8 +46,7 @@ def loaded(predictor: Any = None, *, version: str = "1", max_rows: int = 5) -> L
 
 def ready_store(model: LoadedModel) -> ModelStore:
     """A store that has loaded `model` (no thread, no registry)."""
-    ref = ModelRef(name=model.info.name, version=model.info.version,
-                   run_id=model.info.run_id, uri=model.info.uri)
+    ref = model.info
     store = ModelStore(resolve=lambda: ref, load=lambda _: model, poll_seconds=60)
     assert store.refresh()
     return store

@@ -19,8 +19,9 @@ import pytest
 import requests
 
 from tests.conftest import TrackingServer, TrackingServers
-from tests.serving.conftest import train, wait_for, write_card
+from tests.serving.conftest import train, wait_for
 from tests.utils import REPO, free_port
+from tests.utils.cards import write_card
 
 pytestmark = [pytest.mark.docker, pytest.mark.integration, pytest.mark.slow]
 

@@ -17,11 +17,11 @@ import pytest
 import requests
 from mlflow.tracking import MlflowClient
 
-from pipeline.card import load_card
-from pipeline.data import prepare
-from pipeline.datasets import load_spec
-from pipeline.registry import set_production
-from pipeline.stack import mlflow_server
+from pipeline.gitops.card import load_card
+from pipeline.gitops.registry import set_production
+from pipeline.localstack.sqlite import mlflow_server
+from pipeline.stages.data import prepare
+from pipeline.stages.datasets import load_spec
 from tests.conftest import TrackingServer
 from tests.serving.conftest import Models, Server, serving_process, train, wait_for, write_card
 from tests.utils import free_port

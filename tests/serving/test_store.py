@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from serving.scoring import LoadedModel
-from serving.store import LoadError, ModelRef, ModelStore, pinned_ref
+from serving.loader import LoadError, pinned_ref
+from serving.scoring import LoadedModel, ModelRef
+from serving.store import ModelStore
 from tests.serving.helpers import loaded
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.datasets import Column, DatasetSpec
+from pipeline.stages.datasets import Column, DatasetSpec
 
 
 @pytest.fixture

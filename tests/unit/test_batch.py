@@ -19,19 +19,20 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from pipeline.batch import (
+from pipeline.errors import DataError, ServingError
+from pipeline.serving_client import (
     RetryPolicy,
-    ScoringClient,
-    ServingError,
+    ServingClient,
+    parse_prediction_response,
+    to_records,
+)
+from pipeline.stages.score_batch import (
     chunk_bounds,
     date_key,
     output_location,
-    parse_prediction_response,
     read_batch,
     score_batch,
-    to_records,
 )
-from pipeline.errors import DataError
 from tests.utils import JsonHandler, free_port
 
 DATE = dt.datetime(2026, 11, 27, tzinfo=dt.UTC)
@@ -165,8 +166,8 @@ def test_scores_every_row_once_in_chunks_with_its_model_version(
     url, state = fake_api
     state.versions = ["3", "3", "4"]  # the model is swapped before the third chunk
     result = score_batch(source=str(batch_csv), output_dir=str(tmp_path / "out"),
-                         logical_date=DATE, serving_url=url, features=["carat", "cut", "depth"],
-                         chunk_size=3, retry=FAST)
+                         logical_date=DATE, scorer=ServingClient(url, retry=FAST),
+                         features=["carat", "cut", "depth"], chunk_size=3)
     assert state.chunks == [3, 3, 1]
     out = pd.read_parquet(result.output)
     assert result.rows == len(out) == 7
@@ -184,11 +185,11 @@ def test_rerunning_a_logical_date_replaces_its_output(
     url, state = fake_api
     out_dir = tmp_path / "out"
     first = score_batch(source=str(batch_csv), output_dir=str(out_dir), logical_date=DATE,
-                        serving_url=url, chunk_size=4, retry=FAST)
+                        scorer=ServingClient(url, retry=FAST), chunk_size=4)
     state.versions = ["5"]
     state.chunks.clear()
     second = score_batch(source=str(batch_csv), output_dir=str(out_dir), logical_date=DATE,
-                         serving_url=url, chunk_size=4, retry=FAST)
+                         scorer=ServingClient(url, retry=FAST), chunk_size=4)
     assert first.output == second.output
     files = sorted(p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*") if p.is_file())
     assert files == ["logical_date=20261127T000000Z/scores.parquet"]
@@ -202,7 +203,7 @@ def test_transient_503s_are_retried(fake_api: tuple[str, FakeState], batch_csv: 
     url, state = fake_api
     state.fail_next = 2
     result = score_batch(source=str(batch_csv), output_dir=str(tmp_path), logical_date=DATE,
-                         serving_url=url, chunk_size=10, retry=FAST)
+                         scorer=ServingClient(url, retry=FAST), chunk_size=10)
     assert result.rows == 7
     assert state.predict_calls == 3
 
@@ -213,7 +214,7 @@ def test_a_rejected_batch_fails_at_once_with_the_servers_reason(
     state.reject_with = 422
     with pytest.raises(ServingError, match=r"rejected the batch: HTTP 422 \(records\[0\]"):
         score_batch(source=str(batch_csv), output_dir=str(tmp_path / "out"), logical_date=DATE,
-                    serving_url=url, retry=FAST)
+                    scorer=ServingClient(url, retry=FAST))
     assert state.predict_calls == 1
     assert not (tmp_path / "out").exists()
 
@@ -225,7 +226,7 @@ def test_not_ready_fails_before_sending_rows(fake_api: tuple[str, FakeState], ba
     with pytest.raises(ServingError, match=rf"{url}/ready is not ready after 3 attempt\(s\): "
                                            r"HTTP 503"):
         score_batch(source=str(batch_csv), output_dir=str(tmp_path / "out"), logical_date=DATE,
-                    serving_url=url, retry=FAST)
+                    scorer=ServingClient(url, retry=FAST))
     assert state.predict_calls == 0
     assert not (tmp_path / "out").exists()
 
@@ -233,7 +234,7 @@ def test_not_ready_fails_before_sending_rows(fake_api: tuple[str, FakeState], ba
 def test_nothing_listening_fails_clearly_after_retries(batch_csv: Path, tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}"
     waits: list[float] = []
-    client = ScoringClient(base_url=url, retry=RetryPolicy(attempts=3, backoff_seconds=0.5),
+    client = ServingClient(base_url=url, retry=RetryPolicy(attempts=3, backoff_seconds=0.5),
                            sleep=waits.append)
     with pytest.raises(ServingError, match=rf"{url}/ready is not ready after 3 attempt\(s\): "
                                            "connection refused"):
@@ -246,7 +247,7 @@ def test_a_missing_feature_column_is_the_batchs_fault(
     url, state = fake_api
     with pytest.raises(DataError, match="missing feature column"):
         score_batch(source=str(batch_csv), output_dir=str(tmp_path), logical_date=DATE,
-                    serving_url=url, features=["carat", "color"], retry=FAST)
+                    scorer=ServingClient(url, retry=FAST), features=["carat", "color"])
     assert state.predict_calls == 0
 
 
@@ -256,5 +257,5 @@ def test_parquet_batches_are_read_too(fake_api: tuple[str, FakeState], batch_csv
     parquet = tmp_path / "batch.parquet"
     pd.read_csv(batch_csv).to_parquet(parquet)
     result = score_batch(source=str(parquet), output_dir=str(tmp_path / "out"),
-                         logical_date=DATE, serving_url=url, retry=FAST)
+                         logical_date=DATE, scorer=ServingClient(url, retry=FAST))
     assert result.rows == 7

@@ -7,14 +7,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.card import (
+from pipeline.errors import ConfigError
+from pipeline.gitops.card import (
     ModelCard,
     check_policy,
     load_card,
     policy_hash,
     write_candidate_run_id,
 )
-from pipeline.errors import ConfigError
 from tests.utils import REPO
 
 RUN_ID = "0123456789abcdef0123456789abcdef"

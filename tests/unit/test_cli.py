@@ -45,3 +45,30 @@ def test_an_invalid_card_names_the_field(tmp_path: Path,
 def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     assert run(["--help"]) == 0
     assert "train" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("error", [
+    RuntimeError("a bug deep inside"),
+    OSError(28, "No space left on device"),
+    ConnectionError("the network went away\nwith a second line"),
+])
+def test_an_unexpected_failure_is_one_line_with_a_reference_and_exit_3(
+        error: Exception, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Not a traceback, and not exit 1 (which would read as "the gate said no")."""
+    import pipeline.cli.registry as commands
+
+    def explode(*_: object, **__: object) -> None:
+        raise error
+
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(commands, "write_candidate_run_id", explode)
+    assert run(["propose", "a" * 32, "--card", str(REPO / "model_card.yaml")]) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith(f"error: unexpected {type(error).__name__}: ")
+    assert "Traceback" not in err[0]
+    reference = err[0].split("(ref ", 1)[1].split(";", 1)[0]
+    logged = (tmp_path / "home" / "mlops-errors.log").read_text()
+    assert f"ref {reference}" in logged
+    assert "Traceback" in logged  # the detail is kept, just not on the terminal

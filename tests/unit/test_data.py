@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.data import BUILTIN, cleanse, data_hash, load, prepare, split, validate
-from pipeline.datasets import DatasetSpec, load_spec
 from pipeline.errors import ConfigError, DataError
+from pipeline.stages.data import BUILTIN, cleanse, data_hash, load, prepare, split, validate
+from pipeline.stages.datasets import DatasetSpec, load_spec
 
 
 def test_csv_and_parquet_load_the_same_rows(tmp_path: Path, tiny_spec: DatasetSpec,
@@ -141,7 +141,7 @@ def test_the_demo_dataset_prepares_with_its_known_flaws() -> None:
 
 
 def test_unknown_dataset_module_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match=r"no dataset module pipeline/datasets/nope\.py"):
+    with pytest.raises(ConfigError, match=r"no dataset module pipeline/stages/datasets/nope\.py"):
         load_spec("nope")
     with pytest.raises(ConfigError, match="not a module name"):
         load_spec("../etc")

@@ -7,12 +7,12 @@ import pandas as pd
 import pytest
 import skops.io
 
-from pipeline.data import PreparedData, cleanse, split, validate
-from pipeline.datasets import Column, DatasetSpec
 from pipeline.errors import ConfigError
-from pipeline.evaluate import evaluate
-from pipeline.features import build_model
-from pipeline.train import ESTIMATORS, fit, make_estimator, parse_params, trusted_types
+from pipeline.stages.data import PreparedData, cleanse, split, validate
+from pipeline.stages.datasets import Column, DatasetSpec
+from pipeline.stages.evaluate import evaluate
+from pipeline.stages.features import build_model
+from pipeline.stages.train import ESTIMATORS, fit, make_estimator, parse_params, trusted_types
 
 
 def _prepared(spec: DatasetSpec, frame: pd.DataFrame) -> PreparedData:
@@ -111,7 +111,7 @@ def test_signature_sample_marks_columns_with_gaps_optional(
 ) -> None:
     from mlflow.models import infer_signature
 
-    from pipeline.train import signature_sample
+    from pipeline.stages.train import signature_sample
 
     x = tiny_frame[["size", "grade"]].copy()
     x.loc[250, "size"] = np.nan  # a gap far from the first rows

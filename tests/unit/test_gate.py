@@ -8,11 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.card import PromotionPolicy
-from pipeline.gate import Decision, Evaluation, MetricRow, Verdict, decide
-from pipeline.promote import audit_from_env, pr_number_from_event
-from pipeline.report import MARKER, plot, public_uri, render
-from pipeline.stats import Interval
+from pipeline.gitops.card import PromotionPolicy
+from pipeline.gitops.gate import Decision, Evaluation, FloorCheck, decide
+from pipeline.gitops.github import audit_from_env, pr_number_from_event
+from pipeline.gitops.registry import public_uri
+from pipeline.gitops.report import MARKER, plot, render
+from pipeline.gitops.stats import Interval
+from pipeline.gitops.verdict import MetricRow, Verdict
 
 CANDIDATE, PRODUCTION = "c" * 32, "p" * 32
 
@@ -132,14 +134,13 @@ def _verdict(passed: bool, reasons: list[str]) -> Verdict:
         passed=passed, mode="improve", model_name="diamond-price", metric="rmse",
         greater_is_better=False, min_improvement=0.0, confidence=0.95, resamples=2000, seed=0,
         candidate_run_id=CANDIDATE, production_version="3", production_run_id=PRODUCTION,
-        improvement_bound=-12.0, reasons=reasons,
+        improvement_bound=-12.0, reasons=tuple(reasons),
         metrics={"rmse": MetricRow(1120, 1130, -10, -30, 12),
                  "r2": MetricRow(0.92, 0.92, 0.0, -0.001, 0.001)},
-        floors=[{"metric": "r2", "bound": 0.9, "value": 0.92, "greater_is_better": True,
-                 "ok": True}],
+        floors=(FloorCheck(metric="r2", bound=0.9, value=0.92, greater_is_better=True),),
         data_hashes={"candidate": "aaa", "production": "bbb", "evaluation": "aaa"},
         evaluated_rows=10956, policy_hash="f00", gated_at="2026-11-27T18:00:00+00:00",
-        tracking_uri="https://user:secret@mlflow.example.org:8443/", notes=["different hashes"],
+        tracking_uri="https://user:secret@mlflow.example.org:8443/", notes=("different hashes",),
     )
 
 
@@ -153,7 +154,7 @@ def test_the_verdict_json_names_the_baseline_and_the_interval() -> None:
     assert payload["interval"] == {"metric": "rmse", "difference": -10, "low": -30, "high": 12,
                                    "confidence": 0.95, "improvement_bound": -12.0}
     assert set(payload["metrics"]) == {"rmse", "r2"}
-    tag = json.loads(_verdict(False, ["noise"]).tag_json())
+    tag = json.loads(_verdict(False, ["noise"]).to_tag())
     assert tag["production_version"] == "3"
     assert tag["policy_hash"] == "f00"
 
@@ -227,3 +228,13 @@ def test_audit_tags_have_local_defaults_for_the_demo() -> None:
     assert audit.git_sha  # git HEAD here, "unknown" outside a repository
     override = audit_from_env({"USER": "ada"}, pr_number="8", actor="bob", git_sha="f" * 40)
     assert (override.pr_number, override.actor, override.git_sha) == ("8", "bob", "f" * 40)
+
+
+def test_the_verdict_round_trips_through_its_tag_and_its_json() -> None:
+    """One shape: what the gate writes is exactly what promote and the report read back."""
+    verdict = _verdict(True, ["rmse: better", "floor: r2 holds"])
+    verdict = Verdict(**{**verdict.__dict__, "manifest": {"MLmodel": "ab" * 32}})
+    assert Verdict.from_tag(verdict.to_tag()) == verdict
+    assert Verdict.from_json(json.loads(json.dumps(verdict.to_json()))) == verdict
+    with pytest.raises(ValueError, match="unknown verdict field"):
+        Verdict.from_json({**verdict.to_json(), "passed_by_hand": True})

@@ -18,8 +18,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from pipeline.github import GitHubError, Target, upsert_comment
-from pipeline.report import MARKER
+from pipeline.gitops.github import GitHubError, Target, upsert_comment
+from pipeline.gitops.report import MARKER
 from tests.utils import JsonHandler, run_mlops
 
 TOKEN = "test-token"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.evaluate import CLASSIFICATION_METRICS, REGRESSION_METRICS
-from pipeline.stats import BATCH_METRICS, paired_bootstrap, resample_indices
+from pipeline.gitops.stats import BATCH_METRICS, paired_bootstrap, resample_indices
+from pipeline.stages.evaluate import CLASSIFICATION_METRICS, REGRESSION_METRICS
 
 REGRESSION = sorted(REGRESSION_METRICS)
 CLASSIFICATION = sorted(CLASSIFICATION_METRICS)

@@ -1,0 +1,207 @@
+"""`mlops gate`, `promote`, `rollback`, `drift`, `pr-comment`: the GitOps commands.
+
+Each command only translates: options in, a library call, plain words out. Progress
+for people goes to stderr; the gate's report (its product) goes to stdout. Failures
+are raised as `MlopsError`s and turned into one line and an exit code by
+`pipeline.cli.app.run`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+import requests
+import typer
+from mlflow.tracking import MlflowClient
+
+from pipeline.cli.app import CardOption, app, say, settings_and_card, use_tracking_server
+from pipeline.errors import ConfigError, NegativeVerdict
+from pipeline.gitops import registry
+from pipeline.gitops.card import ModelCard, policy_hash
+from pipeline.gitops.drift import check_drift
+from pipeline.gitops.evaluation import now, record_verdict, run_gate
+from pipeline.gitops.github import (
+    Audit,
+    audit_from_env,
+    pr_number_from_event,
+    read_event,
+    target_from_env,
+    upsert_comment,
+)
+from pipeline.gitops.promote import promote, rollback
+from pipeline.gitops.report import MARKER, render_gate_error, render_no_candidate
+from pipeline.gitops.verdict import Verdict, no_candidate
+from pipeline.settings import Settings
+
+GitShaOption = Annotated[str | None, typer.Option(
+    "--git-sha", help="commit to record (default: $GITHUB_SHA, else git HEAD)")]
+PrOption = Annotated[str | None, typer.Option(
+    "--pr", help="pull request number (default: from the GitHub event, else none)")]
+RunUrlOption = Annotated[str | None, typer.Option(
+    "--run-url", help="workflow run URL (default: from GITHUB_* variables, else local)")]
+ActorOption = Annotated[str | None, typer.Option(
+    "--actor", help="who promoted (default: $GITHUB_ACTOR, else $USER)")]
+
+
+def _connect(card_path: Path | None) -> tuple[Settings, ModelCard, MlflowClient]:
+    settings, card = settings_and_card(card_path)
+    use_tracking_server(settings)
+    return settings, card, registry.client(settings.mlflow_tracking_uri)
+
+
+@app.command("gate")
+def gate_command(
+    card_path: CardOption = None,
+    report: Annotated[Path | None, typer.Option(
+        "--report", help="write the markdown report here (it is printed too)")] = None,
+    json_path: Annotated[Path | None, typer.Option(
+        "--json", help="write the verdict as JSON here")] = None,
+) -> None:
+    """Gate the card's candidate against Production on the same held-out rows.
+
+    Exit 0 pass, 1 fail (the report says why), 2 the gate could not run.
+    """
+    settings, card = settings_and_card(card_path)
+    if card.model.candidate_run_id is None:
+        # A fresh fork, or a card without a proposal: nothing to judge, not an error.
+        verdict = no_candidate(model_name=card.model.name, metric=card.promotion.metric,
+                               greater_is_better=card.promotion.greater_is_better,
+                               policy_hash=policy_hash(card), gated_at=now())
+        _publish(render_no_candidate(card.model.name), verdict, report=report,
+                 json_path=json_path)
+        say("gate: the card names no candidate run; nothing to gate")
+        return
+    _, card, mlflow_client = _connect(card_path)
+    say(f"gate: candidate run {card.model.candidate_run_id} for {card.model.name}")
+    outcome = run_gate(card, mlflow_client=mlflow_client,
+                       tracking_uri=settings.mlflow_tracking_uri)
+    recorded = record_verdict(mlflow_client, outcome)
+    if recorded.run_link is not None:
+        say(f"verdict tagged on the candidate run: {recorded.run_link}")
+    _publish(recorded.markdown, outcome.verdict, report=report, json_path=json_path)
+    if not outcome.verdict.passed:
+        raise NegativeVerdict(f"gate failed: {outcome.verdict.reasons[0]}")
+    say("gate passed")
+
+
+def _publish(markdown: str, verdict: Verdict, *, report: Path | None,
+             json_path: Path | None) -> None:
+    """The report to its file, the job summary and stdout; the verdict to its JSON file."""
+    if report is not None:
+        _write(report, markdown)
+    if json_path is not None:
+        _write(json_path, json.dumps(verdict.to_json(), indent=2) + "\n")
+    summary = os.environ.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        with open(summary, "a", encoding="utf-8") as handle:
+            handle.write(markdown + "\n")
+    typer.echo(markdown)
+
+
+def _write(path: Path, text: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot write ({err.strerror})") from err
+
+
+def _read_verdict(path: Path) -> Verdict:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise ConfigError(f"--verdict {path}: cannot read ({err.strerror})") from err
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"--verdict {path}: not valid JSON (line {err.lineno})") from err
+    if not isinstance(value, dict):
+        raise ConfigError(f"--verdict {path}: expected a JSON object")
+    try:
+        return Verdict.from_json(value)
+    except (ValueError, TypeError, KeyError) as err:
+        raise ConfigError(f"--verdict {path}: not a verdict written by `mlops gate --json` "
+                          f"({err})") from err
+
+
+def _audit(git_sha: str | None, pr: str | None, run_url: str | None,
+           actor: str | None) -> Audit:
+    return audit_from_env(os.environ, git_sha=git_sha, pr_number=pr, run_url=run_url,
+                          actor=actor)
+
+
+@app.command("promote")
+def promote_command(
+    card_path: CardOption = None,
+    verdict: Annotated[Path | None, typer.Option(
+        "--verdict", help="the gate's --json file (default: the verdict tagged on the run)")]
+    = None,
+    git_sha: GitShaOption = None, pr: PrOption = None, run_url: RunUrlOption = None,
+    actor: ActorOption = None,
+) -> None:
+    """Make the card's gated candidate Production (compare-and-set; a re-run is a no-op)."""
+    verdict_file = _read_verdict(verdict) if verdict is not None else None
+    _, card, mlflow_client = _connect(card_path)
+    result = promote(mlflow_client, card, audit=_audit(git_sha, pr, run_url, actor),
+                     verdict_file=verdict_file)
+    typer.echo(result.message)
+
+
+@app.command("rollback")
+def rollback_command(
+    card_path: CardOption = None,
+    to: Annotated[str | None, typer.Option(
+        "--to", help="version to restore (default: the previous-production alias)")] = None,
+    git_sha: GitShaOption = None, pr: PrOption = None, run_url: RunUrlOption = None,
+    actor: ActorOption = None,
+) -> None:
+    """Break glass: move Production back to previous-production now, with audit tags.
+
+    Then put that version's run ID in the card (mode: rollback) so git matches again.
+    """
+    _, card, mlflow_client = _connect(card_path)
+    result = rollback(mlflow_client, card.model.name, to_version=to,
+                      audit=_audit(git_sha, pr, run_url, actor))
+    typer.echo(result.message)
+
+
+@app.command("drift")
+def drift_command(card_path: CardOption = None) -> None:
+    """Exit 1 when the registry's Production is not the run the card names."""
+    _, card, mlflow_client = _connect(card_path)
+    report = check_drift(mlflow_client, card)
+    if report.in_sync:
+        typer.echo(f"in sync: {card.model.name} Production is version "
+                   f"{report.production_version or 'none'}, run "
+                   f"{report.production_run_id or 'none'}, as the card says")
+        return
+    for finding in report.findings:
+        typer.echo(f"drift: {finding}")
+    raise NegativeVerdict(f"drift found: {report.findings[0]}")
+
+
+@app.command("pr-comment")
+def pr_comment_command(
+    report: Annotated[Path, typer.Option("--report", help="markdown report to post")],
+    pr: PrOption = None,
+) -> None:
+    """Post the report as the one sticky PR comment, or update it (GitHub REST API).
+
+    Without a report (the gate could not run) the comment says so, so a PASS from an
+    earlier run never stays up next to a gate that now errors.
+    """
+    env = dict(os.environ)
+    try:
+        body = report.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        body = render_gate_error(audit_from_env(env).workflow_run_url)
+    except OSError as err:
+        raise ConfigError(f"--report {report}: cannot read ({err.strerror})") from err
+    target = target_from_env(env, pr_number=pr or pr_number_from_event(read_event(env)))
+    with requests.Session() as session:
+        result = upsert_comment(session, target, body=body, marker=MARKER)
+    typer.echo(f"{result.action} comment {result.comment_id} on PR #{target.pr_number}"
+               + (f": {result.url}" if result.url else ""))

@@ -1,0 +1,67 @@
+"""`mlops train`: one logged run on the card's dataset, optionally the first Production."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+import typer
+
+from pipeline.cli.app import CardOption, app, say, settings_and_card, use_tracking_server
+from pipeline.errors import MlopsError
+from pipeline.gitops import registry
+from pipeline.stages.data import prepare
+from pipeline.stages.datasets import load_spec
+from pipeline.stages.train import DEFAULT_ESTIMATOR, make_estimator, parse_params, train
+
+
+@app.command("train")
+def train_command(
+    estimator: Annotated[str, typer.Option(help="estimator name, e.g. dummy, ridge, "
+                                           "hist_gradient_boosting, random_forest")]
+    = DEFAULT_ESTIMATOR,
+    param: Annotated[list[str] | None, typer.Option(
+        "--param", help="hyperparameter KEY=VALUE (repeatable)")] = None,
+    register: Annotated[bool, typer.Option(help="register the model under model.name")] = False,
+    promote: Annotated[bool, typer.Option(
+        help="with --register: make it Production when the registry has none yet")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    card_path: CardOption = None,
+) -> None:
+    """Train one model on the card's dataset and log it as an MLflow run."""
+    if promote and not register:
+        raise MlopsError("--promote needs --register")
+    settings, card = settings_and_card(card_path)
+    spec = load_spec(card.data.dataset)
+    params = parse_params(param or [])
+    built = make_estimator(spec.task, estimator, params)
+    mlflow_client = registry.client(settings.mlflow_tracking_uri)
+    if promote:
+        registry.refuse_if_production_exists(mlflow_client, card.model.name)
+    use_tracking_server(settings)
+    data = prepare(spec, source=card.data.source, holdout_fraction=card.data.holdout_fraction)
+    say(f"data: {data.report.rows_in} rows read, {data.report.rows_out} kept after cleansing, "
+        f"{len(data.train)} train / {len(data.holdout)} held out (hash {data.data_hash})")
+    result = train(data=data, estimator=built, estimator_name=estimator, params=params,
+                   experiment=settings.mlops_experiment)
+    summary: dict[str, Any] = {"run_id": result.run_id, "estimator": estimator,
+                               "metrics": result.metrics, "data_hash": result.data_hash}
+    link = registry.run_url(settings.mlflow_tracking_uri, result.run_id)
+    say(f"logged run {result.run_id}: {link}")
+    say(f"trained {estimator}: " + ", ".join(f"{k}={v:.4g}" for k, v in result.metrics.items()))
+    if register:
+        version = (registry.bootstrap_production(mlflow_client, card.model.name, result.run_id)
+                   if promote else
+                   registry.register_run(mlflow_client, card.model.name, result.run_id))
+        summary["version"] = version.version
+        say(f"registered {card.model.name} version {version.version}")
+        if promote:
+            summary["production"] = version.version
+            say(f"{card.model.name} version {version.version} is now Production "
+                f"(alias {registry.PRODUCTION})")
+    if as_json:
+        typer.echo(json.dumps(summary))
+    else:
+        typer.echo(result.run_id)
+
+

@@ -1,0 +1,186 @@
+"""`model_card.yaml`: the candidate run, the promotion policy, the data, and the card.
+
+Validated by pydantic so a bad card fails with the field path and the reason before
+anything touches the registry. The card section follows Mitchell et al., "Model Cards
+for Model Reporting" (2019).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pipeline.errors import ConfigError
+
+RUN_ID_PATTERN = r"^[0-9a-f]{32}$"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSection(_Strict):
+    name: str = Field(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+    candidate_run_id: str | None = Field(default=None, pattern=RUN_ID_PATTERN)
+
+
+class PromotionPolicy(_Strict):
+    mode: Literal["improve", "rollback"] = "improve"
+    metric: str = Field(min_length=1)
+    greater_is_better: bool
+    min_improvement: float = 0.0
+    confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
+    floors: dict[str, float] = Field(default_factory=dict)
+    bootstrap_resamples: int = Field(default=2000, ge=1000, le=100_000)
+    seed: int = 0
+
+
+class DataSection(_Strict):
+    dataset: str = Field(default="diamonds", min_length=1)
+    source: str = Field(default="builtin", min_length=1)
+    holdout_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
+
+
+class CardSection(_Strict):
+    owner: str = Field(min_length=1)
+    intended_use: str = Field(min_length=1)
+    training_data: str = Field(min_length=1)
+    evaluation_data: str = Field(min_length=1)
+    limitations: str = Field(min_length=1)
+    ethical_considerations: str = Field(min_length=1)
+    model_details: str | None = None
+    metrics: str | None = None
+    caveats_and_recommendations: str | None = None
+
+    @field_validator("*")
+    @classmethod
+    def _not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must not be blank")
+        return value
+
+
+class ModelCard(_Strict):
+    model: ModelSection
+    promotion: PromotionPolicy
+    data: DataSection = DataSection()
+    card: CardSection
+
+
+def load_card(path: Path) -> ModelCard:
+    """Read and validate a card; every problem becomes one line naming the field."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as err:
+        raise ConfigError(f"{path}: no such file") from err
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read ({err.strerror})") from err
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML{where}") from err
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping with model, promotion and card")
+    try:
+        return ModelCard.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(f"{path}: {format_validation_error(err)}") from err
+
+
+def format_validation_error(err: ValidationError) -> str:
+    """`field.path: reason` for each problem, on one line."""
+    parts = []
+    for problem in err.errors():
+        where = ".".join(str(p) for p in problem["loc"]) or "(top level)"
+        parts.append(f"{where}: {problem['msg']}")
+    return "; ".join(parts)
+
+
+_CANDIDATE_LINE = re.compile(r"^(\s*candidate_run_id:)[^\n#]*(#.*)?$", re.MULTILINE)
+
+
+def write_candidate_run_id(path: Path, run_id: str) -> None:
+    """Put `run_id` in the card, keeping its comments; atomic, validated before writing."""
+    if not re.match(RUN_ID_PATTERN, run_id):
+        raise ConfigError(f"run ID {run_id!r} is not a 32-character MLflow run ID")
+    text = path.read_text(encoding="utf-8")
+    new_text, count = _CANDIDATE_LINE.subn(
+        lambda m: f"{m.group(1)} {run_id}" + (f"  {m.group(2)}" if m.group(2) else ""), text
+    )
+    if count != 1:
+        raise ConfigError(f"{path}: expected exactly one 'candidate_run_id:' line, found {count}")
+    try:
+        ModelCard.model_validate(yaml.safe_load(new_text))
+    except ValidationError as err:
+        raise ConfigError(f"{path}: {format_validation_error(err)}") from err
+    _atomic_write(path, new_text)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def check_policy(card: ModelCard, *, task: str) -> None:
+    """The promotion policy must speak of metrics this task logs, in their direction.
+
+    Checked when the task is known (the dataset module declares it), so a typo in a
+    floor or a flipped `greater_is_better` fails with the field path before any
+    model is evaluated.
+    """
+    from pipeline.stages.evaluate import (  # sklearn: only when used
+        GREATER_IS_BETTER,
+        metric_functions,
+    )
+
+    policy = card.promotion
+    computed = set(metric_functions("regression" if task == "regression" else "classification"))
+    if policy.metric not in computed:
+        raise ConfigError(
+            f"promotion.metric: {policy.metric!r} is not a metric the gate can compare for a "
+            f"{task} task (choose one of {', '.join(sorted(computed))})"
+        )
+    if policy.greater_is_better != GREATER_IS_BETTER[policy.metric]:
+        direction = "higher" if GREATER_IS_BETTER[policy.metric] else "lower"
+        raise ConfigError(
+            f"promotion.greater_is_better: {policy.metric} is better when {direction}, "
+            f"so this must be {str(GREATER_IS_BETTER[policy.metric]).lower()}"
+        )
+    loggable = computed | ({"roc_auc", "log_loss"} if task == "classification" else set())
+    for metric in policy.floors:
+        if metric not in loggable:
+            raise ConfigError(
+                f"promotion.floors.{metric}: not a metric of a {task} task "
+                f"(choose from {', '.join(sorted(loggable))})"
+            )
+
+
+def policy_hash(card: ModelCard) -> str:
+    """A content hash of what a gate verdict depends on: model, candidate, policy, data.
+
+    The prose of the card is left out on purpose: fixing a typo in `limitations`
+    after the gate ran must not invalidate the verdict; changing a floor must.
+    """
+    payload = {
+        "model": card.model.model_dump(mode="json"),
+        "promotion": card.promotion.model_dump(mode="json"),
+        "data": card.data.model_dump(mode="json"),
+    }
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -1,0 +1,291 @@
+"""The gate's shell: resolve both models, check they compare, score them on the same rows.
+
+`run_gate` resolves the candidate and Production on the registry, checks they are
+comparable (task, feature schema), recomputes the held-out rows from the data (never
+trusting the metrics logged at training time), scores both models on them, bootstraps
+the paired differences and hands the numbers to the pure `gate.decide`. `record_verdict`
+writes the result to the candidate run, and never over the verdict of the run that is
+Production (a pull request that leaves the model alone must not rewrite its history).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.entities import Run
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.models.model import ModelInfo
+from mlflow.tracking import MlflowClient
+
+from pipeline.errors import ConfigError, RegistryError
+from pipeline.gitops import registry
+from pipeline.gitops.card import ModelCard, check_policy, policy_hash
+from pipeline.gitops.gate import Decision, Evaluation, decide
+from pipeline.gitops.report import plot, render
+from pipeline.gitops.stats import Interval, paired_bootstrap, supports
+from pipeline.gitops.verdict import MetricRow, Verdict
+from pipeline.stages import MODEL_ARTIFACT
+from pipeline.stages.data import PreparedData, prepare
+from pipeline.stages.datasets import DatasetSpec, load_spec
+from pipeline.stages.evaluate import evaluate
+
+
+def now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    run: Run
+    uri: str
+    info: ModelInfo
+    version: ModelVersion | None
+
+    @property
+    def run_id(self) -> str:
+        return str(self.run.info.run_id)
+
+    @property
+    def inputs(self) -> list[dict[str, Any]]:
+        assert self.info.signature is not None
+        return list(self.info.signature.inputs.to_dict())
+
+    @property
+    def data_hash(self) -> str | None:
+        return self.run.data.tags.get("data_hash")
+
+
+@dataclass
+class GateOutcome:
+    verdict: Verdict
+    candidate: ResolvedModel
+    production: ResolvedModel | None
+    data: PreparedData
+    predictions: dict[str, np.ndarray]
+    probabilities: dict[str, np.ndarray | None]
+    classes: list[Any] | None
+
+
+def resolve_model(mlflow_client: MlflowClient, run_id: str, *, uri: str, what: str,
+                  version: ModelVersion | None = None) -> ResolvedModel:
+    """A finished run with a model and a signature; anything else is one line, exit 2."""
+    try:
+        run = mlflow_client.get_run(run_id)
+    except MlflowException as err:
+        if registry.is_missing(err):
+            raise RegistryError(f"{what} run {run_id}: not found on the tracking server") from err
+        raise
+    if run.info.lifecycle_stage == "deleted":
+        raise RegistryError(f"{what} run {run_id}: the run is deleted")
+    if run.info.status != "FINISHED":
+        raise RegistryError(f"{what} run {run_id}: status {run.info.status}, expected FINISHED")
+    try:
+        info = mlflow.models.get_model_info(uri)
+    except (MlflowException, OSError) as err:
+        raise RegistryError(f"{what} run {run_id}: no model at {uri}") from err
+    if info.signature is None or info.signature.inputs is None:
+        raise RegistryError(f"{what} run {run_id}: the model at {uri} has no signature")
+    return ResolvedModel(run=run, uri=uri, info=info, version=version)
+
+
+def check_comparable(candidate: ResolvedModel, production: ResolvedModel | None, *,
+                     spec: DatasetSpec) -> None:
+    """Same task and same feature schema, else the comparison means nothing."""
+    for model, what in ((candidate, "candidate"), (production, "Production")):
+        if model is None:
+            continue
+        task = model.run.data.tags.get("task")
+        if task is not None and task != spec.task:
+            raise RegistryError(f"{what} run {model.run_id}: task {task}, but the card's "
+                                f"dataset {spec.name} is {spec.task}")
+    names = [column.get("name") for column in candidate.inputs]
+    if names != spec.feature_names:
+        missing = sorted(set(spec.feature_names) - set(filter(None, names)))
+        raise RegistryError(
+            f"candidate run {candidate.run_id}: model inputs do not match dataset "
+            f"{spec.name}'s features" + (f" (missing {', '.join(missing)})" if missing else "")
+        )
+    if production is not None and candidate.inputs != production.inputs:
+        raise RegistryError(
+            f"candidate run {candidate.run_id}: feature schema differs from Production "
+            f"version {production.version.version if production.version else '?'} "
+            f"({_schema_difference(candidate.inputs, production.inputs)})"
+        )
+
+
+def _schema_difference(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> str:
+    by_name_a = {c.get("name"): c for c in a}
+    by_name_b = {c.get("name"): c for c in b}
+    for name in sorted(set(by_name_a) | set(by_name_b), key=str):
+        if by_name_a.get(name) != by_name_b.get(name):
+            left = by_name_a.get(name, {}).get("type", "absent")
+            right = by_name_b.get(name, {}).get("type", "absent")
+            return f"{name}: {left} vs {right}"
+    return "column order"
+
+
+def was_production(mlflow_client: MlflowClient, name: str, run_id: str) -> bool:
+    """True if a version of this run was Production before (promote's tags or stage history)."""
+    versions = mlflow_client.search_model_versions(f"name='{name}' and run_id='{run_id}'")
+    previous = registry.version_by_alias(mlflow_client, name, registry.PREVIOUS)
+    for version in versions:
+        tags = version.tags or {}
+        if "promoted_at" in tags or "promoted_by" in tags:
+            return True
+        if version.current_stage == "Archived":
+            return True
+        if previous is not None and previous.version == version.version:
+            return True
+    return False
+
+
+def _predict(model: Any, x: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
+    prediction = np.asarray(model.predict(x))
+    proba = np.asarray(model.predict_proba(x)) if hasattr(model, "predict_proba") else None
+    return prediction, proba
+
+
+def run_gate(card: ModelCard, *, mlflow_client: MlflowClient, tracking_uri: str) -> GateOutcome:
+    """Resolve, check, evaluate both models on the same recomputed rows, and decide."""
+    spec = load_spec(card.data.dataset)
+    check_policy(card, task=spec.task)
+    policy = card.promotion
+    name = card.model.name
+    run_id = card.model.candidate_run_id
+    if run_id is None:
+        raise ConfigError("model.candidate_run_id: not set; put the run ID of your candidate "
+                          "(printed by `mlops train`) in the card")
+    candidate = resolve_model(mlflow_client, run_id, what="candidate",
+                              uri=f"runs:/{run_id}/{MODEL_ARTIFACT}")
+    current = registry.production_version(mlflow_client, name)
+    production = None
+    if current is not None:
+        production = resolve_model(mlflow_client, str(current.run_id), version=current,
+                                   uri=f"models:/{name}/{current.version}", what="Production")
+    check_comparable(candidate, production, spec=spec)
+    former = policy.mode == "rollback" and was_production(mlflow_client, name, run_id)
+
+    data = prepare(spec, source=card.data.source, holdout_fraction=card.data.holdout_fraction)
+    x, y = data.x_holdout, data.y_holdout
+    truth = np.asarray(y)
+    models = {"candidate": mlflow.sklearn.load_model(candidate.uri)}
+    if production is not None:
+        models["production"] = mlflow.sklearn.load_model(production.uri)
+    predictions: dict[str, np.ndarray] = {}
+    probabilities: dict[str, np.ndarray | None] = {}
+    scores: dict[str, dict[str, float]] = {}
+    for role, model in models.items():
+        predictions[role], probabilities[role] = _predict(model, x)
+        scores[role] = evaluate(model, x, y, task=spec.task)
+
+    intervals: dict[str, Interval] = {}
+    if production is not None:
+        for metric in scores["candidate"]:
+            if supports(metric):
+                intervals[metric] = paired_bootstrap(
+                    metric, truth, predictions["candidate"], predictions["production"],
+                    resamples=policy.bootstrap_resamples, confidence=policy.confidence,
+                    seed=policy.seed)
+
+    cand_eval = Evaluation(run_id=run_id, version=None, metrics=scores["candidate"])
+    prod_eval = None if production is None or current is None else Evaluation(
+        run_id=production.run_id, version=current.version, metrics=scores["production"])
+    decision = decide(policy=policy, candidate=cand_eval, production=prod_eval,
+                      interval=intervals.get(policy.metric), former_production=former)
+    verdict = _verdict(card, decision, scores, intervals, candidate, production, data,
+                       tracking_uri)
+    classes = list(models["candidate"].classes_) if hasattr(models["candidate"], "classes_") \
+        else None
+    return GateOutcome(verdict=verdict, candidate=candidate, production=production, data=data,
+                       predictions=predictions, probabilities=probabilities, classes=classes)
+
+
+def _verdict(card: ModelCard, decision: Decision, scores: dict[str, dict[str, float]],
+             intervals: dict[str, Interval], candidate: ResolvedModel,
+             production: ResolvedModel | None, data: PreparedData,
+             tracking_uri: str) -> Verdict:
+    policy = card.promotion
+    rows: dict[str, MetricRow] = {}
+    for metric, value in scores["candidate"].items():
+        base = scores.get("production", {}).get(metric)
+        interval = intervals.get(metric)
+        rows[metric] = MetricRow(
+            candidate=value, production=base,
+            difference=None if base is None else value - base,
+            low=None if interval is None else interval.low,
+            high=None if interval is None else interval.high)
+    notes = []
+    hashes = {"candidate": candidate.data_hash,
+              "production": production.data_hash if production else None,
+              "evaluation": data.data_hash}
+    if production is not None and candidate.data_hash != production.data_hash:
+        notes.append(f"the two models were trained on data with different hashes "
+                     f"(candidate {candidate.data_hash}, Production {production.data_hash})")
+    if candidate.data_hash not in (None, data.data_hash):
+        notes.append(f"the candidate was trained on data with hash {candidate.data_hash}; "
+                     f"the data evaluated now has hash {data.data_hash}")
+    version = production.version if production is not None else None
+    return Verdict(
+        passed=decision.passed, mode=policy.mode, model_name=card.model.name,
+        metric=policy.metric, greater_is_better=policy.greater_is_better,
+        min_improvement=policy.min_improvement, confidence=policy.confidence,
+        resamples=policy.bootstrap_resamples, seed=policy.seed,
+        candidate_run_id=candidate.run_id,
+        production_version=version.version if version is not None else None,
+        production_run_id=production.run_id if production is not None else None,
+        improvement_bound=decision.improvement_bound, reasons=decision.reasons,
+        metrics=rows,
+        floors=decision.floors,
+        data_hashes=hashes, evaluated_rows=len(data.holdout), policy_hash=policy_hash(card),
+        tracking_uri=tracking_uri,
+        gated_at=now(), notes=tuple(notes),
+    )
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """Where `record_verdict` left the verdict (None: it left the run alone)."""
+
+    run_link: str | None
+    plot_path: str | None
+    markdown: str
+
+
+def record_verdict(mlflow_client: MlflowClient, outcome: GateOutcome) -> Recorded:
+    """Log the report, the verdict and the plot to the candidate run, and tag it.
+
+    A candidate that already is Production keeps the verdict that promoted it: the
+    new report is rendered but nothing is written to its run.
+    """
+    verdict = outcome.verdict
+    assert verdict.candidate_run_id is not None
+    if verdict.production_run_id == verdict.candidate_run_id:
+        return Recorded(run_link=None, plot_path=None, markdown=render(verdict))
+    plot_path = _log_plot(mlflow_client, outcome)
+    markdown = render(verdict, plot_path=plot_path)
+    run_id = verdict.candidate_run_id
+    mlflow_client.log_text(run_id, markdown, f"{registry.GATE_ARTIFACT_DIR}/report.md")
+    mlflow_client.log_dict(run_id, verdict.to_json(), f"{registry.GATE_ARTIFACT_DIR}/verdict.json")
+    mlflow_client.set_tag(run_id, registry.VERDICT_TAG, verdict.to_tag())
+    mlflow_client.set_tag(run_id, registry.PASSED_TAG, str(verdict.passed).lower())
+    return Recorded(run_link=registry.run_url(verdict.tracking_uri, run_id),
+                    plot_path=plot_path, markdown=markdown)
+
+
+def _log_plot(mlflow_client: MlflowClient, outcome: GateOutcome) -> str | None:
+    drawn = plot(task=outcome.data.spec.task, truth=outcome.data.y_holdout.to_numpy(),
+                 predictions=outcome.predictions, probabilities=outcome.probabilities,
+                 classes=outcome.classes)
+    if drawn is None:
+        return None
+    figure, name = drawn
+    path = f"{registry.GATE_ARTIFACT_DIR}/{name}"
+    assert outcome.verdict.candidate_run_id is not None
+    mlflow_client.log_figure(outcome.verdict.candidate_run_id, figure, path)
+    return path

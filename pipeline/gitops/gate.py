@@ -1,0 +1,126 @@
+"""The promotion gate's judgement: does the candidate beat Production by more than noise?
+
+`decide` is a pure function of the two evaluations, the bootstrap interval and the
+card's policy, so every rule can be tested on constructed numbers; the floors are
+checked here too. The shell that resolves the models, recomputes the rows and scores
+them is `pipeline.gitops.evaluation`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.gitops.card import PromotionPolicy
+from pipeline.gitops.stats import Interval
+from pipeline.stages.evaluate import GREATER_IS_BETTER
+
+# --- the pure core ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """One model scored on the held-out rows."""
+
+    run_id: str
+    version: str | None
+    metrics: dict[str, float]
+
+
+@dataclass(frozen=True)
+class FloorCheck:
+    metric: str
+    bound: float
+    value: float | None
+    greater_is_better: bool
+
+    @property
+    def ok(self) -> bool:
+        if self.value is None or not np.isfinite(self.value):
+            return False
+        return self.value >= self.bound if self.greater_is_better else self.value <= self.bound
+
+    def describe(self) -> str:
+        side = "at least" if self.greater_is_better else "at most"
+        if self.value is None:
+            return f"{self.metric} must be {side} {fmt(self.bound)} but was not computed"
+        state = "meets" if self.ok else "misses"
+        return (f"{self.metric} is {fmt(self.value)}, which {state} the floor "
+                f"({side} {fmt(self.bound)})")
+
+
+@dataclass(frozen=True)
+class Decision:
+    passed: bool
+    reasons: tuple[str, ...]
+    floors: tuple[FloorCheck, ...]
+    improvement_bound: float | None
+
+
+def fmt(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:,.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
+
+
+def check_floors(policy: PromotionPolicy, metrics: dict[str, float]) -> tuple[FloorCheck, ...]:
+    return tuple(
+        FloorCheck(metric=name, bound=bound, value=metrics.get(name),
+                   greater_is_better=GREATER_IS_BETTER[name])
+        for name, bound in sorted(policy.floors.items())
+    )
+
+
+def decide(*, policy: PromotionPolicy, candidate: Evaluation, production: Evaluation | None,
+           interval: Interval | None, former_production: bool) -> Decision:
+    """Pass only if every floor holds and the mode's test holds.
+
+    A candidate that already is Production (a pull request that leaves the model alone)
+    changes nothing: only the floors are checked, and promote will be a no-op.
+    improve: the pessimistic end of the interval of the improvement must be strictly
+    greater than `min_improvement`, so identical models never pass.
+    rollback: the candidate must have been Production before; no improvement test.
+    With no Production yet, the floors alone decide.
+    """
+    floors = check_floors(policy, candidate.metrics)
+    failures = [f"floor: {f.describe()}" for f in floors if not f.ok]
+    passes = [f"floor: {f.describe()}" for f in floors if f.ok]
+    bound: float | None = None
+    same = production is not None and production.run_id == candidate.run_id
+    if same and production is not None:
+        passes.append(f"the candidate run is already Production (version {production.version}): "
+                      "nothing changes, so only the floors are checked")
+    elif policy.mode == "rollback":
+        if former_production:
+            passes.append("rollback: the candidate was Production before; "
+                          "the improvement test is skipped")
+        else:
+            failures.append("rollback: the candidate run was never Production of this model, "
+                            "so it cannot be rolled back to")
+    elif production is None:
+        passes.append("no Production version yet: the candidate only has to meet the floors")
+    elif interval is not None:
+        bound = interval.improvement_bound(greater_is_better=policy.greater_is_better)
+        text = _improvement_sentence(policy, production, interval, bound)
+        (passes if bound > policy.min_improvement else failures).append(text)
+    failures_first = tuple(failures) if failures else tuple(passes)
+    return Decision(passed=not failures, reasons=failures_first, floors=floors,
+                    improvement_bound=bound)
+
+
+def _improvement_sentence(policy: PromotionPolicy, production: Evaluation,
+                          interval: Interval, bound: float) -> str:
+    better = "higher" if policy.greater_is_better else "lower"
+    level = f"{policy.confidence:.0%}"
+    head = (f"{policy.metric} ({better} is better): difference candidate - Production "
+            f"version {production.version} is {fmt(interval.difference)}, {level} interval "
+            f"[{fmt(interval.low)}, {fmt(interval.high)}]")
+    if bound > policy.min_improvement:
+        return (f"{head}; the improvement is at least {fmt(bound)}, "
+                f"which clears min_improvement {fmt(policy.min_improvement)}")
+    if interval.difference == 0 and interval.low == interval.high:
+        return f"{head}; the candidate predicts exactly like Production, so it is no improvement"
+    return (f"{head}; the improvement could be as small as {fmt(bound)}, which does not clear "
+            f"min_improvement {fmt(policy.min_improvement)}: not better than Production "
+            "by more than noise")

@@ -1,0 +1,175 @@
+"""GitHub: the Actions context (who, which commit, which PR) and the one sticky comment.
+
+`audit_from_env` reads what GitHub Actions sets (or local defaults, for the demo) into
+the `Audit` that promotion writes on a version. The gate's report carries a hidden
+marker; on every re-run the comment that holds it is edited instead of adding another
+one, so a PR shows one, current verdict.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from pipeline.errors import ConfigError, MlopsError
+from pipeline.stages.train import git_commit
+
+API_VERSION = "2022-11-28"
+_PAGE = 100
+_MAX_PAGES = 50
+
+
+@dataclass(frozen=True)
+class Audit:
+    """Who and what moved Production: written as tags on the promoted version."""
+
+    git_sha: str
+    pr_number: str
+    workflow_run_url: str
+    actor: str
+
+    def tags(self) -> dict[str, str]:
+        return {"git_sha": self.git_sha, "pr_number": self.pr_number,
+                "workflow_run_url": self.workflow_run_url, "actor": self.actor}
+
+
+_MERGE_MESSAGE = re.compile(r"Merge pull request #(\d+)|\(#(\d+)\)\s*$", re.MULTILINE)
+
+
+def pr_number_from_event(event: Mapping[str, Any]) -> str | None:
+    """The pull request of a GitHub event: the PR itself, or the one a push merged.
+
+    A push to main carries no PR number; GitHub's merge commit says "Merge pull request
+    #N" and a squash merge ends its title with "(#N)".
+    """
+    pull = event.get("pull_request")
+    if isinstance(pull, Mapping) and pull.get("number") is not None:
+        return str(pull["number"])
+    if event.get("number") is not None:
+        return str(event["number"])
+    head = event.get("head_commit")
+    message = head.get("message") if isinstance(head, Mapping) else None
+    if isinstance(message, str):
+        match = _MERGE_MESSAGE.search(message.splitlines()[0] if message else "")
+        if match:
+            return match.group(1) or match.group(2)
+    return None
+
+
+def read_event(env: Mapping[str, str]) -> dict[str, Any]:
+    path = env.get("GITHUB_EVENT_PATH")
+    if not path:
+        return {}
+    try:
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def audit_from_env(env: Mapping[str, str], *, git_sha: str | None = None,
+                   pr_number: str | None = None, run_url: str | None = None,
+                   actor: str | None = None) -> Audit:
+    """Options win, then GitHub Actions' variables, then local defaults (the demo)."""
+    url = run_url
+    if url is None and env.get("GITHUB_RUN_ID") and env.get("GITHUB_REPOSITORY"):
+        server = env.get("GITHUB_SERVER_URL", "https://github.com")
+        url = f"{server}/{env['GITHUB_REPOSITORY']}/actions/runs/{env['GITHUB_RUN_ID']}"
+    local_user = env.get("USER") or _login()
+    return Audit(
+        git_sha=git_sha or env.get("GITHUB_SHA") or git_commit(),
+        pr_number=pr_number or pr_number_from_event(read_event(env)) or "none",
+        workflow_run_url=url or "local",
+        actor=actor or env.get("GITHUB_ACTOR") or local_user or "unknown",
+    )
+
+
+def _login() -> str | None:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return None
+
+
+class GitHubError(MlopsError):
+    """GitHub's API refused or failed a call."""
+
+
+@dataclass(frozen=True)
+class Target:
+    api_url: str
+    repository: str
+    pr_number: str
+    token: str
+
+
+@dataclass(frozen=True)
+class CommentResult:
+    action: str  # "created" or "updated"
+    comment_id: int
+    url: str
+
+
+def target_from_env(env: Mapping[str, str], *, pr_number: str | None) -> Target:
+    """Where to comment, from the variables GitHub Actions sets and the job's token."""
+    token = env.get("GITHUB_TOKEN", "")
+    repository = env.get("GITHUB_REPOSITORY", "")
+    if not token:
+        raise ConfigError("GITHUB_TOKEN: not set; the workflow passes the job's token")
+    if not repository or "/" not in repository:
+        raise ConfigError("GITHUB_REPOSITORY: not set (expected owner/name)")
+    if not pr_number:
+        raise ConfigError("--pr: no pull request number (not a pull_request event?)")
+    return Target(api_url=env.get("GITHUB_API_URL", "https://api.github.com").rstrip("/"),
+                  repository=repository, pr_number=pr_number, token=token)
+
+
+def _headers(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}", "Accept": "application/vnd.github+json",
+            "X-GitHub-Api-Version": API_VERSION}
+
+
+def _check(response: requests.Response, what: str) -> Any:
+    if response.status_code >= 400:
+        raise GitHubError(f"GitHub API: {what} answered {response.status_code}")
+    return response.json()
+
+
+def find_comment(session: requests.Session, target: Target, marker: str) -> dict[str, Any] | None:
+    """The first comment on the PR whose body contains the marker."""
+    url = f"{target.api_url}/repos/{target.repository}/issues/{target.pr_number}/comments"
+    for page in range(1, _MAX_PAGES + 1):
+        response = session.get(url, headers=_headers(target.token), timeout=30,
+                               params={"per_page": _PAGE, "page": page})
+        comments = _check(response, "listing comments")
+        for comment in comments:
+            if marker in (comment.get("body") or ""):
+                return dict(comment)
+        if len(comments) < _PAGE:
+            return None
+    return None
+
+
+def upsert_comment(session: requests.Session, target: Target, *, body: str,
+                   marker: str) -> CommentResult:
+    """Edit the marked comment if there is one, else create it."""
+    if marker not in body:
+        body = f"{marker}\n{body}"
+    existing = find_comment(session, target, marker)
+    base = f"{target.api_url}/repos/{target.repository}/issues"
+    if existing is not None:
+        response = session.patch(f"{base}/comments/{existing['id']}", json={"body": body},
+                                 headers=_headers(target.token), timeout=30)
+        data = _check(response, "updating the comment")
+        return CommentResult("updated", int(data["id"]), str(data.get("html_url", "")))
+    response = session.post(f"{base}/{target.pr_number}/comments", json={"body": body},
+                            headers=_headers(target.token), timeout=30)
+    data = _check(response, "creating the comment")
+    return CommentResult("created", int(data["id"]), str(data.get("html_url", "")))

@@ -1,0 +1,194 @@
+"""Registry conventions on MLflow 3: the alias `production` is the source of truth.
+
+The stage "Production" is mirrored (archiving the previous one) for older clients,
+and `previous-production` remembers what to roll back to.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from typing import Any
+from urllib.parse import urlparse, urlsplit, urlunsplit
+
+import requests
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException, RestException
+from mlflow.tracking import MlflowClient
+
+from pipeline.errors import RegistryError
+from pipeline.stages import MODEL_ARTIFACT
+
+PRODUCTION = "production"
+PREVIOUS = "previous-production"
+STAGE = "Production"
+VERDICT_TAG = "mlops.gate.verdict"
+"""Run tag: the gate's verdict (`Verdict.to_tag`), what the reviewer saw on the PR."""
+PASSED_TAG = "mlops.gate.passed"
+GATE_ARTIFACT_DIR = "gate"
+"""Folder of the candidate run's artifacts where the gate logs its report and plot."""
+BOOTSTRAP_TAGS = {"promoted_by": "mlops train --promote (bootstrap)"}
+
+
+def check_reachable(tracking_uri: str, *, timeout: float = 5.0) -> None:
+    """Fail fast with one line instead of MLflow's minutes of retries."""
+    if urlparse(tracking_uri).scheme not in {"http", "https"}:
+        return
+    url = tracking_uri.rstrip("/") + "/health"
+    try:
+        requests.get(url, timeout=timeout)
+    except requests.RequestException as err:
+        raise RegistryError(
+            f"cannot reach the MLflow tracking server at {tracking_uri} "
+            f"({type(err).__name__}); start it with `make up` or set MLFLOW_TRACKING_URI"
+        ) from err
+
+
+def public_uri(tracking_uri: str) -> str:
+    """The tracking URI without credentials, fit for a link in a public comment or a log."""
+    parts = urlsplit(tracking_uri)
+    host = parts.hostname or ""
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, "", "")).rstrip("/")
+
+
+def run_url(tracking_uri: str, run_id: str) -> str:
+    """The run's page in the MLflow UI (the UI finds the experiment from the run)."""
+    return f"{public_uri(tracking_uri)}/#/runs/{run_id}"
+
+
+def client(tracking_uri: str) -> MlflowClient:
+    check_reachable(tracking_uri)
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+def is_missing(err: MlflowException) -> bool:
+    return err.error_code in {"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE"}
+
+
+def version_by_alias(mlflow: MlflowClient, name: str, alias: str) -> ModelVersion | None:
+    """The version an alias points at, or None when the model or alias does not exist."""
+    try:
+        return mlflow.get_model_version_by_alias(name, alias)
+    except RestException as err:
+        if is_missing(err):
+            return None
+        raise
+
+
+def production_version(mlflow: MlflowClient, name: str) -> ModelVersion | None:
+    return version_by_alias(mlflow, name, PRODUCTION)
+
+
+def find_version_of_run(mlflow: MlflowClient, name: str, run_id: str) -> ModelVersion | None:
+    """An existing version of `name` made from `run_id` (registering twice is a no-op)."""
+    versions = mlflow.search_model_versions(f"name='{name}' and run_id='{run_id}'")
+    ready = [v for v in versions if v.status == "READY"]
+    return min(ready, key=lambda v: int(v.version)) if ready else None
+
+
+def logged_model_id(mlflow: MlflowClient, run_id: str) -> str:
+    """The MLflow 3 LoggedModel that the run logged as `model`.
+
+    MLflow 3 stores models outside the run's artifact folder, so a version must be
+    created from `models:/<model_id>`, not from `runs:/<run_id>/model`.
+    """
+    run = mlflow.get_run(run_id)
+    found = mlflow.search_logged_models(
+        experiment_ids=[run.info.experiment_id],
+        filter_string=f"source_run_id = '{run_id}' AND name = '{MODEL_ARTIFACT}'",
+    )
+    if not found:
+        raise RegistryError(f"run {run_id} has no logged model named {MODEL_ARTIFACT!r}")
+    return str(max(found, key=lambda m: m.creation_timestamp).model_id)
+
+
+def register_run(mlflow: MlflowClient, name: str, run_id: str, *,
+                 wait_seconds: float = 120.0) -> ModelVersion:
+    """Register the run's model under `name`, reusing a version of the same run."""
+    existing = find_version_of_run(mlflow, name, run_id)
+    if existing is not None:
+        return existing
+    try:
+        mlflow.get_registered_model(name)
+    except RestException as err:
+        if not is_missing(err):
+            raise
+        mlflow.create_registered_model(name)
+    model_id = logged_model_id(mlflow, run_id)
+    version = mlflow.create_model_version(
+        name=name, source=f"models:/{model_id}", run_id=run_id, model_id=model_id
+    )
+    return _wait_ready(mlflow, name, version.version, wait_seconds)
+
+
+def _wait_ready(mlflow: MlflowClient, name: str, version: str, wait_seconds: float) -> ModelVersion:
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        current = mlflow.get_model_version(name, version)
+        if current.status == "READY":
+            return current
+        if current.status == "FAILED_REGISTRATION" or time.monotonic() > deadline:
+            raise RegistryError(f"model {name} version {version}: registration {current.status}")
+        time.sleep(0.5)
+
+
+def set_production(mlflow: MlflowClient, name: str, version: str,
+                   tags: dict[str, str] | None = None) -> ModelVersion:
+    """Point `production` at `version`, keep the old one as `previous-production`,
+    mirror the stage, tag, and read the alias back."""
+    current = production_version(mlflow, name)
+    for key, value in (tags or {}).items():
+        mlflow.set_model_version_tag(name, version, key, value)
+    if current is not None and current.version != version:
+        mlflow.set_registered_model_alias(name, PREVIOUS, current.version)
+    mlflow.set_registered_model_alias(name, PRODUCTION, version)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        mlflow.transition_model_version_stage(
+            name, version, STAGE, archive_existing_versions=True
+        )
+    after = production_version(mlflow, name)
+    if after is None or after.version != version:
+        raise RegistryError(f"model {name}: alias {PRODUCTION} did not move to version {version}")
+    return after
+
+
+def describe(mlflow: MlflowClient, name: str) -> dict[str, Any]:
+    """The registry's view of a model, as plain data for `mlops status`."""
+    production = production_version(mlflow, name)
+    previous = version_by_alias(mlflow, name, PREVIOUS)
+    state: dict[str, Any] = {"model": name, "production": None,
+                             "previous_production": previous.version if previous else None}
+    if production is not None and production.run_id:
+        run = mlflow.get_run(production.run_id)
+        state["production"] = {
+            "version": production.version,
+            "run_id": production.run_id,
+            "stage": production.current_stage,
+            "metrics": {k: v for k, v in sorted(run.data.metrics.items())
+                        if not k.startswith("cleanse_")},
+        }
+    return state
+
+
+def refuse_if_production_exists(mlflow: MlflowClient, name: str) -> None:
+    """Bootstrap is for the first model only; later ones go through the gate."""
+    current = production_version(mlflow, name)
+    if current is not None:
+        raise RegistryError(
+            f"{name} already has Production version {current.version}; "
+            "later models reach production through `mlops gate` and `mlops promote`"
+        )
+
+
+def bootstrap_production(mlflow: MlflowClient, name: str, run_id: str) -> ModelVersion:
+    """Register a run and make it the first Production version of a model that has none.
+
+    The check runs before and after registering: a second bootstrap racing this one,
+    or a promotion in between, makes this one refuse instead of moving Production.
+    """
+    refuse_if_production_exists(mlflow, name)
+    version = register_run(mlflow, name, run_id)
+    refuse_if_production_exists(mlflow, name)
+    return set_production(mlflow, name, version.version, tags=dict(BOOTSTRAP_TAGS))

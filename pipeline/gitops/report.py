@@ -1,0 +1,161 @@
+"""The gate's report: the PR comment, the job summary and what `mlops gate` prints.
+
+Verdict first, in plain words, then the evidence: every metric for both models with
+the difference and its bootstrap interval, the floors, the data hashes, and links to
+both runs. `render` is pure (a verdict in, markdown out); `plot` draws one figure
+(predicted vs actual for regression, ROC for classification) on the Agg canvas, with
+no pyplot state, for the shell to log to the candidate run.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pipeline.gitops.gate import fmt
+from pipeline.gitops.registry import run_url
+from pipeline.gitops.verdict import Verdict
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+MARKER = "<!-- mlops-gate-report -->"
+"""Hidden marker that finds the one sticky PR comment again on re-runs."""
+
+
+def render(verdict: Verdict, *, plot_path: str | None = None) -> str:
+    """Markdown for a person reviewing the pull request."""
+    head = "✅ **PASS**" if verdict.passed else "❌ **FAIL**"
+    against = (f"Production version {verdict.production_version}"
+               if verdict.production_version else "no Production version (first model)")
+    lines = [
+        MARKER,
+        f"## Promotion gate: {head}",
+        "",
+        f"Candidate run `{verdict.candidate_run_id}` vs {against} of "
+        f"`{verdict.model_name}`, mode `{verdict.mode}`, on {verdict.evaluated_rows:,} "
+        "held-out rows recomputed from the data.",
+        "",
+        "**Why it passed:**" if verdict.passed else "**Why it failed:**",
+        "",
+        *[f"- {reason}" for reason in verdict.reasons],
+        *([""] + [f"- ⚠️ {note}" for note in verdict.notes] if verdict.notes else []),
+        "",
+        _metric_table(verdict),
+        "",
+        _floor_table(verdict),
+        "",
+        "| data | hash |",
+        "|---|---|",
+        *[f"| {role} | `{value or 'n/a'}` |" for role, value in verdict.data_hashes.items()],
+        "",
+        f"- candidate run: {run_url(verdict.tracking_uri, str(verdict.candidate_run_id))}",
+    ]
+    if verdict.production_run_id:
+        link = run_url(verdict.tracking_uri, verdict.production_run_id)
+        lines.append(f"- Production run: {link}")
+    if plot_path:
+        lines.append(f"- plot: `{plot_path}` in the candidate run's artifacts")
+    lines += ["", f"<sub>paired bootstrap, {verdict.resamples:,} resamples, seed {verdict.seed}, "
+              f"policy hash `{verdict.policy_hash}`, gated at {verdict.gated_at}</sub>", ""]
+    return "\n".join(lines)
+
+
+def render_no_candidate(model_name: str) -> str:
+    return "\n".join([
+        MARKER, "## Promotion gate: ✅ **PASS** (nothing to gate)", "",
+        f"The card names no candidate run for `{model_name}`, so nothing would be promoted. "
+        "Put a run ID in `model.candidate_run_id` (`mlops propose RUN_ID`) to gate it.", "",
+    ])
+
+
+def render_gate_error(workflow_url: str) -> str:
+    where = f"the [workflow run]({workflow_url})" if workflow_url.startswith("http") else "the log"
+    return "\n".join([
+        MARKER, "## Promotion gate: ⚠️ **could not run**", "",
+        f"The gate stopped before a verdict (exit 2): {where} says why in one line. "
+        "A candidate cannot be promoted until the gate passes.", "",
+    ])
+
+
+def _metric_table(verdict: Verdict) -> str:
+    level = f"{verdict.confidence:.0%}"
+    rows = [f"| metric | candidate | Production | difference | {level} interval |",
+            "|---|---:|---:|---:|---|"]
+    for name, row in verdict.metrics.items():
+        star = " (primary)" if name == verdict.metric else ""
+        interval = (f"[{fmt(row.low)}, {fmt(row.high)}]" if row.low is not None else "n/a")
+        rows.append(f"| {name}{star} | {fmt(row.candidate)} | {fmt(row.production)} | "
+                    f"{fmt(row.difference)} | {interval} |")
+    return "\n".join(rows)
+
+
+def _floor_table(verdict: Verdict) -> str:
+    if not verdict.floors:
+        return "No floors are set in the card."
+    rows = ["| floor | bound | candidate | holds |", "|---|---:|---:|---|"]
+    for floor in verdict.floors:
+        side = "≥" if floor.greater_is_better else "≤"
+        rows.append(f"| {floor.metric} | {side} {fmt(floor.bound)} | "
+                    f"{fmt(floor.value)} | {'yes' if floor.ok else '**no**'} |")
+    return "\n".join(rows)
+
+
+def plot(*, task: str, truth: np.ndarray, predictions: dict[str, np.ndarray],
+         probabilities: dict[str, np.ndarray | None], classes: list[Any] | None
+         ) -> tuple[Figure, str] | None:
+    """Predicted vs actual (regression) or ROC (classification), or None if not drawable."""
+    # Imported here: matplotlib costs every other command start-up time it does not need.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6, 5), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.subplots()
+    if task == "regression":
+        for role, values in predictions.items():
+            axes.scatter(truth, values, s=3, alpha=0.35, label=role)
+        low, high = float(np.min(truth)), float(np.max(truth))
+        axes.plot([low, high], [low, high], color="black", linewidth=1, label="perfect")
+        axes.set(xlabel="actual", ylabel="predicted", title="Predicted vs actual (held out)")
+        axes.legend()
+        return figure, "predicted_vs_actual.png"
+    if classes is None or len(classes) != 2:
+        return _roc_one_vs_rest(figure, axes, truth, probabilities, classes)
+    drawn = False
+    for role, proba in probabilities.items():
+        if proba is None:
+            continue
+        fpr, tpr = _roc_curve(truth == classes[1], proba[:, 1])
+        axes.plot(fpr, tpr, label=role)
+        drawn = True
+    if not drawn:
+        return None
+    axes.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1)
+    axes.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (held out)")
+    axes.legend()
+    return figure, "roc.png"
+
+
+def _roc_one_vs_rest(figure: Figure, axes: Any, truth: np.ndarray,
+                     probabilities: dict[str, np.ndarray | None],
+                     classes: list[Any] | None) -> tuple[Figure, str] | None:
+    proba = probabilities.get("candidate")
+    if proba is None or classes is None:
+        return None
+    for index, label in enumerate(classes):
+        fpr, tpr = _roc_curve(truth == label, proba[:, index])
+        axes.plot(fpr, tpr, label=f"candidate: {label}")
+    axes.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1)
+    axes.set(xlabel="false positive rate", ylabel="true positive rate",
+             title="ROC one-vs-rest (held out)")
+    axes.legend(fontsize="small")
+    return figure, "roc.png"
+
+
+def _roc_curve(positive: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.metrics import roc_curve
+
+    fpr, tpr, _ = roc_curve(positive, score)
+    return fpr, tpr

@@ -1,0 +1,171 @@
+"""Paired bootstrap of a metric difference: is the candidate better by more than noise?
+
+Both models are scored on the same held-out rows, so each resample draws the same
+rows for both and the difference `metric(candidate) - metric(production)` keeps the
+pairing (most of the per-row noise cancels). Resampling is vectorized with numpy:
+the row indices of a block of resamples form one integer matrix, and each metric is
+computed for every resample at once from per-row quantities (squared errors, hits,
+per-class counts). Blocks keep memory bounded on large hold-out sets.
+
+The interval is the two-sided percentile interval at the card's confidence level;
+the gate's decision uses the end of that interval on the side of "worse", which is a
+one-sided test at level (1 - confidence) / 2: conservative by design.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.stages.evaluate import GREATER_IS_BETTER, metric_functions
+
+# Resamples computed per block: bounds memory at about BLOCK x rows x 8 bytes.
+_BLOCK_CELLS = 4_000_000
+
+BatchMetric = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+"""(y_true, y_pred, indices[resamples, rows]) -> metric value per resample."""
+
+
+@dataclass(frozen=True)
+class Interval:
+    """The observed difference (candidate - baseline) and its bootstrap interval."""
+
+    metric: str
+    difference: float
+    low: float
+    high: float
+    confidence: float
+    resamples: int
+
+    def improvement_bound(self, *, greater_is_better: bool) -> float:
+        """The pessimistic end of the interval, as an improvement (positive = better)."""
+        return self.low if greater_is_better else -self.high
+
+
+def _gather(values: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    gathered: np.ndarray = values[indices]
+    return gathered
+
+
+def _floats(values: object) -> np.ndarray:
+    return np.asarray(values, dtype=float)
+
+
+def _rmse(y: np.ndarray, p: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    squared = (y.astype(float) - p.astype(float)) ** 2
+    return _floats(np.sqrt(_gather(squared, idx).mean(axis=1)))
+
+
+def _mae(y: np.ndarray, p: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    absolute = np.abs(y.astype(float) - p.astype(float))
+    return _floats(_gather(absolute, idx).mean(axis=1))
+
+
+def _r2(y: np.ndarray, p: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    y = y.astype(float)
+    sse = _gather((y - p.astype(float)) ** 2, idx).sum(axis=1)
+    ys = _gather(y, idx)
+    sst = ((ys - ys.mean(axis=1, keepdims=True)) ** 2).sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # sklearn's convention for a constant target: 1 if perfect, else 0.
+        return _floats(np.where(sst > 0, 1.0 - sse / np.where(sst > 0, sst, 1.0),
+                                np.where(sse == 0, 1.0, 0.0)))
+
+
+def _accuracy(y: np.ndarray, p: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    return _floats(_gather((y == p).astype(float), idx).mean(axis=1))
+
+
+def _class_counts(y: np.ndarray, p: np.ndarray, idx: np.ndarray
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """True positives, true counts and predicted counts per (resample, class)."""
+    classes, codes = np.unique(np.concatenate([y, p]), return_inverse=True)
+    y_code, p_code = codes[: len(y)], codes[len(y):]
+    ys, ps = _gather(y_code, idx), _gather(p_code, idx)
+    k = len(classes)
+    shape = (idx.shape[0], k)
+    tp, true_n, pred_n = np.zeros(shape), np.zeros(shape), np.zeros(shape)
+    for c in range(k):
+        is_true, is_pred = ys == c, ps == c
+        tp[:, c] = (is_true & is_pred).sum(axis=1)
+        true_n[:, c] = is_true.sum(axis=1)
+        pred_n[:, c] = is_pred.sum(axis=1)
+    return tp, true_n, pred_n
+
+
+def _f1_macro(y: np.ndarray, p: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """sklearn's f1 macro with zero_division=0: over labels seen in y or p of the sample."""
+    tp, true_n, pred_n = _class_counts(y, p, idx)
+    denominator = true_n + pred_n
+    present = denominator > 0
+    f1 = np.where(present, 2 * tp / np.where(present, denominator, 1.0), 0.0)
+    return _floats(f1.sum(axis=1) / np.maximum(present.sum(axis=1), 1))
+
+
+def _balanced_accuracy(y: np.ndarray, p: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Mean recall over the classes present in the sample's true labels (as sklearn)."""
+    tp, true_n, _ = _class_counts(y, p, idx)
+    present = true_n > 0
+    recall = np.where(present, tp / np.where(present, true_n, 1.0), 0.0)
+    return _floats(recall.sum(axis=1) / np.maximum(present.sum(axis=1), 1))
+
+
+BATCH_METRICS: dict[str, BatchMetric] = {
+    "rmse": _rmse,
+    "mae": _mae,
+    "r2": _r2,
+    "accuracy": _accuracy,
+    "f1_macro": _f1_macro,
+    "balanced_accuracy": _balanced_accuracy,
+}
+
+
+def supports(metric: str) -> bool:
+    return metric in BATCH_METRICS
+
+
+def resample_indices(rows: int, resamples: int, *, seed: int) -> list[np.ndarray]:
+    """The row indices of every resample, in blocks; the same seed gives the same rows."""
+    rng = np.random.default_rng(seed)
+    per_block = max(1, _BLOCK_CELLS // max(rows, 1))
+    blocks = []
+    done = 0
+    while done < resamples:
+        size = min(per_block, resamples - done)
+        blocks.append(rng.integers(0, rows, size=(size, rows), dtype=np.int64))
+        done += size
+    return blocks
+
+
+def paired_bootstrap(metric: str, y_true: np.ndarray, candidate: np.ndarray,
+                     baseline: np.ndarray, *, resamples: int, confidence: float,
+                     seed: int) -> Interval:
+    """Bootstrap interval of metric(candidate) - metric(baseline) on paired rows."""
+    if metric not in BATCH_METRICS:
+        raise ValueError(f"no bootstrap for metric {metric!r}")
+    y, c, b = (np.asarray(a) for a in (y_true, candidate, baseline))
+    if not (len(y) == len(c) == len(b)) or len(y) == 0:
+        raise ValueError("y_true and both predictions must be non-empty and of equal length")
+    fn = BATCH_METRICS[metric]
+    diffs = np.concatenate([fn(y, c, idx) - fn(y, b, idx)
+                            for idx in resample_indices(len(y), resamples, seed=seed)])
+    alpha = 1.0 - confidence
+    low, high = np.quantile(diffs, [alpha / 2, 1 - alpha / 2])
+    point = _point(metric, y, c) - _point(metric, y, b)
+    return Interval(metric=metric, difference=point, low=float(low), high=float(high),
+                    confidence=confidence, resamples=resamples)
+
+
+def _point(metric: str, y: np.ndarray, p: np.ndarray) -> float:
+    for task in ("regression", "classification"):
+        functions = metric_functions(task)
+        if metric in functions:
+            return functions[metric](y, p)
+    raise ValueError(f"unknown metric {metric!r}")
+
+
+def improvement(difference: float, metric: str) -> float:
+    """A difference turned into an improvement: positive means the candidate is better."""
+    return difference if GREATER_IS_BETTER[metric] else -difference

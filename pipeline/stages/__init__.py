@@ -1,0 +1,10 @@
+"""The ML stages: datasets, data preparation, features, training, evaluation, batch scoring.
+
+Stages import nothing of ours but `pipeline.errors` and `pipeline.settings`: they know
+no registry conventions, no card and no HTTP, so the notebook, the DAGs and the CLI
+compose them the same way.
+"""
+
+MODEL_ARTIFACT = "model"
+"""The name a stage logs the model under in its run (`runs:/<run_id>/model`); kept here,
+light to import, because the registry conventions build on it."""

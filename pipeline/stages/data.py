@@ -1,0 +1,230 @@
+"""Data preparation: load, validate against the declared schema, cleanse, split.
+
+Each step is a pure function of a frame and the dataset's `DatasetSpec`; `prepare`
+wires them. The split is keyed on the rows themselves (a hash of their values), so
+the same rows are held out on every run and every machine, whatever the file order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pandas.api import types as ptypes
+
+from pipeline.errors import DataError
+from pipeline.stages.datasets import Column, DatasetSpec
+
+log = logging.getLogger(__name__)
+
+BUILTIN = "builtin"
+_HASH_BUCKETS = 10_000
+
+
+@dataclass
+class CleansingReport:
+    """How many rows each cleansing rule dropped or fixed, in the order applied."""
+
+    rows_in: int = 0
+    rows_out: int = 0
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def add(self, rule: str, count: int) -> None:
+        self.counts[rule] = self.counts.get(rule, 0) + int(count)
+        if count:
+            log.info("cleanse: %s affected %d rows", rule, count)
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    """The stage's output: train and held-out frames plus what was done to get them."""
+
+    spec: DatasetSpec
+    train: pd.DataFrame
+    holdout: pd.DataFrame
+    report: CleansingReport
+    data_hash: str
+
+    @property
+    def x_train(self) -> pd.DataFrame:
+        return self.train[self.spec.feature_names]
+
+    @property
+    def y_train(self) -> pd.Series:
+        return self.train[self.spec.target.name]
+
+    @property
+    def x_holdout(self) -> pd.DataFrame:
+        return self.holdout[self.spec.feature_names]
+
+    @property
+    def y_holdout(self) -> pd.Series:
+        return self.holdout[self.spec.target.name]
+
+
+def load(source: str, spec: DatasetSpec) -> pd.DataFrame:
+    """Read the raw data: the spec's built-in copy, a CSV/Parquet path, or an s3:// URI."""
+    if source == BUILTIN:
+        if spec.load_builtin is None:
+            raise DataError(f"data.source: dataset {spec.name!r} ships no built-in data")
+        return spec.load_builtin()
+    suffix = Path(source.split("?")[0]).suffix.lower()
+    if not source.startswith("s3://") and not Path(source).is_file():
+        raise DataError(f"data.source: no such file {source}")
+    try:
+        if suffix in {".parquet", ".pq"}:
+            frame = pd.read_parquet(source)
+        elif suffix in {".csv", ".txt", ".gz"}:
+            frame = pd.read_csv(source)
+        else:
+            raise DataError(f"data.source: {source} is neither .csv nor .parquet")
+    except pd.errors.EmptyDataError as err:
+        raise DataError(f"data.source: {source} is empty") from err
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as err:
+        raise DataError(f"data.source: cannot read {source}: {_first_line(err)}") from err
+    return frame
+
+
+def validate(frame: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
+    """Check names and dtypes; return the declared columns with canonical dtypes.
+
+    Numeric columns become float64 and categorical ones strings (missing stays
+    missing), so the model signature is the same whatever the file format.
+    """
+    if frame.empty:
+        raise DataError(f"dataset {spec.name!r}: the data has no rows")
+    missing = [c.name for c in spec.columns if c.name not in frame.columns]
+    if missing:
+        raise DataError(f"dataset {spec.name!r}: missing column(s) {', '.join(missing)}")
+    out = pd.DataFrame(index=frame.index)
+    for column in spec.columns:
+        out[column.name] = _canonical(frame[column.name], column)
+        if out[column.name].isna().all():
+            raise DataError(f"column {column.name!r}: every value is missing")
+    return out.reset_index(drop=True)
+
+
+def _canonical(values: pd.Series, column: Column) -> pd.Series:
+    if column.kind == "numeric":
+        if ptypes.is_bool_dtype(values) or not (
+            ptypes.is_numeric_dtype(values) or _is_textual(values)
+        ):
+            raise DataError(f"column {column.name!r}: expected numbers, found {values.dtype}")
+        numbers = pd.to_numeric(values, errors="coerce").astype("float64")
+        bad = numbers.isna() & values.notna()
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise DataError(
+                f"column {column.name!r}: expected numbers, {int(bad.sum())} value(s) are text "
+                f"(first at row {row + 1})"
+            )
+        return numbers
+    if ptypes.is_numeric_dtype(values) and not ptypes.is_bool_dtype(values):
+        raise DataError(f"column {column.name!r}: expected categories (text), found {values.dtype}")
+    return values.astype("object").where(values.notna(), None).map(
+        lambda v: v if v is None else str(v)
+    )
+
+
+def _is_textual(values: pd.Series) -> bool:
+    return bool(ptypes.is_object_dtype(values) or ptypes.is_string_dtype(values))
+
+
+def cleanse(frame: pd.DataFrame, spec: DatasetSpec) -> tuple[pd.DataFrame, CleansingReport]:
+    """Drop duplicates and rows without a valid target; blank invalid feature values.
+
+    Invalid feature values are blanked rather than dropped: the model's imputer fills
+    them, so one bad cell does not cost a whole row.
+    """
+    report = CleansingReport(rows_in=len(frame))
+    duplicated = frame.duplicated()
+    report.add("drop_duplicates", int(duplicated.sum()))
+    frame = frame.loc[~duplicated].copy()
+
+    target = spec.target.name
+    missing_target = frame[target].isna()
+    report.add("drop_missing_target", int(missing_target.sum()))
+    frame = frame.loc[~missing_target]
+    invalid_target = ~_valid(frame[target], spec.target)
+    report.add("drop_invalid_target", int(invalid_target.sum()))
+    frame = frame.loc[~invalid_target].copy()
+
+    for column in spec.features:
+        invalid = frame[column.name].notna() & ~_valid(frame[column.name], column)
+        report.add(f"blank_invalid_{column.name}", int(invalid.sum()))
+        frame.loc[invalid, column.name] = np.nan if column.kind == "numeric" else None
+        report.add(f"missing_{column.name}", int(frame[column.name].isna().sum()))
+        if frame[column.name].isna().all():
+            raise DataError(f"column {column.name!r}: no valid value left after cleansing")
+    if frame.empty:
+        raise DataError(f"dataset {spec.name!r}: no row left after cleansing")
+    report.rows_out = len(frame)
+    return frame.reset_index(drop=True), report
+
+
+def _valid(values: pd.Series, column: Column) -> pd.Series:
+    """True where a present value is inside the declared range or categories."""
+    if column.kind == "categorical":
+        if column.categories is None:
+            return pd.Series(True, index=values.index)
+        return values.isin(column.categories)
+    ok = pd.Series(True, index=values.index)
+    if column.min is not None:
+        ok &= values > column.min if column.min_exclusive else values >= column.min
+    if column.max is not None:
+        ok &= values <= column.max
+    return ok & np.isfinite(values)
+
+
+def row_keys(frame: pd.DataFrame) -> np.ndarray:
+    """A 64-bit hash of each row's values, stable across runs and machines."""
+    keys: np.ndarray = pd.util.hash_pandas_object(frame, index=False).to_numpy(dtype="uint64")
+    return keys
+
+
+def split(
+    frame: pd.DataFrame, *, holdout_fraction: float
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Hold out the rows whose value hash falls in the first `holdout_fraction` of buckets."""
+    if not 0.0 < holdout_fraction < 1.0:
+        raise DataError(f"data.holdout_fraction: {holdout_fraction} is not between 0 and 1")
+    buckets = row_keys(frame) % _HASH_BUCKETS
+    held_out = buckets < round(holdout_fraction * _HASH_BUCKETS)
+    train, holdout = frame.loc[~held_out], frame.loc[held_out]
+    if train.empty or holdout.empty:
+        raise DataError(
+            f"split: {len(train)} training and {len(holdout)} held-out rows; need both"
+        )
+    return train.reset_index(drop=True), holdout.reset_index(drop=True)
+
+
+def data_hash(frame: pd.DataFrame) -> str:
+    """A short content hash of the prepared data, logged with every run."""
+    digest = hashlib.sha256()
+    digest.update("\x1f".join(map(str, frame.columns)).encode())
+    digest.update(row_keys(frame).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def prepare(
+    spec: DatasetSpec, *, source: str = BUILTIN, holdout_fraction: float = 0.2
+) -> PreparedData:
+    """The whole data stage: load → validate → cleanse → split."""
+    raw = load(source, spec)
+    clean, report = cleanse(validate(raw, spec), spec)
+    train, holdout = split(clean, holdout_fraction=holdout_fraction)
+    log.info(
+        "data: %d rows in, %d after cleansing, %d train / %d held out",
+        report.rows_in, report.rows_out, len(train), len(holdout),
+    )
+    return PreparedData(spec=spec, train=train, holdout=holdout, report=report,
+                        data_hash=data_hash(clean))
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__

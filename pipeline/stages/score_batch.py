@@ -1,0 +1,166 @@
+"""Batch scoring: read a batch, score it in chunks, write it once.
+
+The scheduler (the Airflow inference DAG) only wires these functions; the rows are
+scored by a `Scorer` the caller passes in (the serving API's client, or a model in
+this process), so this stage knows no HTTP. Guarantees:
+
+- the scorer must be ready before any row is read or sent;
+- every input row gets exactly one score and the model version that produced it (a
+  model swapped mid-batch shows up as two versions, never as a silent mix);
+- the output of a logical date is written to a temporary file and renamed into place,
+  so re-running the same date replaces it and a failed run leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import fsspec
+import pandas as pd
+
+from pipeline.errors import DataError
+
+OUTPUT_FILE = "scores.parquet"
+SCORE_COLUMNS = ("prediction", "model_name", "model_version", "model_run_id")
+
+
+class Scorer(Protocol):
+    """What scores rows: `pipeline.serving_client.ServingClient` is one."""
+
+    def wait_ready(self) -> dict[str, Any]: ...
+
+    def score(self, rows: pd.DataFrame) -> tuple[list[Any], dict[str, str]]:
+        """Predictions for the rows, and the model that made them (name, version, run ID)."""
+        ...
+
+
+# --- the pure core ---------------------------------------------------------------------
+
+
+def chunk_bounds(rows: int, size: int) -> Iterator[tuple[int, int]]:
+    """[start, stop) of consecutive chunks covering `rows` rows."""
+    if size < 1:
+        raise ValueError("chunk size must be at least 1")
+    for start in range(0, rows, size):
+        yield start, min(start + size, rows)
+
+
+def select_features(frame: pd.DataFrame, features: Sequence[str] | None) -> pd.DataFrame:
+    """The columns the model takes, in its order; a missing one is the batch's fault."""
+    if features is None:
+        return frame
+    missing = [name for name in features if name not in frame.columns]
+    if missing:
+        raise DataError(f"batch: missing feature column(s) {', '.join(missing)}")
+    return frame[list(features)]
+
+
+def date_key(logical_date: dt.datetime) -> str:
+    """A file-system and S3 safe key of a logical date, in UTC: 20261127T000000Z."""
+    if logical_date.tzinfo is None:
+        raise ValueError("logical_date must be timezone-aware")
+    return logical_date.astimezone(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def output_location(output_dir: str, logical_date: dt.datetime) -> str:
+    """Where the scores of one logical date live: one file per date, replaced on re-runs."""
+    return f"{output_dir.rstrip('/')}/logical_date={date_key(logical_date)}/{OUTPUT_FILE}"
+
+
+# --- reading, scoring, writing -------------------------------------------------------------
+
+
+def read_batch(source: str) -> pd.DataFrame:
+    """A CSV or Parquet file, local or `s3://` (S3 needs s3fs and credentials)."""
+    if not source.strip():
+        raise DataError("batch: no input given (a CSV/Parquet path or an s3:// URI)")
+    suffix = Path(source.split("?")[0]).suffix.lower()
+    if not source.startswith("s3://") and not Path(source).is_file():
+        raise DataError(f"batch: no such file {source}")
+    if suffix not in {".parquet", ".pq", ".csv", ".gz", ".txt"}:
+        raise DataError(f"batch: {source} is neither .csv nor .parquet")
+    try:
+        # Through fsspec (s3fs for s3://), which any S3 protocol server accepts.
+        with fsspec.open(source, "rb", compression="infer") as handle:
+            if suffix in {".parquet", ".pq"}:
+                frame = pd.read_parquet(handle)
+            else:
+                frame = pd.read_csv(handle)
+    except pd.errors.EmptyDataError as err:
+        raise DataError(f"batch: {source} is empty") from err
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise DataError(f"batch: cannot read {source}: {first}") from err
+    if frame.empty:
+        raise DataError(f"batch: {source} has no rows")
+    return frame
+
+
+def score_frame(frame: pd.DataFrame, *, scorer: Scorer,
+                features: Sequence[str] | None = None, chunk_size: int = 500) -> pd.DataFrame:
+    """The input rows plus one prediction each and the model that produced it."""
+    inputs = select_features(frame, features)
+    parts: list[pd.DataFrame] = []
+    for start, stop in chunk_bounds(len(inputs), chunk_size):
+        predictions, model = scorer.score(inputs.iloc[start:stop])
+        part = pd.DataFrame({"prediction": predictions}, index=frame.index[start:stop])
+        for key, value in model.items():
+            part[key] = value
+        parts.append(part)
+    scores = pd.concat(parts)
+    out = frame.copy()
+    for column in SCORE_COLUMNS:
+        out[column] = scores[column]
+    return out.reset_index(drop=True)
+
+
+def write_scores(frame: pd.DataFrame, location: str) -> None:
+    """Write all-or-nothing: a temp file renamed into place (one PUT on S3, also atomic)."""
+    if location.startswith("s3://"):
+        with fsspec.open(location, "wb") as handle:
+            frame.to_parquet(handle, index=False)
+        return
+    path = Path(location)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        frame.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What the scoring task hands on by XCom: small, JSON-ready."""
+
+    output: str
+    rows: int
+    model_versions: list[str]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"output": self.output, "rows": self.rows, "model_versions": self.model_versions}
+
+
+def score_batch(*, source: str, output_dir: str, logical_date: dt.datetime, scorer: Scorer,
+                features: Sequence[str] | None = None, chunk_size: int = 500) -> BatchResult:
+    """The inference stage: ready check → read → score in chunks → one file for the date."""
+    scorer.wait_ready()
+    frame = read_batch(source)
+    scored = score_frame(frame, scorer=scorer, features=features, chunk_size=chunk_size)
+    location = output_location(output_dir, logical_date)
+    write_scores(scored, location)
+    versions = sorted(scored["model_version"].unique().tolist(), key=_version_order)
+    return BatchResult(output=location, rows=len(scored), model_versions=versions)
+
+
+def _version_order(version: str) -> tuple[int, str]:
+    return (int(version), "") if version.isdigit() else (10**9, version)
