@@ -113,23 +113,26 @@ infra-run: ## run pulumi COMMAND (preview|up|refresh|destroy) on STACK, non-inte
 
 CARD ?= model_card.yaml
 GATE_DIR ?= .mlops/gate
-WORKFLOWS := .github/workflows/pr.yml .github/workflows/promote.yml .github/workflows/drift.yml
+WORKFLOWS := .github/workflows/pr.yml .github/workflows/promote.yml .github/workflows/drift.yml \
+	.github/workflows/rollback.yml
+ROLLBACK_TO ?=
 
 .PHONY: gate
-gate: $(STAMP) ## gate the card's candidate vs Production (report and verdict in GATE_DIR)
-	@$(MLOPS) gate --card $(CARD) --report $(GATE_DIR)/report.md --json $(GATE_DIR)/verdict.json
+gate: $(STAMP) ## gate the card's candidate vs Production, read-only (report, verdict, plot in GATE_DIR)
+	@$(MLOPS) gate --card $(CARD) --report $(GATE_DIR)/report.md --json $(GATE_DIR)/verdict.json \
+		--plot $(GATE_DIR)/plot.png
 
 .PHONY: gate-comment
 gate-comment: $(STAMP) ## post or update the one sticky PR comment with the gate report
 	@$(MLOPS) pr-comment --report $(GATE_DIR)/report.md
 
 .PHONY: promote
-promote: $(STAMP) ## make the gated candidate Production (compare-and-set; re-run is a no-op)
+promote: $(STAMP) ## re-compute the gate and, on a pass, make the candidate Production (compare-and-set)
 	@$(MLOPS) promote --card $(CARD)
 
 .PHONY: rollback
-rollback: $(STAMP) ## break glass: move Production back to previous-production
-	@$(MLOPS) rollback --card $(CARD)
+rollback: $(STAMP) ## break glass: move Production back to previous-production (or ROLLBACK_TO=version)
+	@$(MLOPS) rollback --card $(CARD) $(if $(ROLLBACK_TO),--to $(ROLLBACK_TO))
 
 .PHONY: drift
 drift: $(STAMP) ## exit 1 when Production is not the run the card names
@@ -138,6 +141,7 @@ drift: $(STAMP) ## exit 1 when Production is not the run the card names
 .PHONY: workflow-lint
 workflow-lint: $(STAMP) ## lint pr.yml, promote.yml, drift.yml (zizmor, actionlint, schema)
 	@$(VENV)/bin/zizmor --offline --min-severity medium $(WORKFLOWS)
+	@$(VENV)/bin/zizmor --offline --persona auditor $(WORKFLOWS)
 	@$(VENV)/bin/actionlint $(WORKFLOWS)
 	@$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows $(WORKFLOWS)
 

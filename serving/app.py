@@ -93,6 +93,8 @@ class ModelStatus(BaseModel):
     last_reload_error: str | None
     last_reload_error_at: str | None
     features: list[str] | None
+    last_refusal: dict[str, str | None] | None = Field(
+        default=None, description="the last version refused before loading, and why")
 
 
 def create_app(store: ModelStore | None = None, *, settings: ServingSettings | None = None,

@@ -1,9 +1,11 @@
-"""Making a registry version ready to serve: resolve, download, load, warm up.
+"""Making a registry version ready to serve: resolve, download, verify, load, warm up.
 
-`registry_resolver` asks the registry which version an alias points at;
-`mlflow_loader` downloads that version's files, loads the model, builds the request
-schema from its signature and scores its input example through the request path.
-Anything that fails raises `LoadError` with one line, and the store keeps serving
+`registry_resolver` asks the registry which version an alias points at, and the
+manifest promotion recorded on it; `mlflow_loader` downloads that version's files,
+verifies them (`serving.modelfiles`: the manifest, data-only format, allowed types)
+before anything is deserialized, loads the model with skops, builds the request schema
+from its signature and scores its input example through the request path. A failure
+raises `LoadError` (a refusal: `Refused`) with one line, and the store keeps serving
 what it has.
 """
 
@@ -19,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from serving import scoring
+from serving import modelfiles, scoring
 from serving.schema import from_signature
 from serving.scoring import ModelRef
 
@@ -37,6 +39,22 @@ class LoadError(Exception):
     """A version could not be made ready; the message is one line."""
 
 
+class Refused(LoadError):
+    """A version failed a check before loading: it is never deserialized."""
+
+    def __init__(self, ref: ModelRef, refusal: modelfiles.ModelRefused) -> None:
+        super().__init__(f"refused: {refusal}")
+        self.version = ref.version
+        self.rule = refusal.rule
+        self.file = refusal.file
+        self.expected = refusal.expected
+        self.found = refusal.found
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {"version": self.version, "rule": self.rule, "file": self.file,
+                "expected": self.expected, "found": self.found, "reason": str(self)}
+
+
 Resolver = Callable[[], ModelRef]
 Loader = Callable[[ModelRef], scoring.LoadedModel]
 
@@ -50,7 +68,9 @@ def registry_resolver(tracking_uri: str, name: str, alias: str) -> Resolver:
     def resolve() -> ModelRef:
         version = client.get_model_version_by_alias(name, alias)
         return ModelRef(name=name, version=str(version.version), run_id=version.run_id,
-                        uri=f"models:/{name}/{version.version}")
+                        uri=f"models:/{name}/{version.version}",
+                        manifest=(version.tags or {}).get(modelfiles.MANIFEST_TAG),
+                        verify=True)
 
     return resolve
 
@@ -68,52 +88,65 @@ def pinned_ref(uri: str, name: str | None) -> ModelRef:
 
 
 def mlflow_loader(*, tracking_uri: str, max_rows: int) -> Loader:
-    """Download, load (the sklearn flavor directly when present), warm up, check."""
+    """Download, verify, load with skops, warm up."""
 
     def load(ref: ModelRef) -> scoring.LoadedModel:
-        import mlflow.artifacts
-        from mlflow.models import Model
-
         workdir = Path(tempfile.mkdtemp(prefix="serving-model-"))
         try:
-            local = mlflow.artifacts.download_artifacts(
-                artifact_uri=ref.uri, dst_path=str(workdir), tracking_uri=tracking_uri)
-            meta = Model.load(local)
-            predictor = _load_predictor(local, meta)
-            example = meta.load_input_example(local)
-            run_id = ref.run_id or meta.run_id
-        except Exception as err:
-            raise LoadError(f"cannot load: {one_line(err)}") from err
+            local = Path(_download(ref, workdir, tracking_uri))
+            checked = _check(ref, local)
+            model, example = _assemble(ref, checked, max_rows=max_rows)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-        model = scoring.LoadedModel(
-            info=ModelRef(name=ref.name, version=ref.version, run_id=run_id, uri=ref.uri),
-            loaded_at=_now(),
-            predictor=predictor,
-            schema=from_signature(meta.signature, max_rows=max_rows),
-            max_rows=max_rows,
-            example=example_records(example),
-        )
         warm_up(model, example)
         return model
 
     return load
 
 
-def _load_predictor(local: str, meta: Any) -> scoring.Predictor:
-    """The bare estimator when the sklearn flavor is there: no pyfunc wrapper per call.
+def _download(ref: ModelRef, workdir: Path, tracking_uri: str) -> str:
+    import mlflow.artifacts
 
-    `mlflow.sklearn.load_model` reads the skops trusted types recorded in MLmodel, so a
-    skops model loads with exactly the types its author trusted.
-    """
-    if "sklearn" in meta.flavors:
-        import mlflow.sklearn
+    try:
+        return str(mlflow.artifacts.download_artifacts(
+            artifact_uri=ref.uri, dst_path=str(workdir), tracking_uri=tracking_uri))
+    except Exception as err:
+        raise LoadError(f"cannot download: {one_line(err)}") from err
 
-        return SklearnPredictor(mlflow.sklearn.load_model(local))
-    import mlflow.pyfunc
 
-    model: scoring.Predictor = mlflow.pyfunc.load_model(local)
-    return model
+def _check(ref: ModelRef, local: Path) -> modelfiles.CheckedModel:
+    """Every check before deserializing; a version that must be verified needs a manifest."""
+    expected = modelfiles.parse_manifest(ref.manifest)
+    try:
+        if ref.verify and expected is None:
+            raise modelfiles.ModelRefused(
+                "manifest", f"version {ref.version} has no {modelfiles.MANIFEST_TAG} tag: "
+                "only versions recorded by `mlops promote` are served")
+        return modelfiles.check_model(local, expected_manifest=expected)
+    except modelfiles.ModelRefused as refusal:
+        raise Refused(ref, refusal) from None
+
+
+def _assemble(ref: ModelRef, checked: modelfiles.CheckedModel, *,
+              max_rows: int) -> tuple[scoring.LoadedModel, Any]:
+    from mlflow.models import Model  # MLmodel as YAML, and the input example as JSON
+
+    try:
+        meta = Model.load(str(checked.folder))
+        predictor = SklearnPredictor(modelfiles.load_sklearn(checked))
+        example = meta.load_input_example(str(checked.folder))
+    except Exception as err:
+        raise LoadError(f"cannot load: {one_line(err)}") from err
+    model = scoring.LoadedModel(
+        info=ModelRef(name=ref.name, version=ref.version, run_id=ref.run_id or meta.run_id,
+                      uri=ref.uri),
+        loaded_at=_now(),
+        predictor=predictor,
+        schema=from_signature(meta.signature, max_rows=max_rows),
+        max_rows=max_rows,
+        example=example_records(example),
+    )
+    return model, example
 
 
 class SklearnPredictor:

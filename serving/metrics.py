@@ -61,6 +61,9 @@ class StoreCollector(Collector):
                        store.reload_failures)
         yield _counter("serving_registry_failures", "Registry polls that failed",
                        store.registry_failures)
+        yield _counter("serving_model_refusals",
+                       "Versions refused before loading (manifest, format or types)",
+                       store.refusals)
         info = GaugeMetricFamily("serving_model_info", "The model being served (value 1)",
                                  labels=["name", "version", "run_id"])
         model = store.current

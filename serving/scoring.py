@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -41,6 +41,10 @@ class ModelRef:
     version: str | None
     run_id: str | None
     uri: str
+    manifest: str | None = field(default=None, compare=False, repr=False)
+    """The manifest tag promotion wrote on the version (JSON), checked before loading."""
+    verify: bool = field(default=False, compare=False)
+    """True for registry versions: without a manifest they are refused."""
 
     def ref(self) -> dict[str, str | None]:
         return {"name": self.name, "version": self.version, "run_id": self.run_id}

@@ -17,7 +17,15 @@ import time
 from typing import Any
 
 from serving import scoring
-from serving.loader import Loader, Resolver, mlflow_loader, one_line, pinned_ref, registry_resolver
+from serving.loader import (
+    Loader,
+    Refused,
+    Resolver,
+    mlflow_loader,
+    one_line,
+    pinned_ref,
+    registry_resolver,
+)
 from serving.settings import ServingSettings
 
 log = logging.getLogger("serving.store")
@@ -43,6 +51,8 @@ class ModelStore:
         self.reloads = 0
         self.reload_failures = 0
         self.registry_failures = 0
+        self.refusals = 0  # versions that failed verification (never deserialized)
+        self.last_refusal: dict[str, str | None] | None = None
         self._failed: dict[str, float] = {}  # version key → when it last failed to load
         self._lock = threading.Lock()  # one refresh at a time
         self._stop = threading.Event()
@@ -89,6 +99,9 @@ class ModelStore:
                 model = self._load(ref)
             except Exception as err:
                 self.reload_failures += 1
+                if isinstance(err, Refused):
+                    self.refusals += 1
+                    self.last_refusal = err.as_dict()
                 self._failed[ref.uri] = time.monotonic()
                 self._record_error(f"{ref.label}: {one_line(err)}")
                 log.warning("kept %s: %s failed to load: %s",
@@ -146,6 +159,7 @@ class ModelStore:
             "last_reload_error": self.last_error,
             "last_reload_error_at": self.last_error_at.isoformat() if self.last_error_at else None,
             "features": model.schema.names if model and model.schema else None,
+            "last_refusal": self.last_refusal,
         }
 
 

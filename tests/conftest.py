@@ -52,6 +52,11 @@ class TrackingServer:
     backend: str = "sqlite"
     stack: MysqlStack | None = None  # the mysql backend's services, for security tests
 
+    @property
+    def reader_env(self) -> dict[str, str]:
+        """The read-only user's environment (the PR gate's); no login on SQLite."""
+        return self.stack.reader_env() if self.stack is not None else dict(self.env)
+
 
 # Seconds each backend took to start, reported at the end of the session.
 STARTUP_SECONDS: dict[str, float] = {}

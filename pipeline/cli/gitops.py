@@ -11,30 +11,42 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import requests
 import typer
 from mlflow.tracking import MlflowClient
 
 from pipeline.cli.app import CardOption, app, say, settings_and_card, use_tracking_server
-from pipeline.errors import ConfigError, NegativeVerdict
+from pipeline.errors import ConfigError, NegativeVerdict, first_line
 from pipeline.gitops import registry
 from pipeline.gitops.card import ModelCard, policy_hash
 from pipeline.gitops.drift import check_drift
-from pipeline.gitops.evaluation import now, record_verdict, run_gate
+from pipeline.gitops.evaluation import draw_plot, now, record_verdict, run_gate
 from pipeline.gitops.github import (
     Audit,
+    GitHubError,
     audit_from_env,
+    comment_body,
     pr_number_from_event,
     read_event,
     target_from_env,
     upsert_comment,
 )
+from pipeline.gitops.github import session as github_session
 from pipeline.gitops.promote import promote, rollback
-from pipeline.gitops.report import MARKER, render_gate_error, render_no_candidate
+from pipeline.gitops.report import (
+    MARKER,
+    embedded_verdict,
+    render,
+    render_gate_error,
+    render_no_candidate,
+)
 from pipeline.gitops.verdict import Verdict, no_candidate
 from pipeline.settings import Settings
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 GitShaOption = Annotated[str | None, typer.Option(
     "--git-sha", help="commit to record (default: $GITHUB_SHA, else git HEAD)")]
@@ -59,8 +71,13 @@ def gate_command(
         "--report", help="write the markdown report here (it is printed too)")] = None,
     json_path: Annotated[Path | None, typer.Option(
         "--json", help="write the verdict as JSON here")] = None,
+    plot_path: Annotated[Path | None, typer.Option(
+        "--plot", help="write the plot (PNG) here, e.g. for the workflow's artifact")] = None,
+    record: Annotated[bool, typer.Option(
+        "--record", help="also log the report, verdict and plot to the candidate run "
+        "(needs write access; informational: promote recomputes the verdict)")] = False,
 ) -> None:
-    """Gate the card's candidate against Production on the same held-out rows.
+    """Gate the card's candidate against Production on the same held-out rows (read-only).
 
     Exit 0 pass, 1 fail (the report says why), 2 the gate could not run.
     """
@@ -78,13 +95,34 @@ def gate_command(
     say(f"gate: candidate run {card.model.candidate_run_id} for {card.model.name}")
     outcome = run_gate(card, mlflow_client=mlflow_client,
                        tracking_uri=settings.mlflow_tracking_uri)
-    recorded = record_verdict(mlflow_client, outcome)
-    if recorded.run_link is not None:
-        say(f"verdict tagged on the candidate run: {recorded.run_link}")
-    _publish(recorded.markdown, outcome.verdict, report=report, json_path=json_path)
+    drawn = draw_plot(outcome)
+    note = _save_plot(drawn, plot_path)
+    markdown = render(outcome.verdict, plot_note=note)
+    if record:
+        link = record_verdict(mlflow_client, outcome, markdown=markdown, drawn=drawn)
+        if link is not None:
+            say(f"report and verdict logged to the candidate run: {link}")
+    _publish(markdown, outcome.verdict, report=report, json_path=json_path)
     if not outcome.verdict.passed:
         raise NegativeVerdict(f"gate failed: {outcome.verdict.reasons[0]}")
     say("gate passed")
+
+
+def _save_plot(drawn: tuple[Figure, str] | None, path: Path | None) -> str | None:
+    """Write the plot; the note says where a reviewer finds it (the run's artifacts on CI)."""
+    if drawn is None or path is None:
+        return None
+    figure, name = drawn
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(path, format="png")
+    except OSError as err:
+        raise ConfigError(f"--plot {path}: cannot write ({err.strerror})") from err
+    where = audit_from_env(os.environ).workflow_run_url
+    if where.startswith("http"):
+        what = name.removesuffix(".png").replace("_", " ")
+        return f"{what} in the [workflow run's artifacts]({where})"
+    return f"`{path}`"
 
 
 def _publish(markdown: str, verdict: Verdict, *, report: Path | None,
@@ -137,17 +175,42 @@ def _audit(git_sha: str | None, pr: str | None, run_url: str | None,
 def promote_command(
     card_path: CardOption = None,
     verdict: Annotated[Path | None, typer.Option(
-        "--verdict", help="the gate's --json file (default: the verdict tagged on the run)")]
-    = None,
+        "--verdict", help="the PR's verdict to compare with (the gate's --json file; "
+        "default: the one in the PR's sticky comment, when GitHub is reachable)")] = None,
     git_sha: GitShaOption = None, pr: PrOption = None, run_url: RunUrlOption = None,
     actor: ActorOption = None,
 ) -> None:
-    """Make the card's gated candidate Production (compare-and-set; a re-run is a no-op)."""
-    verdict_file = _read_verdict(verdict) if verdict is not None else None
-    _, card, mlflow_client = _connect(card_path)
-    result = promote(mlflow_client, card, audit=_audit(git_sha, pr, run_url, actor),
-                     verdict_file=verdict_file)
+    """Re-compute the gate with this code and, if it passes, make the candidate Production.
+
+    Compare-and-set; a re-run is a no-op. Exit 1 when main's verdict fails.
+    """
+    settings, card, mlflow_client = _connect(card_path)
+    audit = _audit(git_sha, pr, run_url, actor)
+    reviewed = _read_verdict(verdict) if verdict is not None else _pr_verdict(audit.pr_number)
+    if reviewed is None:
+        say("promote: no PR verdict to compare with; main's own verdict decides")
+    say(f"promote: re-computing the gate for run {card.model.candidate_run_id} with this "
+        "code")
+    result = promote(mlflow_client, card, audit=audit, reviewed=reviewed,
+                     tracking_uri=settings.mlflow_tracking_uri)
+    for difference in result.differences:
+        say(f"promote: the PR's verdict and main's differ: {difference}")
     typer.echo(result.message)
+
+
+def _pr_verdict(pr_number: str) -> Verdict | None:
+    """The verdict embedded in the PR's sticky comment (the bot's own), if it can be read."""
+    env = dict(os.environ)
+    if not env.get("GITHUB_TOKEN") or not env.get("GITHUB_REPOSITORY") or pr_number == "none":
+        return None
+    try:
+        target = target_from_env(env, pr_number=pr_number)
+        with github_session() as http:
+            body = comment_body(http, target, MARKER)
+    except (ConfigError, GitHubError, requests.RequestException) as err:
+        say(f"promote: could not read the PR's verdict ({first_line(err)})")
+        return None
+    return embedded_verdict(body) if body else None
 
 
 @app.command("rollback")
@@ -201,7 +264,7 @@ def pr_comment_command(
     except OSError as err:
         raise ConfigError(f"--report {report}: cannot read ({err.strerror})") from err
     target = target_from_env(env, pr_number=pr or pr_number_from_event(read_event(env)))
-    with requests.Session() as session:
-        result = upsert_comment(session, target, body=body, marker=MARKER)
+    with github_session() as http:
+        result = upsert_comment(http, target, body=body, marker=MARKER)
     typer.echo(f"{result.action} comment {result.comment_id} on PR #{target.pr_number}"
                + (f": {result.url}" if result.url else ""))

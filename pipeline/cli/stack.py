@@ -34,8 +34,9 @@ def stack_up(
         state = f"started ({', '.join(names)})" if names else "already running"
         typer.echo(f"MLflow server on MariaDB with S3 artifacts and basic auth {state} at "
                    f"{stack.uri} (state in {stack.home})")
-        typer.echo(f"admin credentials for the CLI and the serving API: "
-                   f"source {stack.client_env_file}")
+        typer.echo(f"admin credentials (train, promote): source {stack.client_env_file}")
+        typer.echo(f"read-only credentials (gate, drift, serving): "
+                   f"source {stack.reader_env_file}")
         return
     service, command = mlflow_server(home=settings.mlops_home, host=host, port=port)
     started = service.start(command)

@@ -50,7 +50,8 @@ def train_command(
     say(f"logged run {result.run_id}: {link}")
     say(f"trained {estimator}: " + ", ".join(f"{k}={v:.4g}" for k, v in result.metrics.items()))
     if register:
-        version = (registry.bootstrap_production(mlflow_client, card.model.name, result.run_id)
+        version = (registry.bootstrap_production(mlflow_client, card.model.name, result.run_id,
+                                            tracking_uri=settings.mlflow_tracking_uri)
                    if promote else
                    registry.register_run(mlflow_client, card.model.name, result.run_id))
         summary["version"] = version.version

@@ -4,36 +4,41 @@
 comparable (task, feature schema), recomputes the held-out rows from the data (never
 trusting the metrics logged at training time), scores both models on them, bootstraps
 the paired differences and hands the numbers to the pure `gate.decide`. `record_verdict`
-writes the result to the candidate run, and never over the verdict of the run that is
-Production (a pull request that leaves the model alone must not rewrite its history).
+writes the result to the candidate run when asked (`mlops gate --record`): the PR's
+gate runs read-only, and promote recomputes the verdict rather than trusting a tag.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import tempfile
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.entities import Run
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
-from mlflow.models.model import ModelInfo
+from mlflow.models import Model
 from mlflow.tracking import MlflowClient
 
 from pipeline.errors import ConfigError, RegistryError
 from pipeline.gitops import registry
 from pipeline.gitops.card import ModelCard, check_policy, policy_hash
 from pipeline.gitops.gate import Decision, Evaluation, decide
-from pipeline.gitops.report import plot, render
+from pipeline.gitops.report import plot
 from pipeline.gitops.stats import Interval, paired_bootstrap, supports
 from pipeline.gitops.verdict import MetricRow, Verdict
 from pipeline.stages import MODEL_ARTIFACT
 from pipeline.stages.data import PreparedData, prepare
 from pipeline.stages.datasets import DatasetSpec, load_spec
 from pipeline.stages.evaluate import evaluate
+from serving import modelfiles
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def now() -> str:
@@ -42,10 +47,13 @@ def now() -> str:
 
 @dataclass(frozen=True)
 class ResolvedModel:
+    """A model's run, and its files downloaded and checked (nothing deserialized yet)."""
+
     run: Run
     uri: str
-    info: ModelInfo
+    info: Model
     version: ModelVersion | None
+    checked: modelfiles.CheckedModel
 
     @property
     def run_id(self) -> str:
@@ -73,8 +81,14 @@ class GateOutcome:
 
 
 def resolve_model(mlflow_client: MlflowClient, run_id: str, *, uri: str, what: str,
+                  workdir: Path, tracking_uri: str,
                   version: ModelVersion | None = None) -> ResolvedModel:
-    """A finished run with a model and a signature; anything else is one line, exit 2."""
+    """A finished run whose model passes the data-only checks; anything else is one line.
+
+    The files are downloaded once, hashed, checked and later loaded from the same
+    folder, so the bytes that were evaluated are the bytes that were hashed. A registry
+    version with a recorded manifest must still match it.
+    """
     try:
         run = mlflow_client.get_run(run_id)
     except MlflowException as err:
@@ -86,12 +100,23 @@ def resolve_model(mlflow_client: MlflowClient, run_id: str, *, uri: str, what: s
     if run.info.status != "FINISHED":
         raise RegistryError(f"{what} run {run_id}: status {run.info.status}, expected FINISHED")
     try:
-        info = mlflow.models.get_model_info(uri)
-    except (MlflowException, OSError) as err:
-        raise RegistryError(f"{what} run {run_id}: no model at {uri}") from err
+        folder = registry.download_model(uri, workdir / what, tracking_uri=tracking_uri)
+    except RegistryError as err:
+        raise RegistryError(f"{what} run {run_id}: {err}") from err
+    expected = registry.recorded_manifest(version) if version is not None else None
+    try:
+        checked = modelfiles.check_model(folder, expected_manifest=expected)
+    except modelfiles.ModelRefused as err:
+        raise RegistryError(f"{what} run {run_id}: model refused: {err}") from err
+    info = Model.load(str(folder))  # MLmodel as YAML: the signature
     if info.signature is None or info.signature.inputs is None:
         raise RegistryError(f"{what} run {run_id}: the model at {uri} has no signature")
-    return ResolvedModel(run=run, uri=uri, info=info, version=version)
+    return ResolvedModel(run=run, uri=uri, info=info, version=version, checked=checked)
+
+
+def load(model: ResolvedModel) -> Any:
+    """The checked model's estimator, read by skops trusting only allowed types."""
+    return modelfiles.load_sklearn(model.checked)
 
 
 def check_comparable(candidate: ResolvedModel, production: ResolvedModel | None, *,
@@ -136,7 +161,7 @@ def was_production(mlflow_client: MlflowClient, name: str, run_id: str) -> bool:
     previous = registry.version_by_alias(mlflow_client, name, registry.PREVIOUS)
     for version in versions:
         tags = version.tags or {}
-        if "promoted_at" in tags or "promoted_by" in tags:
+        if any(marker in tags for marker in registry.AUDIT_MARKERS):
             return True
         if version.current_stage == "Archived":
             return True
@@ -161,22 +186,27 @@ def run_gate(card: ModelCard, *, mlflow_client: MlflowClient, tracking_uri: str)
     if run_id is None:
         raise ConfigError("model.candidate_run_id: not set; put the run ID of your candidate "
                           "(printed by `mlops train`) in the card")
-    candidate = resolve_model(mlflow_client, run_id, what="candidate",
-                              uri=f"runs:/{run_id}/{MODEL_ARTIFACT}")
-    current = registry.production_version(mlflow_client, name)
-    production = None
-    if current is not None:
-        production = resolve_model(mlflow_client, str(current.run_id), version=current,
-                                   uri=f"models:/{name}/{current.version}", what="Production")
-    check_comparable(candidate, production, spec=spec)
+    with tempfile.TemporaryDirectory(prefix="mlops-gate-") as tmp:
+        workdir = Path(tmp)
+        candidate = resolve_model(mlflow_client, run_id, what="candidate",
+                                  uri=f"runs:/{run_id}/{MODEL_ARTIFACT}", workdir=workdir,
+                                  tracking_uri=tracking_uri)
+        current = registry.production_version(mlflow_client, name)
+        production = None
+        if current is not None:
+            production = resolve_model(mlflow_client, str(current.run_id), version=current,
+                                       uri=f"models:/{name}/{current.version}",
+                                       what="Production", workdir=workdir,
+                                       tracking_uri=tracking_uri)
+        check_comparable(candidate, production, spec=spec)
+        models = {"candidate": load(candidate)}
+        if production is not None:
+            models["production"] = load(production)
     former = policy.mode == "rollback" and was_production(mlflow_client, name, run_id)
 
     data = prepare(spec, source=card.data.source, holdout_fraction=card.data.holdout_fraction)
     x, y = data.x_holdout, data.y_holdout
     truth = np.asarray(y)
-    models = {"candidate": mlflow.sklearn.load_model(candidate.uri)}
-    if production is not None:
-        models["production"] = mlflow.sklearn.load_model(production.uri)
     predictions: dict[str, np.ndarray] = {}
     probabilities: dict[str, np.ndarray | None] = {}
     scores: dict[str, dict[str, float]] = {}
@@ -227,6 +257,10 @@ def _verdict(card: ModelCard, decision: Decision, scores: dict[str, dict[str, fl
     if production is not None and candidate.data_hash != production.data_hash:
         notes.append(f"the two models were trained on data with different hashes "
                      f"(candidate {candidate.data_hash}, Production {production.data_hash})")
+    if production is not None and production.version is not None and \
+            registry.recorded_manifest(production.version) is None:
+        notes.append(f"Production version {production.version.version} has no recorded "
+                     "manifest: its files could not be checked against what was promoted")
     if candidate.data_hash not in (None, data.data_hash):
         notes.append(f"the candidate was trained on data with hash {candidate.data_hash}; "
                      f"the data evaluated now has hash {data.data_hash}")
@@ -244,48 +278,34 @@ def _verdict(card: ModelCard, decision: Decision, scores: dict[str, dict[str, fl
         floors=decision.floors,
         data_hashes=hashes, evaluated_rows=len(data.holdout), policy_hash=policy_hash(card),
         tracking_uri=tracking_uri,
-        gated_at=now(), notes=tuple(notes),
+        gated_at=now(), notes=tuple(notes), manifest=candidate.checked.manifest,
     )
 
 
-@dataclass(frozen=True)
-class Recorded:
-    """Where `record_verdict` left the verdict (None: it left the run alone)."""
-
-    run_link: str | None
-    plot_path: str | None
-    markdown: str
+def draw_plot(outcome: GateOutcome) -> tuple[Figure, str] | None:
+    """Predicted vs actual (regression) or ROC (classification) of the gate's rows."""
+    return plot(task=outcome.data.spec.task, truth=outcome.data.y_holdout.to_numpy(),
+                predictions=outcome.predictions, probabilities=outcome.probabilities,
+                classes=outcome.classes)
 
 
-def record_verdict(mlflow_client: MlflowClient, outcome: GateOutcome) -> Recorded:
-    """Log the report, the verdict and the plot to the candidate run, and tag it.
+def record_verdict(mlflow_client: MlflowClient, outcome: GateOutcome, *, markdown: str,
+                   drawn: tuple[Figure, str] | None) -> str | None:
+    """`mlops gate --record`: the report, verdict and plot on the candidate run (needs write).
 
-    A candidate that already is Production keeps the verdict that promoted it: the
-    new report is rendered but nothing is written to its run.
+    Informational only (promote trusts none of it). A candidate that already is
+    Production keeps what its promotion recorded: nothing is written, None is returned.
     """
     verdict = outcome.verdict
     assert verdict.candidate_run_id is not None
     if verdict.production_run_id == verdict.candidate_run_id:
-        return Recorded(run_link=None, plot_path=None, markdown=render(verdict))
-    plot_path = _log_plot(mlflow_client, outcome)
-    markdown = render(verdict, plot_path=plot_path)
+        return None
     run_id = verdict.candidate_run_id
-    mlflow_client.log_text(run_id, markdown, f"{registry.GATE_ARTIFACT_DIR}/report.md")
-    mlflow_client.log_dict(run_id, verdict.to_json(), f"{registry.GATE_ARTIFACT_DIR}/verdict.json")
+    folder = registry.GATE_ARTIFACT_DIR
+    mlflow_client.log_text(run_id, markdown, f"{folder}/report.md")
+    mlflow_client.log_dict(run_id, verdict.to_json(), f"{folder}/verdict.json")
+    if drawn is not None:
+        mlflow_client.log_figure(run_id, drawn[0], f"{folder}/{drawn[1]}")
     mlflow_client.set_tag(run_id, registry.VERDICT_TAG, verdict.to_tag())
     mlflow_client.set_tag(run_id, registry.PASSED_TAG, str(verdict.passed).lower())
-    return Recorded(run_link=registry.run_url(verdict.tracking_uri, run_id),
-                    plot_path=plot_path, markdown=markdown)
-
-
-def _log_plot(mlflow_client: MlflowClient, outcome: GateOutcome) -> str | None:
-    drawn = plot(task=outcome.data.spec.task, truth=outcome.data.y_holdout.to_numpy(),
-                 predictions=outcome.predictions, probabilities=outcome.probabilities,
-                 classes=outcome.classes)
-    if drawn is None:
-        return None
-    figure, name = drawn
-    path = f"{registry.GATE_ARTIFACT_DIR}/{name}"
-    assert outcome.verdict.candidate_run_id is not None
-    mlflow_client.log_figure(outcome.verdict.candidate_run_id, figure, path)
-    return path
+    return registry.run_url(verdict.tracking_uri, run_id)

@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
 
 from pipeline.errors import ConfigError, MlopsError
 from pipeline.stages.train import git_commit
@@ -102,12 +104,42 @@ class GitHubError(MlopsError):
     """GitHub's API refused or failed a call."""
 
 
+BOT_LOGIN = "github-actions[bot]"
+"""Who writes the sticky comment: the identity of the workflow's GITHUB_TOKEN."""
+
+
 @dataclass(frozen=True)
 class Target:
     api_url: str
     repository: str
     pr_number: str
     token: str
+    author: str = BOT_LOGIN
+
+
+class GitHubRetry(Retry):
+    """urllib3's retry, plus GitHub's secondary rate limit: a 403 that says Retry-After."""
+
+    def is_retry(self, method: str, status_code: int, has_retry_after: bool = False) -> bool:
+        if status_code == 403 and has_retry_after and self.total:
+            return True
+        return bool(super().is_retry(method, status_code, has_retry_after))
+
+
+def session(*, retries: int = 4, backoff: float = 1.0) -> requests.Session:
+    """A session that retries 5xx, 429 and rate-limit 403s with backoff (Retry-After wins).
+
+    POST is retried too: a comment created twice is the lesser evil next to a verdict
+    that never shows, and the next run edits the first one found.
+    """
+    retry = GitHubRetry(total=retries, backoff_factor=backoff, respect_retry_after_header=True,
+                        status_forcelist=(429, 500, 502, 503, 504),
+                        allowed_methods=frozenset({"GET", "POST", "PATCH"}),
+                        raise_on_status=False)
+    http = requests.Session()
+    http.mount("https://", HTTPAdapter(max_retries=retry))
+    http.mount("http://", HTTPAdapter(max_retries=retry))
+    return http
 
 
 @dataclass(frozen=True)
@@ -128,7 +160,8 @@ def target_from_env(env: Mapping[str, str], *, pr_number: str | None) -> Target:
     if not pr_number:
         raise ConfigError("--pr: no pull request number (not a pull_request event?)")
     return Target(api_url=env.get("GITHUB_API_URL", "https://api.github.com").rstrip("/"),
-                  repository=repository, pr_number=pr_number, token=token)
+                  repository=repository, pr_number=pr_number, token=token,
+                  author=env.get("MLOPS_COMMENT_AUTHOR") or BOT_LOGIN)
 
 
 def _headers(token: str) -> dict[str, str]:
@@ -143,14 +176,19 @@ def _check(response: requests.Response, what: str) -> Any:
 
 
 def find_comment(session: requests.Session, target: Target, marker: str) -> dict[str, Any] | None:
-    """The first comment on the PR whose body contains the marker."""
+    """The first comment on the PR by the workflow's bot whose body holds the marker.
+
+    Comments by anyone else are never edited nor read, whatever they contain: a user
+    who pastes the marker cannot hijack the verdict or make the job fail with 403.
+    """
     url = f"{target.api_url}/repos/{target.repository}/issues/{target.pr_number}/comments"
     for page in range(1, _MAX_PAGES + 1):
         response = session.get(url, headers=_headers(target.token), timeout=30,
                                params={"per_page": _PAGE, "page": page})
         comments = _check(response, "listing comments")
         for comment in comments:
-            if marker in (comment.get("body") or ""):
+            author = (comment.get("user") or {}).get("login")
+            if author == target.author and marker in (comment.get("body") or ""):
                 return dict(comment)
         if len(comments) < _PAGE:
             return None
@@ -173,3 +211,9 @@ def upsert_comment(session: requests.Session, target: Target, *, body: str,
                             headers=_headers(target.token), timeout=30)
     data = _check(response, "creating the comment")
     return CommentResult("created", int(data["id"]), str(data.get("html_url", "")))
+
+
+def comment_body(session: requests.Session, target: Target, marker: str) -> str | None:
+    """The body of the bot's sticky comment on the PR, if there is one."""
+    found = find_comment(session, target, marker)
+    return None if found is None else str(found.get("body") or "")

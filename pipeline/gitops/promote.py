@@ -1,30 +1,41 @@
-"""Promotion and rollback on the registry: compare-and-set, audited, idempotent.
+"""Promotion and rollback on the registry: reviewed code decides, compare-and-set, audited.
 
-Where the verdict comes from: `mlops gate` tags the candidate run with a compact
-verdict (`mlops.gate.verdict`: passed, the Production version it compared against,
-the hash of the card's policy). On main after the merge, `mlops promote` reads the
-card, then that tag from the candidate run: nothing is carried between workflows,
-and a run that was never gated, failed, or was gated under another policy is refused.
+Who decides: `mlops promote` runs on main, with main's (reviewed) code, in the only job
+that holds write credentials. It re-computes the gate's verdict for the card's
+candidate against the current Production (`evaluation.run_gate`: same seeded
+bootstrap, same rows) and promotes only if that verdict passes. The verdict of the pull
+request (its --json file, or the one embedded in the sticky comment) is what the
+reviewer saw: promote compares the two and says which figure changed, and refuses when
+the candidate's files are no longer the ones the PR's gate evaluated. Nothing a run's
+tags say is trusted.
+
+The bytes: the verdict carries the SHA-256 of every file of the candidate's model as
+evaluated; after registering, the version's files must hash the same, and that
+manifest is written on the version before the alias moves, so the server can verify it
+before loading. The audit tags (and the verdict promote computed) are written after the
+move: a version carries them only once it really was Production.
 
 Compare-and-set: the promotion proceeds only while `production` still points at the
-version the gate compared against (or there is still none). MLflow has no atomic
-alias swap, so the check runs right before the move and the promote workflow runs in
-one constant concurrency group: promotions never overlap.
+version the verdict compared against (or there is still none). MLflow has no atomic
+alias swap, so the check runs right before the move, and promote and rollback share one
+concurrency group in the workflows: registry writes never overlap.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import math
 from dataclasses import dataclass
 
-from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from pipeline.errors import RegistryError
+from pipeline.errors import NegativeVerdict, RegistryError
 from pipeline.gitops import registry
-from pipeline.gitops.card import ModelCard, policy_hash
+from pipeline.gitops.card import ModelCard
+from pipeline.gitops.evaluation import run_gate
 from pipeline.gitops.github import Audit
 from pipeline.gitops.verdict import Verdict
+from serving import modelfiles
 
 
 @dataclass(frozen=True)
@@ -33,29 +44,54 @@ class PromoteResult:
     version: str
     previous: str | None
     message: str
+    verdict: Verdict | None = None
+    differences: tuple[str, ...] = ()
 
 
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
-def read_verdict_tag(run: Run) -> Verdict | None:
-    """The verdict the gate left on a run, or None when it was never gated (or it is junk)."""
-    raw = run.data.tags.get(registry.VERDICT_TAG)
-    if raw is None:
-        return None
-    try:
-        return Verdict.from_tag(raw)
-    except (ValueError, TypeError, KeyError):
-        return None
+def differences(reviewed: Verdict, recomputed: Verdict) -> tuple[str, ...]:
+    """What changed between the PR's verdict and main's, in words (empty: they agree)."""
+    found: list[str] = []
+
+    def differ(what: str, before: object, after: object) -> None:
+        same = (math.isclose(before, after, rel_tol=1e-9, abs_tol=1e-12)
+                if isinstance(before, float) and isinstance(after, float) else before == after)
+        if not same:
+            found.append(f"{what}: {before} on the PR, {after} on main")
+
+    differ("candidate run", reviewed.candidate_run_id, recomputed.candidate_run_id)
+    differ("verdict", "pass" if reviewed.passed else "fail",
+           "pass" if recomputed.passed else "fail")
+    differ("Production version compared with", reviewed.production_version,
+           recomputed.production_version)
+    differ("policy hash", reviewed.policy_hash, recomputed.policy_hash)
+    differ("evaluated rows", reviewed.evaluated_rows, recomputed.evaluated_rows)
+    differ("evaluation data hash", reviewed.data_hashes.get("evaluation"),
+           recomputed.data_hashes.get("evaluation"))
+    for metric in sorted(set(reviewed.metrics) | set(recomputed.metrics)):
+        before, after = reviewed.metrics.get(metric), recomputed.metrics.get(metric)
+        if before is None or after is None:
+            differ(f"metric {metric}", before is not None, after is not None)
+            continue
+        differ(f"{metric} of the candidate", before.candidate, after.candidate)
+        differ(f"{metric} of Production", before.production, after.production)
+        differ(f"{metric} interval low", before.low, after.low)
+        differ(f"{metric} interval high", before.high, after.high)
+    changed = modelfiles.first_difference(reviewed.manifest, recomputed.manifest)
+    if changed is not None:
+        found.append(f"model file {changed[0]}: sha256 {(changed[1] or 'none')[:12]} on the "
+                     f"PR, {(changed[2] or 'none')[:12]} on main")
+    return tuple(found)
 
 
-def promote(mlflow_client: MlflowClient, card: ModelCard, *, audit: Audit,
-            verdict_file: Verdict | None = None) -> PromoteResult:
-    """Make the card's candidate Production if its passing verdict is still current.
+def promote(mlflow_client: MlflowClient, card: ModelCard, *, audit: Audit, tracking_uri: str,
+            reviewed: Verdict | None = None) -> PromoteResult:
+    """Make the card's candidate Production if main's own verdict passes, compare-and-set.
 
-    The verdict is the one the gate tagged on the run, or `verdict_file` (the gate's
-    --json output) when given; either way it must be for this run and this policy.
+    `reviewed` is the PR's verdict, when there is one to compare with.
     """
     name = card.model.name
     run_id = card.model.candidate_run_id
@@ -65,49 +101,64 @@ def promote(mlflow_client: MlflowClient, card: ModelCard, *, audit: Audit,
                              previous=None,
                              message=f"the card names no candidate run for {name}: "
                                      "nothing to promote")
-    run = mlflow_client.get_run(run_id)
     if current is not None and current.run_id == run_id:
         return PromoteResult(changed=False, version=current.version, previous=None,
                              message=f"{name} version {current.version} (run {run_id}) is "
                                      "already Production: nothing to do")
-    verdict = read_verdict_tag(run) if verdict_file is None else verdict_file
-    if verdict_file is not None and verdict_file.candidate_run_id != run_id:
-        raise RegistryError(f"the verdict file is for run {verdict_file.candidate_run_id}, "
-                            f"not the card's candidate {run_id}; re-run the gate")
-    _check_verdict(verdict, card=card, run_id=run_id)
-    assert verdict is not None
+    if reviewed is not None:  # compare-and-set against what the reviewer saw
+        _compare(current.version if current else None, reviewed.production_version, name=name)
+    if reviewed is not None and reviewed.candidate_run_id != run_id:
+        raise RegistryError(f"the PR's verdict is for run {reviewed.candidate_run_id}, not the "
+                            f"card's candidate {run_id}; re-run the gate")
+    verdict = run_gate(card, mlflow_client=mlflow_client, tracking_uri=tracking_uri).verdict
+    changed = differences(reviewed, verdict) if reviewed is not None else ()
+    if not verdict.passed:
+        suffix = f" (the PR's verdict differs: {changed[0]})" if changed else ""
+        raise NegativeVerdict(f"promote: the gate re-computed on main fails: "
+                              f"{verdict.reasons[0]}{suffix}")
+    if reviewed is not None and reviewed.manifest != verdict.manifest:
+        raise RegistryError(f"run {run_id}: its model files changed after the PR's gate "
+                            f"({_first_file(changed)}); promote refuses: gate it again")
     baseline = verdict.production_version
     _compare(current.version if current else None, baseline, name=name)
     version = registry.register_run(mlflow_client, name, run_id)
+    _check_version_bytes(name, version.version, verdict, tracking_uri=tracking_uri)
     current = registry.production_version(mlflow_client, name)
     _compare(current.version if current else None, baseline, name=name)
     tags = {**audit.tags(), "gate_verdict": verdict.summary(),
-            "baseline_version": baseline or "none", "promoted_at": _now(),
-            "promoted_by": "mlops promote"}
-    after = registry.set_production(mlflow_client, name, version.version, tags=tags)
+            "baseline_version": baseline or "none",
+            registry.PROMOTE_VERDICT_TAG: verdict.to_tag(),
+            "promoted_at": _now(), "promoted_by": "mlops promote"}
+    after = registry.set_production(mlflow_client, name, version.version,
+                                    manifest=verdict.manifest, tags=tags)
     _read_back(mlflow_client, name, after.version, run_id)
+    note = ("" if reviewed is None else
+            "; the PR's verdict agrees" if not changed else
+            f"; the PR's verdict differs in {len(changed)} figure(s), first: {changed[0]}")
     return PromoteResult(changed=True, version=after.version, previous=baseline,
                          message=f"{name} version {after.version} (run {run_id}) is now "
-                                 f"Production (was {_v(baseline)})")
+                                 f"Production (was {_v(baseline)}){note}",
+                         verdict=verdict, differences=changed)
+
+
+def _first_file(changed: tuple[str, ...]) -> str:
+    return next((c for c in changed if c.startswith("model file")), "model files differ")
+
+
+def _check_version_bytes(name: str, version: str, verdict: Verdict, *,
+                         tracking_uri: str) -> None:
+    """The registered version must serve exactly the files that were evaluated."""
+    found = registry.version_manifest(name, version, tracking_uri=tracking_uri)
+    difference = modelfiles.first_difference(verdict.manifest, found)
+    if difference is not None:
+        file, want, got = difference
+        raise RegistryError(f"{name} version {version}: {file} has sha256 {(got or 'none')[:12]}"
+                            f", but the evaluated file had {(want or 'none')[:12]}; promote "
+                            "refuses")
 
 
 def _v(version: str | None) -> str:
     return f"version {version}" if version else "none"
-
-
-def _check_verdict(verdict: Verdict | None, *, card: ModelCard, run_id: str) -> None:
-    if verdict is None:
-        raise RegistryError(f"run {run_id} has no gate verdict; run `mlops gate` on this card "
-                            "first")
-    if verdict.passed is not True:
-        raise RegistryError(f"run {run_id} did not pass the gate; fix the candidate and re-run "
-                            "the gate")
-    if verdict.model_name != card.model.name:
-        raise RegistryError(f"run {run_id} was gated for model {verdict.model_name}, "
-                            f"not {card.model.name}; re-run the gate")
-    if verdict.policy_hash != policy_hash(card):
-        raise RegistryError(f"run {run_id} was gated under a different card policy; re-run "
-                            "the gate")
 
 
 def _compare(current: str | None, baseline: str | None, *, name: str) -> None:
@@ -143,11 +194,16 @@ def rollback(mlflow_client: MlflowClient, name: str, *, audit: Audit,
     if current is not None and current.version == target.version:
         return PromoteResult(changed=False, version=target.version, previous=None,
                              message=f"{name} version {target.version} is already Production")
+    manifest = registry.recorded_manifest(target)
+    if manifest is None:
+        raise RegistryError(f"{name} version {target.version} has no recorded manifest: it was "
+                            "never promoted by `mlops promote`, so it cannot be rolled back to")
     tags = {**audit.tags(), "gate_verdict": "rollback (no gate)",
             "baseline_version": current.version if current else "none",
             "rolled_back_from": current.version if current else "none",
             "promoted_at": _now(), "promoted_by": "mlops rollback"}
-    after = registry.set_production(mlflow_client, name, target.version, tags=tags)
+    after = registry.set_production(mlflow_client, name, target.version, manifest=manifest,
+                                    tags=tags)
     _read_back(mlflow_client, name, after.version, str(target.run_id))
     return PromoteResult(changed=True, version=after.version,
                          previous=current.version if current else None,

@@ -6,8 +6,10 @@ and `previous-production` remembers what to roll back to.
 
 from __future__ import annotations
 
+import tempfile
 import time
 import warnings
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse, urlsplit, urlunsplit
 
@@ -18,6 +20,7 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.errors import RegistryError
 from pipeline.stages import MODEL_ARTIFACT
+from serving import modelfiles
 
 PRODUCTION = "production"
 PREVIOUS = "previous-production"
@@ -28,6 +31,13 @@ PASSED_TAG = "mlops.gate.passed"
 GATE_ARTIFACT_DIR = "gate"
 """Folder of the candidate run's artifacts where the gate logs its report and plot."""
 BOOTSTRAP_TAGS = {"promoted_by": "mlops train --promote (bootstrap)"}
+MANIFEST_TAG = modelfiles.MANIFEST_TAG
+"""Version tag: the SHA-256 of each of the version's files, written before the alias moves,
+so the server can verify a version before it deserializes anything."""
+PROMOTE_VERDICT_TAG = "mlops.promote.verdict"
+"""Version tag: the verdict promote recomputed with main's code (`Verdict.to_tag`)."""
+AUDIT_MARKERS = ("promoted_at", "promoted_by")
+"""Tags written only after the alias moved: a version that has them was Production."""
 
 
 def check_reachable(tracking_uri: str, *, timeout: float = 5.0) -> None:
@@ -133,13 +143,40 @@ def _wait_ready(mlflow: MlflowClient, name: str, version: str, wait_seconds: flo
         time.sleep(0.5)
 
 
-def set_production(mlflow: MlflowClient, name: str, version: str,
+def download_model(uri: str, destination: Path, *, tracking_uri: str) -> Path:
+    """A model's files in a local folder (`runs:/...` or `models:/name/version`)."""
+    import mlflow.artifacts
+
+    try:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(destination),
+                                                    tracking_uri=tracking_uri)
+    except (MlflowException, OSError) as err:
+        raise RegistryError(f"no model at {uri}") from err
+    return Path(local)
+
+
+def version_manifest(name: str, version: str, *, tracking_uri: str) -> dict[str, str]:
+    """The SHA-256 of every file the registry serves for `name` version `version`, now."""
+    with tempfile.TemporaryDirectory(prefix="mlops-manifest-") as tmp:
+        return modelfiles.manifest(download_model(f"models:/{name}/{version}", Path(tmp),
+                                                  tracking_uri=tracking_uri))
+
+
+def recorded_manifest(version: ModelVersion) -> dict[str, str] | None:
+    return modelfiles.parse_manifest((version.tags or {}).get(MANIFEST_TAG))
+
+
+def set_production(mlflow: MlflowClient, name: str, version: str, *, manifest: dict[str, str],
                    tags: dict[str, str] | None = None) -> ModelVersion:
     """Point `production` at `version`, keep the old one as `previous-production`,
-    mirror the stage, tag, and read the alias back."""
+    mirror the stage, tag, and read the alias back.
+
+    Order matters: the manifest goes first (the server verifies against it when it sees
+    the alias move), the audit tags last (a version carries them only once it really
+    was Production, so a half-done promotion is never mistaken for a former one).
+    """
     current = production_version(mlflow, name)
-    for key, value in (tags or {}).items():
-        mlflow.set_model_version_tag(name, version, key, value)
+    mlflow.set_model_version_tag(name, version, MANIFEST_TAG, modelfiles.dump_manifest(manifest))
     if current is not None and current.version != version:
         mlflow.set_registered_model_alias(name, PREVIOUS, current.version)
     mlflow.set_registered_model_alias(name, PRODUCTION, version)
@@ -148,6 +185,8 @@ def set_production(mlflow: MlflowClient, name: str, version: str,
         mlflow.transition_model_version_stage(
             name, version, STAGE, archive_existing_versions=True
         )
+    for key, value in (tags or {}).items():
+        mlflow.set_model_version_tag(name, version, key, value)
     after = production_version(mlflow, name)
     if after is None or after.version != version:
         raise RegistryError(f"model {name}: alias {PRODUCTION} did not move to version {version}")
@@ -182,13 +221,23 @@ def refuse_if_production_exists(mlflow: MlflowClient, name: str) -> None:
         )
 
 
-def bootstrap_production(mlflow: MlflowClient, name: str, run_id: str) -> ModelVersion:
+def bootstrap_production(mlflow: MlflowClient, name: str, run_id: str, *,
+                         tracking_uri: str) -> ModelVersion:
     """Register a run and make it the first Production version of a model that has none.
 
     The check runs before and after registering: a second bootstrap racing this one,
-    or a promotion in between, makes this one refuse instead of moving Production.
+    or a promotion in between, makes this one refuse instead of moving Production. The
+    files are checked like any model the server will load, and their manifest recorded.
     """
     refuse_if_production_exists(mlflow, name)
     version = register_run(mlflow, name, run_id)
+    with tempfile.TemporaryDirectory(prefix="mlops-bootstrap-") as tmp:
+        folder = download_model(f"models:/{name}/{version.version}", Path(tmp),
+                                tracking_uri=tracking_uri)
+        try:
+            checked = modelfiles.check_model(folder)
+        except modelfiles.ModelRefused as err:
+            raise RegistryError(f"run {run_id}: the model is refused: {err}") from err
     refuse_if_production_exists(mlflow, name)
-    return set_production(mlflow, name, version.version, tags=dict(BOOTSTRAP_TAGS))
+    return set_production(mlflow, name, version.version, manifest=checked.manifest,
+                          tags=dict(BOOTSTRAP_TAGS))

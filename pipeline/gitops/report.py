@@ -9,6 +9,8 @@ no pyplot state, for the shell to log to the candidate run.
 
 from __future__ import annotations
 
+import base64
+import re
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -22,9 +24,27 @@ if TYPE_CHECKING:
 
 MARKER = "<!-- mlops-gate-report -->"
 """Hidden marker that finds the one sticky PR comment again on re-runs."""
+_EMBEDDED = re.compile(r"<!-- mlops-verdict:([A-Za-z0-9_=-]+) -->")
 
 
-def render(verdict: Verdict, *, plot_path: str | None = None) -> str:
+def embed_verdict(verdict: Verdict) -> str:
+    """The verdict, hidden in the comment, so promote can compare with what was reviewed."""
+    encoded = base64.urlsafe_b64encode(verdict.to_tag().encode()).decode()
+    return f"<!-- mlops-verdict:{encoded} -->"
+
+
+def embedded_verdict(markdown: str) -> Verdict | None:
+    """The verdict hidden in a report, or None (none there, or not a verdict)."""
+    match = _EMBEDDED.search(markdown)
+    if match is None:
+        return None
+    try:
+        return Verdict.from_tag(base64.urlsafe_b64decode(match.group(1)).decode())
+    except (ValueError, TypeError, KeyError):
+        return None
+
+
+def render(verdict: Verdict, *, plot_note: str | None = None) -> str:
     """Markdown for a person reviewing the pull request."""
     head = "✅ **PASS**" if verdict.passed else "❌ **FAIL**"
     against = (f"Production version {verdict.production_version}"
@@ -55,10 +75,11 @@ def render(verdict: Verdict, *, plot_path: str | None = None) -> str:
     if verdict.production_run_id:
         link = run_url(verdict.tracking_uri, verdict.production_run_id)
         lines.append(f"- Production run: {link}")
-    if plot_path:
-        lines.append(f"- plot: `{plot_path}` in the candidate run's artifacts")
+    if plot_note:
+        lines.append(f"- plot: {plot_note}")
     lines += ["", f"<sub>paired bootstrap, {verdict.resamples:,} resamples, seed {verdict.seed}, "
-              f"policy hash `{verdict.policy_hash}`, gated at {verdict.gated_at}</sub>", ""]
+              f"policy hash `{verdict.policy_hash}`, gated at {verdict.gated_at}</sub>", "",
+              embed_verdict(verdict), ""]
     return "\n".join(lines)
 
 

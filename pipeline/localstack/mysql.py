@@ -14,7 +14,7 @@ import secrets
 import shutil
 import subprocess
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import requests
@@ -31,7 +31,8 @@ from pipeline.localstack.process import (
 from pipeline.localstack.sqlite import MLFLOW_SERVER_ENV
 
 MYSQL_HOME = "mysql"  # the mysql stack's folder under MLOPS_HOME
-ADMIN_USERNAME = "admin"
+ADMIN_USERNAME = "admin"  # training and promotion: the `production` environment's user
+READER_USERNAME = "reader"  # the PR gate, drift and serving: read-only
 DATABASE = "mlflow"
 DB_USER = "mlflow"
 BUCKET = "mlflow"
@@ -62,19 +63,25 @@ class StackState:
     s3_secret_key: str
     admin_password: str
     flask_secret: str
+    reader_password: str = ""
 
     @classmethod
     def load_or_create(cls, path: Path) -> StackState:
         if path.exists():
             try:
-                return cls(**json.loads(path.read_text()))
+                state = cls(**json.loads(path.read_text()))
             except (ValueError, TypeError) as err:
                 raise ServiceError(f"stack state {path} is unreadable ({err}); remove its "
                                    "folder to start from scratch") from err
+            if not state.reader_password:  # a stack made before the reader user existed
+                state = replace(state, reader_password=secrets.token_urlsafe(24))
+                write_private(path, json.dumps(asdict(state), indent=2) + "\n")
+            return state
         state = cls(db_port=free_port(), s3_port=free_port(),
                     db_password=secrets.token_urlsafe(24),
                     s3_access_key=secrets.token_hex(10), s3_secret_key=secrets.token_urlsafe(30),
-                    admin_password=secrets.token_urlsafe(24), flask_secret=secrets.token_hex(32))
+                    admin_password=secrets.token_urlsafe(24), flask_secret=secrets.token_hex(32),
+                    reader_password=secrets.token_urlsafe(24))
         path.parent.mkdir(parents=True, exist_ok=True)
         write_private(path, json.dumps(asdict(state), indent=2) + "\n")
         return state
@@ -122,11 +129,21 @@ class MysqlStack:
     def client_env_file(self) -> Path:
         return self.home / "client.env"
 
+    @property
+    def reader_env_file(self) -> Path:
+        return self.home / "reader.env"
+
     def client_env(self) -> dict[str, str]:
-        """MLflow's own variables: all a client (CLI, serving API) needs."""
+        """MLflow's own variables for the admin: training, promotion (write access)."""
         return {"MLFLOW_TRACKING_URI": self.uri,
                 "MLFLOW_TRACKING_USERNAME": ADMIN_USERNAME,
                 "MLFLOW_TRACKING_PASSWORD": self.state.admin_password}
+
+    def reader_env(self) -> dict[str, str]:
+        """The read-only user: what the PR gate, the drift check and serving get."""
+        return {"MLFLOW_TRACKING_URI": self.uri,
+                "MLFLOW_TRACKING_USERNAME": READER_USERNAME,
+                "MLFLOW_TRACKING_PASSWORD": self.state.reader_password}
 
     def db_uri(self, database: str) -> str:
         return (f"mysql+pymysql://{DB_USER}:{self.state.db_password}"
@@ -163,8 +180,9 @@ class MysqlStack:
             for service in reversed(started):
                 service.stop()
             raise
-        write_private(self.client_env_file, "".join(
-            f"export {key}={value}\n" for key, value in self.client_env().items()))
+        for path, env in ((self.client_env_file, self.client_env()),
+                          (self.reader_env_file, self.reader_env())):
+            write_private(path, "".join(f"export {key}={value}\n" for key, value in env.items()))
         return [service.name for service in started]
 
     def stop(self) -> list[str]:
@@ -296,6 +314,7 @@ class MysqlStack:
         }
         started = service.start(command, env=env, wait_seconds=wait_seconds)
         self._check_admin_login()
+        self._ensure_reader()
         return started
 
     def _write_auth_config(self) -> None:
@@ -315,6 +334,27 @@ class MysqlStack:
             "auth_cache_ttl_seconds = 60",
             "",
         ]))
+
+    def _ensure_reader(self) -> None:
+        """The read-only user (idempotent): created, or its password set to the stack's.
+
+        It is given no grant: `default_permission = READ` lets it read every experiment
+        and model and change nothing, as the PR gate, drift and serving need.
+        """
+        admin = (ADMIN_USERNAME, self.state.admin_password)
+        body = {"username": READER_USERNAME, "password": self.state.reader_password}
+        api = f"{self.uri}/api/2.0/mlflow/users"
+        try:
+            created = requests.post(f"{api}/create", json=body, auth=admin, timeout=10)
+            if created.status_code != 200:
+                updated = requests.patch(f"{api}/update-password", json=body, auth=admin,
+                                         timeout=10)
+                if updated.status_code != 200:
+                    raise ServiceError(f"mlflow: cannot create the {READER_USERNAME} user "
+                                       f"(HTTP {created.status_code}, then "
+                                       f"{updated.status_code})")
+        except requests.RequestException as err:
+            raise ServiceError(f"mlflow: {api} did not answer ({type(err).__name__})") from err
 
     def _check_admin_login(self) -> None:
         url = f"{self.uri}/api/2.0/mlflow/experiments/search"

@@ -40,6 +40,7 @@ from pipeline.stages.data import PreparedData
 from pipeline.stages.datasets import Task
 from pipeline.stages.evaluate import evaluate
 from pipeline.stages.features import build_model
+from serving import modelfiles
 
 log = logging.getLogger(__name__)
 
@@ -141,8 +142,17 @@ def pip_requirements() -> list[str]:
 
 
 def trusted_types(model: Pipeline) -> list[str]:
-    """The types skops must be told to trust to load this model again."""
-    return sorted(skops.io.get_untrusted_types(data=skops.io.dumps(model)))
+    """The types skops must be told to trust to load this model again.
+
+    They must be on the loading allowlist (`serving.modelfiles.ALLOWED_TYPES`) that the
+    server, the gate and promote hold to: a model that could never be served is refused
+    here, at training time, not at promotion.
+    """
+    needed = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+    try:
+        return list(modelfiles.check_types(needed))
+    except modelfiles.ModelRefused as err:
+        raise ConfigError(f"the fitted model cannot be served: {err}") from err
 
 
 def signature_sample(x: pd.DataFrame, *, rows: int = 100) -> pd.DataFrame:

@@ -29,6 +29,7 @@ from tests.conftest import TrackingServer
 from tests.dags.conftest import ServingApi, load_dag, start_serving
 from tests.utils import REPO, free_port
 from tests.utils.cards import unique_name, write_card
+from tests.utils.registry import move_production
 
 pytestmark = pytest.mark.integration
 
@@ -89,7 +90,7 @@ def serving(trained: Trained, tracking_server: TrackingServer,
     version = registry.find_version_of_run(
         client, trained.model_name, _registered(tracking_server, trained).run_id)
     assert version is not None
-    registry.set_production(client, trained.model_name, version.version)
+    move_production(client, trained.model_name, version.version, tracking_uri=tracking_server.uri)
     api = start_serving(home=tmp_path_factory.mktemp("serving"), env=tracking_server.env,
                         model_name=trained.model_name)
     try:

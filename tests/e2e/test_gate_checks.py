@@ -18,6 +18,7 @@ from pipeline.stages.train import pip_requirements
 from tests.conftest import TrackingServer
 from tests.utils import run_mlops
 from tests.utils.cards import write_card
+from tests.utils.registry import move_production
 
 pytestmark = [pytest.mark.e2e]
 
@@ -94,7 +95,7 @@ def test_a_candidate_with_another_feature_schema_than_production_is_refused(
         mlflow.sklearn.log_model(narrow, name="model", pip_requirements=pip_requirements(),
                                  signature=infer_signature(x, narrow.predict(x)))
     version = registry.register_run(client, model, run.info.run_id)
-    registry.set_production(client, model, version.version)
+    move_production(client, model, version.version, tracking_uri=tracking_server.uri)
 
     card = _card(tmp_path, model)
     code, out, _ = _mlops(tracking_server, card, "train", "--estimator", "dummy", "--json")
@@ -107,7 +108,7 @@ def test_a_candidate_with_another_feature_schema_than_production_is_refused(
         f"error: candidate run {candidate}: feature schema differs from Production version 1 (")
 
 
-def test_promote_needs_a_passing_verdict_for_the_same_policy(
+def test_promote_decides_on_mains_own_verdict(
     tracking_server: TrackingServer, client: MlflowClient, tmp_path: Path
 ) -> None:
     model = f"e2e-verdict-{uuid.uuid4().hex[:8]}"
@@ -117,18 +118,18 @@ def test_promote_needs_a_passing_verdict_for_the_same_policy(
     ridge = json.loads(out)["run_id"]
     write_candidate_run_id(card, ridge)
 
-    code, _, err = _mlops(tracking_server, card, "promote")
-    assert (code, _last_line(err)) == (
-        2, f"error: run {ridge} has no gate verdict; run `mlops gate` on this card first")
-
-    code, out, _ = _mlops(tracking_server, card, "gate")  # no Production: floors decide
-    assert code == 0
+    verdict = tmp_path / "verdict.json"
+    code, out, _ = _mlops(tracking_server, card, "gate", "--json", str(verdict))
+    assert code == 0  # no Production: floors decide
     assert "no Production version yet" in out
 
-    stricter = _card(tmp_path, model, ridge, **{"r2: 0.90": "r2: 0.91"})
-    code, _, err = _mlops(tracking_server, stricter, "promote")
-    assert (code, _last_line(err)) == (
-        2, f"error: run {ridge} was gated under a different card policy; re-run the gate")
+    # Main tightened a floor after the PR's gate: main's own verdict decides, and says why.
+    stricter = _card(tmp_path, model, ridge, **{"r2: 0.90": "r2: 0.999"})
+    code, _, err = _mlops(tracking_server, stricter, "promote", "--verdict", str(verdict))
+    assert code == 1, err
+    line = _last_line(err)
+    assert line.startswith("error: promote: the gate re-computed on main fails: floor: r2 is")
+    assert "(the PR's verdict differs: verdict: pass on the PR, fail on main)" in line
     assert registry.production_version(client, model) is None
 
     card = _card(tmp_path, model, ridge)

@@ -63,6 +63,7 @@ class Loop:
         summary = tmp / f"{name}-summary.md"
         done = self.mlops("gate", "--report", str(tmp / f"{name}.md"),
                           "--json", str(tmp / f"{name}.json"),
+                          "--plot", str(tmp / f"{name}.png"),
                           env={"GITHUB_STEP_SUMMARY": str(summary)})
         report = (tmp / f"{name}.md").read_text() if (tmp / f"{name}.md").exists() else ""
         verdict = json.loads((tmp / f"{name}.json").read_text()) \
@@ -126,17 +127,18 @@ def test_the_gitops_loop(loop: Loop, tmp_path: Path) -> None:
     assert verdict["interval"]["high"] < 0  # rmse: lower is better
     assert f"/#/runs/{hgb}" in report
     assert f"/#/runs/{ridge}" in report
-    run = loop.client.get_run(hgb)
-    assert json.loads(run.data.tags["mlops.gate.verdict"])["production_version"] == "1"
-    artifacts = {a.path for a in loop.client.list_artifacts(hgb, "gate")}
-    assert {"gate/predicted_vs_actual.png", "gate/report.md", "gate/verdict.json"} <= artifacts
+    assert (tmp_path / "better.png").read_bytes().startswith(b"\x89PNG")
+    # The PR's gate is read-only: it leaves nothing on the run that promote could trust.
+    assert "mlops.gate.verdict" not in loop.client.get_run(hgb).data.tags
+    assert not loop.client.list_artifacts(hgb, "gate")
+    reviewed = str(tmp_path / "better.json")  # what the reviewer saw (the sticky comment)
 
     # Before the merge, someone points Production elsewhere by hand: the verdict is
     # stale, and promote refuses to act on it.
     by_hand = registry.register_run(loop.client, loop.model, dummy).version
     assert by_hand == "2"
     loop.client.set_registered_model_alias(loop.model, "production", by_hand)
-    stale = loop.mlops("promote")
+    stale = loop.mlops("promote", "--verdict", reviewed)
     assert stale.returncode == 2
     assert stale.stderr.strip() == (
         f"error: {loop.model}: Production is version 2 but the gate compared against "
@@ -155,8 +157,10 @@ def test_the_gitops_loop(loop: Loop, tmp_path: Path) -> None:
     workflow = {"GITHUB_SHA": sha, "GITHUB_EVENT_PATH": str(event), "GITHUB_ACTOR": "octocat",
                 "GITHUB_REPOSITORY": "team/models", "GITHUB_RUN_ID": "4242",
                 "GITHUB_SERVER_URL": "https://github.com"}
-    done = loop.mlops("promote", env=workflow)
+    done = loop.mlops("promote", "--verdict", reviewed, env=workflow)
     assert done.returncode == 0, done.stderr
+    assert "re-computing the gate" in done.stderr
+    assert "the PR's verdict agrees" in done.stdout
     assert loop.production() == ("3", hgb)
     assert loop.stage_of("3") == "Production"
     assert loop.stage_of("1") == "Archived"
@@ -170,6 +174,11 @@ def test_the_gitops_loop(loop: Loop, tmp_path: Path) -> None:
     assert tags["baseline_version"] == "1"
     assert tags["gate_verdict"].startswith("pass (improve, rmse")
     assert tags["promoted_at"]
+    manifest = json.loads(tags["mlops.manifest"])
+    assert set(manifest) >= {"MLmodel", "model.skops"}
+    assert manifest == json.loads((tmp_path / "better.json").read_text())["manifest"]
+    recomputed = json.loads(tags["mlops.promote.verdict"])
+    assert (recomputed["passed"], recomputed["candidate_run_id"]) == (True, hgb)
 
     # The same merge promoted again (a re-run of the workflow): nothing happens.
     again = loop.mlops("promote", env=workflow)

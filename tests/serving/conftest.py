@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -126,3 +127,46 @@ def wait_for(condition: Callable[[], bool], *, what: str, seconds: float = 90,
             raise AssertionError(f"gave up waiting for {what} after {seconds} s {log}")
         time.sleep(0.1)
     return time.monotonic() - begin
+
+
+CLIENTS = 4
+MAX_REQUESTS_PER_CLIENT = 5000
+
+
+class Clients:
+    """A few threads sending single-row requests in a bounded loop, recording every answer."""
+
+    def __init__(self, url: str, record: dict[str, Any]) -> None:
+        self.url = url
+        self.record = record
+        self.stop = threading.Event()
+        self.answers: list[list[tuple[int, str | None]]] = [[] for _ in range(CLIENTS)]
+        self.errors: list[str] = []
+        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True)
+                        for i in range(CLIENTS)]
+
+    def _run(self, index: int) -> None:
+        session = requests.Session()
+        body = {"records": [self.record]}
+        for _ in range(MAX_REQUESTS_PER_CLIENT):
+            if self.stop.is_set():
+                return
+            try:
+                answer = session.post(self.url + "/predict", json=body, timeout=30)
+                version = answer.json()["model"]["version"] if answer.ok else None
+                self.answers[index].append((answer.status_code, version))
+            except (requests.RequestException, ValueError) as err:
+                self.errors.append(type(err).__name__)
+
+    def __enter__(self) -> Clients:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(60)
+
+    def count(self) -> int:
+        return sum(len(a) for a in self.answers)

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import tempfile
-import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import mlflow
 import mlflow.artifacts
@@ -18,18 +16,17 @@ import requests
 from mlflow.tracking import MlflowClient
 
 from pipeline.gitops.card import load_card
-from pipeline.gitops.registry import set_production
 from pipeline.localstack.sqlite import mlflow_server
 from pipeline.stages.data import prepare
 from pipeline.stages.datasets import load_spec
 from tests.conftest import TrackingServer
-from tests.serving.conftest import Models, Server, serving_process, train, wait_for, write_card
+from tests.serving.conftest import Clients, Models, Server, serving_process, train, wait_for
 from tests.utils import free_port
+from tests.utils.cards import write_card
+from tests.utils.registry import move_production
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-CLIENTS = 4
-MAX_REQUESTS_PER_CLIENT = 5000
 
 
 def registry(tracking: TrackingServer) -> MlflowClient:
@@ -46,7 +43,7 @@ def holdout_rows(card: Path, count: int) -> pd.DataFrame:
 
 def serve_version(tracking: TrackingServer, server: Server, models: Models, version: str) -> None:
     """Point the alias at `version` and wait until the server answers with it."""
-    set_production(registry(tracking), models.name, version)
+    move_production(registry(tracking), models.name, version, tracking_uri=tracking.uri)
     wait_for(lambda: server.get("/model")["version"] == version, what=f"version {version}")
 
 
@@ -72,45 +69,6 @@ def test_predictions_equal_the_models_own_predict(tracking_env: TrackingServer, 
     np.testing.assert_allclose(invocations.json()["predictions"], expected, rtol=1e-12)
 
 
-class Clients:
-    """A few threads sending single-row requests in a bounded loop, recording every answer."""
-
-    def __init__(self, url: str, record: dict[str, Any]) -> None:
-        self.url = url
-        self.record = record
-        self.stop = threading.Event()
-        self.answers: list[list[tuple[int, str | None]]] = [[] for _ in range(CLIENTS)]
-        self.errors: list[str] = []
-        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True)
-                        for i in range(CLIENTS)]
-
-    def _run(self, index: int) -> None:
-        session = requests.Session()
-        body = {"records": [self.record]}
-        for _ in range(MAX_REQUESTS_PER_CLIENT):
-            if self.stop.is_set():
-                return
-            try:
-                answer = session.post(self.url + "/predict", json=body, timeout=30)
-                version = answer.json()["model"]["version"] if answer.ok else None
-                self.answers[index].append((answer.status_code, version))
-            except (requests.RequestException, ValueError) as err:
-                self.errors.append(type(err).__name__)
-
-    def __enter__(self) -> Clients:
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.stop.set()
-        for thread in self.threads:
-            thread.join(60)
-
-    def count(self) -> int:
-        return sum(len(a) for a in self.answers)
-
-
 def test_new_version_is_swapped_in_under_load_without_a_failed_request(
         tracking_env: TrackingServer, models: Models, server: Server) -> None:
     client = registry(tracking_env)
@@ -121,7 +79,7 @@ def test_new_version_is_swapped_in_under_load_without_a_failed_request(
     with Clients(server.url, record) as clients:
         wait_for(lambda: clients.count() >= 40, what="the clients to get going")
         promoted_at = time.monotonic()
-        set_production(client, models.name, models.second)
+        move_production(client, models.name, models.second, tracking_uri=tracking_env.uri)
         swap_seconds = wait_for(
             lambda: server.get("/model")["version"] == models.second, what="the new version")
         seen = clients.count()
@@ -168,7 +126,7 @@ def test_broken_version_keeps_the_old_model_serving(tracking_env: TrackingServer
     record = holdout_rows(models.card, 1).to_dict(orient="records")[0]
 
     corrupted, run_id = log_broken_copy(tracking_env, models.name, models.first)
-    set_production(client, models.name, corrupted)
+    move_production(client, models.name, corrupted, tracking_uri=tracking_env.uri)
     wait_for(lambda: server.get("/model")["last_reload_error"] is not None,
              what="the failed reload to show")
     status = server.get("/model")
@@ -181,7 +139,7 @@ def test_broken_version_keeps_the_old_model_serving(tracking_env: TrackingServer
     artifacts = client.get_run(run_id).info.artifact_uri
     missing = client.create_model_version(name=models.name, run_id=run_id,
                                           source=f"{artifacts}/no-such-model").version
-    set_production(client, models.name, str(missing))
+    move_production(client, models.name, str(missing), tracking_uri=tracking_env.uri)
     wait_for(lambda: f"version {missing}:" in (server.get("/model")["last_reload_error"] or ""),
              what="the second failed reload to show")
     assert server.predict([record]).json()["model"]["version"] == models.first

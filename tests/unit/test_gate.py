@@ -161,7 +161,7 @@ def test_the_verdict_json_names_the_baseline_and_the_interval() -> None:
 
 def test_the_report_starts_with_the_verdict_and_why() -> None:
     text = render(_verdict(False, ["rmse: not better than Production by more than noise"]),
-                  plot_path="gate/predicted_vs_actual.png")
+                  plot_note="predicted vs actual in the workflow run's artifacts")
     lines = text.splitlines()
     assert lines[0] == MARKER
     assert "FAIL" in lines[1]

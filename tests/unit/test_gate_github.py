@@ -7,85 +7,17 @@ plays it: it keeps comments in memory and answers the three calls the gate makes
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
 
-from pipeline.gitops.github import GitHubError, Target, upsert_comment
+from pipeline.gitops.github import BOT_LOGIN, GitHubError, Target, session, upsert_comment
 from pipeline.gitops.report import MARKER
-from tests.utils import JsonHandler, run_mlops
+from tests.utils import run_mlops
+from tests.utils.fake_github import TOKEN, FakeGitHub, by, github
 
-TOKEN = "test-token"
-
-
-@dataclass
-class FakeGitHub:
-    url: str
-    comments: list[dict[str, Any]] = field(default_factory=list)
-    calls: list[str] = field(default_factory=list)
-    fail_with: int | None = None
-
-
-@pytest.fixture
-def github() -> Iterator[FakeGitHub]:
-    state = FakeGitHub(url="")
-
-    class Handler(JsonHandler):
-
-        def _guard(self) -> bool:
-            state.calls.append(f"{self.command} {self.path}")
-            if self.headers.get("Authorization") != f"Bearer {TOKEN}":
-                self.send_json(401, {"message": "Bad credentials"})
-                return False
-            if state.fail_with:
-                self.send_json(state.fail_with, {"message": "nope"})
-                return False
-            return True
-
-        def _body(self) -> dict[str, Any]:
-            length = int(self.headers.get("Content-Length", "0"))
-            return dict(json.loads(self.rfile.read(length)))
-
-        def do_GET(self) -> None:
-            if not self._guard():
-                return
-            query = parse_qs(urlsplit(self.path).query)
-            per_page, page = int(query["per_page"][0]), int(query["page"][0])
-            self.send_json(200, state.comments[(page - 1) * per_page: page * per_page])
-
-        def do_POST(self) -> None:
-            if not self._guard():
-                return
-            comment = {"id": 1000 + len(state.comments), "body": self._body()["body"],
-                       "html_url": f"https://github.test/o/r/pull/7#c{len(state.comments)}"}
-            state.comments.append(comment)
-            self.send_json(201, comment)
-
-        def do_PATCH(self) -> None:
-            if not self._guard():
-                return
-            comment_id = int(self.path.rsplit("/", 1)[1])
-            comment = next(c for c in state.comments if c["id"] == comment_id)
-            comment["body"] = self._body()["body"]
-            self.send_json(200, comment)
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+__all__ = ["github"]  # the fixture
 
 
 def _target(github: FakeGitHub) -> Target:
@@ -104,14 +36,35 @@ def test_the_first_report_creates_one_comment_and_reruns_edit_it(github: FakeGit
 
 
 def test_the_marked_comment_is_found_past_the_first_page(github: FakeGitHub) -> None:
-    github.comments = [{"id": i, "body": f"chatter {i}"} for i in range(150)]
-    github.comments.append({"id": 9999, "body": f"{MARKER}\nold report"})
+    github.comments = [by("someone", i, f"chatter {i}") for i in range(150)]
+    github.comments.append(by(BOT_LOGIN, 9999, f"{MARKER}\nold report"))
     with requests.Session() as session:
         result = upsert_comment(session, _target(github), body="new report", marker=MARKER)
     assert result.action == "updated"
     assert result.comment_id == 9999
     assert github.comments[-1]["body"] == f"{MARKER}\nnew report"  # marker added
     assert len(github.comments) == 151
+
+
+def test_a_users_comment_with_the_marker_is_never_edited(github: FakeGitHub) -> None:
+    """The hijack: someone pastes the marker into their own comment before the gate runs."""
+    planted = by("mallory", 1, f"{MARKER}\n## Promotion gate: PASS (trust me)")
+    github.comments = [planted.copy()]
+    with requests.Session() as http:
+        result = upsert_comment(http, _target(github), body=f"{MARKER}\nFAIL", marker=MARKER)
+    assert result.action == "created"
+    assert github.comments[0] == planted  # untouched: no PATCH on someone else's comment
+    assert github.comments[1]["body"] == f"{MARKER}\nFAIL"
+    assert not any(call.startswith("PATCH") for call in github.calls)
+
+
+def test_5xx_and_secondary_rate_limits_are_retried(github: FakeGitHub) -> None:
+    github.fail_next = [(502, {}), (403, {"Retry-After": "0"}), (503, {})]
+    result = upsert_comment(session(backoff=0), _target(github), body=f"{MARKER}\nPASS",
+                            marker=MARKER)
+    assert result.action == "created"
+    assert len(github.comments) == 1
+    assert len(github.calls) == 5  # three refusals, then the listing and the creation
 
 
 def test_an_api_error_is_one_line_without_the_token(github: FakeGitHub) -> None:
@@ -143,7 +96,7 @@ def test_mlops_pr_comment_as_the_workflow_runs_it(github: FakeGitHub, tmp_path: 
 
 def test_a_gate_that_could_not_run_replaces_the_old_verdict(github: FakeGitHub,
                                                             tmp_path: Path) -> None:
-    github.comments = [{"id": 5, "body": f"{MARKER}\n## Promotion gate: PASS"}]
+    github.comments = [by(BOT_LOGIN, 5, f"{MARKER}\n## Promotion gate: PASS")]
     env = {"GITHUB_TOKEN": TOKEN, "GITHUB_REPOSITORY": "o/r", "GITHUB_API_URL": github.url,
            "GITHUB_RUN_ID": "31", "GITHUB_SERVER_URL": "https://github.test"}
     done = run_mlops("pr-comment", "--report", str(tmp_path / "missing.md"), "--pr", "7",

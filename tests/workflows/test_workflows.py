@@ -92,11 +92,60 @@ def test_least_privilege_and_pinned_actions(path: Path) -> None:
 
 def test_promote_runs_one_at_a_time_in_the_production_environment() -> None:
     workflow = _load(REPO / ".github" / "workflows" / "promote.yml")
-    assert workflow["concurrency"] == {"group": "promote-production",
+    assert workflow["concurrency"] == {"group": "registry-production",
                                        "cancel-in-progress": False}
     triggers = workflow.get(True, workflow.get("on"))
     assert triggers["push"] == {"branches": ["main"], "paths": ["model_card.yaml"]}
     assert {job["environment"] for job in workflow["jobs"].values()} == {"production"}
+
+
+def test_promote_and_rollback_share_one_concurrency_group() -> None:
+    """Two registry writers never overlap: a rollback waits for a promotion, and back."""
+    groups = {name: _load(REPO / ".github" / "workflows" / name)["concurrency"]
+              for name in ("promote.yml", "rollback.yml")}
+    assert groups["promote.yml"] == groups["rollback.yml"]
+    assert groups["rollback.yml"]["cancel-in-progress"] is False
+    rollback = _load(REPO / ".github" / "workflows" / "rollback.yml")
+    assert {job["environment"] for job in rollback["jobs"].values()} == {"production"}
+
+
+def _secret_users() -> dict[tuple[str, str], str | None]:
+    """(workflow, job) -> its environment, for every job that reads a secret."""
+    found: dict[tuple[str, str], str | None] = {}
+    for path in WORKFLOWS:
+        for name, job in _load(path)["jobs"].items():
+            if "secrets." in yaml.safe_dump(job):
+                found[(path.name, name)] = job.get("environment")
+    return found
+
+
+def test_write_credentials_exist_only_where_the_registry_is_written() -> None:
+    """The PR's code (the gate job) and the drift check get the read-only environment;
+    the `production` environment, with the write credentials, serves promote and
+    rollback alone."""
+    users = _secret_users()
+    assert users[("pr.yml", "gate")] == "registry-read"
+    assert users[("drift.yml", "drift")] == "registry-read"
+    production = {job for job, environment in users.items() if environment == "production"}
+    assert production == {("promote.yml", "promote"), ("rollback.yml", "rollback")}
+    assert all(environment for environment in users.values()), users
+
+
+def test_the_gate_job_keeps_report_and_plot_as_an_artifact() -> None:
+    gate = _load(REPO / ".github" / "workflows" / "pr.yml")["jobs"]["gate"]
+    uploads = [step for step in gate["steps"]
+               if step.get("uses", "").startswith("actions/upload-artifact@")]
+    assert uploads
+    assert uploads[0]["with"]["path"] == ".mlops/gate/"
+    assert gate["permissions"] == {"contents": "read", "pull-requests": "write"}
+
+
+def test_zizmor_auditor_finds_no_secret_outside_an_environment() -> None:
+    done = subprocess.run([str(BIN / "zizmor"), "--offline", "--persona", "auditor",
+                           "--format", "json", *map(str, WORKFLOWS)], cwd=REPO,
+                          capture_output=True, text=True, timeout=120, check=False)
+    findings = json.loads(done.stdout or "[]")
+    assert [f["ident"] for f in findings] == [], done.stdout[:2000]
 
 
 def test_drift_runs_on_a_schedule() -> None:

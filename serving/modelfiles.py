@@ -1,0 +1,230 @@
+"""Models as data: check the bytes, check the format, and only then let skops read them.
+
+A model in the registry is a folder of files (MLmodel, model.skops, requirements, the
+input example). Before anything is deserialized, the server, the gate and promote:
+
+1. hash every file and compare with the manifest recorded at promotion (`manifest`,
+   `verify_manifest`): a file replaced after the gate is refused by name;
+2. read MLmodel as plain YAML and refuse anything but the sklearn flavor saved with
+   skops, without code paths or a custom loader (`check_mlmodel`);
+3. ask skops which types the file needs, without building any object, and refuse
+   types outside `ALLOWED_TYPES`, a list held here, never the one in the model's own
+   MLmodel (`check_types`);
+4. load with skops, trusting exactly those types (`load_sklearn`).
+
+A model logged with pickle or cloudpickle is refused at step 2, so its code never runs.
+This module imports nothing of the project: the serving image ships it, and the
+pipeline (training, the gate, promote) imports it so all of them apply the same rules.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+MANIFEST_TAG = "mlops.manifest"
+"""Model version tag: the SHA-256 of every file of the version, as JSON {path: digest}."""
+
+ALLOWED_FLAVORS = frozenset({"python_function", "sklearn"})
+ALLOWED_LOADER = "mlflow.sklearn"
+ALLOWED_TYPES = frozenset({
+    "numpy.dtype",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.tree._tree.Tree",
+})
+"""Types beyond skops' own safe set that the estimators of `pipeline.stages.train` need
+(a test checks every estimator against this list). Add a type only after reading what
+it can do when loaded."""
+
+LOCAL_ONLY_FILES = frozenset({"registered_model_meta"})
+"""Written by MLflow's client into a downloaded `models:/` folder, never stored."""
+
+DIGEST_PREFIX = 12
+
+
+class ModelRefused(Exception):
+    """A model that must not be loaded; `rule` names the check, the message says why."""
+
+    def __init__(self, rule: str, message: str, *, file: str | None = None,
+                 expected: str | None = None, found: str | None = None) -> None:
+        super().__init__(message)
+        self.rule = rule
+        self.file = file
+        self.expected = expected
+        self.found = found
+
+
+@dataclass(frozen=True)
+class CheckedModel:
+    """A folder that passed every check: where its skops file is, which types it needs."""
+
+    folder: Path
+    model_file: Path
+    types: tuple[str, ...]
+    manifest: dict[str, str]
+
+
+# --- 1. the bytes --------------------------------------------------------------------------
+
+
+def manifest(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file under `folder`, by its relative POSIX path."""
+    digests: dict[str, str] = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        relative = path.relative_to(folder).as_posix()
+        if relative in LOCAL_ONLY_FILES:
+            continue
+        sha = hashlib.sha256()
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                sha.update(block)
+        digests[relative] = sha.hexdigest()
+    return digests
+
+
+def parse_manifest(text: str | None) -> dict[str, str] | None:
+    """The manifest tag's JSON, or None when it is absent or not a manifest."""
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        return None
+    return value
+
+
+def dump_manifest(digests: Mapping[str, str]) -> str:
+    return json.dumps(dict(sorted(digests.items())), separators=(",", ":"))
+
+
+def first_difference(expected: Mapping[str, str], found: Mapping[str, str]
+                     ) -> tuple[str, str | None, str | None] | None:
+    """(file, expected digest, found digest) of the first file that differs, or None."""
+    for name in sorted(set(expected) | set(found)):
+        if expected.get(name) != found.get(name):
+            return name, expected.get(name), found.get(name)
+    return None
+
+
+def verify_manifest(folder: Path, expected: Mapping[str, str]) -> dict[str, str]:
+    """The folder's manifest, if it equals `expected`; else refuse naming the file."""
+    found = manifest(folder)
+    difference = first_difference(expected, found)
+    if difference is not None:
+        name, want, got = difference
+        raise ModelRefused(
+            "manifest", f"{name}: expected sha256 {_short(want)}, found {_short(got)} "
+            "(the files differ from what was gated)",
+            file=name, expected=_short(want), found=_short(got))
+    return found
+
+
+def _short(digest: str | None) -> str:
+    return digest[:DIGEST_PREFIX] if digest else "no file"
+
+
+# --- 2. the format ---------------------------------------------------------------------------
+
+
+def read_mlmodel(folder: Path) -> dict[str, Any]:
+    """MLmodel as plain YAML (safe_load: no tags, no objects)."""
+    path = folder / "MLmodel"
+    try:
+        value = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelRefused("format", "no MLmodel file: not an MLflow model") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+        raise ModelRefused("format", f"MLmodel is not readable YAML ({type(err).__name__})"
+                           ) from None
+    if not isinstance(value, dict) or not isinstance(value.get("flavors"), dict):
+        raise ModelRefused("format", "MLmodel has no flavors")
+    return value
+
+
+def check_mlmodel(folder: Path) -> Path:
+    """The sklearn model file, if MLmodel describes a data-only sklearn model."""
+    flavors: dict[str, Any] = read_mlmodel(folder)["flavors"]
+    others = sorted(set(flavors) - ALLOWED_FLAVORS)
+    if others:
+        raise ModelRefused("flavor", f"flavor {others[0]} is refused: only sklearn models "
+                           "saved with skops are loaded")
+    sklearn = flavors.get("sklearn")
+    if not isinstance(sklearn, dict):
+        raise ModelRefused("flavor", "no sklearn flavor: only sklearn models saved with skops "
+                           "are loaded")
+    serialization = sklearn.get("serialization_format")
+    if serialization != "skops":
+        raise ModelRefused("serialization", f"serialization format {serialization} is refused: "
+                           "models load as data (skops), never as pickle")
+    pyfunc = flavors.get("python_function") or {}
+    if not isinstance(pyfunc, dict):
+        raise ModelRefused("format", "the python_function flavor is not a mapping")
+    if sklearn.get("code") or pyfunc.get("code"):
+        raise ModelRefused("code", "models with code paths are refused: a model is data")
+    loader = pyfunc.get("loader_module", ALLOWED_LOADER)
+    if loader != ALLOWED_LOADER:
+        raise ModelRefused("loader", f"loader module {loader} is refused (only {ALLOWED_LOADER})")
+    return _inside(folder, sklearn.get("pickled_model"))
+
+
+def _inside(folder: Path, name: Any) -> Path:
+    if not isinstance(name, str) or not name or name.startswith("/") or ".." in name.split("/"):
+        raise ModelRefused("format", "the sklearn flavor names no model file inside the model")
+    path = folder / name
+    if not path.is_file():
+        raise ModelRefused("format", f"the model file {name} is missing")
+    return path
+
+
+# --- 3. the types ------------------------------------------------------------------------------
+
+
+def check_types(types: Iterable[str]) -> tuple[str, ...]:
+    """The types, if every one is on our allowlist."""
+    needed = tuple(sorted(set(types)))
+    refused = [name for name in needed if name not in ALLOWED_TYPES]
+    if refused:
+        more = f" and {len(refused) - 1} more" if len(refused) > 1 else ""
+        raise ModelRefused("types", f"type {refused[0]}{more} is not on the loading allowlist "
+                           "(serving/modelfiles.py ALLOWED_TYPES)")
+    return needed
+
+
+def untrusted_types(model_file: Path) -> list[str]:
+    """What skops would need to trust; reads the file's schema, builds no object."""
+    import skops.io
+
+    try:
+        return list(skops.io.get_untrusted_types(file=model_file))
+    except Exception as err:  # any failure to read the schema is a refusal
+        raise ModelRefused("format", f"{model_file.name} is not a skops file "
+                           f"({type(err).__name__})") from None
+
+
+# --- 4. all of it, then load ---------------------------------------------------------------------
+
+
+def check_model(folder: Path, *, expected_manifest: Mapping[str, str] | None = None
+                ) -> CheckedModel:
+    """Every check, in order, without deserializing anything."""
+    digests = (verify_manifest(folder, expected_manifest) if expected_manifest is not None
+               else manifest(folder))
+    model_file = check_mlmodel(folder)
+    types = check_types(untrusted_types(model_file))
+    return CheckedModel(folder=folder, model_file=model_file, types=types, manifest=digests)
+
+
+def load_sklearn(checked: CheckedModel) -> Any:
+    """The estimator, loaded by skops trusting exactly the checked, allowed types."""
+    import skops.io
+
+    return skops.io.load(checked.model_file, trusted=list(checked.types))

@@ -1,0 +1,334 @@
+"""The path to production cannot be forged: each attack of docs/gate.md's threat model.
+
+Real MLflow servers on both backends, the installed `mlops` command, a real serving
+process. Every test shows the attack failing and would fail without the check it names:
+promote recomputing the verdict (forge), the manifest (tamper), the data-only loader
+(pickle), the read-only user (least privilege).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import mlflow.sklearn
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+from mlflow.exceptions import RestException
+from mlflow.models import Model
+from mlflow.tracking import MlflowClient
+
+from pipeline.gitops import registry
+from pipeline.gitops.card import write_candidate_run_id
+from tests.conftest import TrackingServer
+from tests.serving.conftest import Clients, Server, serving_process, wait_for
+from tests.utils import run_mlops
+from tests.utils.cards import unique_name, write_card
+from tests.utils.fake_github import FakeGitHub, github, github_env
+from tests.utils.registry import move_production
+
+__all__ = ["github"]  # the fixture
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+class Payload:
+    """Unpickling this runs `touch MARKER`: the proof that a model ran code when loaded."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (os.system, (f"touch {self.marker}",))
+
+
+@dataclass
+class Registry:
+    """One model on one backend: Production bootstrapped (ridge), the CLI as the admin."""
+
+    server: TrackingServer
+    name: str
+    card: Path
+    client: MlflowClient
+    tmp: Path
+
+    def mlops(self, *args: str, env: dict[str, str] | None = None,
+              card: Path | None = None) -> subprocess.CompletedProcess[str]:
+        return run_mlops(*args, "--card", str(card or self.card),
+                         env={**self.server.env, "MLOPS_EXPERIMENT": "e2e-trust", **(env or {})})
+
+    def train(self, estimator: str) -> str:
+        done = self.mlops("train", "--estimator", estimator, "--json")
+        assert done.returncode == 0, done.stderr
+        return str(json.loads(done.stdout)["run_id"])
+
+    def propose(self, run_id: str) -> None:
+        write_candidate_run_id(self.card, run_id)
+
+    def production(self) -> str:
+        return str(self.client.get_model_version_by_alias(self.name, "production").version)
+
+    def gate(self, name: str, *extra: str, env: dict[str, str] | None = None
+             ) -> subprocess.CompletedProcess[str]:
+        return self.mlops("gate", "--report", str(self.tmp / f"{name}.md"),
+                          "--json", str(self.tmp / f"{name}.json"),
+                          "--plot", str(self.tmp / f"{name}.png"), *extra, env=env)
+
+    def model_id(self, run_id: str) -> str:
+        return registry.logged_model_id(self.client, run_id)
+
+    def replace_model_file(self, victim_run: str, donor_run: str) -> None:
+        """A write to the artifact store: the victim's model.skops becomes the donor's."""
+        with tempfile.TemporaryDirectory() as tmp:
+            donor = Path(mlflow.artifacts.download_artifacts(
+                artifact_uri=f"runs:/{donor_run}/model", dst_path=tmp,
+                tracking_uri=self.server.uri))
+            self.client.log_model_artifact(self.model_id(victim_run),
+                                           str(donor / "model.skops"))
+
+
+@pytest.fixture
+def reg(tracking_server: TrackingServer, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> Registry:
+    for key, value in tracking_server.env.items():
+        monkeypatch.setenv(key, value)
+    name = unique_name("e2e-trust")
+    state = Registry(server=tracking_server, name=name, card=write_card(tmp_path, name),
+                     client=MlflowClient(tracking_server.uri, registry_uri=tracking_server.uri),
+                     tmp=tmp_path)
+    boot = state.mlops("train", "--estimator", "ridge", "--register", "--promote")
+    assert boot.returncode == 0, boot.stderr
+    return state
+
+
+def _one_error_line(done: subprocess.CompletedProcess[str]) -> str:
+    lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    return lines[0]
+
+
+def test_a_verdict_copied_onto_a_worse_run_promotes_nothing(reg: Registry) -> None:
+    good, dummy = reg.train("hist_gradient_boosting"), reg.train("dummy")
+    reg.propose(good)
+    assert reg.gate("good", "--record").returncode == 0  # a genuine passing verdict, tagged
+    genuine = reg.client.get_run(good).data.tags
+    forged = json.loads(genuine[registry.VERDICT_TAG])
+    forged["candidate_run_id"] = dummy
+    reg.client.set_tag(dummy, registry.VERDICT_TAG, json.dumps(forged))
+    reg.client.set_tag(dummy, registry.PASSED_TAG, "true")
+    forged_file = reg.tmp / "forged.json"
+    forged_file.write_text(json.dumps(forged))
+
+    reg.propose(dummy)
+    for extra in ((), ("--verdict", str(forged_file))):
+        done = reg.mlops("promote", *extra)
+        assert done.returncode == 1, done.stderr
+        assert _one_error_line(done).startswith(
+            "error: promote: the gate re-computed on main fails: floor: r2 is")
+        assert reg.production() == "1"
+    assert "the PR's verdict differs" in done.stderr
+
+
+def test_a_model_file_replaced_after_the_gate_is_refused_by_promote(reg: Registry) -> None:
+    good, other = reg.train("hist_gradient_boosting"), reg.train("random_forest")
+    reg.propose(good)
+    assert reg.gate("good").returncode == 0
+    reg.replace_model_file(good, other)  # valid skops, same schema: it would serve fine
+    done = reg.mlops("promote", "--verdict", str(reg.tmp / "good.json"))
+    assert done.returncode == 2, done.stderr
+    line = _one_error_line(done)
+    assert line.startswith(f"error: run {good}: its model files changed after the PR's gate "
+                           "(model file model.skops: sha256 ")
+    assert reg.production() == "1"
+
+
+@pytest.fixture
+def serving(reg: Registry, tmp_path: Path) -> Iterator[Server]:
+    """The real server on Production, with the read-only user (as deployed)."""
+    with serving_process(tmp_path / "serving", reg.server.reader_env, reg.name) as running:
+        yield running
+
+
+def _record(reg: Registry) -> dict[str, object]:
+    """One row of Production's input example, as /predict takes it."""
+    local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{reg.name}/1",
+                                                tracking_uri=reg.server.uri)
+    frame = pd.DataFrame(Model.load(local).load_input_example(local)).head(1)
+    return {k: (None if pd.isna(v) else v) for k, v in frame.iloc[0].to_dict().items()}
+
+
+def test_a_promoted_version_whose_file_was_replaced_is_refused_under_load(
+        reg: Registry, serving: Server) -> None:
+    good, other = reg.train("hist_gradient_boosting"), reg.train("dummy")
+    reg.propose(good)
+    assert reg.gate("good").returncode == 0
+    done = reg.mlops("promote", "--verdict", str(reg.tmp / "good.json"))
+    assert done.returncode == 0, done.stderr
+    wait_for(lambda: serving.get("/model")["version"] == "2", what="version 2")
+    assert reg.mlops("rollback").returncode == 0  # back to version 1 for now
+    wait_for(lambda: serving.get("/model")["version"] == "1", what="version 1 again")
+
+    reg.replace_model_file(good, other)  # version 2 was promoted: its manifest is recorded
+    with Clients(serving.url, _record(reg)) as clients:
+        wait_for(lambda: clients.count() >= 40, what="the clients to get going")
+        assert reg.mlops("rollback", "--to", "2").returncode == 0  # the alias moves to it
+        wait_for(lambda: (serving.get("/model")["last_refusal"] or {}).get("version") == "2",
+                 what="the refusal of version 2")
+        seen = clients.count()
+        wait_for(lambda: clients.count() >= seen + 40, what="requests after the refusal")
+    status = serving.get("/model")
+    assert status["version"] == "1"
+    assert status["last_refusal"]["rule"] == "manifest"
+    assert status["last_refusal"]["file"] == "model.skops"
+    assert len(status["last_refusal"]["expected"]) == len(status["last_refusal"]["found"]) == 12
+    assert clients.errors == []
+    assert {status for answers in clients.answers for status, _ in answers} == {200}
+    assert {version for answers in clients.answers for _, version in answers} == {"1"}
+    assert requests.get(serving.url + "/ready", timeout=5).status_code == 200
+    metrics = requests.get(serving.url + "/metrics", timeout=5).text
+    assert "serving_model_refusals_total 1.0" in metrics
+
+
+def _log_pickle(reg: Registry, marker: Path, serialization: str) -> tuple[str, str]:
+    """A run whose model is a pickle with a payload, registered as a new version."""
+    signature = Model.load(mlflow.artifacts.download_artifacts(
+        artifact_uri=f"models:/{reg.name}/1", tracking_uri=reg.server.uri)).signature
+    mlflow.set_tracking_uri(reg.server.uri)
+    mlflow.set_experiment("e2e-trust-attacker")
+    with mlflow.start_run() as run:
+        mlflow.set_tag("task", "regression")
+        mlflow.sklearn.log_model(Payload(marker), name="model", signature=signature,
+                                 serialization_format=serialization,
+                                 pip_requirements=["scikit-learn"])
+    version = registry.register_run(reg.client, reg.name, run.info.run_id)
+    return run.info.run_id, str(version.version)
+
+
+@pytest.mark.parametrize("serialization", ["pickle", "cloudpickle"])
+def test_a_pickle_behind_the_alias_never_runs(reg: Registry, serving: Server, tmp_path: Path,
+                                              serialization: str) -> None:
+    marker = tmp_path / "pwned"
+    run_id, version = _log_pickle(reg, marker, serialization)
+    # A compromised registry write: the pickle's own manifest recorded, the alias moved.
+    move_production(reg.client, reg.name, version, tracking_uri=reg.server.uri)
+    wait_for(lambda: (serving.get("/model")["last_refusal"] or {}).get("version") == version,
+             what="the refusal of the pickle")
+    status = serving.get("/model")
+    assert status["version"] == "1"
+    assert status["last_refusal"]["rule"] == "serialization"
+    answer = requests.post(serving.url + "/predict", json={"records": [_record(reg)]},
+                           timeout=30)
+    assert answer.status_code == 200
+    assert answer.json()["model"]["version"] == "1"
+
+    reg.propose(run_id)
+    done = reg.gate("pickle")
+    assert done.returncode == 2, done.stderr
+    assert _one_error_line(done) == (
+        f"error: candidate run {run_id}: model refused: serialization format {serialization} "
+        "is refused: models load as data (skops), never as pickle")
+    assert not marker.exists(), "the pickle's code ran"
+
+
+def test_a_half_done_promotion_leaves_no_former_production(reg: Registry,
+                                                           monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    """Registered, manifest written, then the alias move fails: nothing looks promoted."""
+    from pipeline.gitops import evaluation, promote
+    from pipeline.gitops.card import load_card
+    from pipeline.gitops.github import Audit
+
+    good = reg.train("hist_gradient_boosting")
+    reg.propose(good)
+    card = load_card(reg.card)
+
+    class AliasDown(MlflowClient):
+        def set_registered_model_alias(self, name: str, alias: str, version: str) -> None:
+            raise RestException({"error_code": "INTERNAL_ERROR", "message": "registry down"})
+
+    broken = AliasDown(reg.server.uri, registry_uri=reg.server.uri)
+    audit = Audit(git_sha="abc", pr_number="7", workflow_run_url="local", actor="ci")
+    with pytest.raises(RestException, match="registry down"):
+        promote.promote(broken, card, audit=audit, tracking_uri=reg.server.uri)
+    assert reg.production() == "1"
+    registered = registry.find_version_of_run(reg.client, reg.name, good)
+    assert registered is not None
+    assert not set(registry.AUDIT_MARKERS) & set(registered.tags)
+    assert not evaluation.was_production(reg.client, reg.name, good)
+
+
+def test_the_read_only_user_runs_the_pr_gate_and_cannot_promote(
+        secured_server: TrackingServer, github: FakeGitHub, tmp_path: Path) -> None:
+    name = unique_name("e2e-reader")
+    card = write_card(tmp_path, name)
+    admin = {**secured_server.env, "MLOPS_EXPERIMENT": "e2e-trust"}
+    for args in (("--estimator", "ridge", "--register", "--promote"),
+                 ("--estimator", "hist_gradient_boosting", "--json")):
+        trained = run_mlops("train", *args, "--card", str(card), env=admin)
+        assert trained.returncode == 0, trained.stderr
+    write_candidate_run_id(card, json.loads(trained.stdout)["run_id"])
+
+    gate_dir, summary = tmp_path / "gate", tmp_path / "summary.md"
+    reader = {**secured_server.reader_env, "GITHUB_STEP_SUMMARY": str(summary),
+              **github_env(github)}
+    gate = run_mlops("gate", "--card", str(card), "--report", str(gate_dir / "report.md"),
+                     "--json", str(gate_dir / "verdict.json"),
+                     "--plot", str(gate_dir / "plot.png"), env=reader)
+    assert gate.returncode == 0, gate.stderr
+    assert {p.name for p in gate_dir.iterdir()} == {"report.md", "verdict.json", "plot.png"}
+    assert "PASS" in summary.read_text()
+    comment = run_mlops("pr-comment", "--report", str(gate_dir / "report.md"), "--pr", "7",
+                        env=reader)
+    assert comment.returncode == 0, comment.stderr
+    assert "mlops-verdict:" in github.comments[0]["body"]
+
+    client = MlflowClient(secured_server.uri, registry_uri=secured_server.uri)
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in secured_server.reader_env.items():
+            patch.setenv(key, value)
+        with pytest.raises(RestException) as refused:
+            client.set_registered_model_alias(name, "production", "1")
+    assert refused.value.get_http_status_code() == 403
+    promote = run_mlops("promote", "--card", str(card), "--pr", "7", env=reader)
+    assert promote.returncode == 2
+    assert "PERMISSION_DENIED" in _one_error_line(promote) or "403" in promote.stderr
+    admin_client = MlflowClient(secured_server.uri, registry_uri=secured_server.uri)
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in secured_server.env.items():
+            patch.setenv(key, value)
+        assert admin_client.get_model_version_by_alias(name, "production").version == "1"
+
+
+def test_promote_compares_with_the_verdict_in_the_sticky_comment(
+        reg: Registry, github: FakeGitHub) -> None:
+    good = reg.train("hist_gradient_boosting")
+    reg.propose(good)
+    assert reg.gate("good").returncode == 0
+    comment = run_mlops("pr-comment", "--report", str(reg.tmp / "good.md"), "--pr", "7",
+                        env={**reg.server.env, **github_env(github)})
+    assert comment.returncode == 0, comment.stderr
+    forged = {"id": 1, "user": {"login": "mallory"},
+              "body": github.comments[0]["body"].replace("mlops-verdict:", "mlops-verdict:x")}
+    github.comments.insert(0, forged)  # someone else's comment is never read
+    event = reg.tmp / "push.json"
+    event.write_text(json.dumps({"head_commit": {"message": "Merge pull request #7 from x/y"}}))
+    done = reg.mlops("promote", env={**github_env(github), "GITHUB_EVENT_PATH": str(event)})
+    assert done.returncode == 0, done.stderr
+    assert "the PR's verdict agrees" in done.stdout
+    assert reg.production() == "2"
+
+
+def test_bootstrap_records_a_manifest_the_server_checks(reg: Registry) -> None:
+    version = reg.client.get_model_version(reg.name, "1")
+    manifest = json.loads(version.tags[registry.MANIFEST_TAG])
+    assert manifest == registry.version_manifest(reg.name, "1", tracking_uri=reg.server.uri)
+    assert np.all([len(digest) == 64 for digest in manifest.values()])

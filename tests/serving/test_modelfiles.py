@@ -1,0 +1,136 @@
+"""Models as data, on real model folders written by MLflow: each refusal, and what passes.
+
+Every attack here would run code or load foreign bytes without `serving.modelfiles`:
+the pickle's payload creates a marker file when unpickled, the self-whitelisting model
+would load a type nobody reviewed, the swapped file would be served.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import mlflow.sklearn
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from sklearn.linear_model import Ridge
+from sklearn.neighbors import KNeighborsRegressor
+
+from pipeline.stages.datasets import load_spec
+from pipeline.stages.features import build_model
+from pipeline.stages.train import ESTIMATORS, make_estimator, trusted_types
+from serving import modelfiles
+
+X = pd.DataFrame({"a": np.arange(40, dtype=float), "b": np.arange(40, dtype=float) % 7})
+Y = X["a"] * 2 + X["b"]
+REQUIREMENTS = ["scikit-learn"]
+
+
+def _save(folder: Path, model: object, **kwargs: object) -> Path:
+    mlflow.sklearn.save_model(model, str(folder), pip_requirements=REQUIREMENTS, **kwargs)
+    return folder
+
+
+class Payload:
+    """Unpickling this creates the marker file: the proof that code ran on load."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (os.system, (f"touch {self.marker}",))
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        return np.zeros(len(frame))
+
+
+@pytest.fixture
+def good(tmp_path: Path) -> Path:
+    return _save(tmp_path / "good", Ridge().fit(X, Y))
+
+
+def test_a_skops_model_passes_and_loads_with_only_allowed_types(good: Path) -> None:
+    checked = modelfiles.check_model(good)
+    assert set(checked.manifest) >= {"MLmodel", "model.skops"}
+    assert set(checked.types) <= modelfiles.ALLOWED_TYPES
+    model = modelfiles.load_sklearn(checked)
+    assert model.predict(X.head(2)) == pytest.approx(Ridge().fit(X, Y).predict(X.head(2)))
+
+
+def test_a_replaced_file_is_refused_by_name(good: Path, tmp_path: Path) -> None:
+    recorded = modelfiles.manifest(good)
+    other = _save(tmp_path / "other", Ridge(alpha=50.0).fit(X, Y))  # valid, same schema
+    shutil.copy(other / "model.skops", good / "model.skops")
+    with pytest.raises(modelfiles.ModelRefused) as refused:
+        modelfiles.check_model(good, expected_manifest=recorded)
+    assert refused.value.rule == "manifest"
+    assert refused.value.file == "model.skops"
+    assert refused.value.expected == recorded["model.skops"][:12]
+    assert str(refused.value).startswith("model.skops: expected sha256 ")
+
+
+@pytest.mark.parametrize("serialization", ["pickle", "cloudpickle"])
+def test_a_pickled_model_is_refused_before_its_code_runs(serialization: str,
+                                                         tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    folder = _save(tmp_path / "evil", Payload(marker), serialization_format=serialization)
+    assert not marker.exists()
+    with pytest.raises(modelfiles.ModelRefused, match=f"serialization format {serialization} "
+                       "is refused") as refused:
+        modelfiles.check_model(folder)
+    assert refused.value.rule == "serialization"
+    assert not marker.exists()
+
+
+def test_a_model_cannot_whitelist_its_own_types(tmp_path: Path) -> None:
+    """skops' trusted types in MLmodel are the author's word; only our list counts."""
+    tree = KNeighborsRegressor(n_neighbors=2, algorithm="kd_tree").fit(X, Y)
+    needed = sorted(__import__("skops.io").io.get_untrusted_types(
+        data=__import__("skops.io").io.dumps(tree)))
+    folder = _save(tmp_path / "kd", tree, skops_trusted_types=needed)
+    assert yaml.safe_load((folder / "MLmodel").read_text())["flavors"]["sklearn"][
+        "skops_trusted_types"] == needed
+    with pytest.raises(modelfiles.ModelRefused, match="not on the loading allowlist") as refused:
+        modelfiles.check_model(folder)
+    assert refused.value.rule == "types"
+
+
+@pytest.mark.parametrize(("edit", "rule"), [
+    (lambda m: m["flavors"].__setitem__("python_function", {
+        **m["flavors"]["python_function"], "loader_module": "evil.loader"}), "loader"),
+    (lambda m: m["flavors"]["sklearn"].__setitem__("code", "code"), "code"),
+    (lambda m: m["flavors"].__setitem__("onnx_custom", {}), "flavor"),
+    (lambda m: m["flavors"].pop("sklearn"), "flavor"),
+    (lambda m: m["flavors"]["sklearn"].__setitem__("pickled_model", "../../etc/passwd"),
+     "format"),
+])
+def test_mlmodel_rules(good: Path, edit: object, rule: str) -> None:
+    meta = yaml.safe_load((good / "MLmodel").read_text())
+    edit(meta)  # type: ignore[operator]
+    (good / "MLmodel").write_text(yaml.safe_dump(meta))
+    with pytest.raises(modelfiles.ModelRefused) as refused:
+        modelfiles.check_model(good)
+    assert refused.value.rule == rule
+
+
+def test_not_a_skops_file_is_refused(good: Path) -> None:
+    (good / "model.skops").write_bytes(b"this is not a skops archive")
+    with pytest.raises(modelfiles.ModelRefused, match="is not a skops file"):
+        modelfiles.check_model(good)
+
+
+@pytest.mark.parametrize("task", ["regression", "classification"])
+def test_every_estimator_of_the_registry_is_on_the_allowlist(task: str) -> None:
+    """`mlops train` refuses a model the server could not load: none of ours may be one."""
+    spec = load_spec("diamonds")
+    x = pd.DataFrame({"carat": [0.3, 0.5, 1.0, 1.2] * 10, "cut": ["Ideal", "Good"] * 20,
+                      "color": ["E", "F"] * 20, "clarity": ["SI1", "VS2"] * 20,
+                      "depth": [61.0] * 40, "table": [55.0] * 40, "x": [4.0] * 40,
+                      "y": [4.0] * 40, "z": [2.5] * 40})
+    y = x["carat"] * 1000 if task == "regression" else (x["carat"] > 0.6).astype(int)
+    for name in ESTIMATORS[task]:
+        model = build_model(spec, make_estimator(task, name, {})).fit(x[spec.feature_names], y)
+        assert set(trusted_types(model)) <= modelfiles.ALLOWED_TYPES, name
