@@ -157,6 +157,7 @@ def build(settings: StackSettings) -> Stack:
         "servingLoadBalancerDns": serving.service.dns_name,
         "artifactBucket": artifacts.bucket_name,
         "trackingAdminSecretArn": tracking.admin_secret.arn,
+        "trackingFlaskSecretArn": tracking.flask_secret.arn,
         "trackingRepositoryUrl": tracking.repository.repository_url,
         "servingRepositoryUrl": serving.repository.repository_url,
         "ciRoleArns": ci.role_arns,

@@ -93,6 +93,16 @@ class TrackingServer(pulumi.ComponentResource):
             tags=tags,
             opts=child,
         )
+        # Signs the UI's CSRF tokens: one value for every task, so a form served by one task
+        # is accepted by another, and not the random per-process key MLflow falls back to.
+        self.flask_secret = aws.secretsmanager.Secret(
+            f"{name}-flask-secret-key",
+            name_prefix=f"{args.prefix}/mlflow-flask-secret-key-",
+            description="MLflow's Flask secret key (set by the operator)",
+            recovery_window_in_days=7,
+            tags=tags,
+            opts=child,
+        )
         self.task_role = aws.iam.Role(
             f"{name}-task-role",
             name=f"{args.prefix}-{name}-task",
@@ -149,8 +159,9 @@ class TrackingServer(pulumi.ComponentResource):
                     "DB_USERNAME": secret_arn.apply(lambda arn: f"{arn}:username::"),
                     "DB_PASSWORD": secret_arn.apply(lambda arn: f"{arn}:password::"),
                     "MLFLOW_AUTH_ADMIN_PASSWORD": self.admin_secret.arn,
+                    "MLFLOW_FLASK_SERVER_SECRET_KEY": self.flask_secret.arn,
                 },
-                secret_arns=[secret_arn, self.admin_secret.arn],
+                secret_arns=[secret_arn, self.admin_secret.arn, self.flask_secret.arn],
                 command=command,
                 task_role_arn=self.task_role.arn,
                 log_retention_days=args.log_retention_days,
@@ -169,6 +180,7 @@ class TrackingServer(pulumi.ComponentResource):
                 "url": self.url,
                 "repository_url": self.repository.repository_url,
                 "admin_secret_arn": self.admin_secret.arn,
+                "flask_secret_arn": self.flask_secret.arn,
                 "task_role_arn": self.task_role.arn,
             }
         )

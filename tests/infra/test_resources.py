@@ -112,6 +112,7 @@ def test_tracking_task_points_at_bucket_database_and_secrets(stack):
         "DB_USERNAME": f"{db_secret}:username::",
         "DB_PASSWORD": f"{db_secret}:password::",
         "MLFLOW_AUTH_ADMIN_PASSWORD": admin_secret,
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": stack.outputs["trackingFlaskSecretArn"],
     }
 
 

@@ -286,7 +286,8 @@ def test_serving_tasks_have_no_aws_permissions(stack):
 def test_execution_roles_read_only_their_own_secrets(stack):
     db_secret = stack.named(RDS, "tracking-db-mysql").state["masterUserSecrets"][0]["secretArn"]
     admin = stack.outputs["trackingAdminSecretArn"]
-    expected = {"tracking": sorted([db_secret, admin]), "serving": [admin]}
+    flask = stack.outputs["trackingFlaskSecretArn"]
+    expected = {"tracking": sorted([db_secret, admin, flask]), "serving": [admin]}
     for name, arns in expected.items():
         policy = stack.named(ROLE_POLICY, f"{name}-exec-secrets")
         (statement,) = statements(policy)
