@@ -154,10 +154,12 @@ def test_serving_tasks_accept_only_their_load_balancer(stack):
 
 
 def test_load_balancers_open_only_listener_ports(stack):
-    assert rules_of(stack, INGRESS, "tracking-lb-sg") == [
-        (80, 80, "tcp", "0.0.0.0/0"),
-        (443, 443, "tcp", "0.0.0.0/0"),
-    ]
+    # closed by default: only the stack's NAT address (its own serving tasks) until the
+    # operator lists who may come in (trackingAllowedCidrs)
+    nat = [f"{eip.state['publicIp']}/32" for eip in stack.of_type("aws:ec2/eip:Eip")]
+    assert rules_of(stack, INGRESS, "tracking-lb-sg") == sorted(
+        (port, port, "tcp", cidr) for port in (80, 443) for cidr in nat
+    )
     # internal by default: reachable from inside the VPC only
     assert rules_of(stack, INGRESS, "serving-lb-sg") == [
         (80, 80, "tcp", "10.40.0.0/16"),
@@ -407,12 +409,12 @@ def test_infra_role_manages_only_this_stack_where_aws_allows(stack):
 
 def test_the_policy_pack_passes_on_the_stack(stack, plain_http_stack):
     from policy.rules import RULES
-    from pulumi_policy import EnforcementLevel, ResourceValidationArgs
+    from pulumi_policy import EnforcementLevel
 
     found: list[str] = []
     for deployment in (stack, plain_http_stack):
         for res in deployment.resources:
-            args = ResourceValidationArgs(res.type, res.state, res.urn, res.name, None, None)
+            args = res.policy_args()
             for name, _, validate, level in RULES:
                 if level == EnforcementLevel.ADVISORY:
                     continue
