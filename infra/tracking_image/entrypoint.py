@@ -64,6 +64,9 @@ def auth_config(*, database_uri: str, admin_username: str) -> str:
         f"database_uri = {escaped}\n"
         f"admin_username = {admin_username}\n"
         f"authorization_function = {AUTHORIZATION_FUNCTION}\n"
+        # Checking a password costs a deliberately slow hash (~1 s on half a vCPU); a
+        # known one is trusted for a minute per worker, as on the local stack.
+        "auth_cache_ttl_seconds = 60\n"
     )
 
 

@@ -225,3 +225,12 @@ def test_trust_names_the_configured_repository(stack):
         "token.actions.githubusercontent.com:sub"
     ]
     assert sub == f"repo:{REPO}:environment:production"
+
+
+def test_the_tracking_task_gives_the_entrypoint_everything_it_requires(stack):
+    """The image refuses to start without these; the task definition must pass each one."""
+    import entrypoint
+
+    spec = container(stack, "tracking")
+    given = set(env_of(spec)) | set(secrets_of(spec))
+    assert set(entrypoint.REQUIRED) <= given, set(entrypoint.REQUIRED) - given
