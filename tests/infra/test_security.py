@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.infra.conftest import REPO, Deployment, Res, violations
+from tests.infra.conftest import ACCOUNT, REPO, Deployment, Res, violations
 
 INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
 EGRESS = "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule"
@@ -405,6 +405,46 @@ def test_infra_role_manages_only_this_stack_where_aws_allows(stack):
     assert by_sid["StackSecrets"]["Resource"].endswith(":secret:mlops-test/*")
     assert by_sid["PulumiState"]["Resource"] == "arn:aws:s3:::acme-pulumi-state"
     assert by_sid["ArtifactBucket"]["Resource"][0] == "arn:aws:s3:::mlops-test-*"
+
+
+# What the infra role may do on "*": a new entry here is a decision, made in review.
+ACCOUNT_WIDE = {
+    "AccountWideServices": {"ec2:*", "elasticloadbalancing:*", "application-autoscaling:*"},
+    "UnscopedActions": {
+        "ecr:GetAuthorizationToken", "ecs:RegisterTaskDefinition",
+        "ecs:DeregisterTaskDefinition", "ecs:DescribeTaskDefinition", "ecs:ListTaskDefinitions",
+        "ecs:ListClusters", "rds:Describe*", "cloudwatch:DescribeAlarms",
+    },
+    "DescribeLogs": {"logs:DescribeLogGroups", "logs:ListTagsForResource"},
+    "ReadOnlyLookups": {"sts:GetCallerIdentity", "acm:DescribeCertificate", "kms:DescribeKey"},
+}
+CONDITIONED = {"ServiceLinkedRoles", "ManagedKeysThroughServices"}  # "*" under a Condition
+
+
+def test_infra_role_has_no_new_wildcard(stack):
+    policy = stack.named(ROLE_POLICY, "ci-infra-stack")
+    for statement in statements(policy):
+        resources = statement["Resource"]
+        resources = [resources] if isinstance(resources, str) else resources
+        if "*" not in resources:
+            assert all(r.count(":") >= 5 and "::*" not in r for r in resources), statement
+            continue
+        sid = statement["Sid"]
+        if sid in CONDITIONED:
+            assert statement.get("Condition"), f"{policy.urn}: {sid} lost its condition"
+            continue
+        assert sid in ACCOUNT_WIDE, f"{policy.urn}: new statement {sid} on Resource *"
+        assert set(actions_of(statement)) == ACCOUNT_WIDE[sid], f"{policy.urn}: {sid} changed"
+
+
+def test_infra_role_scopes_ecr_ecs_rds_and_alarms_to_the_stack(stack):
+    policy = stack.named(ROLE_POLICY, "ci-infra-stack")
+    by_sid = {s["Sid"]: s for s in statements(policy)}
+    assert by_sid["StackEcr"]["Resource"] == [f"arn:aws:ecr:*:{ACCOUNT}:repository/mlops-test/*"]
+    assert f"arn:aws:ecs:*:{ACCOUNT}:cluster/mlops-test" in by_sid["StackEcs"]["Resource"]
+    assert f"arn:aws:rds:*:{ACCOUNT}:db:mlops-test-*" in by_sid["StackRds"]["Resource"]
+    assert all(r.startswith(f"arn:aws:cloudwatch:*:{ACCOUNT}:alarm:TargetTracking-service/"
+                            "mlops-test/") for r in by_sid["StackCloudwatch"]["Resource"])
 
 
 def test_the_policy_pack_passes_on_the_stack(stack, plain_http_stack):
