@@ -16,10 +16,10 @@ fi
 gap=$("$here/ci-services.sh" --check)
 if [[ -n "$gap" ]]; then
   if [[ "${MLOPS_REQUIRE_ALL:-}" == 1 ]]; then
-    echo "error: make test: no $gap here, and MLOPS_REQUIRE_ALL=1 forbids leaving tests out (sudo make services)" >&2
+    echo "error: make test: missing here: $gap; MLOPS_REQUIRE_ALL=1 forbids leaving tests out (sudo make services)" >&2
     exit 2
   fi
-  echo "make test: no $gap here (sudo make services installs and starts them): running the embedded-default suite, MLOPS_TEST_BACKENDS=sqlite" >&2
+  echo "make test: missing here: $gap (sudo make services installs and starts them); running the embedded-default suite, MLOPS_TEST_BACKENDS=sqlite" >&2
   export MLOPS_TEST_BACKENDS=sqlite
 fi
 
