@@ -9,7 +9,9 @@ and never repeat the values that were sent.
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -143,6 +145,69 @@ def rows_from_mlflow_body(body: bytes, model: LoadedModel) -> list[Any]:
     except ValidationError as err:
         raise InputError(problems_of(err, prefix=(key,))) from None
     return rows
+
+
+def rows_from_csv_body(body: bytes, model: LoadedModel) -> list[Any]:
+    """The validated rows of a `text/csv` `/invocations` body (a header row, then data).
+
+    Cells are converted by the signature's column types, then checked by the same
+    validators as JSON, so the same rules and limits apply: an empty cell is a missing
+    value, `"1.5"` in a `long` column is refused, unknown columns are named.
+    """
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError([Problem((), "the body is not UTF-8 text", "csv_invalid")]) from None
+    try:
+        table = list(csv.reader(io.StringIO(text, newline=""), strict=True))
+    except csv.Error:
+        raise InputError([Problem((), "the body is not valid CSV", "csv_invalid")]) from None
+    table = [line for line in table if line]
+    if not table:
+        raise InputError([Problem((), "expected a header row of column names", "csv_invalid")])
+    header, data = table[0], table[1:]
+    if len(set(header)) != len(header):
+        raise InputError([Problem((), "the header names a column twice", "csv_invalid")])
+    types = {c.name: c.type for c in model.schema.columns} if model.schema else {}
+    records: list[dict[str, Any]] = []
+    for index, line in enumerate(data):
+        if len(line) != len(header):
+            raise InputError([Problem((index,), f"expected {len(header)} values",
+                                      "csv_invalid")])
+        records.append({name: _cell(cell, types.get(name), (index, _short(name)))
+                        for name, cell in zip(header, line, strict=True)})
+    schema = model.schema
+    if schema is None:
+        return _schemaless_rows(records, model.max_rows)
+    try:
+        rows: list[BaseModel] = schema.records.validate_python(records)
+    except ValidationError as err:
+        raise InputError(problems_of(err)) from None
+    return rows
+
+
+_CSV_TRUE, _CSV_FALSE = frozenset({"true", "True", "1"}), frozenset({"false", "False", "0"})
+
+
+def _cell(cell: str, kind: str | None, loc: tuple[str | int, ...]) -> Any:
+    """One CSV cell as the column's type; the caller's mistake names the cell, not its text."""
+    if cell == "":
+        return None
+    try:
+        if kind in ("double", "float"):
+            return float(cell)
+        if kind in ("long", "integer"):
+            return int(cell)
+    except ValueError:
+        expected = "a number" if kind in ("double", "float") else "an integer"
+        raise InputError([Problem(loc, f"expected {expected}", "csv_value")]) from None
+    if kind == "boolean":
+        if cell in _CSV_TRUE:
+            return True
+        if cell in _CSV_FALSE:
+            return False
+        raise InputError([Problem(loc, "expected true or false", "csv_value")])
+    return cell
 
 
 def frame_from_records(records: list[dict[str, Any]], model: LoadedModel) -> pd.DataFrame:
