@@ -44,6 +44,9 @@ class Metrics:
 
     def endpoint(self, path: str) -> str:
         # Unknown paths share one label: a scanner cannot blow up the label set.
+        if path.startswith("/v2/models/"):  # one label per route, whatever the model name
+            suffix = path.rsplit("/", 1)[-1]
+            path = f"/v2/models/{suffix}" if suffix in ("ready", "infer") else "/v2/models"
         return path if path in self.endpoints else "other"
 
 
@@ -92,6 +95,24 @@ class BatcherCollector(Collector):
                        self.batcher.batches)
         yield _counter("serving_batched_requests", "Requests scored in those batches",
                        self.batcher.batched_requests)
+        yield GaugeMetricFamily("serving_queue_depth", "Requests waiting for the scoring thread",
+                                value=self.batcher.queue_depth)
+        yield GaugeMetricFamily("serving_queue_limit", "Requests that may wait (SERVING_QUEUE_MAX)",
+                                value=self.batcher.max_queue)
+        yield _counter("serving_overloaded", "Requests refused because the queue was full (503)",
+                       self.batcher.overloaded)
+        yield _counter("serving_deadline_exceeded",
+                       "Requests not answered within the deadline (504)",
+                       self.batcher.deadlines_exceeded)
+        yield _counter("serving_expired",
+                       "Queued requests dropped unscored: their deadline had passed",
+                       self.batcher.expired)
+        yield _counter("serving_scoring_thread_restarts",
+                       "Scoring threads replaced because they died or were stuck",
+                       self.batcher.restarts)
+        yield GaugeMetricFamily("serving_abandoned_scoring_threads",
+                                "Replaced scoring threads still inside a stuck predict",
+                                value=self.batcher.abandoned_threads)
 
     def describe(self) -> list[Metric]:
         return []
