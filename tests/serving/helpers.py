@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -50,3 +52,39 @@ def ready_store(model: LoadedModel) -> ModelStore:
     store = ModelStore(resolve=lambda: ref, load=lambda _: model, poll_seconds=60)
     assert store.refresh()
     return store
+
+
+class Sleepy(Linear):
+    """Takes `seconds` per predict call, like a heavy model."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        time.sleep(self.seconds)
+        return super().predict(frame)
+
+
+class Hanging(Linear):
+    """Hangs on any frame holding a row with count 13, until `release` is set."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        if (frame["count"] == 13).any():
+            self.release.wait(60)
+        return super().predict(frame)
+
+
+class Fatal(BaseException):
+    """Not an Exception: what kills a thread (as a C extension's abort would)."""
+
+
+class Killing(Linear):
+    """Kills the scoring thread on a row with count 66."""
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        if (frame["count"] == 66).any():
+            raise Fatal
+        return super().predict(frame)
