@@ -374,7 +374,9 @@ def _install_error_handlers(app: FastAPI, metrics: Metrics, retry_after: str) ->
     def answer(request: Request, refusal: Refusal, message: str,
                detail: list[dict[str, Any]] | None = None) -> Response:
         path = request.url.path
-        if path == "/invocations":
+        if path == "/invocations" and refusal.kind == "media_type":
+            response = Response(message, status_code=415, media_type="text/plain")  # as MLflow
+        elif path == "/invocations":
             response = _json(refusal.status, {"error_code": refusal.mlflow_code,
                                               "message": message})
         elif path == "/v2" or path.startswith("/v2/"):
@@ -397,7 +399,10 @@ def _install_error_handlers(app: FastAPI, metrics: Metrics, retry_after: str) ->
     async def input_error(request: Request, err: scoring.InputError) -> Response:
         path = request.url.path
         status = 400 if path == "/invocations" or path.startswith("/v2/") else 422
-        return answer(request, Refusal(status, "BAD_REQUEST", "input"), str(err),
+        # MLflow names a missing column INVALID_PARAMETER_VALUE, other input errors BAD_REQUEST.
+        code = ("INVALID_PARAMETER_VALUE" if any(p.type == "missing" for p in err.problems)
+                else "BAD_REQUEST")
+        return answer(request, Refusal(status, code, "input"), str(err),
                       [p.as_dict() for p in err.problems])
 
     @app.exception_handler(scoring.ModelFailure)
