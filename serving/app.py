@@ -29,6 +29,13 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from serving import oip, scoring
+from serving.access import (
+    REQUEST_ID_HEADER,
+    AccessLogMiddleware,
+    CorrelationIdMiddleware,
+    plausible_request_id,
+    request_id,
+)
 from serving.batching import DeadlineExceeded, MicroBatcher, Overloaded
 from serving.metrics import Metrics, MetricsMiddleware
 from serving.settings import ServingSettings, load_settings
@@ -142,6 +149,9 @@ def create_app(store: ModelStore | None = None, *, settings: ServingSettings | N
     app.state.metrics = metrics
     app.state.batcher = batcher
     app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(AccessLogMiddleware)
+    app.add_middleware(CorrelationIdMiddleware, header_name=REQUEST_ID_HEADER,  # outermost
+                       validator=plausible_request_id)
     _install_error_handlers(app, metrics, retry_after)
     _install_routes(app, model_store, batcher, metrics, limit)
     _install_v2_routes(app, model_store, batcher, limit)
@@ -165,6 +175,7 @@ def _install_routes(app: FastAPI, store: ModelStore, batcher: MicroBatcher, metr
         model = store.current  # read once: this request is scored by this model only
         if model is None:
             raise NoModel
+        request.state.model_version = model.info.version
         body = await _read_body(request, limit)
         if len(body) <= INLINE_PARSE_BYTES:
             rows = parse(body, model)
@@ -304,6 +315,7 @@ def _install_v2_routes(app: FastAPI, store: ModelStore, batcher: MicroBatcher,
 
     async def infer(request: Request, name: str, version: str | None = None) -> Response:
         model = live(name, version)
+        request.state.model_version = model.info.version
         body = await _read_body(request, limit)
         header = request.headers.get("inference-header-content-length")
         if header is not None and not header.isdigit():
@@ -407,7 +419,7 @@ def _install_error_handlers(app: FastAPI, metrics: Metrics, retry_after: str) ->
 
     @app.exception_handler(scoring.ModelFailure)
     async def model_failure(request: Request, err: scoring.ModelFailure) -> Response:
-        reference = uuid.uuid4().hex[:12]
+        reference = request_id() or uuid.uuid4().hex
         metrics.model_errors.inc()
         log.error("model failure (ref %s) on %s: %s", reference, request.url.path, err,
                   exc_info=err.__cause__ or err)
