@@ -260,7 +260,7 @@ class MicroBatcher:
                 for job in jobs:
                     self._score([job], generation)
                 return
-            if not isinstance(err, scoring.ModelFailure):
+            if not isinstance(err, (scoring.ModelFailure, scoring.InputError)):
                 failure = scoring.ModelFailure(f"{type(err).__name__} building the frame")
                 failure.__cause__ = err
                 err = failure

@@ -217,15 +217,67 @@ def frame_from_records(records: list[dict[str, Any]], model: LoadedModel) -> pd.
 
 
 def run(model: LoadedModel, frame: pd.DataFrame) -> Any:
-    """Call the model; anything it raises is our failure, never the caller's."""
+    """Call the model; what it raises is our failure, unless an input is out of its range.
+
+    A finite input can still overflow inside the model (1e308 through a scaler) and make
+    it raise or predict infinity. That is the caller's input, so the rows (and, for a
+    pipeline, the columns) whose transformed features or predictions are not finite get
+    an `InputError`. The check runs only when something went wrong: the normal path
+    costs one `isfinite` over the predictions.
+    """
     try:
-        output = model.predictor.predict(frame)
+        with np.errstate(over="ignore", invalid="ignore"):  # judged below, not warned about
+            output = model.predictor.predict(frame)
     except Exception as err:
+        problems = _out_of_range(model, frame)
+        if problems:
+            raise InputError(problems) from None
         raise ModelFailure(f"{type(err).__name__} in predict") from err
     predictions = _jsonable(output)
     if len(predictions) != len(frame):
         raise ModelFailure(f"predict returned {len(predictions)} rows for {len(frame)}")
+    if isinstance(predictions, np.ndarray) and predictions.dtype.kind == "f":
+        finite = np.isfinite(predictions)
+        if not finite.all():
+            rows = ~finite.reshape(len(frame), -1).all(axis=1)
+            raise InputError(_out_of_range(model, frame) or [
+                Problem((int(row),), NOT_FINITE_PREDICTION, "not_finite")
+                for row in np.flatnonzero(rows)])
     return predictions
+
+
+NOT_FINITE_PREDICTION = "out of the model's range: the prediction is not a finite number"
+NOT_FINITE_FEATURE = "out of the model's range: the model's transformed value is not finite"
+
+
+def _out_of_range(model: LoadedModel, frame: pd.DataFrame) -> list[Problem]:
+    """Rows (and input columns) a pipeline's transformers turn into non-finite numbers."""
+    estimator: Any = getattr(model.predictor, "estimator", model.predictor)
+    if len(getattr(estimator, "steps", ())) < 2:
+        return []
+    try:
+        transformers = estimator[:-1]
+        with np.errstate(all="ignore"):
+            transformed = transformers.transform(frame)
+        if hasattr(transformed, "toarray"):  # sparse
+            transformed = transformed.toarray()
+        finite = np.isfinite(np.asarray(transformed, dtype=np.float64))
+        try:
+            features = [str(f) for f in transformers.get_feature_names_out()]
+        except Exception:  # not every transformer names its outputs
+            features = []
+    except Exception:
+        return []
+    problems: list[Problem] = []
+    for row in np.flatnonzero(~finite.all(axis=1)):
+        bad = {features[i] for i in np.flatnonzero(~finite[row])} if features else set()
+        columns = [str(c) for c in frame.columns
+                   if any(f == c or f.endswith(f"__{c}") for f in bad)]
+        problems.extend(Problem((int(row), _short(c)), NOT_FINITE_FEATURE, "not_finite")
+                        for c in columns)
+        if not columns:
+            problems.append(Problem((int(row),), NOT_FINITE_FEATURE, "not_finite"))
+    return problems
 
 
 def problems_of(err: ValidationError, prefix: tuple[str | int, ...] = ()) -> list[Problem]:
