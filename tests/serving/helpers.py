@@ -9,7 +9,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.linear_model import Ridge
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+from serving.loader import SklearnPredictor
 from serving.schema import ColumnSpec, from_columns
 from serving.scoring import LoadedModel, ModelRef
 from serving.store import ModelStore
@@ -88,3 +93,21 @@ class Killing(Linear):
         if (frame["count"] == 66).any():
             raise Fatal
         return super().predict(frame)
+
+
+def ridge_pipeline(*, carat_spread: float) -> SklearnPredictor:
+    """Scaler + one-hot (unknown categories ignored), then ridge, as the demo's pipeline;
+    carat's scale is `carat_spread`."""
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"carat": 0.5 + carat_spread * rng.standard_normal(200),
+                          "cut": rng.choice(["Ideal", "Good"], 200),
+                          "depth": 61 + rng.standard_normal(200),
+                          "count": rng.integers(0, 10, 200)})
+    target = 1e6 * (frame["carat"] - 0.5) / carat_spread + frame["count"]
+    encode = OneHotEncoder(handle_unknown="ignore", sparse_output=False)
+    pipeline = Pipeline([
+        ("prepare", ColumnTransformer([("num", StandardScaler(), ["carat", "depth", "count"]),
+                                       ("cat", encode, ["cut"])])),
+        ("ridge", Ridge()),
+    ]).fit(frame, target)
+    return SklearnPredictor(pipeline)

@@ -8,35 +8,13 @@ from typing import Any
 
 import numpy as np
 import orjson
-import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
-from sklearn.compose import ColumnTransformer
-from sklearn.linear_model import Ridge
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from serving import scoring
 from serving.app import create_app
 from serving.batching import MicroBatcher
-from serving.loader import SklearnPredictor
-from tests.serving.helpers import ROW, loaded, ready_store
-
-
-def ridge_pipeline(*, carat_spread: float) -> SklearnPredictor:
-    """StandardScaler + one-hot, then ridge, fitted so that carat's scale is `carat_spread`."""
-    rng = np.random.default_rng(0)
-    frame = pd.DataFrame({"carat": 0.5 + carat_spread * rng.standard_normal(200),
-                          "cut": rng.choice(["Ideal", "Good"], 200),
-                          "depth": 61 + rng.standard_normal(200),
-                          "count": rng.integers(0, 10, 200)})
-    target = 1e6 * (frame["carat"] - 0.5) / carat_spread + frame["count"]
-    pipeline = Pipeline([
-        ("prepare", ColumnTransformer([("num", StandardScaler(), ["carat", "depth", "count"]),
-                                       ("cat", OneHotEncoder(), ["cut"])])),
-        ("ridge", Ridge()),
-    ]).fit(frame, target)
-    return SklearnPredictor(pipeline)
+from tests.serving.helpers import ROW, loaded, ready_store, ridge_pipeline
 
 
 @pytest.fixture(params=[0.1, 1e4], ids=["scaler overflows", "prediction overflows"])
