@@ -57,7 +57,7 @@ def test_mlflow_client_sees_bad_input_as_mlflow_reports_it(
     address = urlsplit(server.url)
     client = ScoringServerClient(address.hostname, address.port)
     rows = holdout_rows(models.card, 2).drop(columns=["carat"])
-    with pytest.raises(Exception, match=r"error code 400.*BAD_REQUEST"):
+    with pytest.raises(Exception, match=r"error code 400.*INVALID_PARAMETER_VALUE"):
         client.invoke(rows)
 
 
