@@ -9,7 +9,9 @@ import logging
 import os
 
 import uvicorn
+from pythonjsonlogger.json import JsonFormatter
 
+from serving.access import RequestIdFilter
 from serving.loader import MLFLOW_HTTP_DEFAULTS
 from serving.settings import ServingSettings, load_settings
 
@@ -18,12 +20,31 @@ def run(settings: ServingSettings) -> None:
     """One worker with uvloop and httptools (TCP_NODELAY set; the model is in memory once)."""
     for key, value in MLFLOW_HTTP_DEFAULTS.items():  # MLflow reads these from the environment
         os.environ.setdefault(key, value)
-    logging.basicConfig(level=settings.serving_log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings)
     uvicorn.run("serving.app:create_app", factory=True, host=settings.serving_host,
                 port=settings.serving_port, loop="uvloop", http="httptools",
                 log_level=settings.serving_log_level.lower(), access_log=False,
-                proxy_headers=True, timeout_graceful_shutdown=10)
+                log_config=None, proxy_headers=True, timeout_graceful_shutdown=10)
+
+
+def configure_logging(settings: ServingSettings) -> None:
+    """Every log line of the process (uvicorn's too) through one handler, with request IDs.
+
+    Our access log (`serving.access`) replaces uvicorn's, which knows neither the
+    request ID nor the model version.
+    """
+    handler = logging.StreamHandler()
+    handler.addFilter(RequestIdFilter())
+    if settings.serving_log_format == "json":
+        handler.setFormatter(JsonFormatter(
+            "{asctime}{levelname}{name}{message}", style="{",
+            rename_fields={"asctime": "time", "levelname": "level", "name": "logger"}))
+    else:
+        handler.setFormatter(logging.Formatter(
+            "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.serving_log_level.upper())
 
 
 if __name__ == "__main__":

@@ -5,11 +5,14 @@ the rows are scored by the `MicroBatcher`'s thread (off the event loop, together
 whatever else is waiting), and the core's two errors become HTTP statuses in one place
 (`_install_error_handlers`): `InputError` → 422 on /predict, 400 on /invocations (what
 `mlflow models serve` answers); `ModelFailure` → 500, logged and counted; the rest by
-the `REFUSALS` table.
+the `REFUSALS` table. Each route family answers errors in its protocol's shape:
+MLflow's (`error_code`, `message`) on /invocations, the Open Inference Protocol's
+(`error`) under /v2, ours (`message`, `detail`) elsewhere.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -25,21 +28,31 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from serving import scoring
-from serving.batching import MicroBatcher
+from serving import oip, scoring
+from serving.access import (
+    REQUEST_ID_HEADER,
+    AccessLogMiddleware,
+    CorrelationIdMiddleware,
+    plausible_request_id,
+    request_id,
+)
+from serving.batching import DeadlineExceeded, MicroBatcher, Overloaded
 from serving.metrics import Metrics, MetricsMiddleware
 from serving.settings import ServingSettings, load_settings
 from serving.store import ModelStore
 
 log = logging.getLogger("serving.app")
 
-DEFAULT_MAX_BODY_BYTES = 16 * 1024 * 1024
 Parse = Callable[[bytes, scoring.LoadedModel], list[Any]]
 Respond = Callable[[Any, scoring.LoadedModel], bytes]
 # Bodies up to this size are validated on the event loop (tens of microseconds in
 # pydantic-core); larger ones in a worker thread so they do not stall other requests.
 INLINE_PARSE_BYTES = 32 * 1024
-ENDPOINTS = ("/predict", "/invocations", "/health", "/ready", "/model", "/metrics")
+ENDPOINTS = ("/predict", "/invocations", "/health", "/ready", "/model", "/metrics", "/ping",
+             "/version", "/v2", "/v2/health/live", "/v2/health/ready", "/v2/models",
+             "/v2/models/ready", "/v2/models/infer")
+CSV_TYPES = ("text/csv",)
+JSON_TYPES = ("application/json",)
 
 
 class BodyTooLarge(Exception):
@@ -48,6 +61,10 @@ class BodyTooLarge(Exception):
 
 class NoModel(Exception):
     """No verified model loaded yet (503)."""
+
+
+class UnsupportedMediaType(Exception):
+    """An /invocations body that is neither JSON nor CSV, or not UTF-8 (415, as MLflow)."""
 
 
 class ModelRefOut(BaseModel):
@@ -107,10 +124,12 @@ def create_app(store: ModelStore | None = None, *, settings: ServingSettings | N
     if store is None:
         settings = settings or load_settings()
         store = ModelStore.from_settings(settings)
-    limit = max_body_bytes or (settings.serving_max_body_bytes if settings
-                               else DEFAULT_MAX_BODY_BYTES)
+    limit = max_body_bytes or _setting(settings, "serving_max_body_bytes")
     model_store = store
-    batcher = MicroBatcher()
+    batcher = MicroBatcher(max_queue=_setting(settings, "serving_queue_max"),
+                           deadline_seconds=_setting(settings, "serving_deadline_seconds"),
+                           stuck_seconds=_setting(settings, "serving_stuck_seconds"))
+    retry_after = str(_setting(settings, "serving_retry_after_seconds"))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -128,11 +147,23 @@ def create_app(store: ModelStore | None = None, *, settings: ServingSettings | N
     metrics = Metrics(model_store, ENDPOINTS, batcher)
     app.state.store = model_store
     app.state.metrics = metrics
+    app.state.batcher = batcher
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    _install_error_handlers(app, metrics)
+    app.add_middleware(AccessLogMiddleware)
+    app.add_middleware(CorrelationIdMiddleware, header_name=REQUEST_ID_HEADER,  # outermost
+                       validator=plausible_request_id)
+    _install_error_handlers(app, metrics, retry_after)
     _install_routes(app, model_store, batcher, metrics, limit)
+    _install_v2_routes(app, model_store, batcher, limit)
     app.openapi = _openapi_from_model(app, model_store)  # type: ignore[method-assign]
     return app
+
+
+def _setting(settings: ServingSettings | None, name: str) -> Any:
+    """A setting's value, or its default when the app is built without settings (tests)."""
+    if settings is not None:
+        return getattr(settings, name)
+    return ServingSettings.model_fields[name].default
 
 
 def _install_routes(app: FastAPI, store: ModelStore, batcher: MicroBatcher, metrics: Metrics,
@@ -144,6 +175,7 @@ def _install_routes(app: FastAPI, store: ModelStore, batcher: MicroBatcher, metr
         model = store.current  # read once: this request is scored by this model only
         if model is None:
             raise NoModel
+        request.state.model_version = model.info.version
         body = await _read_body(request, limit)
         if len(body) <= INLINE_PARSE_BYTES:
             rows = parse(body, model)
@@ -164,8 +196,20 @@ def _install_routes(app: FastAPI, store: ModelStore, batcher: MicroBatcher, metr
                          503: {"model": MlflowErrorResponse}},
               summary="MLflow's scoring protocol, as `mlflow models serve` answers it")
     async def invocations(request: Request) -> Response:
-        return await score(request, scoring.rows_from_mlflow_body,
+        parse = _invocations_parser(request.headers.get("content-type"))
+        return await score(request, parse,
                            lambda predictions, _: scoring.invocations_response(predictions))
+
+    @app.get("/ping", summary="MLflow's health check: 200 once a model is loaded (503 before)",
+             response_class=Response)
+    async def ping() -> Response:
+        status = 200 if store.current is not None and batcher.health() is None else 503
+        return Response("\n", status_code=status, media_type="application/json")
+
+    @app.get("/version", summary="The MLflow version serving the model, as MLflow answers",
+             response_class=Response)
+    async def version() -> Response:
+        return Response(MLFLOW_VERSION, media_type="application/json")
 
     @app.get("/health", summary="Liveness: the process answers")
     async def health() -> dict[str, str]:
@@ -178,6 +222,9 @@ def _install_routes(app: FastAPI, store: ModelStore, batcher: MicroBatcher, metr
         if model is None:
             return _json(503, {"ready": False,
                                "reason": store.last_error or "no model loaded yet"})
+        trouble = batcher.health()
+        if trouble is not None:
+            return _json(503, {"ready": False, "reason": trouble})
         return _json(200, {"ready": True, "model": model.info.ref()})
 
     @app.get("/model", response_model=ModelStatus,
@@ -188,6 +235,104 @@ def _install_routes(app: FastAPI, store: ModelStore, batcher: MicroBatcher, metr
     @app.get("/metrics", summary="Prometheus metrics", response_class=Response)
     async def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def _mlflow_version() -> str:
+    for distribution in ("mlflow", "mlflow-skinny"):
+        try:
+            return importlib.metadata.version(distribution)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return "unknown"
+
+
+MLFLOW_VERSION = _mlflow_version()
+
+
+def _invocations_parser(content_type: str | None) -> Parse:
+    """JSON or CSV by the content type, as `mlflow models serve` reads it (UTF-8 only)."""
+    if content_type is None:
+        return scoring.rows_from_mlflow_body
+    mime, *parameters = (part.strip() for part in content_type.split(";"))
+    options = {key.strip().lower(): value.strip().strip('"').lower()
+               for key, _, value in (p.partition("=") for p in parameters if p)}
+    if set(options) - {"charset"} or options.get("charset", "utf-8") != "utf-8":
+        raise UnsupportedMediaType
+    if mime.lower() in JSON_TYPES:
+        return scoring.rows_from_mlflow_body
+    if mime.lower() in CSV_TYPES:
+        return scoring.rows_from_csv_body
+    raise UnsupportedMediaType
+
+
+def _install_v2_routes(app: FastAPI, store: ModelStore, batcher: MicroBatcher,
+                       limit: int) -> None:
+    """The Open Inference Protocol v2 (REST): the pure core is `serving.oip`."""
+    infer_body: dict[str, Any] = {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": {"type": "object", "required": ["inputs"],
+                                        "properties": {"inputs": {"type": "array"}}}}}}}
+    datatypes: dict[str, str] = {}  # output datatype, per model, from its input example
+
+    def live(name: str, version: str | None) -> scoring.LoadedModel:
+        model = store.current
+        if model is None:
+            raise NoModel
+        oip.check_model(model, name, version)
+        return model
+
+    async def output_datatype(model: scoring.LoadedModel) -> str:
+        key = f"{model.info.uri} {model.loaded_at.isoformat()}"
+        if key not in datatypes:
+            datatype = "FP64"
+            if model.example:
+                body = orjson.dumps({"records": model.example}, option=orjson.OPT_SERIALIZE_NUMPY)
+                rows = scoring.rows_from_predict_body(body, model)
+                datatype, _ = oip.tensor_of(await batcher.predict(model, rows))
+            datatypes.clear()
+            datatypes[key] = datatype
+        return datatypes[key]
+
+    @app.get("/v2", summary="Open Inference Protocol: server metadata")
+    async def server_metadata() -> dict[str, Any]:
+        return {"name": "mlops-serving", "version": app.version, "extensions": []}
+
+    @app.get("/v2/health/live", summary="Open Inference Protocol: liveness")
+    async def server_live() -> dict[str, bool]:
+        return {"live": True}
+
+    @app.get("/v2/health/ready", summary="Open Inference Protocol: readiness (503 until ready)")
+    async def server_ready() -> Response:
+        ok = store.current is not None and batcher.health() is None
+        return _json(200 if ok else 503, {"ready": ok})
+
+    async def model_metadata(name: str, version: str | None = None) -> Response:
+        model = live(name, version)
+        return _json(200, oip.metadata(model, await output_datatype(model)))
+
+    async def model_ready(name: str, version: str | None = None) -> Response:
+        live(name, version)
+        return _json(200, {"name": name, "ready": True})
+
+    async def infer(request: Request, name: str, version: str | None = None) -> Response:
+        model = live(name, version)
+        request.state.model_version = model.info.version
+        body = await _read_body(request, limit)
+        header = request.headers.get("inference-header-content-length")
+        if header is not None and not header.isdigit():
+            raise scoring.InputError([scoring.Problem(
+                (), "Inference-Header-Content-Length must be a number", "oip_format")])
+        length = int(header) if header is not None else None
+        rows, request_id = await run_in_threadpool(oip.rows_from_infer_body, body, length, model)
+        predictions = await batcher.predict(model, rows)
+        return Response(oip.infer_response(predictions, model, request_id),
+                        media_type="application/json")
+
+    for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
+        app.get(prefix, summary="Open Inference Protocol: model metadata")(model_metadata)
+        app.get(prefix + "/ready", summary="Open Inference Protocol: model readiness")(
+            model_ready)
+        app.post(prefix + "/infer", openapi_extra=infer_body,
+                 summary="Open Inference Protocol: score one column-per-input tensor set")(infer)
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -220,10 +365,18 @@ REFUSALS: dict[type[Exception], Refusal] = {
                           "the body is larger than this server accepts (SERVING_MAX_BODY_BYTES)"),
     NoModel: Refusal(503, "TEMPORARILY_UNAVAILABLE", "not_ready",
                      "no model loaded yet; see /model"),
+    Overloaded: Refusal(503, "TEMPORARILY_UNAVAILABLE", "overloaded",
+                        "too many requests are waiting; retry after a moment"),
+    DeadlineExceeded: Refusal(504, "DEADLINE_EXCEEDED", "deadline",
+                              "no prediction within the deadline (SERVING_DEADLINE_SECONDS)"),
+    UnsupportedMediaType: Refusal(415, "BAD_REQUEST", "media_type",
+                                  "this server accepts application/json and text/csv "
+                                  "bodies, UTF-8 only"),
+    oip.NotFound: Refusal(404, "RESOURCE_DOES_NOT_EXIST", "not_found"),
 }
 
 
-def _install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
+def _install_error_handlers(app: FastAPI, metrics: Metrics, retry_after: str) -> None:
     """Every domain error becomes its HTTP status here, and only here.
 
     /invocations answers in MLflow's shape (`error_code`, `message`), as
@@ -232,10 +385,20 @@ def _install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
 
     def answer(request: Request, refusal: Refusal, message: str,
                detail: list[dict[str, Any]] | None = None) -> Response:
-        if request.url.path == "/invocations":
-            return _json(refusal.status, {"error_code": refusal.mlflow_code, "message": message})
-        return _json(refusal.status, {"message": message, "detail": detail or [
-            {"loc": [], "msg": message, "type": refusal.kind}]})
+        path = request.url.path
+        if path == "/invocations" and refusal.kind == "media_type":
+            response = Response(message, status_code=415, media_type="text/plain")  # as MLflow
+        elif path == "/invocations":
+            response = _json(refusal.status, {"error_code": refusal.mlflow_code,
+                                              "message": message})
+        elif path == "/v2" or path.startswith("/v2/"):
+            response = _json(refusal.status, {"error": message})
+        else:
+            response = _json(refusal.status, {"message": message, "detail": detail or [
+                {"loc": [], "msg": message, "type": refusal.kind}]})
+        if refusal.kind == "overloaded":
+            response.headers["Retry-After"] = retry_after
+        return response
 
     async def refuse(request: Request, err: Exception) -> Response:
         refusal = REFUSALS[type(err)]
@@ -246,13 +409,17 @@ def _install_error_handlers(app: FastAPI, metrics: Metrics) -> None:
 
     @app.exception_handler(scoring.InputError)
     async def input_error(request: Request, err: scoring.InputError) -> Response:
-        status = 400 if request.url.path == "/invocations" else 422
-        return answer(request, Refusal(status, "BAD_REQUEST", "input"), str(err),
+        path = request.url.path
+        status = 400 if path == "/invocations" or path.startswith("/v2/") else 422
+        # MLflow names a missing column INVALID_PARAMETER_VALUE, other input errors BAD_REQUEST.
+        code = ("INVALID_PARAMETER_VALUE" if any(p.type == "missing" for p in err.problems)
+                else "BAD_REQUEST")
+        return answer(request, Refusal(status, code, "input"), str(err),
                       [p.as_dict() for p in err.problems])
 
     @app.exception_handler(scoring.ModelFailure)
     async def model_failure(request: Request, err: scoring.ModelFailure) -> Response:
-        reference = uuid.uuid4().hex[:12]
+        reference = request_id() or uuid.uuid4().hex
         metrics.model_errors.inc()
         log.error("model failure (ref %s) on %s: %s", reference, request.url.path, err,
                   exc_info=err.__cause__ or err)

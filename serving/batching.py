@@ -7,6 +7,15 @@ idle server scores a lone request at once; only while requests overlap (the last
 pick found company, or more arrived during a predict) does the thread linger up to
 `linger_seconds` for a companion, so a couple of clients fall into step instead of
 alternating. Requests keep the model they were given: a batch never mixes versions.
+
+Backpressure and deadlines: at most `max_queue` requests wait (more are refused with
+`Overloaded`, a 503 the client may retry), and each waits at most `deadline_seconds`
+(`DeadlineExceeded`, a 504). A request whose deadline passed while it queued is
+dropped, not scored. A `predict` that runs past `stuck_seconds` (by default the
+deadline) marks the thread stuck: a new scoring thread takes over the queue, and the
+stuck one exits when (if ever) its predict returns, answering its requests if they
+still wait. `health()` reports a dead or stuck thread and restarts it; a request that
+times out behind a predict that held the thread all along restarts it too.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ import asyncio
 import logging
 import queue
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,53 +39,171 @@ class _Job:
     rows: list[Any]
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
+    submitted: float  # time.monotonic()
+    expires: float  # after this no one waits for the answer
+    predict_started: float | None = None  # when the predict scoring it began
+
+
+class Overloaded(Exception):
+    """The queue is full (503 with Retry-After)."""
+
+
+class DeadlineExceeded(Exception):
+    """No answer within the request deadline (504)."""
 
 
 class MicroBatcher:
-    """One scoring thread fed by a queue; `predict` awaits this request's share."""
+    """One scoring thread fed by a bounded queue; `predict` awaits this request's share."""
 
-    def __init__(self, *, max_rows: int = 1024, linger_seconds: float = 0.001) -> None:
+    def __init__(self, *, max_rows: int = 1024, linger_seconds: float = 0.001,
+                 max_queue: int = 256, deadline_seconds: float = 30.0,
+                 stuck_seconds: float | None = None) -> None:
         self.max_rows = max_rows
         self.linger_seconds = linger_seconds
+        self.max_queue = max_queue
+        self.deadline_seconds = deadline_seconds
+        self.stuck_seconds = min(stuck_seconds or deadline_seconds, deadline_seconds)
+        self._abandoned: list[threading.Thread] = []  # replaced while stuck in a predict
         self._busy = False
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._waiting = 0  # requests in the queue (the bound applies to these)
         self._thread: threading.Thread | None = None
+        self._generation = 0  # a thread whose generation is old exits at its next turn
+        self._predict_started: float | None = None  # monotonic, while a predict runs
         self._lock = threading.Lock()
         self.batches = 0
         self.batched_requests = 0
+        self.overloaded = 0
+        self.deadlines_exceeded = 0
+        self.expired = 0  # dropped from the queue: their deadline passed before scoring
+        self.restarts = 0
+
+    @property
+    def queue_depth(self) -> int:
+        return self._waiting
+
+    @property
+    def abandoned_threads(self) -> int:
+        """Replaced scoring threads still inside their predict (each holds a core or a lock)."""
+        self._abandoned = [t for t in self._abandoned if t.is_alive()]
+        return len(self._abandoned)
 
     async def predict(self, model: scoring.LoadedModel, rows: list[Any]) -> Any:
         """Predictions for `rows` (validated), computed off the event loop."""
         self._ensure_thread()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._queue.put(_Job(model=model, rows=rows, loop=loop, future=future))
-        return await future
+        with self._lock:
+            if self._waiting >= self.max_queue:
+                self.overloaded += 1
+                raise Overloaded
+            self._waiting += 1
+        now = time.monotonic()
+        job = _Job(model=model, rows=rows, loop=loop, future=future, submitted=now,
+                   expires=now + self.deadline_seconds)
+        self._queue.put(job)
+        try:
+            return await asyncio.wait_for(future, self.deadline_seconds)
+        except TimeoutError:
+            self.deadlines_exceeded += 1
+            self._replace_if_stuck(job)
+            raise DeadlineExceeded from None
+
+    def health(self) -> str | None:
+        """None when the scoring thread can score; else why not (and it is restarted)."""
+        with self._lock:
+            thread = self._thread
+            if thread is None:
+                return None  # started with the first request
+            if not thread.is_alive():
+                reason = "the scoring thread died; restarted"
+            elif self._stuck():
+                reason = (f"a predict has run over {self.stuck_seconds:g} s; "
+                          "a new scoring thread was started")
+            else:
+                return None
+            self._start_locked()
+        log.error("%s", reason)
+        return reason
+
+    def _replace_if_stuck(self, job: _Job) -> None:
+        """After `job` timed out: a predict that has held the thread all along is stuck.
+
+        That is the predict scoring `job` itself, or one that began before `job` arrived;
+        either has run for the whole deadline. The next requests get a new thread.
+        """
+        with self._lock:
+            started = self._predict_started
+            if started is None or self._thread is None:
+                return
+            if started == job.predict_started or started <= job.submitted:
+                log.error("a predict has run for the whole deadline (%g s); "
+                          "starting a new scoring thread", self.deadline_seconds)
+                self._start_locked()
 
     def close(self) -> None:
-        if self._thread is not None:
+        with self._lock:
+            thread, self._thread = self._thread, None
+            self._generation += 1
+        if thread is not None:
             self._queue.put(None)
-            self._thread.join(5)
-            self._thread = None
+            thread.join(5)
+
+    def _stuck(self) -> bool:
+        started = self._predict_started
+        return started is not None and time.monotonic() - started > self.stuck_seconds
 
     def _ensure_thread(self) -> None:
-        if self._thread is None:
-            with self._lock:
-                if self._thread is None:
-                    self._thread = threading.Thread(target=self._work, name="scoring",
-                                                    daemon=True)
-                    self._thread.start()
+        thread = self._thread
+        if thread is not None and thread.is_alive() and not self._stuck():
+            return
+        with self._lock:
+            thread = self._thread
+            if thread is None or not thread.is_alive() or self._stuck():
+                if thread is not None:
+                    log.error("scoring thread %s; starting a new one",
+                              "stuck" if thread.is_alive() else "died")
+                self._start_locked()
 
-    def _work(self) -> None:
-        while True:
-            first = self._queue.get()
+    def _start_locked(self) -> None:
+        if self._thread is not None:
+            self.restarts += 1
+            if self._thread.is_alive():
+                self._abandoned.append(self._thread)
+        self._generation += 1
+        self._predict_started = None
+        self._thread = threading.Thread(target=self._work, args=(self._generation,),
+                                        name=f"scoring-{self._generation}", daemon=True)
+        self._thread.start()
+
+    def _take(self, job: _Job | None) -> _Job | None:
+        if job is not None:
+            with self._lock:
+                self._waiting -= 1
+        return job
+
+    def _work(self, generation: int) -> None:
+        try:
+            self._loop(generation)
+        except BaseException:
+            log.exception("the scoring thread failed")
+            raise
+
+    def _loop(self, generation: int) -> None:
+        while generation == self._generation:
+            first = self._take(self._queue.get())
             if first is None:
+                return
+            if generation != self._generation:  # replaced while waiting: hand it on
+                with self._lock:
+                    self._waiting += 1
+                self._queue.put(first)
                 return
             jobs = [first]
             stop = self._take_waiting(jobs)
             if len(jobs) == 1 and self._busy and not stop and self.linger_seconds > 0:
                 try:
-                    companion = self._queue.get(timeout=self.linger_seconds)
+                    companion = self._take(self._queue.get(timeout=self.linger_seconds))
                 except queue.Empty:
                     pass
                 else:
@@ -84,8 +212,17 @@ class MicroBatcher:
                     else:
                         jobs.append(companion)
                         stop = self._take_waiting(jobs)
-            for group in _by_model(jobs):
-                self._score(group)
+            now = time.monotonic()
+            live = [job for job in jobs if job.expires > now]
+            self.expired += len(jobs) - len(live)
+            try:
+                for group in _by_model(live):
+                    self._score(group, generation)
+            except BaseException as err:  # the thread dies; its requests learn it now
+                for job in live:
+                    failure = scoring.ModelFailure(f"{type(err).__name__} in the scoring thread")
+                    _resolve(job, error=failure)
+                raise
             self._busy = len(jobs) > 1 or not self._queue.empty()
             if stop:
                 return
@@ -95,7 +232,7 @@ class MicroBatcher:
         size = sum(len(job.rows) for job in jobs)
         while size < self.max_rows:
             try:
-                job = self._queue.get_nowait()
+                job = self._take(self._queue.get_nowait())
             except queue.Empty:
                 return False
             if job is None:
@@ -104,17 +241,26 @@ class MicroBatcher:
             size += len(job.rows)
         return False
 
-    def _score(self, jobs: list[_Job]) -> None:
+    def _score(self, jobs: list[_Job], generation: int) -> None:
         model = jobs[0].model
         try:
             frame = scoring.frame_of(model, [row for job in jobs for row in job.rows])
-            predictions = scoring.run(model, frame)
+            started = time.monotonic()
+            for job in jobs:
+                job.predict_started = started
+            if generation == self._generation:
+                self._predict_started = started
+            try:
+                predictions = scoring.run(model, frame)
+            finally:
+                if generation == self._generation:
+                    self._predict_started = None
         except Exception as err:
             if len(jobs) > 1:  # find the request that breaks it; the others still succeed
                 for job in jobs:
-                    self._score([job])
+                    self._score([job], generation)
                 return
-            if not isinstance(err, scoring.ModelFailure):
+            if not isinstance(err, (scoring.ModelFailure, scoring.InputError)):
                 failure = scoring.ModelFailure(f"{type(err).__name__} building the frame")
                 failure.__cause__ = err
                 err = failure

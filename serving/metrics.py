@@ -11,7 +11,14 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -19,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from serving.batching import MicroBatcher
 from serving.store import ModelStore
 
+METHODS = frozenset({"GET", "POST", "HEAD", "OPTIONS", "PUT", "PATCH", "DELETE"})
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1,
                    0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -30,20 +38,28 @@ class Metrics:
                  batcher: MicroBatcher | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.endpoints = frozenset(endpoints)
-        self.requests = Counter("serving_requests", "HTTP requests by endpoint and status",
-                                ["endpoint", "status"], registry=self.registry)
+        self.requests = Counter("serving_requests",
+                                "HTTP requests by endpoint, method and status",
+                                ["endpoint", "method", "status"], registry=self.registry)
         self.latency = Histogram("serving_request_duration_seconds",
                                  "Time from request to response, by endpoint", ["endpoint"],
                                  buckets=LATENCY_BUCKETS, registry=self.registry)
         self.model_errors = Counter("serving_model_errors",
                                     "Requests on which the model itself failed (5xx)",
                                     registry=self.registry)
+        # Memory, CPU, open files and GC of this process: what a hot swap leaves behind.
+        ProcessCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
         self.registry.register(StoreCollector(store))
         if batcher is not None:
             self.registry.register(BatcherCollector(batcher))
 
     def endpoint(self, path: str) -> str:
         # Unknown paths share one label: a scanner cannot blow up the label set.
+        if path.startswith("/v2/models/"):  # one label per route, whatever the model name
+            suffix = path.rsplit("/", 1)[-1]
+            path = f"/v2/models/{suffix}" if suffix in ("ready", "infer") else "/v2/models"
         return path if path in self.endpoints else "other"
 
 
@@ -92,6 +108,24 @@ class BatcherCollector(Collector):
                        self.batcher.batches)
         yield _counter("serving_batched_requests", "Requests scored in those batches",
                        self.batcher.batched_requests)
+        yield GaugeMetricFamily("serving_queue_depth", "Requests waiting for the scoring thread",
+                                value=self.batcher.queue_depth)
+        yield GaugeMetricFamily("serving_queue_limit", "Requests that may wait (SERVING_QUEUE_MAX)",
+                                value=self.batcher.max_queue)
+        yield _counter("serving_overloaded", "Requests refused because the queue was full (503)",
+                       self.batcher.overloaded)
+        yield _counter("serving_deadline_exceeded",
+                       "Requests not answered within the deadline (504)",
+                       self.batcher.deadlines_exceeded)
+        yield _counter("serving_expired",
+                       "Queued requests dropped unscored: their deadline had passed",
+                       self.batcher.expired)
+        yield _counter("serving_scoring_thread_restarts",
+                       "Scoring threads replaced because they died or were stuck",
+                       self.batcher.restarts)
+        yield GaugeMetricFamily("serving_abandoned_scoring_threads",
+                                "Replaced scoring threads still inside a stuck predict",
+                                value=self.batcher.abandoned_threads)
 
     def describe(self) -> list[Metric]:
         return []
@@ -124,5 +158,6 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_recording)
         finally:
             endpoint = self.metrics.endpoint(scope["path"])
-            self.metrics.requests.labels(endpoint, str(status["code"])).inc()
+            method = scope["method"] if scope["method"] in METHODS else "other"
+            self.metrics.requests.labels(endpoint, method, str(status["code"])).inc()
             self.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)

@@ -9,7 +9,9 @@ and never repeat the values that were sent.
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -145,6 +147,69 @@ def rows_from_mlflow_body(body: bytes, model: LoadedModel) -> list[Any]:
     return rows
 
 
+def rows_from_csv_body(body: bytes, model: LoadedModel) -> list[Any]:
+    """The validated rows of a `text/csv` `/invocations` body (a header row, then data).
+
+    Cells are converted by the signature's column types, then checked by the same
+    validators as JSON, so the same rules and limits apply: an empty cell is a missing
+    value, `"1.5"` in a `long` column is refused, unknown columns are named.
+    """
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError([Problem((), "the body is not UTF-8 text", "csv_invalid")]) from None
+    try:
+        table = list(csv.reader(io.StringIO(text, newline=""), strict=True))
+    except csv.Error:
+        raise InputError([Problem((), "the body is not valid CSV", "csv_invalid")]) from None
+    table = [line for line in table if line]
+    if not table:
+        raise InputError([Problem((), "expected a header row of column names", "csv_invalid")])
+    header, data = table[0], table[1:]
+    if len(set(header)) != len(header):
+        raise InputError([Problem((), "the header names a column twice", "csv_invalid")])
+    types = {c.name: c.type for c in model.schema.columns} if model.schema else {}
+    records: list[dict[str, Any]] = []
+    for index, line in enumerate(data):
+        if len(line) != len(header):
+            raise InputError([Problem((index,), f"expected {len(header)} values",
+                                      "csv_invalid")])
+        records.append({name: _cell(cell, types.get(name), (index, _short(name)))
+                        for name, cell in zip(header, line, strict=True)})
+    schema = model.schema
+    if schema is None:
+        return _schemaless_rows(records, model.max_rows)
+    try:
+        rows: list[BaseModel] = schema.records.validate_python(records)
+    except ValidationError as err:
+        raise InputError(problems_of(err)) from None
+    return rows
+
+
+_CSV_TRUE, _CSV_FALSE = frozenset({"true", "True", "1"}), frozenset({"false", "False", "0"})
+
+
+def _cell(cell: str, kind: str | None, loc: tuple[str | int, ...]) -> Any:
+    """One CSV cell as the column's type; the caller's mistake names the cell, not its text."""
+    if cell == "":
+        return None
+    try:
+        if kind in ("double", "float"):
+            return float(cell)
+        if kind in ("long", "integer"):
+            return int(cell)
+    except ValueError:
+        expected = "a number" if kind in ("double", "float") else "an integer"
+        raise InputError([Problem(loc, f"expected {expected}", "csv_value")]) from None
+    if kind == "boolean":
+        if cell in _CSV_TRUE:
+            return True
+        if cell in _CSV_FALSE:
+            return False
+        raise InputError([Problem(loc, "expected true or false", "csv_value")])
+    return cell
+
+
 def frame_from_records(records: list[dict[str, Any]], model: LoadedModel) -> pd.DataFrame:
     """Validate plain rows (the input example at warm-up) the way requests are validated."""
     body = orjson.dumps({"records": records}, option=orjson.OPT_SERIALIZE_NUMPY)
@@ -152,15 +217,67 @@ def frame_from_records(records: list[dict[str, Any]], model: LoadedModel) -> pd.
 
 
 def run(model: LoadedModel, frame: pd.DataFrame) -> Any:
-    """Call the model; anything it raises is our failure, never the caller's."""
+    """Call the model; what it raises is our failure, unless an input is out of its range.
+
+    A finite input can still overflow inside the model (1e308 through a scaler) and make
+    it raise or predict infinity. That is the caller's input, so the rows (and, for a
+    pipeline, the columns) whose transformed features or predictions are not finite get
+    an `InputError`. The check runs only when something went wrong: the normal path
+    costs one `isfinite` over the predictions.
+    """
     try:
-        output = model.predictor.predict(frame)
+        with np.errstate(over="ignore", invalid="ignore"):  # judged below, not warned about
+            output = model.predictor.predict(frame)
     except Exception as err:
+        problems = _out_of_range(model, frame)
+        if problems:
+            raise InputError(problems) from None
         raise ModelFailure(f"{type(err).__name__} in predict") from err
     predictions = _jsonable(output)
     if len(predictions) != len(frame):
         raise ModelFailure(f"predict returned {len(predictions)} rows for {len(frame)}")
+    if isinstance(predictions, np.ndarray) and predictions.dtype.kind == "f":
+        finite = np.isfinite(predictions)
+        if not finite.all():
+            rows = ~finite.reshape(len(frame), -1).all(axis=1)
+            raise InputError(_out_of_range(model, frame) or [
+                Problem((int(row),), NOT_FINITE_PREDICTION, "not_finite")
+                for row in np.flatnonzero(rows)])
     return predictions
+
+
+NOT_FINITE_PREDICTION = "out of the model's range: the prediction is not a finite number"
+NOT_FINITE_FEATURE = "out of the model's range: the model's transformed value is not finite"
+
+
+def _out_of_range(model: LoadedModel, frame: pd.DataFrame) -> list[Problem]:
+    """Rows (and input columns) a pipeline's transformers turn into non-finite numbers."""
+    estimator: Any = getattr(model.predictor, "estimator", model.predictor)
+    if len(getattr(estimator, "steps", ())) < 2:
+        return []
+    try:
+        transformers = estimator[:-1]
+        with np.errstate(all="ignore"):
+            transformed = transformers.transform(frame)
+        if hasattr(transformed, "toarray"):  # sparse
+            transformed = transformed.toarray()
+        finite = np.isfinite(np.asarray(transformed, dtype=np.float64))
+        try:
+            features = [str(f) for f in transformers.get_feature_names_out()]
+        except Exception:  # not every transformer names its outputs
+            features = []
+    except Exception:
+        return []
+    problems: list[Problem] = []
+    for row in np.flatnonzero(~finite.all(axis=1)):
+        bad = {features[i] for i in np.flatnonzero(~finite[row])} if features else set()
+        columns = [str(c) for c in frame.columns
+                   if any(f == c or f.endswith(f"__{c}") for f in bad)]
+        problems.extend(Problem((int(row), _short(c)), NOT_FINITE_FEATURE, "not_finite")
+                        for c in columns)
+        if not columns:
+            problems.append(Problem((int(row),), NOT_FINITE_FEATURE, "not_finite"))
+    return problems
 
 
 def problems_of(err: ValidationError, prefix: tuple[str | int, ...] = ()) -> list[Problem]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -31,6 +33,16 @@ class ServingSettings(BaseSettings):
     serving_max_rows: int = Field(default=10_000, ge=1)
     serving_max_body_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     serving_log_level: str = "info"
+    # json: one JSON object per line (access log included); text: for a terminal.
+    serving_log_format: Literal["json", "text"] = "json"
+    # Requests waiting for the scoring thread; one more is refused (503, Retry-After).
+    serving_queue_max: int = Field(default=256, ge=1)
+    # How long a request may wait for its predictions (504 after).
+    serving_deadline_seconds: float = Field(default=30.0, gt=0)
+    # A predict running longer than this (default: the deadline) marks the scoring thread
+    # stuck: /ready answers 503 and a new thread serves the queue.
+    serving_stuck_seconds: float | None = Field(default=None, gt=0)
+    serving_retry_after_seconds: int = Field(default=1, ge=0)
 
     @model_validator(mode="after")
     def _needs_a_model(self) -> ServingSettings:

@@ -14,15 +14,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 import requests
 from mlflow.tracking import MlflowClient
 
+from pipeline.gitops.card import load_card
 from pipeline.gitops.registry import logged_model_id
 from pipeline.localstack.process import ManagedProcess
+from pipeline.stages.data import prepare
+from pipeline.stages.datasets import load_spec
 from tests.conftest import TrackingServer
 from tests.utils import free_port, run_mlops
 from tests.utils.cards import write_card
+from tests.utils.registry import move_production
 
 
 @dataclass(frozen=True)
@@ -170,3 +175,21 @@ class Clients:
 
     def count(self) -> int:
         return sum(len(a) for a in self.answers)
+
+
+def registry(tracking: TrackingServer) -> MlflowClient:
+    return MlflowClient(tracking_uri=tracking.uri, registry_uri=tracking.uri)
+
+
+def holdout_rows(card: Path, count: int) -> pd.DataFrame:
+    """Held-out rows the model never saw (complete rows: the signature requires every column)."""
+    spec_card = load_card(card)
+    data = prepare(load_spec(spec_card.data.dataset), source=spec_card.data.source,
+                   holdout_fraction=spec_card.data.holdout_fraction)
+    return data.x_holdout.dropna().head(count).reset_index(drop=True)
+
+
+def serve_version(tracking: TrackingServer, server: Server, models: Models, version: str) -> None:
+    """Point the alias at `version` and wait until the server answers with it."""
+    move_production(registry(tracking), models.name, version, tracking_uri=tracking.uri)
+    wait_for(lambda: server.get("/model")["version"] == version, what=f"version {version}")

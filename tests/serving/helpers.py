@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.linear_model import Ridge
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+from serving.loader import SklearnPredictor
 from serving.schema import ColumnSpec, from_columns
 from serving.scoring import LoadedModel, ModelRef
 from serving.store import ModelStore
@@ -50,3 +57,57 @@ def ready_store(model: LoadedModel) -> ModelStore:
     store = ModelStore(resolve=lambda: ref, load=lambda _: model, poll_seconds=60)
     assert store.refresh()
     return store
+
+
+class Sleepy(Linear):
+    """Takes `seconds` per predict call, like a heavy model."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        time.sleep(self.seconds)
+        return super().predict(frame)
+
+
+class Hanging(Linear):
+    """Hangs on any frame holding a row with count 13, until `release` is set."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        if (frame["count"] == 13).any():
+            self.release.wait(60)
+        return super().predict(frame)
+
+
+class Fatal(BaseException):
+    """Not an Exception: what kills a thread (as a C extension's abort would)."""
+
+
+class Killing(Linear):
+    """Kills the scoring thread on a row with count 66."""
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        if (frame["count"] == 66).any():
+            raise Fatal
+        return super().predict(frame)
+
+
+def ridge_pipeline(*, carat_spread: float) -> SklearnPredictor:
+    """Scaler + one-hot (unknown categories ignored), then ridge, as the demo's pipeline;
+    carat's scale is `carat_spread`."""
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"carat": 0.5 + carat_spread * rng.standard_normal(200),
+                          "cut": rng.choice(["Ideal", "Good"], 200),
+                          "depth": 61 + rng.standard_normal(200),
+                          "count": rng.integers(0, 10, 200)})
+    target = 1e6 * (frame["carat"] - 0.5) / carat_spread + frame["count"]
+    encode = OneHotEncoder(handle_unknown="ignore", sparse_output=False)
+    pipeline = Pipeline([
+        ("prepare", ColumnTransformer([("num", StandardScaler(), ["carat", "depth", "count"]),
+                                       ("cat", encode, ["cut"])])),
+        ("ridge", Ridge()),
+    ]).fit(frame, target)
+    return SklearnPredictor(pipeline)

@@ -130,7 +130,7 @@ def test_model_error_is_500_logged_and_counted(caplog: pytest.LogCaptureFixture)
     assert "RuntimeError" not in answer.text
     assert any("model failure" in r.getMessage() for r in caplog.records)
     assert "serving_model_errors_total 1.0" in metrics
-    assert 'serving_requests_total{endpoint="/predict",status="500"} 1.0' in metrics
+    assert 'serving_requests_total{endpoint="/predict",method="POST",status="500"} 1.0' in metrics
 
 
 @pytest.mark.parametrize("payload", [
@@ -200,9 +200,9 @@ def test_metrics_count_requests_and_show_the_model(client: TestClient) -> None:
     post(client, "/predict", {"records": []})
     client.get("/nope")
     text = client.get("/metrics").text
-    assert 'serving_requests_total{endpoint="/predict",status="200"} 1.0' in text
-    assert 'serving_requests_total{endpoint="/predict",status="422"} 1.0' in text
-    assert 'serving_requests_total{endpoint="other",status="404"} 1.0' in text
+    assert 'serving_requests_total{endpoint="/predict",method="POST",status="200"} 1.0' in text
+    assert 'serving_requests_total{endpoint="/predict",method="POST",status="422"} 1.0' in text
+    assert 'serving_requests_total{endpoint="other",method="GET",status="404"} 1.0' in text
     assert 'serving_request_duration_seconds_count{endpoint="/predict"} 2.0' in text
     assert 'serving_model_info{name="toy",run_id="run1",version="1"} 1.0' in text
     assert "serving_model_reloads_total 1.0" in text

@@ -10,41 +10,28 @@ import mlflow
 import mlflow.artifacts
 import mlflow.sklearn
 import numpy as np
-import pandas as pd
 import pytest
 import requests
-from mlflow.tracking import MlflowClient
 
-from pipeline.gitops.card import load_card
 from pipeline.localstack.sqlite import mlflow_server
-from pipeline.stages.data import prepare
-from pipeline.stages.datasets import load_spec
 from tests.conftest import TrackingServer
-from tests.serving.conftest import Clients, Models, Server, serving_process, train, wait_for
+from tests.serving.conftest import (
+    Clients,
+    Models,
+    Server,
+    holdout_rows,
+    registry,
+    serve_version,
+    serving_process,
+    train,
+    wait_for,
+)
 from tests.utils import free_port
 from tests.utils.cards import write_card
 from tests.utils.registry import move_production
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-
-
-def registry(tracking: TrackingServer) -> MlflowClient:
-    return MlflowClient(tracking_uri=tracking.uri, registry_uri=tracking.uri)
-
-
-def holdout_rows(card: Path, count: int) -> pd.DataFrame:
-    """Held-out rows the model never saw (complete rows: the signature requires every column)."""
-    spec_card = load_card(card)
-    data = prepare(load_spec(spec_card.data.dataset), source=spec_card.data.source,
-                   holdout_fraction=spec_card.data.holdout_fraction)
-    return data.x_holdout.dropna().head(count).reset_index(drop=True)
-
-
-def serve_version(tracking: TrackingServer, server: Server, models: Models, version: str) -> None:
-    """Point the alias at `version` and wait until the server answers with it."""
-    move_production(registry(tracking), models.name, version, tracking_uri=tracking.uri)
-    wait_for(lambda: server.get("/model")["version"] == version, what=f"version {version}")
 
 
 def test_predictions_equal_the_models_own_predict(tracking_env: TrackingServer, models: Models,
