@@ -9,6 +9,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 MLOPS := $(VENV)/bin/mlops
 STAMP := $(VENV)/.installed
+AIRFLOW_VENV ?= .venv-airflow
+AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
 export MLFLOW_TRACKING_URI ?= http://127.0.0.1:$(or $(MLFLOW_PORT),5000)
 ESTIMATOR ?= hist_gradient_boosting
 PYTEST_ARGS ?=
@@ -47,7 +49,7 @@ down: $(STAMP) ## stop everything `make up`, `make demo` and `make serve-bg` sta
 BACKEND ?= sqlite
 
 .PHONY: services
-services: ## install what BACKEND=mysql needs (MariaDB; idempotent, root): used by .ci/run
+services: ## install and start what the tests need (MariaDB, dockerd, base image; idempotent, root)
 	@scripts/ci-services.sh
 
 # --- the model loop --------------------------------------------------------------
@@ -67,9 +69,8 @@ demo: $(STAMP) ## run the whole loop locally and leave the stack running (`make 
 # --- quality -----------------------------------------------------------------------
 
 .PHONY: test
-test: $(STAMP) ## run the whole test suite (creates .venv and .venv-airflow if missing)
-	@$(PY) -m pytest $(PYTEST_ARGS)
-	@$(MAKE) --no-print-directory dags-test
+test: $(STAMP) $(AIRFLOW_STAMP) ## the whole suite; as root first installs/starts MariaDB, dockerd, base image
+	@scripts/test.sh "$(VENV)" "$(AIRFLOW_VENV)" $(PYTEST_ARGS)
 
 .PHONY: test-unit
 test-unit: $(STAMP) ## run the fast unit tests of the stages only
@@ -157,9 +158,6 @@ bench-gate: $(STAMP) ## time the gate's compute (evaluation and bootstrap) on th
 # Airflow DAGs (dags/, docs/orchestration.md) in their own environment: Airflow pins
 # fastapi lower than the serving API needs, so it cannot share .venv.
 
-AIRFLOW_VENV ?= .venv-airflow
-AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
-
 $(AIRFLOW_STAMP): pyproject.toml dags/requirements.txt dags/constraints.txt
 	@scripts/setup-airflow-venv.sh "$(PYTHON)" "$(AIRFLOW_VENV)"
 	@touch $(AIRFLOW_STAMP)
@@ -189,6 +187,10 @@ serve-bg: $(STAMP) ## start the serving API in the background (PID file in .mlop
 .PHONY: image
 image: ## build the serving image (IMAGE=name:tag; needs Docker: scripts/dockerd.sh start)
 	@scripts/image.sh $(IMAGE)
+
+.PHONY: tracking-image-test
+tracking-image-test: $(STAMP) ## build the cloud MLflow image and run it as the ECS task would (needs Docker)
+	@$(PY) -m pytest tests/tracking_image $(PYTEST_ARGS)
 
 .PHONY: image-test
 image-test: $(STAMP) image ## run the image against a tracking server and curl /predict, /invocations, /model

@@ -1,21 +1,44 @@
 #!/usr/bin/env bash
-# Install what the production-like test backend needs: MariaDB (the MySQL protocol, as
-# on RDS MySQL). Idempotent: does nothing when mariadbd is already installed.
-# Nothing is started here: the test fixture and `mlops stack up --backend mysql` start
-# their own MariaDB, S3 protocol server and MLflow server under a private directory and
-# stop exactly what they started. The S3 protocol server (rclone) comes from PyPI.
+# Install and start what the test suite needs beyond Python, idempotently (root, Debian):
+#   MariaDB (the MySQL protocol, as on RDS MySQL): installed here, started by the fixtures;
+#   a Docker daemon (scripts/dockerd.sh start) and the Dockerfiles' base image
+#   (scripts/base-image.sh: pulled, or a stand-in built from Debian packages).
+# The S3 protocol server (rclone) comes from PyPI with .venv. `make test` and `make
+# services` call this; a second call finds everything in place and returns in a second.
+# Usage: scripts/ci-services.sh [--check]   (--check: print what is missing, change nothing)
 set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+
+missing() {
+  local what=()
+  [[ -x /usr/sbin/mariadbd ]] || what+=("MariaDB")
+  "$here/dockerd.sh" status >/dev/null 2>&1 || what+=("a Docker daemon")
+  (( ${#what[@]} )) && { local IFS=,; echo "${what[*]}" | sed 's/,/ and /g'; }
+  return 0
+}
+
+if [[ "${1:-}" == --check ]]; then
+  missing
+  exit 0
+fi
+if [[ $(id -u) -ne 0 ]] && [[ -n "$(missing)" ]] && command -v sudo >/dev/null 2>&1 \
+   && sudo -n true 2>/dev/null; then
+  # GitHub's runners: a user with password-less sudo.
+  exec sudo -n --preserve-env=DEBIAN_FRONTEND,MLOPS_DOCKER_HOME "$0" "$@"
+fi
 
 if [[ -x /usr/sbin/mariadbd ]]; then
-    echo "MariaDB already installed: $(/usr/sbin/mariadbd --version)"
-    exit 0
+  echo "MariaDB already installed: $(/usr/sbin/mariadbd --version)"
+elif [[ $(id -u) -ne 0 ]]; then
+  echo "error: MariaDB is missing and installing it needs root (apt-get install -y mariadb-server)" >&2
+  exit 2
+else
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # The package's post-install may start the distribution's service; we never rely on it.
+  apt-get install -y -qq --no-install-recommends mariadb-server mariadb-client >/dev/null
+  echo "MariaDB installed: $(/usr/sbin/mariadbd --version)"
 fi
-if [[ $(id -u) -ne 0 ]]; then
-    echo "error: MariaDB is missing and installing it needs root (apt-get install -y mariadb-server)" >&2
-    exit 2
-fi
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-# The package's post-install may start the distribution's service; we never rely on it.
-apt-get install -y -qq --no-install-recommends mariadb-server mariadb-client >/dev/null
-echo "MariaDB installed: $(/usr/sbin/mariadbd --version)"
+
+"$here/dockerd.sh" start
+"$here/base-image.sh" python:3.11-slim

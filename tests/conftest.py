@@ -19,7 +19,7 @@ import mlflow
 import pytest
 
 from pipeline.localstack import BACKENDS
-from pipeline.localstack.mysql import MysqlStack, mysql_stack
+from pipeline.localstack.mysql import BUCKET, MysqlStack, mysql_stack
 from pipeline.localstack.process import ManagedProcess
 from pipeline.localstack.sqlite import mlflow_server
 from tests.utils import free_port
@@ -51,6 +51,14 @@ class TrackingServer:
     home: Path
     backend: str = "sqlite"
     stack: MysqlStack | None = None  # the mysql backend's services, for security tests
+    bucket: str = ""  # the artifact bucket, when it is not the local stack's own
+
+    @property
+    def bucket_dir(self) -> Path:
+        """The artifact bucket's folder on the S3 protocol server (security tests plant
+        canaries beside the artifact root)."""
+        assert self.stack is not None, "only a server with S3 artifacts has a bucket"
+        return self.stack.s3_root / (self.bucket or BUCKET)
 
     @property
     def reader_env(self) -> dict[str, str]:

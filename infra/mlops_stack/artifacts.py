@@ -37,7 +37,8 @@ class ArtifactStore(pulumi.ComponentResource):
             bucket_prefix=args.bucket_prefix,
             force_destroy=False,
             tags=args.tags,
-            opts=child,
+            # stateful: `pulumi destroy` stops here until unprotected (docs/infra.md, teardown)
+            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(protect=True)),
         )
         self.public_access_block = aws.s3.BucketPublicAccessBlock(
             f"{name}-public-access",

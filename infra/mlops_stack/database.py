@@ -93,7 +93,8 @@ class TrackingDatabase(pulumi.ComponentResource):
             auto_minor_version_upgrade=True,
             iam_database_authentication_enabled=False,
             tags=args.tags,
-            opts=child,
+            # stateful: `pulumi destroy` stops here until unprotected (docs/infra.md, teardown)
+            opts=pulumi.ResourceOptions.merge(child, pulumi.ResourceOptions(protect=True)),
         )
 
         self.address = self.instance.address

@@ -97,17 +97,45 @@ def github_trust(*, provider_arn: str, repo: str, environment: str) -> Document:
     )
 
 
-# The services the stack manages. The infra workflow runs `pulumi up|destroy` on them, so it
-# needs their write actions; IAM, S3, Secrets Manager and logs are narrowed to the stack's names.
-MANAGED_SERVICES = (
-    "ec2",
-    "ecs",
-    "ecr",
-    "elasticloadbalancing",
-    "rds",
-    "application-autoscaling",
-    "cloudwatch",
+# Services whose resources get their IDs from AWS (VPC, subnets, route tables, security
+# groups and their rules, load balancers, listeners, target groups, scalable targets) and
+# whose create calls this program does not all tag: no ARN prefix or tag condition covers
+# them, so they stay account-wide (docs/infra.md, "What has to stay broad").
+BROAD_SERVICES = ("ec2", "elasticloadbalancing", "application-autoscaling")
+# Actions AWS authorizes on no narrower resource than "*".
+UNSCOPED_ACTIONS = (
+    "ecr:GetAuthorizationToken",
+    "ecs:RegisterTaskDefinition",
+    "ecs:DeregisterTaskDefinition",
+    "ecs:DescribeTaskDefinition",
+    "ecs:ListTaskDefinitions",
+    "ecs:ListClusters",
+    "rds:Describe*",
+    "cloudwatch:DescribeAlarms",
 )
+
+
+def _stack_resources(prefix: str, account: str) -> dict[str, list[str]]:
+    """ARN patterns of what the stack names itself (ECR, ECS, RDS, the scaling alarms)."""
+    return {
+        "ecr": [f"arn:aws:ecr:*:{account}:repository/{prefix}/*"],
+        "ecs": [
+            f"arn:aws:ecs:*:{account}:cluster/{prefix}",
+            f"arn:aws:ecs:*:{account}:service/{prefix}/*",
+            f"arn:aws:ecs:*:{account}:task-definition/{prefix}-*:*",
+            f"arn:aws:ecs:*:{account}:task/{prefix}/*",
+        ],
+        "rds": [
+            f"arn:aws:rds:*:{account}:db:{prefix}-*",
+            f"arn:aws:rds:*:{account}:snapshot:{prefix}-*",
+            # Pulumi names these from the component's logical name plus a random suffix
+            f"arn:aws:rds:*:{account}:subgrp:tracking-db-subnets-*",
+            f"arn:aws:rds:*:{account}:pg:tracking-db-params-*",
+            f"arn:aws:rds:*:{account}:og:default:*",
+        ],
+        # Target tracking makes its alarms in the caller's name: TargetTracking-service/...
+        "cloudwatch": [f"arn:aws:cloudwatch:*:{account}:alarm:TargetTracking-service/{prefix}/*"],
+    }
 
 
 def infra_role_policy(
@@ -132,11 +160,26 @@ def infra_role_policy(
             "Resource": f"arn:aws:s3:::{state_bucket}/*",
         },
         {
-            "Sid": "ManagedServices",
+            "Sid": "AccountWideServices",
             "Effect": "Allow",
-            "Action": [f"{service}:*" for service in MANAGED_SERVICES],
+            "Action": [f"{service}:*" for service in BROAD_SERVICES],
             "Resource": "*",
         },
+        {
+            "Sid": "UnscopedActions",
+            "Effect": "Allow",
+            "Action": list(UNSCOPED_ACTIONS),
+            "Resource": "*",
+        },
+        *(
+            {
+                "Sid": f"Stack{service.capitalize()}",
+                "Effect": "Allow",
+                "Action": f"{service}:*",
+                "Resource": resources,
+            }
+            for service, resources in _stack_resources(prefix, account_id).items()
+        ),
         {
             "Sid": "ArtifactBucket",
             "Effect": "Allow",

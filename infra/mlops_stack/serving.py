@@ -18,6 +18,7 @@ from mlops_stack.web_service import (
     HTTP_PORT,
     LoadBalancedService,
     LoadBalancedServiceArgs,
+    image_reference,
     image_repository,
 )
 
@@ -45,7 +46,7 @@ class ServingServiceArgs:
     min_tasks: int = 1
     max_tasks: int = 3
     cpu_target: float = 60.0
-    image_tag: str = "latest"
+    image: str = ""  # an immutable tag or a digest (sha256:...): settings.image_ref checks it
     host: str | None = None
     certificate_arn: str | None = None
     log_retention_days: int = 30
@@ -74,7 +75,9 @@ class ServingService(pulumi.ComponentResource):
                 private_subnet_ids=args.private_subnet_ids,
                 cluster_arn=args.cluster_arn,
                 region=args.region,
-                image=self.repository.repository_url.apply(lambda url: f"{url}:{args.image_tag}"),
+                image=self.repository.repository_url.apply(
+                    lambda url: image_reference(url, args.image)
+                ),
                 container_port=SERVING_PORT,
                 # Traffic only reaches a task once it has loaded and verified a model.
                 health_check_path="/ready",

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 NAMESPACE = "mlops"
 REPO_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 ENVIRONMENT_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
+DIGEST_PATTERN = re.compile(r"^sha256:[0-9a-f]{64}$")
+TAG_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 # Fargate's valid (cpu, memory) pairs for the sizes this stack offers.
 FARGATE_MEMORY = {
     256: (512, 1024, 2048),
@@ -53,7 +55,8 @@ class StackSettings:
     allow_plain_http: bool = False
     vpc_cidr: str = "10.40.0.0/16"
     high_availability: bool = False
-    tracking_allowed_cidrs: tuple[str, ...] = ("0.0.0.0/0",)
+    # who may reach the tracking load balancer besides the stack's own NAT addresses
+    tracking_allowed_cidrs: tuple[str, ...] = ()
     serving_public: bool = False
     serving_allowed_cidrs: tuple[str, ...] = ()
     db_instance_class: str = "db.t4g.micro"
@@ -67,8 +70,9 @@ class StackSettings:
     serving_min_tasks: int = 1
     serving_max_tasks: int = 3
     serving_cpu_target: float = 60.0
-    tracking_image_tag: str = "latest"
-    serving_image_tag: str = "latest"
+    # immutable tags (e.g. the git commit) or digests (sha256:...), never `latest`
+    tracking_image: str = ""
+    serving_image: str = ""
     model_name: str = "diamond-price"
     admin_username: str = "admin"
     log_retention_days: int = 30
@@ -140,6 +144,22 @@ def _cidrs(get: ConfigGetter, name: str, default: tuple[str, ...]) -> tuple[str,
     return cidrs
 
 
+def image_ref(value: str, name: str) -> str:
+    """An image the task definition pins: a digest, or a tag other than `latest`.
+
+    The repositories are IMMUTABLE, so a tag names one image for ever; `latest` would be
+    refused on its second push, and says nothing about what runs.
+    """
+    if DIGEST_PATTERN.match(value):
+        return value
+    if value == "latest" or not TAG_PATTERN.match(value):
+        raise ConfigError(
+            f"config {_key(name)} must be an immutable tag (e.g. the git commit) or a digest "
+            f"sha256:<64 hex>, got {value!r}"
+        )
+    return value
+
+
 def _optional(get: ConfigGetter, name: str) -> str | None:
     value = get(name)
     return value.strip() if value and value.strip() else None
@@ -205,7 +225,7 @@ def settings_from(get: ConfigGetter, *, project: str, stack: str) -> StackSettin
         allow_plain_http=allow_plain_http,
         vpc_cidr=vpc_cidr,
         high_availability=_bool(get, "highAvailability", False),
-        tracking_allowed_cidrs=_cidrs(get, "trackingAllowedCidrs", ("0.0.0.0/0",)),
+        tracking_allowed_cidrs=_cidrs(get, "trackingAllowedCidrs", ()),
         serving_public=_bool(get, "servingPublic", False),
         serving_allowed_cidrs=_cidrs(get, "servingAllowedCidrs", ()),
         db_instance_class=_optional(get, "dbInstanceClass") or "db.t4g.micro",
@@ -219,8 +239,8 @@ def settings_from(get: ConfigGetter, *, project: str, stack: str) -> StackSettin
         serving_min_tasks=_int(get, "servingMinTasks", 1, minimum=1),
         serving_max_tasks=_int(get, "servingMaxTasks", 3, minimum=1),
         serving_cpu_target=float(_int(get, "servingCpuTarget", 60, minimum=10)),
-        tracking_image_tag=_optional(get, "trackingImageTag") or "latest",
-        serving_image_tag=_optional(get, "servingImageTag") or "latest",
+        tracking_image=image_ref(_require(get, "trackingImage", "TAG_OR_DIGEST"), "trackingImage"),
+        serving_image=image_ref(_require(get, "servingImage", "TAG_OR_DIGEST"), "servingImage"),
         model_name=_optional(get, "modelName") or "diamond-price",
         admin_username=_optional(get, "adminUsername") or "admin",
         log_retention_days=_int(get, "logRetentionDays", 30, minimum=1),

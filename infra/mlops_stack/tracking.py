@@ -20,6 +20,7 @@ from mlops_stack.database import MYSQL_PORT
 from mlops_stack.web_service import (
     LoadBalancedService,
     LoadBalancedServiceArgs,
+    image_reference,
     image_repository,
 )
 
@@ -63,7 +64,7 @@ class TrackingServerArgs:
     ingress_cidrs: Sequence[pulumi.Input[str]]
     cpu: int = 512
     memory: int = 1024
-    image_tag: str = "latest"
+    image: str = ""  # an immutable tag or a digest (sha256:...): settings.image_ref checks it
     admin_username: str = "admin"
     host: str | None = None
     certificate_arn: str | None = None
@@ -79,6 +80,8 @@ class TrackingServer(pulumi.ComponentResource):
     ):
         super().__init__("mlops:infra:TrackingServer", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
+        # the secrets hold what the operator put: `pulumi destroy` stops until unprotected
+        protected = pulumi.ResourceOptions(parent=self, protect=True)
         tags = args.tags or {}
 
         self.repository = image_repository(
@@ -91,7 +94,17 @@ class TrackingServer(pulumi.ComponentResource):
             description="Password of the MLflow basic-auth admin user (set by the operator)",
             recovery_window_in_days=7,
             tags=tags,
-            opts=child,
+            opts=protected,
+        )
+        # Signs the UI's CSRF tokens: one value for every task, so a form served by one task
+        # is accepted by another, and not the random per-process key MLflow falls back to.
+        self.flask_secret = aws.secretsmanager.Secret(
+            f"{name}-flask-secret-key",
+            name_prefix=f"{args.prefix}/mlflow-flask-secret-key-",
+            description="MLflow's Flask secret key (set by the operator)",
+            recovery_window_in_days=7,
+            tags=tags,
+            opts=protected,
         )
         self.task_role = aws.iam.Role(
             f"{name}-task-role",
@@ -130,7 +143,9 @@ class TrackingServer(pulumi.ComponentResource):
                 private_subnet_ids=args.private_subnet_ids,
                 cluster_arn=args.cluster_arn,
                 region=args.region,
-                image=self.repository.repository_url.apply(lambda url: f"{url}:{args.image_tag}"),
+                image=self.repository.repository_url.apply(
+                    lambda url: image_reference(url, args.image)
+                ),
                 container_port=MLFLOW_PORT,
                 health_check_path="/health",
                 cpu=args.cpu,
@@ -149,8 +164,9 @@ class TrackingServer(pulumi.ComponentResource):
                     "DB_USERNAME": secret_arn.apply(lambda arn: f"{arn}:username::"),
                     "DB_PASSWORD": secret_arn.apply(lambda arn: f"{arn}:password::"),
                     "MLFLOW_AUTH_ADMIN_PASSWORD": self.admin_secret.arn,
+                    "MLFLOW_FLASK_SERVER_SECRET_KEY": self.flask_secret.arn,
                 },
-                secret_arns=[secret_arn, self.admin_secret.arn],
+                secret_arns=[secret_arn, self.admin_secret.arn, self.flask_secret.arn],
                 command=command,
                 task_role_arn=self.task_role.arn,
                 log_retention_days=args.log_retention_days,
@@ -169,6 +185,7 @@ class TrackingServer(pulumi.ComponentResource):
                 "url": self.url,
                 "repository_url": self.repository.repository_url,
                 "admin_secret_arn": self.admin_secret.arn,
+                "flask_secret_arn": self.flask_secret.arn,
                 "task_role_arn": self.task_role.arn,
             }
         )

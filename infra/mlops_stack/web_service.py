@@ -372,20 +372,27 @@ class LoadBalancedService(pulumi.ComponentResource):
         )
 
 
+def image_reference(repository_url: str, image: str) -> str:
+    """`URL@sha256:...` for a digest, `URL:TAG` for a tag (immutable in these repositories)."""
+    separator = "@" if image.startswith("sha256:") else ":"
+    return f"{repository_url}{separator}{image}"
+
+
 def image_repository(name: str, *, repo_name: str, tags: Mapping[str, str],
                      opts: pulumi.ResourceOptions) -> aws.ecr.Repository:
     """An ECR repository for one service's image: scanned on push, encrypted."""
     return aws.ecr.Repository(
         name,
         name=repo_name,
-        image_tag_mutability="MUTABLE",
+        # a pushed tag never moves: the task definition names exactly one image
+        image_tag_mutability="IMMUTABLE",
         image_scanning_configuration=aws.ecr.RepositoryImageScanningConfigurationArgs(
             scan_on_push=True
         ),
         encryption_configurations=[
             aws.ecr.RepositoryEncryptionConfigurationArgs(encryption_type="AES256")
         ],
-        force_delete=True,
+        force_delete=False,  # a repository with images is not deleted by `pulumi destroy`
         tags=dict(tags),
         opts=opts,
     )

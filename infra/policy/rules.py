@@ -32,6 +32,14 @@ IAM_ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
 IAM_POLICY = "aws:iam/policy:Policy"
 ECS_SERVICE = "aws:ecs/service:Service"
 LB_LISTENER = "aws:lb/listener:Listener"
+ECR_REPOSITORY = "aws:ecr/repository:Repository"
+ECS_TASK_DEFINITION = "aws:ecs/taskDefinition:TaskDefinition"
+S3_BUCKET = "aws:s3/bucket:Bucket"
+SECRETS_MANAGER_SECRET = "aws:secretsmanager/secret:Secret"  # noqa: S105 - a type token
+# What holds data no deploy can recreate: runs and the registry, artifacts, the secrets.
+STATEFUL = {RDS_INSTANCE, S3_BUCKET, SECRETS_MANAGER_SECRET}
+# The property that would let `pulumi destroy` delete a non-empty one anyway.
+FORCE_DELETE = {ECR_REPOSITORY: "forceDelete", S3_BUCKET: "forceDestroy"}
 
 OPEN_CIDRS = {"0.0.0.0/0", "::/0"}
 LISTENER_PORTS = {80, 443}
@@ -218,6 +226,51 @@ def validate_https_listeners(
         )
 
 
+def validate_ecr_immutable(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    """A tag, once pushed, names one image: the task definition then says what runs."""
+    if args.resource_type == ECR_REPOSITORY and args.props.get("imageTagMutability") != "IMMUTABLE":
+        report_violation("image tags must be immutable (imageTagMutability IMMUTABLE)", args.urn)
+
+
+def _pinned(image: str) -> bool:
+    if "@sha256:" in image:
+        return True
+    name, _, tag = image.rpartition(":")
+    return bool(name) and "/" not in tag and tag not in {"", "latest"}
+
+
+def validate_images_pinned(args: ResourceValidationArgs, report_violation: ReportViolation) -> None:
+    """Each container runs a digest or an immutable tag, never `latest` or no tag."""
+    if args.resource_type != ECS_TASK_DEFINITION:
+        return
+    definitions = args.props.get("containerDefinitions")
+    if isinstance(definitions, str):
+        try:
+            definitions = json.loads(definitions)
+        except ValueError:
+            definitions = []
+    for container in _as_list(definitions):
+        image = str((container or {}).get("image", "")) if isinstance(container, Mapping) else ""
+        if not _pinned(image):
+            report_violation(f"container image {image!r} is not a digest or a fixed tag", args.urn)
+
+
+def validate_no_force_delete(
+    args: ResourceValidationArgs, report_violation: ReportViolation
+) -> None:
+    key = FORCE_DELETE.get(args.resource_type)
+    if key and args.props.get(key):
+        report_violation(f"{key} would let a destroy delete what it holds", args.urn)
+
+
+def validate_stateful_protected(
+    args: ResourceValidationArgs, report_violation: ReportViolation
+) -> None:
+    """The database, buckets and secrets need `pulumi state unprotect` before a delete."""
+    if args.resource_type in STATEFUL and not (args.opts is not None and args.opts.protect):
+        report_violation("stateful resources must be protected (protect=True)", args.urn)
+
+
 # (name, description, validate, enforcement level)
 RULES: list[tuple[str, str, Any, EnforcementLevel]] = [
     ("rds-not-public", "The database is not publicly accessible.", validate_rds_private,
@@ -243,6 +296,14 @@ RULES: list[tuple[str, str, Any, EnforcementLevel]] = [
      EnforcementLevel.MANDATORY),
     ("ecs-no-public-ip", "Tasks get no public IP.", validate_tasks_private,
      EnforcementLevel.MANDATORY),
+    ("ecr-immutable-tags", "Image tags cannot be overwritten.", validate_ecr_immutable,
+     EnforcementLevel.MANDATORY),
+    ("ecs-images-pinned", "Task definitions name images by digest or fixed tag.",
+     validate_images_pinned, EnforcementLevel.MANDATORY),
+    ("no-force-delete", "No repository or bucket is deleted with its contents.",
+     validate_no_force_delete, EnforcementLevel.MANDATORY),
+    ("stateful-protected", "The database, buckets and secrets are protected.",
+     validate_stateful_protected, EnforcementLevel.MANDATORY),
     # advisory: plain HTTP is an explicit opt-in of the stack config (allowPlainHttp)
     ("lb-https-only", "Plain HTTP listeners only redirect to HTTPS.", validate_https_listeners,
      EnforcementLevel.ADVISORY),

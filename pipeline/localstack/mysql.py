@@ -88,6 +88,16 @@ class StackState:
 
 
 @dataclass(frozen=True)
+class DatabaseTls:
+    """Certificate files for MariaDB to speak TLS only, as RDS does with
+    `require_secure_transport`; the cloud image's test verifies them against `ca`."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+
+@dataclass(frozen=True)
 class MysqlStack:
     """MariaDB (MySQL protocol), `rclone serve s3` (S3 protocol) and `mlflow server` with
     the basic-auth app, all on loopback under one folder, started and stopped together.
@@ -103,6 +113,10 @@ class MysqlStack:
     allowed_hosts: tuple[str, ...] = ()
     default_permission: str = DEFAULT_PERMISSION
     authorization_function: str = GUARDED_AUTH_FUNCTION
+    # Addresses MariaDB and the S3 server listen on besides loopback (a container's
+    # bridge gateway), and TLS for MariaDB: only the cloud image's test sets them.
+    extra_bind: tuple[str, ...] = ()
+    tls: DatabaseTls | None = None
 
     @property
     def uri(self) -> str:
@@ -185,6 +199,31 @@ class MysqlStack:
             write_private(path, "".join(f"export {key}={value}\n" for key, value in env.items()))
         return [service.name for service in started]
 
+    def start_storage(self, *, wait_seconds: float = 180.0) -> list[str]:
+        """MariaDB and the S3 server only, for a tracking server started elsewhere (the
+        cloud image in a container); names started now."""
+        started: list[ManagedProcess] = []
+        try:
+            for service, step in ((self._mariadb(), self._start_mariadb),
+                                  (self._s3(), self._start_s3)):
+                if step(service, wait_seconds):
+                    started.append(service)
+        except ServiceError:
+            for service in reversed(started):
+                service.stop()
+            raise
+        return [service.name for service in started]
+
+    def run_sql(self, sql: str) -> str:
+        """Run SQL as the database's superuser over the Unix socket (socket authentication,
+        the SQL on stdin so no password shows in a process list); tab-separated output."""
+        done = subprocess.run(["mariadb", "--no-defaults", f"--socket={self.socket}",
+                               "-u", getpass.getuser(), "--batch", "--skip-column-names"],
+                              input=sql, text=True, capture_output=True, check=False)
+        if done.returncode != 0:
+            raise ServiceError(f"mariadb: {first_line(done.stderr, default='no output')}")
+        return done.stdout
+
     def stop(self) -> list[str]:
         """Stop, in reverse order, the services whose PID files this stack wrote."""
         return [service.name for service in reversed(self.services()) if service.stop(
@@ -204,9 +243,13 @@ class MysqlStack:
             self._install_db(datadir)
         command = [MARIADBD, "--no-defaults", f"--datadir={datadir}", f"--socket={self.socket}",
                    f"--pid-file={self.home / 'mariadb' / 'mariadbd.pid'}",
-                   "--bind-address=127.0.0.1", f"--port={self.state.db_port}",
+                   f"--bind-address={','.join(('127.0.0.1', *self.extra_bind))}",
+                   f"--port={self.state.db_port}",
                    f"--user={getpass.getuser()}", "--skip-name-resolve",
                    "--character-set-server=utf8mb4", "--innodb-buffer-pool-size=64M"]
+        if self.tls is not None:
+            command += [f"--ssl-ca={self.tls.ca}", f"--ssl-cert={self.tls.cert}",
+                        f"--ssl-key={self.tls.key}", "--require-secure-transport=ON"]
         started = service.start(command, wait_seconds=wait_seconds)
         self._create_database_and_user()
         return started
@@ -248,12 +291,11 @@ class MysqlStack:
             f"GRANT ALL PRIVILEGES ON {DATABASE}.* TO {account};",
             "FLUSH PRIVILEGES;",
         ])
-        done = subprocess.run(["mariadb", "--no-defaults", f"--socket={self.socket}",
-                               "-u", getpass.getuser(), "--batch"],
-                              input=sql, text=True, capture_output=True, check=False)
-        if done.returncode != 0:
+        try:
+            self.run_sql(sql)
+        except ServiceError as err:
             raise ServiceError(f"mariadb: creating database {DATABASE} and user {DB_USER} "
-                               f"failed: {first_line(done.stderr, default='no output')}")
+                               f"failed: {str(err).removeprefix('mariadb: ')}") from err
 
     # -- S3 protocol server -------------------------------------------------------------------
 
@@ -261,8 +303,10 @@ class MysqlStack:
         self.s3_root.mkdir(parents=True, exist_ok=True)
         config = self.home / "rclone.conf"
         config.touch(mode=0o600, exist_ok=True)
-        command = [rclone_binary(), "serve", "s3", "--config", str(config),
-                   "--addr", f"{self.host}:{self.state.s3_port}", str(self.s3_root)]
+        addresses = [f"--addr={address}:{self.state.s3_port}"
+                     for address in (self.host, *self.extra_bind)]
+        command = [rclone_binary(), "serve", "s3", "--config", str(config), *addresses,
+                   str(self.s3_root)]
         # The key pair goes through rclone's environment, not its command line.
         # rclone reads list flags from the environment as CSV: quote the pair.
         env = {"RCLONE_AUTH_KEY": f'"{self.state.s3_access_key},{self.state.s3_secret_key}"'}
@@ -370,7 +414,8 @@ class MysqlStack:
 
 def mysql_stack(*, home: Path, host: str, port: int, allowed_hosts: Sequence[str] = (),
                 default_permission: str = DEFAULT_PERMISSION,
-                authorization_function: str = GUARDED_AUTH_FUNCTION) -> MysqlStack:
+                authorization_function: str = GUARDED_AUTH_FUNCTION,
+                extra_bind: Sequence[str] = (), tls: DatabaseTls | None = None) -> MysqlStack:
     """The production-like stack under `home`, reusing its ports and secrets if it exists.
 
     `allowed_hosts` adds Host headers to accept besides loopback (a load balancer's name);
@@ -382,7 +427,8 @@ def mysql_stack(*, home: Path, host: str, port: int, allowed_hosts: Sequence[str
     state = StackState.load_or_create(home / "stack.json")
     return MysqlStack(home=home, host=host, port=port, state=state,
                       allowed_hosts=tuple(allowed_hosts), default_permission=default_permission,
-                      authorization_function=authorization_function)
+                      authorization_function=authorization_function,
+                      extra_bind=tuple(extra_bind), tls=tls)
 
 
 def stop_mysql_stack(home: Path) -> list[str]:

@@ -100,6 +100,7 @@ class Res:
     urn: str
     id: str
     state: dict[str, Any]
+    protect: bool = False  # the resource option, as the engine received it
 
     @property
     def type(self) -> str:
@@ -108,6 +109,19 @@ class Res:
     @property
     def name(self) -> str:
         return self.urn.split("::")[3]
+
+    def policy_args(self) -> Any:
+        """What the policy engine hands a rule for this resource: its state and options."""
+        from pulumi_policy import (
+            PolicyCustomTimeouts,
+            PolicyResourceOptions,
+            ResourceValidationArgs,
+        )
+
+        options = PolicyResourceOptions(
+            protect=self.protect, ignore_changes=[], delete_before_replace=None, aliases=[],
+            custom_timeouts=PolicyCustomTimeouts(0, 0, 0), additional_secret_outputs=[])
+        return ResourceValidationArgs(self.type, self.state, self.urn, self.name, options, None)
 
     def json(self, key: str) -> Any:
         """A property that holds a JSON document (policies, container definitions)."""
@@ -136,6 +150,15 @@ class Deployment:
 def deploy(settings: StackSettings) -> Deployment:
     """Run the program once under fresh mocks and return what it registered."""
     pulumi.runtime.set_mocks(StackMocks(), project="mlops", stack="test", preview=False)
+    monitor = pulumi.runtime.settings.get_monitor()
+    protected: dict[tuple[str, str], bool] = {}
+    register = monitor.RegisterResource
+
+    def recording(request: Any) -> Any:  # the mocks keep no resource options: note `protect`
+        protected[(request.type, request.name)] = bool(request.protect)
+        return register(request)
+
+    monitor.RegisterResource = recording
     outputs: dict[str, Any] = {}
 
     @pulumi.runtime.test
@@ -144,16 +167,24 @@ def deploy(settings: StackSettings) -> Deployment:
         return pulumi.Output.from_input(stack.outputs).apply(outputs.update)
 
     run()
-    monitor = pulumi.runtime.settings.get_monitor()
     registered = monitor.get_registered_resources()
-    resources = [Res(urn, reg.id or "", dict(reg.state or {})) for urn, reg in registered.items()]
+    resources = []
+    for urn, reg in registered.items():
+        res = Res(urn, reg.id or "", dict(reg.state or {}))
+        resources.append(replace(res, protect=protected.get((res.type, res.name), False)))
     return Deployment(resources=resources, outputs=outputs)
+
+
+TRACKING_IMAGE_REF = "sha256:" + "1" * 64
+SERVING_IMAGE_REF = "3f295fe"  # an immutable tag: the git commit it was built from
 
 
 def base_settings(**changes: Any) -> StackSettings:
     """The defaults of a stack with HTTPS, as an operator would configure it."""
     settings = StackSettings(
         prefix="mlops-test",
+        tracking_image=TRACKING_IMAGE_REF,
+        serving_image=SERVING_IMAGE_REF,
         github_repo=REPO,
         state_bucket="acme-pulumi-state",
         certificate_arn=f"arn:aws:acm:{REGION}:{ACCOUNT}:certificate/abc",

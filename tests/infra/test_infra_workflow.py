@@ -72,3 +72,12 @@ def test_run_steps_call_existing_make_targets_without_expressions(workflow):
         match = re.fullmatch(r"make ([A-Za-z0-9_.-]+)", run.strip())
         assert match, f"a run step calls one make target: {run!r}"
         assert match.group(1) in targets, f"no make target {match.group(1)!r}"
+
+
+def test_the_program_is_tested_and_previewed_before_it_runs(workflow):
+    """Mocks and the policy rules first; an `up` shows its preview before applying."""
+    runs = [s.get("run", "").strip() for s in steps(workflow)]
+    assert runs.index("make infra-test") < runs.index("make infra-run")
+    (preview,) = [s for s in steps(workflow) if s.get("run", "").strip() == "make infra-preview"]
+    assert runs.index("make infra-preview") < runs.index("make infra-run")
+    assert preview["if"] == "${{ inputs.command == 'up' }}"

@@ -245,7 +245,7 @@ def test_https_listeners():
 def test_every_rule_is_in_the_pack_once():
     names = [policy.name for policy in rules.POLICIES]
     assert names == [name for name, *_ in rules.RULES]
-    assert len(names) == len(set(names)) == 12
+    assert len(names) == len(set(names)) == 16
     validators = [validate for _, _, validate, _ in rules.RULES]
     defined = {getattr(rules, n) for n in dir(rules) if n.startswith("validate_")}
     assert len(validators) == len(defined)
@@ -258,3 +258,30 @@ def test_pack_entry_point_only_assembles_the_rules():
     main = (Path(rules.__file__).parent / "__main__.py").read_text()
     assert "PolicyPack(" in main
     assert "def validate" not in main
+
+
+def test_ecr_immutable():
+    assert_ok(rules.validate_ecr_immutable, rules.ECR_REPOSITORY,
+              {"imageTagMutability": "IMMUTABLE"})  # fmt: skip
+    assert_violation(rules.validate_ecr_immutable, rules.ECR_REPOSITORY,
+                     {"imageTagMutability": "MUTABLE"}, "immutable")  # fmt: skip
+
+
+@pytest.mark.parametrize("image", ["repo/x:latest", "repo/x", "", "host:5000/repo/x"])
+def test_images_pinned(image):
+    def task(img: str) -> dict[str, Any]:
+        return {"containerDefinitions": json.dumps([{"name": "c", "image": img}])}
+
+    digest = "repo/x@sha256:" + "0" * 64
+    assert_ok(rules.validate_images_pinned, rules.ECS_TASK_DEFINITION, task(digest))
+    assert_ok(rules.validate_images_pinned, rules.ECS_TASK_DEFINITION, task("repo/x:3f295fe"))
+    assert_violation(rules.validate_images_pinned, rules.ECS_TASK_DEFINITION, task(image),
+                     "digest or a fixed tag")  # fmt: skip
+
+
+def test_no_force_delete():
+    assert_ok(rules.validate_no_force_delete, rules.S3_BUCKET, {"forceDestroy": False})
+    assert_violation(rules.validate_no_force_delete, rules.S3_BUCKET, {"forceDestroy": True},
+                     "forceDestroy")  # fmt: skip
+    assert_violation(rules.validate_no_force_delete, rules.ECR_REPOSITORY, {"forceDelete": True},
+                     "forceDelete")  # fmt: skip

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.infra.conftest import ACCOUNT, REPO, Deployment
+from tests.infra.conftest import ACCOUNT, REPO, SERVING_IMAGE_REF, TRACKING_IMAGE_REF, Deployment
 
 TASK_DEF = "aws:ecs/taskDefinition:TaskDefinition"
 SERVICE = "aws:ecs/service:Service"
@@ -112,6 +112,7 @@ def test_tracking_task_points_at_bucket_database_and_secrets(stack):
         "DB_USERNAME": f"{db_secret}:username::",
         "DB_PASSWORD": f"{db_secret}:password::",
         "MLFLOW_AUTH_ADMIN_PASSWORD": admin_secret,
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": stack.outputs["trackingFlaskSecretArn"],
     }
 
 
@@ -123,11 +124,11 @@ def test_tracking_server_runs_basic_auth_for_its_own_host_names(stack):
     assert flag(command, "--workers") == "1"  # 0.5 vCPU, 1 GiB
 
 
-def test_tracking_image_comes_from_its_ecr_repository(stack):
-    assert (
-        container(stack, "tracking")["image"] == f"{stack.outputs['trackingRepositoryUrl']}:latest"
-    )
-    assert container(stack, "serving")["image"] == f"{stack.outputs['servingRepositoryUrl']}:latest"
+def test_images_come_from_their_ecr_repositories_as_configured(stack):
+    tracking = f"{stack.outputs['trackingRepositoryUrl']}@{TRACKING_IMAGE_REF}"  # a digest
+    assert container(stack, "tracking")["image"] == tracking
+    serving = f"{stack.outputs['servingRepositoryUrl']}:{SERVING_IMAGE_REF}"  # an immutable tag
+    assert container(stack, "serving")["image"] == serving
 
 
 def test_target_groups_feed_their_services(stack):
@@ -224,3 +225,12 @@ def test_trust_names_the_configured_repository(stack):
         "token.actions.githubusercontent.com:sub"
     ]
     assert sub == f"repo:{REPO}:environment:production"
+
+
+def test_the_tracking_task_gives_the_entrypoint_everything_it_requires(stack):
+    """The image refuses to start without these; the task definition must pass each one."""
+    import entrypoint
+
+    spec = container(stack, "tracking")
+    given = set(env_of(spec)) | set(secrets_of(spec))
+    assert set(entrypoint.REQUIRED) <= given, set(entrypoint.REQUIRED) - given

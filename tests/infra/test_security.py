@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.infra.conftest import REPO, Deployment, Res, violations
+from tests.infra.conftest import ACCOUNT, REPO, Deployment, Res, violations
 
 INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
 EGRESS = "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule"
@@ -154,10 +154,12 @@ def test_serving_tasks_accept_only_their_load_balancer(stack):
 
 
 def test_load_balancers_open_only_listener_ports(stack):
-    assert rules_of(stack, INGRESS, "tracking-lb-sg") == [
-        (80, 80, "tcp", "0.0.0.0/0"),
-        (443, 443, "tcp", "0.0.0.0/0"),
-    ]
+    # closed by default: only the stack's NAT address (its own serving tasks) until the
+    # operator lists who may come in (trackingAllowedCidrs)
+    nat = [f"{eip.state['publicIp']}/32" for eip in stack.of_type("aws:ec2/eip:Eip")]
+    assert rules_of(stack, INGRESS, "tracking-lb-sg") == sorted(
+        (port, port, "tcp", cidr) for port in (80, 443) for cidr in nat
+    )
     # internal by default: reachable from inside the VPC only
     assert rules_of(stack, INGRESS, "serving-lb-sg") == [
         (80, 80, "tcp", "10.40.0.0/16"),
@@ -286,7 +288,8 @@ def test_serving_tasks_have_no_aws_permissions(stack):
 def test_execution_roles_read_only_their_own_secrets(stack):
     db_secret = stack.named(RDS, "tracking-db-mysql").state["masterUserSecrets"][0]["secretArn"]
     admin = stack.outputs["trackingAdminSecretArn"]
-    expected = {"tracking": sorted([db_secret, admin]), "serving": [admin]}
+    flask = stack.outputs["trackingFlaskSecretArn"]
+    expected = {"tracking": sorted([db_secret, admin, flask]), "serving": [admin]}
     for name, arns in expected.items():
         policy = stack.named(ROLE_POLICY, f"{name}-exec-secrets")
         (statement,) = statements(policy)
@@ -404,14 +407,54 @@ def test_infra_role_manages_only_this_stack_where_aws_allows(stack):
     assert by_sid["ArtifactBucket"]["Resource"][0] == "arn:aws:s3:::mlops-test-*"
 
 
+# What the infra role may do on "*": a new entry here is a decision, made in review.
+ACCOUNT_WIDE = {
+    "AccountWideServices": {"ec2:*", "elasticloadbalancing:*", "application-autoscaling:*"},
+    "UnscopedActions": {
+        "ecr:GetAuthorizationToken", "ecs:RegisterTaskDefinition",
+        "ecs:DeregisterTaskDefinition", "ecs:DescribeTaskDefinition", "ecs:ListTaskDefinitions",
+        "ecs:ListClusters", "rds:Describe*", "cloudwatch:DescribeAlarms",
+    },
+    "DescribeLogs": {"logs:DescribeLogGroups", "logs:ListTagsForResource"},
+    "ReadOnlyLookups": {"sts:GetCallerIdentity", "acm:DescribeCertificate", "kms:DescribeKey"},
+}
+CONDITIONED = {"ServiceLinkedRoles", "ManagedKeysThroughServices"}  # "*" under a Condition
+
+
+def test_infra_role_has_no_new_wildcard(stack):
+    policy = stack.named(ROLE_POLICY, "ci-infra-stack")
+    for statement in statements(policy):
+        resources = statement["Resource"]
+        resources = [resources] if isinstance(resources, str) else resources
+        if "*" not in resources:
+            assert all(r.count(":") >= 5 and "::*" not in r for r in resources), statement
+            continue
+        sid = statement["Sid"]
+        if sid in CONDITIONED:
+            assert statement.get("Condition"), f"{policy.urn}: {sid} lost its condition"
+            continue
+        assert sid in ACCOUNT_WIDE, f"{policy.urn}: new statement {sid} on Resource *"
+        assert set(actions_of(statement)) == ACCOUNT_WIDE[sid], f"{policy.urn}: {sid} changed"
+
+
+def test_infra_role_scopes_ecr_ecs_rds_and_alarms_to_the_stack(stack):
+    policy = stack.named(ROLE_POLICY, "ci-infra-stack")
+    by_sid = {s["Sid"]: s for s in statements(policy)}
+    assert by_sid["StackEcr"]["Resource"] == [f"arn:aws:ecr:*:{ACCOUNT}:repository/mlops-test/*"]
+    assert f"arn:aws:ecs:*:{ACCOUNT}:cluster/mlops-test" in by_sid["StackEcs"]["Resource"]
+    assert f"arn:aws:rds:*:{ACCOUNT}:db:mlops-test-*" in by_sid["StackRds"]["Resource"]
+    assert all(r.startswith(f"arn:aws:cloudwatch:*:{ACCOUNT}:alarm:TargetTracking-service/"
+                            "mlops-test/") for r in by_sid["StackCloudwatch"]["Resource"])
+
+
 def test_the_policy_pack_passes_on_the_stack(stack, plain_http_stack):
     from policy.rules import RULES
-    from pulumi_policy import EnforcementLevel, ResourceValidationArgs
+    from pulumi_policy import EnforcementLevel
 
     found: list[str] = []
     for deployment in (stack, plain_http_stack):
         for res in deployment.resources:
-            args = ResourceValidationArgs(res.type, res.state, res.urn, res.name, None, None)
+            args = res.policy_args()
             for name, _, validate, level in RULES:
                 if level == EnforcementLevel.ADVISORY:
                     continue

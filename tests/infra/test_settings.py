@@ -13,6 +13,8 @@ GOOD = {
     "certificateArn": "arn:aws:acm:us-east-1:123456789012:certificate/abc",
     "trackingHost": "mlflow.example.com",
     "servingHost": "models.example.com",
+    "trackingImage": "sha256:" + "a" * 64,
+    "servingImage": "3f295fe",
 }
 
 
@@ -38,6 +40,7 @@ def test_defaults_are_private_and_small():
     assert not settings.high_availability
     assert settings.db_deletion_protection
     assert settings.ci_environments.promote == "production"
+    assert settings.tracking_allowed_cidrs == (), "the tracking server is open to no one by default"
     assert settings.ci_environments.infra == "infra"
 
 
@@ -79,6 +82,9 @@ def test_certificate_needs_the_host_names_it_covers():
         ({"servingMinTasks": "3", "servingMaxTasks": "2"}, "below"),
         ({"allowPlainHttp": "maybe"}, "true or false"),
         ({"servingMaxTasks": "many"}, "integer"),
+        ({"trackingImage": "latest"}, "immutable tag"),
+        ({"servingImage": "sha256:abc"}, "immutable tag"),
+        ({"servingImage": None}, "mlops:servingImage"),
     ],
 )
 def test_invalid_values_are_refused_with_the_key(config, fragment):

@@ -18,7 +18,14 @@ ENV = {
     "DB_PASSWORD": "p@ss:w/rd%#?",
     "MLFLOW_AUTH_ADMIN_USERNAME": "admin",
     "MLFLOW_AUTH_ADMIN_PASSWORD": "a-long-admin-password",
+    "MLFLOW_FLASK_SERVER_SECRET_KEY": "a-long-flask-secret",
 }
+
+
+def store_in(uri: str, *, database: str) -> str:
+    """What auth_store.prepare_auth_store returns, without a database to prepare
+    (tests/tracking_image runs the real one against MariaDB)."""
+    return uri.replace(f"/{ENV['DB_NAME']}?", f"/{database}?")
 
 
 def test_backend_store_uri_quotes_credentials_and_verifies_tls():
@@ -30,12 +37,14 @@ def test_backend_store_uri_quotes_credentials_and_verifies_tls():
 
 
 def test_auth_config_survives_configparser_and_holds_no_admin_password(tmp_path: Path):
-    run_env = entry.prepare(ENV, config_path=tmp_path / "auth" / "basic_auth.ini")
+    run_env = entry.prepare(ENV, config_path=tmp_path / "auth" / "basic_auth.ini", store=store_in)
     config_path = Path(run_env["MLFLOW_AUTH_CONFIG_PATH"])
     parser = configparser.ConfigParser()  # as MLflow reads it: with interpolation
     parser.read(config_path)
     section = parser["mlflow"]
-    assert section["database_uri"] == run_env["MLFLOW_BACKEND_STORE_URI"]
+    # the users in a database of their own on the same server, over the same TLS
+    assert section["database_uri"] == store_in(run_env["MLFLOW_BACKEND_STORE_URI"],
+                                               database="mlflow_auth")
     assert section["default_permission"] == "NO_PERMISSIONS"
     assert "admin_password" not in section
     assert ENV["MLFLOW_AUTH_ADMIN_PASSWORD"] not in config_path.read_text()
@@ -47,7 +56,7 @@ def test_auth_config_survives_configparser_and_holds_no_admin_password(tmp_path:
 def test_entrypoint_refuses_to_start_without_its_settings(tmp_path: Path):
     env = {k: v for k, v in ENV.items() if k != "MLFLOW_AUTH_ADMIN_PASSWORD"}
     with pytest.raises(entry.EntrypointError, match="MLFLOW_AUTH_ADMIN_PASSWORD"):
-        entry.prepare(env, config_path=tmp_path / "x.ini")
+        entry.prepare(env, config_path=tmp_path / "x.ini", store=store_in)
 
 
 def test_entrypoint_exits_2_with_one_line(monkeypatch, capsys):

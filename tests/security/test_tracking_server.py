@@ -18,7 +18,7 @@ import pytest
 import requests
 from mlflow.tracking import MlflowClient
 
-from pipeline.localstack.mysql import ARTIFACT_PREFIX, BUCKET
+from pipeline.localstack.mysql import ARTIFACT_PREFIX
 from tests.conftest import TrackingServer
 from tests.utils import REPO, run_mlops
 
@@ -164,8 +164,7 @@ TRAVERSALS = [
 @pytest.fixture
 def canary(secured_server: TrackingServer) -> Iterator[tuple[Path, str]]:
     """A secret object just outside the artifact root (the bucket's top level)."""
-    assert secured_server.stack is not None
-    bucket = secured_server.stack.s3_root / BUCKET
+    bucket = secured_server.bucket_dir
     path, token = bucket / "secret.txt", secrets.token_hex(16)
     path.write_text(token)
     try:

@@ -177,3 +177,13 @@ def test_zizmor_finds_nothing_of_medium_severity_or_higher() -> None:
                if f["determinations"]["severity"] in {"Medium", "High"}]
     assert not serious, "\n".join(serious)
     assert done.returncode in {0, 11, 12, 13}, done.stderr  # 1x: findings below medium
+
+
+def test_pull_requests_run_the_whole_suite() -> None:
+    """What .ci/run runs: `make test`, with every service installed and none left out."""
+    job = _load(REPO / ".github" / "workflows" / "pr.yml")["jobs"]["tests"]
+    runs = [step.get("run", "").strip() for step in job["steps"]]
+    assert runs.index("make services") < runs.index("make test")
+    (suite,) = [step for step in job["steps"] if step.get("run", "").strip() == "make test"]
+    assert suite["env"] == {"MLOPS_REQUIRE_ALL": "1"}
+    assert job["permissions"] == {"contents": "read"}
