@@ -121,7 +121,7 @@ def _inference_conf(*, batch: Path, out: Path, url: str, card: Path,
                     **extra: Any) -> dict[str, Any]:
     return {"input": str(batch), "output_dir": str(out), "serving_url": url, "card": str(card),
             "chunk_size": 40, "attempts": 3, "backoff_seconds": 0.2, "timeout_seconds": 10,
-            **extra}
+            "engine": "api", **extra}  # every param given: dag.test keeps the last run's
 
 
 # --- the DAG files ---------------------------------------------------------------------------
@@ -198,12 +198,13 @@ def test_inference_dag_on_spark_scores_like_the_api(
     for key, value in tracking_server.env.items():
         monkeypatch.setenv(key, value)
     dag = load_dag("inference_dag", "inference_dag")
-    run = dag.test(logical_date=DATE, run_conf=_inference_conf(
+    day = DATE + dt.timedelta(days=7)  # a run of its own: dag.test reuses a date's run
+    run = dag.test(logical_date=day, run_conf=_inference_conf(
         batch=path, out=tmp_path, url=serving.url, card=trained.card, engine="spark",
         spark_master="local[2]"))
     assert str(run.state) == "success"
 
-    folder = Path(spark_output(str(tmp_path), DATE))
+    folder = Path(spark_output(str(tmp_path), day))
     assert (folder / "_SUCCESS").exists()
     scores = pd.read_parquet(folder).sort_values("id").reset_index(drop=True)
     assert scores["id"].tolist() == sorted(frame["id"].tolist())
