@@ -202,5 +202,9 @@ bench-serving: $(STAMP) ## this server vs `mlflow models serve` on one model: re
 
 # --- benchmarks -------------------------------------------------------------------
 
+.PHONY: bench-score
+bench-score: $(STAMP) ## mlops score on the local, spark and api engines: rows/s and peak memory
+	@$(PY) benchmarks/score/run.py
+
 .PHONY: bench
-bench: bench-gate bench-serving ## every benchmark under benchmarks/ (ratios against peers measured in the same run)
+bench: bench-gate bench-serving bench-score ## every benchmark under benchmarks/ (ratios against peers measured in the same run)

@@ -34,3 +34,6 @@ BATCH_INPUT = os.environ.get("MLOPS_BATCH_INPUT", "")
 
 SCORES_DIR = os.environ.get("MLOPS_SCORES_DIR", str(REPO / ".mlops" / "scores"))
 """Where scores go, one file per logical date: a folder or an s3:// prefix."""
+
+SPARK_MASTER = os.environ.get("MLOPS_SPARK_MASTER", "local[*]")
+"""Where the inference DAG's spark engine runs: Spark in the worker by default."""

@@ -1,4 +1,4 @@
-"""Batch inference on a schedule: score a batch through the serving API.
+"""Batch inference on a schedule: score a batch through the serving API, or on Spark.
 
 One task calls `pipeline.stages.score_batch.score_batch` with the serving API's client
 (`pipeline.serving_client`): it waits for `GET /ready`, reads the
@@ -6,22 +6,39 @@ batch (CSV or Parquet, local or s3://), posts it to `POST /predict` in chunks wi
 timeouts and retries, and writes every input row with its prediction and the model
 version that produced it to one file per logical date. Re-running a date replaces
 that file. The serving API always answers with the registry's Production model, so
-this DAG needs no MLflow access of its own.
+the api engine needs no MLflow access of its own.
+
+With `engine: spark` the task fetches the Production model from the registry itself
+(the read-only user is enough), verifies it like the server does, and scores the batch
+with Spark (`pipeline.gitops.scoring`: `local[*]` by default, `spark_master` for a
+cluster) into a folder of Parquet parts per logical date, published only when complete.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 from typing import Any
 
-from _defaults import BATCH_INPUT, CARD, INFERENCE_SCHEDULE, SCORES_DIR, SERVING_URL
+import mlflow
+from _defaults import (
+    BATCH_INPUT,
+    CARD,
+    INFERENCE_SCHEDULE,
+    SCORES_DIR,
+    SERVING_URL,
+    SPARK_MASTER,
+)
 from airflow.sdk import Param, dag, get_current_context, task
 
+from pipeline.gitops import registry
 from pipeline.gitops.card import load_card
+from pipeline.gitops.scoring import score_with_model, spark_python
 from pipeline.serving_client import RetryPolicy, ServingClient
+from pipeline.settings import load_settings
 from pipeline.stages.datasets import load_spec
-from pipeline.stages.score_batch import score_batch
+from pipeline.stages.score_batch import score_batch, spark_output
 
 
 @dag(
@@ -42,6 +59,11 @@ from pipeline.stages.score_batch import score_batch
         "timeout_seconds": Param(30.0, type="number", exclusiveMinimum=0),
         "attempts": Param(4, type="integer", minimum=1, maximum=20),
         "backoff_seconds": Param(1.0, type="number", minimum=0),
+        "engine": Param("api", type="string", enum=["api", "spark"],
+                        description="api: through the serving API; spark: the verified "
+                                    "model on Apache Spark"),
+        "spark_master": Param(SPARK_MASTER, type="string",
+                              description="spark: the master URL (local[*] on the worker)"),
     },
     doc_md=__doc__,
 )
@@ -54,7 +76,10 @@ def mlops_inference() -> None:
         params = context["params"]
         dag_run = context["dag_run"]
         logical_date = context.get("logical_date") or dag_run.run_after
-        spec = load_spec(load_card(Path(params["card"])).data.dataset)
+        card = load_card(Path(params["card"]))
+        if params["engine"] == "spark":
+            return _score_on_spark(card.model.name, params, logical_date)
+        spec = load_spec(card.data.dataset)
         retry = RetryPolicy(attempts=params["attempts"], backoff_seconds=params["backoff_seconds"],
                             timeout_seconds=params["timeout_seconds"])
         client = ServingClient(params["serving_url"], retry=retry)
@@ -64,6 +89,20 @@ def mlops_inference() -> None:
         return result.as_dict()
 
     score()
+
+
+def _score_on_spark(model_name: str, params: dict[str, Any],
+                    logical_date: dt.datetime) -> dict[str, Any]:
+    """The task's edge: MLflow and Spark's workers pointed at this environment first."""
+    settings = load_settings()
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    os.environ.update(spark_python())
+    output = spark_output(params["output_dir"], logical_date)
+    result = score_with_model(registry.client(settings.mlflow_tracking_uri), model_name,
+                              source=params["input"], output=output, engine="spark",
+                              spark_master=params["spark_master"],
+                              tracking_uri=settings.mlflow_tracking_uri)
+    return result.as_dict()
 
 
 inference_dag = mlops_inference()

@@ -11,6 +11,7 @@ from mlops_stack.artifacts import ArtifactStore, ArtifactStoreArgs
 from mlops_stack.ci_access import CiAccess, CiAccessArgs
 from mlops_stack.database import TrackingDatabase, TrackingDatabaseArgs
 from mlops_stack.network import Network, NetworkArgs
+from mlops_stack.orchestration import Orchestration, OrchestrationArgs
 from mlops_stack.serving import ServingService, ServingServiceArgs
 from mlops_stack.settings import NAMESPACE, ConfigError, StackSettings, settings_from
 from mlops_stack.tracking import TrackingServer, TrackingServerArgs
@@ -27,6 +28,7 @@ class Stack:
     serving: ServingService
     ci: CiAccess
     outputs: dict[str, pulumi.Input[object]]
+    orchestration: Orchestration | None = None
 
 
 def build(settings: StackSettings) -> Stack:
@@ -165,7 +167,20 @@ def build(settings: StackSettings) -> Stack:
         "trackingServiceName": tracking.service.service.name,
         "servingServiceName": serving.service.service.name,
     }
-    return Stack(network, artifacts, database, tracking, serving, ci, outputs)
+    orchestration = None
+    if settings.orchestration:
+        orchestration = Orchestration("orchestration", OrchestrationArgs(
+            prefix=settings.prefix, region=region, account_id=account_id,
+            vpc_id=network.vpc_id, private_subnet_ids=network.private_subnet_ids,
+            tracking_secret_arn=tracking.admin_secret.arn, tags=tags))
+        outputs.update({
+            "airflowDagsBucket": orchestration.dags.bucket_name,
+            "batchBucket": orchestration.batch.bucket_name,
+            "sparkApplicationId": orchestration.spark.id,
+            "sparkJobRoleArn": orchestration.job_role.arn,
+            "airflowWebserverUrl": orchestration.airflow.webserver_url,
+        })
+    return Stack(network, artifacts, database, tracking, serving, ci, outputs, orchestration)
 
 
 def main() -> None:

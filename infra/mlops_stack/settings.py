@@ -76,6 +76,8 @@ class StackSettings:
     model_name: str = "diamond-price"
     admin_username: str = "admin"
     log_retention_days: int = 30
+    # Airflow (MWAA) and Spark (EMR Serverless) for batch work: off by default (cost)
+    orchestration: bool = False
     github_oidc_provider_arn: str | None = None
     pulumi_secrets_key_arn: str | None = None
     ci_environments: CiEnvironments = field(default_factory=CiEnvironments)
@@ -225,6 +227,7 @@ def settings_from(get: ConfigGetter, *, project: str, stack: str) -> StackSettin
         allow_plain_http=allow_plain_http,
         vpc_cidr=vpc_cidr,
         high_availability=_bool(get, "highAvailability", False),
+        orchestration=_bool(get, "orchestration", False),
         tracking_allowed_cidrs=_cidrs(get, "trackingAllowedCidrs", ()),
         serving_public=_bool(get, "servingPublic", False),
         serving_allowed_cidrs=_cidrs(get, "servingAllowedCidrs", ()),

@@ -36,6 +36,9 @@ ECR_REPOSITORY = "aws:ecr/repository:Repository"
 ECS_TASK_DEFINITION = "aws:ecs/taskDefinition:TaskDefinition"
 S3_BUCKET = "aws:s3/bucket:Bucket"
 SECRETS_MANAGER_SECRET = "aws:secretsmanager/secret:Secret"  # noqa: S105 - a type token
+MWAA_ENVIRONMENT = "aws:mwaa/environment:Environment"
+DEPLOY_ROLE = "mlops:infra:CiAccess"  # the component of the CI deploy roles
+EMR_SERVERLESS_APPLICATION = "aws:emrserverless/application:Application"
 # What holds data no deploy can recreate: runs and the registry, artifacts, the secrets.
 STATEFUL = {RDS_INSTANCE, S3_BUCKET, SECRETS_MANAGER_SECRET}
 # The property that would let `pulumi destroy` delete a non-empty one anyway.
@@ -271,6 +274,51 @@ def validate_stateful_protected(
         report_violation("stateful resources must be protected (protect=True)", args.urn)
 
 
+def validate_airflow_private(
+    args: ResourceValidationArgs, report_violation: ReportViolation
+) -> None:
+    """MWAA's web server is reachable only from inside the VPC."""
+    if args.resource_type != MWAA_ENVIRONMENT:
+        return
+    if args.props.get("webserverAccessMode") != "PRIVATE_ONLY":
+        report_violation("the Airflow web server must be PRIVATE_ONLY", args.urn)
+    network = args.props.get("networkConfiguration") or {}
+    if not network.get("subnetIds") or not network.get("securityGroupIds"):
+        report_violation("Airflow must run in the stack's subnets with its security group",
+                         args.urn)
+
+
+def validate_spark_in_the_vpc(
+    args: ResourceValidationArgs, report_violation: ReportViolation
+) -> None:
+    """EMR Serverless runs in the private subnets, reaching out only through the NAT."""
+    if args.resource_type != EMR_SERVERLESS_APPLICATION:
+        return
+    network = args.props.get("networkConfiguration") or {}
+    if not network.get("subnetIds"):
+        report_violation("the Spark application must run in the stack's private subnets",
+                         args.urn)
+
+
+def validate_no_wildcard_actions(
+    args: ResourceValidationArgs, report_violation: ReportViolation
+) -> None:
+    """Execution, task and job roles name each action (`s3:*`, `emr-serverless:*` are out).
+
+    The deploy role (CiAccess) is the one exception: it creates the stack's resources, and
+    what it keeps account-wide is a fixed, documented list (docs/infra.md) a test holds.
+    """
+    if args.resource_type not in {IAM_ROLE_POLICY, IAM_POLICY} or DEPLOY_ROLE in args.urn:
+        return
+    for statement in _statements(args.props.get("policy")):
+        if statement.get("Effect") != "Allow":
+            continue
+        wild = [str(a) for a in _as_list(statement.get("Action")) if "*" in str(a)]
+        if wild:
+            report_violation(f"a policy may not allow wildcard actions ({', '.join(wild)})",
+                             args.urn)
+
+
 # (name, description, validate, enforcement level)
 RULES: list[tuple[str, str, Any, EnforcementLevel]] = [
     ("rds-not-public", "The database is not publicly accessible.", validate_rds_private,
@@ -304,6 +352,12 @@ RULES: list[tuple[str, str, Any, EnforcementLevel]] = [
      validate_no_force_delete, EnforcementLevel.MANDATORY),
     ("stateful-protected", "The database, buckets and secrets are protected.",
      validate_stateful_protected, EnforcementLevel.MANDATORY),
+    ("airflow-private", "Airflow's web server is private, in the stack's subnets.",
+     validate_airflow_private, EnforcementLevel.MANDATORY),
+    ("spark-in-vpc", "EMR Serverless runs in the private subnets.",
+     validate_spark_in_the_vpc, EnforcementLevel.MANDATORY),
+    ("iam-no-wildcard-actions", "Policies name their actions.",
+     validate_no_wildcard_actions, EnforcementLevel.MANDATORY),
     # advisory: plain HTTP is an explicit opt-in of the stack config (allowPlainHttp)
     ("lb-https-only", "Plain HTTP listeners only redirect to HTTPS.", validate_https_listeners,
      EnforcementLevel.ADVISORY),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import tempfile
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse, urlsplit, urlunsplit
@@ -241,3 +242,53 @@ def bootstrap_production(mlflow: MlflowClient, name: str, run_id: str, *,
     refuse_if_production_exists(mlflow, name)
     return set_production(mlflow, name, version.version, manifest=checked.manifest,
                           tags=dict(BOOTSTRAP_TAGS))
+
+
+@dataclass(frozen=True)
+class ScoringModel:
+    """A model's files in a local folder, who it is, and the manifest its files must match
+    (None for a run's model, which no promotion recorded: only the data rules apply)."""
+
+    folder: Path
+    name: str
+    version: str
+    run_id: str
+    manifest: dict[str, str] | None
+
+
+def fetch_for_scoring(mlflow: MlflowClient, name: str, *, model_uri: str | None,
+                      workdir: Path, tracking_uri: str) -> ScoringModel:
+    """Production (or `model_uri`: `models:/NAME/V`, `models:/NAME@ALIAS`, `runs:/ID/model`)
+    downloaded for a batch job; a registry version must carry its manifest, as served."""
+    uri = model_uri or f"models:/{name}@{PRODUCTION}"
+    if uri.startswith("runs:/"):
+        run_id = uri.removeprefix("runs:/").split("/", 1)[0]
+        folder = download_model(uri, workdir / "model", tracking_uri=tracking_uri)
+        return ScoringModel(folder=folder, name=name, version="run", run_id=run_id,
+                            manifest=None)
+    version = _version_of(mlflow, uri)
+    manifest = recorded_manifest(version)
+    if manifest is None:
+        raise RegistryError(f"{version.name} version {version.version} has no {MANIFEST_TAG} "
+                            "tag: only versions recorded by `mlops promote` are scored")
+    folder = download_model(f"models:/{version.name}/{version.version}", workdir / "model",
+                            tracking_uri=tracking_uri)
+    return ScoringModel(folder=folder, name=str(version.name), version=str(version.version),
+                        run_id=str(version.run_id), manifest=manifest)
+
+
+def _version_of(mlflow: MlflowClient, uri: str) -> ModelVersion:
+    target = uri.removeprefix("models:/")
+    try:
+        if "@" in target:
+            name, alias = target.split("@", 1)
+            version = version_by_alias(mlflow, name, alias)
+            if version is None:
+                raise RegistryError(f"{uri}: no such model or alias")
+            return version
+        name, number = target.rsplit("/", 1)
+        return mlflow.get_model_version(name, number)
+    except (ValueError, RestException) as err:
+        raise RegistryError(f"--model-uri {uri}: not a registry version "
+                            "(models:/NAME/VERSION, models:/NAME@ALIAS or runs:/ID/model)"
+                            ) from err

@@ -16,15 +16,27 @@ from __future__ import annotations
 import datetime as dt
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import fsspec
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from pipeline.errors import DataError
+from pipeline.stages.batch_files import (
+    InputColumn,
+    arrow_types,
+    batches,
+    check_columns,
+    discard,
+    open_dataset,
+    publish,
+    staging_dir,
+)
 
 OUTPUT_FILE = "scores.parquet"
 SCORE_COLUMNS = ("prediction", "model_name", "model_version", "model_run_id")
@@ -71,6 +83,11 @@ def date_key(logical_date: dt.datetime) -> str:
 def output_location(output_dir: str, logical_date: dt.datetime) -> str:
     """Where the scores of one logical date live: one file per date, replaced on re-runs."""
     return f"{output_dir.rstrip('/')}/logical_date={date_key(logical_date)}/{OUTPUT_FILE}"
+
+
+def spark_output(output_dir: str, logical_date: dt.datetime) -> str:
+    """The spark engine's folder of parts for one logical date, replaced on re-runs."""
+    return f"{output_dir.rstrip('/')}/logical_date={date_key(logical_date)}/scores"
 
 
 # --- reading, scoring, writing -------------------------------------------------------------
@@ -164,3 +181,87 @@ def score_batch(*, source: str, output_dir: str, logical_date: dt.datetime, scor
 
 def _version_order(version: str) -> tuple[int, str]:
     return (int(version), "") if version.isdigit() else (10**9, version)
+
+
+# --- files through a model: the local and api engines ----------------------------------------
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    """What `mlops score` reports: where, how many rows, which model versions."""
+
+    output: str
+    rows: int
+    engine: str
+    model_versions: list[str]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"output": self.output, "rows": self.rows, "engine": self.engine,
+                "model_versions": self.model_versions}
+
+
+Predict = Callable[[pd.DataFrame], pd.DataFrame]
+"""Rows in, prediction and model columns out (same index): a BatchModel, or the API."""
+
+
+def key_columns(names: Sequence[str], features: Sequence[str],
+                keys: Sequence[str] | None) -> list[str]:
+    """The input columns to keep beside the scores: the given keys, else every column
+    that is not a feature (ids, dates), else all of them (so rows stay identifiable)."""
+    if keys:
+        missing = [key for key in keys if key not in names]
+        if missing:
+            raise DataError(f"score: --key {missing[0]}: no such column in the input")
+        return list(keys)
+    others = [name for name in names if name not in features]
+    return others or list(names)
+
+
+def score_files(*, source: str, output: str, predict: Predict, columns: Sequence[InputColumn],
+                engine: str, keys: Sequence[str] | None = None, batch_rows: int = 50_000,
+                progress: Callable[[int], None] | None = None) -> ScoreResult:
+    """Read in batches, score each, write Parquet parts; publish only a finished output."""
+    dataset = open_dataset(source)
+    names = dataset.schema.names
+    check_columns(names, arrow_types(dataset.schema), columns, source=source)
+    kept = key_columns(names, [c.name for c in columns], keys)
+    staging = staging_dir(output)
+    Path(staging).mkdir(parents=True, exist_ok=True)
+    rows, versions, writer = 0, set(), None
+    try:
+        for batch in batches(dataset, rows=batch_rows):
+            frame = batch.to_pandas()
+            scored = pd.concat([frame[kept], predict(frame)], axis=1)
+            table = pa.Table.from_pandas(scored, preserve_index=False)
+            if writer is None:
+                writer = pq.ParquetWriter(str(Path(staging) / "part-00000.parquet"),
+                                          table.schema)
+            writer.write_table(table)
+            rows += len(scored)
+            versions.update(scored["model_version"].astype(str).unique())
+            if progress is not None:
+                progress(len(scored))
+        if writer is not None:
+            writer.close()
+            writer = None
+        if rows == 0:
+            raise DataError(f"score: {source} has no rows")
+        publish(staging, output)
+    except BaseException:
+        if writer is not None:
+            writer.close()
+        discard(staging)
+        raise
+    return ScoreResult(output=output, rows=rows, engine=engine,
+                       model_versions=sorted(versions, key=_version_order))
+
+
+def api_predict(scorer: Scorer, columns: Sequence[InputColumn], *, chunk_rows: int) -> Predict:
+    """The serving API as a `Predict`: chunks of the features to `/predict`."""
+    names = [column.name for column in columns]
+
+    def predict(frame: pd.DataFrame) -> pd.DataFrame:
+        scored = score_frame(frame[names], scorer=scorer, chunk_size=chunk_rows)
+        return scored[list(SCORE_COLUMNS)].set_axis(frame.index)
+
+    return predict

@@ -24,7 +24,7 @@ from mlflow.tracking import MlflowClient
 from pipeline.gitops import registry
 from pipeline.gitops.card import load_card
 from pipeline.stages.datasets import load_spec
-from pipeline.stages.score_batch import output_location
+from pipeline.stages.score_batch import output_location, spark_output
 from tests.conftest import TrackingServer
 from tests.dags.conftest import ServingApi, load_dag, start_serving
 from tests.utils import REPO, free_port
@@ -121,7 +121,7 @@ def _inference_conf(*, batch: Path, out: Path, url: str, card: Path,
                     **extra: Any) -> dict[str, Any]:
     return {"input": str(batch), "output_dir": str(out), "serving_url": url, "card": str(card),
             "chunk_size": 40, "attempts": 3, "backoff_seconds": 0.2, "timeout_seconds": 10,
-            **extra}
+            "engine": "api", **extra}  # every param given: dag.test keeps the last run's
 
 
 # --- the DAG files ---------------------------------------------------------------------------
@@ -186,6 +186,33 @@ def test_inference_dag_writes_one_score_per_row_equal_to_the_apis_predict(
     assert scores["prediction"].tolist() == pytest.approx(body["predictions"], rel=1e-12)
     assert set(scores["model_version"]) == {str(body["model"]["version"])}
     assert set(scores["model_run_id"]) == {body["model"]["run_id"]}
+    assert set(scores["model_name"]) == {trained.model_name}
+
+
+def test_inference_dag_on_spark_scores_like_the_api(
+        serving: ServingApi, trained: Trained, batch: tuple[Path, pd.DataFrame],
+        tracking_server: TrackingServer, tmp_path: Path, airflow_home: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """engine=spark: the task fetches and verifies the model itself, scores on local Spark."""
+    path, frame = batch
+    for key, value in tracking_server.env.items():
+        monkeypatch.setenv(key, value)
+    dag = load_dag("inference_dag", "inference_dag")
+    day = DATE + dt.timedelta(days=7)  # a run of its own: dag.test reuses a date's run
+    run = dag.test(logical_date=day, run_conf=_inference_conf(
+        batch=path, out=tmp_path, url=serving.url, card=trained.card, engine="spark",
+        spark_master="local[2]"))
+    assert str(run.state) == "success"
+
+    folder = Path(spark_output(str(tmp_path), day))
+    assert (folder / "_SUCCESS").exists()
+    scores = pd.read_parquet(folder).sort_values("id").reset_index(drop=True)
+    assert scores["id"].tolist() == sorted(frame["id"].tolist())
+    records = json.loads(frame.sort_values("id")[FEATURES].to_json(orient="records"))
+    direct = requests.post(f"{serving.url}/predict", json={"records": records}, timeout=60)
+    assert direct.status_code == 200
+    assert scores["prediction"].tolist() == pytest.approx(direct.json()["predictions"],
+                                                          rel=1e-9)
     assert set(scores["model_name"]) == {trained.model_name}
 
 

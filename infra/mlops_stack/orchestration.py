@@ -1,0 +1,199 @@
+"""Orchestration: Airflow on Amazon MWAA and Spark on EMR Serverless, for batch work.
+
+MWAA runs the repository's DAGs (training on a schedule, batch inference) in the private
+subnets with a private web server; its DAGs and requirements come from a private,
+encrypted, versioned bucket. EMR Serverless runs `mlops score --engine spark` on big
+batches: its job role reads only the input prefix and writes only the output prefix of
+the batch bucket. Each role names the actions it needs, on the resources it needs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from mlops_stack.artifacts import ArtifactStore, ArtifactStoreArgs
+
+BATCH_INPUT_PREFIX = "input/"
+BATCH_OUTPUT_PREFIX = "scores/"
+DAGS_PREFIX = "dags"
+REQUIREMENTS_KEY = "requirements.txt"
+
+
+@dataclass
+class OrchestrationArgs:
+    prefix: str
+    region: str
+    account_id: str
+    vpc_id: pulumi.Input[str]
+    private_subnet_ids: list[pulumi.Input[str]]
+    tracking_secret_arn: pulumi.Input[str]
+    airflow_version: str = "3.0.6"
+    environment_class: str = "mw1.small"
+    max_workers: int = 2
+    emr_release: str = "emr-7.9.0"
+    spark_max_vcpu: int = 16
+    spark_max_memory_gb: int = 64
+    tags: dict[str, str] | None = None
+
+
+class Orchestration(pulumi.ComponentResource):
+    """The Airflow environment, the Spark application, their buckets and their roles."""
+
+    def __init__(self, name: str, args: OrchestrationArgs,
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("mlops:infra:Orchestration", name, None, opts)
+        self._child = pulumi.ResourceOptions(parent=self)
+        self._name, self._args = name, args
+        self.dags = ArtifactStore(f"{name}-dags", ArtifactStoreArgs(
+            bucket_prefix=f"{args.prefix}-airflow-", tags=args.tags), opts=self._child)
+        self.batch = ArtifactStore(f"{name}-batch", ArtifactStoreArgs(
+            bucket_prefix=f"{args.prefix}-batch-", tags=args.tags), opts=self._child)
+        self.security_group = self._security_group()
+        self.spark = self._spark_application()
+        self.job_role = self._job_role()
+        self.execution_role = self._execution_role()
+        self.airflow = self._airflow()
+        self.register_outputs({
+            "dags_bucket": self.dags.bucket_name, "batch_bucket": self.batch.bucket_name,
+            "spark_application_id": self.spark.id, "job_role_arn": self.job_role.arn,
+            "airflow_webserver_url": self.airflow.webserver_url,
+        })
+
+    def _security_group(self) -> aws.ec2.SecurityGroup:
+        """MWAA's workers talk to each other (self), and reach out through the NAT."""
+        group = aws.ec2.SecurityGroup(
+            f"{self._name}-sg", vpc_id=self._args.vpc_id,
+            description="MWAA and EMR Serverless: private, reaching out through the NAT",
+            egress=[aws.ec2.SecurityGroupEgressArgs(protocol="-1", from_port=0, to_port=0,
+                                                    cidr_blocks=["0.0.0.0/0"])],
+            tags=self._args.tags, opts=self._child)
+        aws.ec2.SecurityGroupRule(f"{self._name}-sg-self", type="ingress", protocol="-1",
+                                  from_port=0, to_port=0, self=True,
+                                  security_group_id=group.id, opts=self._child)
+        return group
+
+    def _spark_application(self) -> aws.emrserverless.Application:
+        args = self._args
+        return aws.emrserverless.Application(
+            f"{self._name}-spark", name=f"{args.prefix}-spark", release_label=args.emr_release,
+            type="spark",
+            maximum_capacity=aws.emrserverless.ApplicationMaximumCapacityArgs(
+                cpu=f"{args.spark_max_vcpu} vCPU", memory=f"{args.spark_max_memory_gb} GB"),
+            auto_stop_configuration=aws.emrserverless.ApplicationAutoStopConfigurationArgs(
+                enabled=True, idle_timeout_minutes=15),
+            network_configuration=aws.emrserverless.ApplicationNetworkConfigurationArgs(
+                subnet_ids=args.private_subnet_ids, security_group_ids=[self.security_group.id]),
+            tags=args.tags, opts=self._child)
+
+    def _job_role(self) -> aws.iam.Role:
+        """The Spark job: the input prefix read, the output prefix written, nothing else."""
+        role = aws.iam.Role(
+            f"{self._name}-spark-job", name=f"{self._args.prefix}-spark-job",
+            assume_role_policy=json.dumps(_assumed_by("emr-serverless.amazonaws.com")),
+            tags=self._args.tags, opts=self._child)
+        policy = pulumi.Output.all(bucket=self.batch.bucket_arn,
+                                   secret=self._args.tracking_secret_arn).apply(
+            lambda a: json.dumps(spark_job_policy(a["bucket"], a["secret"])))
+        aws.iam.RolePolicy(f"{self._name}-spark-job-policy", role=role.id, policy=policy,
+                           opts=self._child)
+        return role
+
+    def _execution_role(self) -> aws.iam.Role:
+        args = self._args
+        environment = f"{args.prefix}-airflow"
+        role = aws.iam.Role(
+            f"{self._name}-airflow-exec", name=f"{args.prefix}-airflow-exec",
+            assume_role_policy=json.dumps(_assumed_by("airflow.amazonaws.com",
+                                                      "airflow-env.amazonaws.com")),
+            tags=args.tags, opts=self._child)
+        policy = pulumi.Output.all(
+            dags=self.dags.bucket_arn, app=self.spark.arn, job_role=self.job_role.arn,
+            secret=args.tracking_secret_arn).apply(lambda a: json.dumps(airflow_policy(
+                region=args.region, account_id=args.account_id, environment=environment,
+                dags_bucket_arn=a["dags"], application_arn=a["app"],
+                job_role_arn=a["job_role"], tracking_secret_arn=a["secret"])))
+        aws.iam.RolePolicy(f"{self._name}-airflow-exec-policy", role=role.id, policy=policy,
+                           opts=self._child)
+        return role
+
+    def _airflow(self) -> aws.mwaa.Environment:
+        args = self._args
+        return aws.mwaa.Environment(
+            f"{self._name}-airflow", name=f"{args.prefix}-airflow",
+            airflow_version=args.airflow_version, environment_class=args.environment_class,
+            max_workers=args.max_workers, source_bucket_arn=self.dags.bucket_arn,
+            dag_s3_path=DAGS_PREFIX, requirements_s3_path=REQUIREMENTS_KEY,
+            execution_role_arn=self.execution_role.arn, webserver_access_mode="PRIVATE_ONLY",
+            network_configuration=aws.mwaa.EnvironmentNetworkConfigurationArgs(
+                subnet_ids=args.private_subnet_ids[:2],
+                security_group_ids=[self.security_group.id]),
+            logging_configuration=aws.mwaa.EnvironmentLoggingConfigurationArgs(
+                task_logs=aws.mwaa.EnvironmentLoggingConfigurationTaskLogsArgs(
+                    enabled=True, log_level="INFO"),
+                scheduler_logs=aws.mwaa.EnvironmentLoggingConfigurationSchedulerLogsArgs(
+                    enabled=True, log_level="WARNING")),
+            tags=args.tags, opts=self._child)
+
+
+def _assumed_by(*services: str) -> dict[str, object]:
+    return {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": {"Service": list(services)},
+        "Action": "sts:AssumeRole"}]}
+
+
+def spark_job_policy(bucket_arn: str, tracking_secret_arn: str) -> dict[str, object]:
+    """Read `input/`, write `scores/`, read the tracking login, write its own logs."""
+    return {"Version": "2012-10-17", "Statement": [
+        {"Sid": "ListBatchPrefixes", "Effect": "Allow", "Action": ["s3:ListBucket"],
+         "Resource": [bucket_arn], "Condition": {"StringLike": {
+             "s3:prefix": [f"{BATCH_INPUT_PREFIX}*", f"{BATCH_OUTPUT_PREFIX}*"]}}},
+        {"Sid": "ReadInput", "Effect": "Allow", "Action": ["s3:GetObject"],
+         "Resource": [f"{bucket_arn}/{BATCH_INPUT_PREFIX}*"]},
+        {"Sid": "WriteScores", "Effect": "Allow",
+         "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject",
+                    "s3:AbortMultipartUpload"],
+         "Resource": [f"{bucket_arn}/{BATCH_OUTPUT_PREFIX}*"]},
+        {"Sid": "TrackingLogin", "Effect": "Allow", "Action": ["secretsmanager:GetSecretValue"],
+         "Resource": [tracking_secret_arn]},
+    ]}
+
+
+def airflow_policy(*, region: str, account_id: str, environment: str, dags_bucket_arn: str,
+                   application_arn: str, job_role_arn: str,
+                   tracking_secret_arn: str) -> dict[str, object]:
+    """What MWAA needs to run the DAGs and submit the scoring job, and nothing else."""
+    logs = f"arn:aws:logs:{region}:{account_id}:log-group:airflow-{environment}-*"
+    queue = f"arn:aws:sqs:{region}:*:airflow-celery-*"  # MWAA's own queues, in its account
+    return {"Version": "2012-10-17", "Statement": [
+        {"Sid": "ReadDags", "Effect": "Allow",
+         "Action": ["s3:GetObject", "s3:GetObjectVersion", "s3:ListBucket",
+                    "s3:GetBucketLocation", "s3:GetBucketPublicAccessBlock",
+                    "s3:GetAccountPublicAccessBlock", "s3:GetEncryptionConfiguration"],
+         "Resource": [dags_bucket_arn, f"{dags_bucket_arn}/*"]},
+        {"Sid": "Logs", "Effect": "Allow",
+         "Action": ["logs:CreateLogStream", "logs:CreateLogGroup", "logs:PutLogEvents",
+                    "logs:GetLogEvents", "logs:GetLogRecord", "logs:GetLogGroupFields",
+                    "logs:GetQueryResults", "logs:DescribeLogGroups"],
+         "Resource": [logs]},
+        {"Sid": "Metrics", "Effect": "Allow", "Action": ["cloudwatch:PutMetricData"],
+         "Resource": ["*"], "Condition": {"StringEquals": {
+             "cloudwatch:namespace": "AmazonMWAA"}}},
+        {"Sid": "CeleryQueues", "Effect": "Allow",
+         "Action": ["sqs:ChangeMessageVisibility", "sqs:DeleteMessage",
+                    "sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:ReceiveMessage",
+                    "sqs:SendMessage"],
+         "Resource": [queue]},
+        {"Sid": "SubmitScoring", "Effect": "Allow",
+         "Action": ["emr-serverless:StartJobRun", "emr-serverless:GetJobRun",
+                    "emr-serverless:CancelJobRun", "emr-serverless:GetApplication"],
+         "Resource": [application_arn, f"{application_arn}/jobruns/*"]},
+        {"Sid": "PassJobRole", "Effect": "Allow", "Action": ["iam:PassRole"],
+         "Resource": [job_role_arn], "Condition": {"StringEquals": {
+             "iam:PassedToService": "emr-serverless.amazonaws.com"}}},
+        {"Sid": "TrackingLogin", "Effect": "Allow", "Action": ["secretsmanager:GetSecretValue"],
+         "Resource": [tracking_secret_arn]},
+    ]}

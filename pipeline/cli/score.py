@@ -1,0 +1,103 @@
+"""`mlops score INPUT OUTPUT`: a batch file through the model, on one of three engines.
+
+`local` scores in this process in bounded-memory batches; `api` sends the rows to the
+serving API; `spark` runs on Apache Spark (local mode by default). The model (Production,
+or `--model-uri`) is checked like the server checks it, wherever it is loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from enum import StrEnum
+from typing import Annotated
+
+import typer
+
+from pipeline.cli.app import CardOption, ServingUrlOption, app, say, settings_and_card
+from pipeline.gitops import registry
+from pipeline.gitops.scoring import score_with_model, spark_python
+from pipeline.serving_client import DEFAULT_URL, ServingClient
+from pipeline.stages.batch_files import InputColumn
+from pipeline.stages.datasets import load_spec
+from pipeline.stages.score_batch import ScoreResult, api_predict, score_files
+
+
+class Engine(StrEnum):
+    local = "local"
+    api = "api"
+    spark = "spark"
+
+
+@app.command("score")
+def score_command(
+    source: Annotated[str, typer.Argument(help="CSV/Parquet file or folder, local or s3://")],
+    output: Annotated[str, typer.Argument(help="output folder of Parquet parts")],
+    engine: Annotated[Engine, typer.Option(help="local, api or spark")] = Engine.local,
+    model_uri: Annotated[str | None, typer.Option(
+        "--model-uri", help="models:/NAME/V, models:/NAME@ALIAS or runs:/ID/model "
+        "(default: the card's model at its production alias)")] = None,
+    key: Annotated[list[str] | None, typer.Option(
+        "--key", help="input column to keep beside the scores (repeatable; default: the "
+        "columns that are not features)")] = None,
+    batch_rows: Annotated[int, typer.Option(min=1, max=5_000_000,
+                                            help="rows per batch (bounds memory)")] = 50_000,
+    spark_master: Annotated[str, typer.Option(
+        "--spark-master", envvar="MLOPS_SPARK_MASTER", help="spark: the master URL")]
+    = "local[*]",
+    url: ServingUrlOption = DEFAULT_URL,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    card_path: CardOption = None,
+) -> None:
+    """Score a batch file with the Production model (or --model-uri); write Parquet."""
+    settings, card = settings_and_card(card_path)
+    if engine is Engine.api:
+        spec = load_spec(card.data.dataset)
+        columns = [InputColumn(c.name, "double" if c.kind == "numeric" else "string")
+                   for c in spec.features]
+        client = ServingClient(url)
+        client.wait_ready()
+        with _progress(as_json) as progress:
+            result = score_files(source=source, output=output, engine="api", keys=key,
+                                 predict=api_predict(client, columns, chunk_rows=1000),
+                                 columns=columns, batch_rows=batch_rows, progress=progress)
+        _report(result, as_json)
+        return
+    if engine is Engine.spark:
+        # Spark starts its Python workers from PYSPARK_PYTHON: this interpreter, whose
+        # packages (the model's loader among them) the workers need.
+        os.environ.update(spark_python())
+    with _progress(as_json) as progress:
+        result = score_with_model(registry.client(settings.mlflow_tracking_uri),
+                                  card.model.name, source=source, output=output,
+                                  engine=engine.value, model_uri=model_uri, keys=key,
+                                  batch_rows=batch_rows, spark_master=spark_master,
+                                  tracking_uri=settings.mlflow_tracking_uri,
+                                  progress=progress, announce=say)
+    _report(result, as_json)
+
+
+@contextmanager
+def _progress(quiet: bool) -> Iterator[Callable[[int], None] | None]:
+    """Rows scored so far, on a terminal only: CI logs and --json stay line-oriented."""
+    if quiet or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn
+
+    with Progress(SpinnerColumn(), TextColumn("{task.completed:,} rows scored"),
+                  console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("score", total=None)
+        yield lambda rows: bar.advance(task, rows)
+
+
+def _report(result: ScoreResult, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(result.as_dict()))
+        return
+    typer.echo(f"scored {result.rows:,} rows with the {result.engine} engine "
+               f"(model version(s) {', '.join(result.model_versions)}) into {result.output}")

@@ -1,0 +1,59 @@
+"""Batch scoring with a registry model: fetch, verify, then one of the engines.
+
+`mlops score` and the inference DAG both call `score_with_model`, so a batch scored by
+hand and one scored on a schedule go through the same checks: the version's manifest,
+the data-only loading rules, the input's columns, and an output published only once it
+is complete.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+from pipeline.gitops import registry
+from pipeline.stages.batch_model import BatchModel, ModelIdentity
+from pipeline.stages.score_batch import ScoreResult, score_files
+
+ENGINES = ("local", "spark")
+"""The engines that load the model themselves (the `api` engine asks the server)."""
+
+
+def score_with_model(mlflow_client: MlflowClient, model_name: str, *, source: str,
+                     output: str, engine: str, tracking_uri: str, model_uri: str | None = None,
+                     keys: Sequence[str] | None = None, batch_rows: int = 50_000,
+                     spark_master: str = "local[*]",
+                     progress: Callable[[int], None] | None = None,
+                     announce: Callable[[str], None] | None = None) -> ScoreResult:
+    """Production (or `model_uri`) scores `source` into `output` on `engine`."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine {engine!r}: choose one of {', '.join(ENGINES)}")
+    with tempfile.TemporaryDirectory(prefix="mlops-score-") as tmp:
+        fetched = registry.fetch_for_scoring(mlflow_client, model_name, model_uri=model_uri,
+                                             workdir=Path(tmp), tracking_uri=tracking_uri)
+        model = BatchModel.load(fetched.folder, manifest=fetched.manifest,
+                                identity=ModelIdentity(name=fetched.name,
+                                                       version=fetched.version,
+                                                       run_id=fetched.run_id))
+        if announce is not None:
+            announce(f"score: {fetched.name} version {fetched.version} (run {fetched.run_id}),"
+                     f" verified, on the {engine} engine")
+        if engine == "spark":
+            from pipeline.stages.score_spark import score_with_spark
+
+            return score_with_spark(source=source, output=output, model=model,
+                                    master=spark_master, keys=keys)
+        return score_files(source=source, output=output, engine="local",
+                           predict=model.predict, columns=model.columns, keys=keys,
+                           batch_rows=batch_rows, progress=progress)
+
+
+def spark_python() -> dict[str, str]:
+    """What Spark's Python workers need in the environment: this interpreter (set by the
+    caller, at its edge: a command or a DAG task)."""
+    return {"PYSPARK_PYTHON": os.environ.get("PYSPARK_PYTHON") or sys.executable}

@@ -1,0 +1,141 @@
+"""Batch files: input read in bounded batches, checked against the model's columns, and
+output published all at once.
+
+Inputs are CSV or Parquet, one file or a folder of them, local or `s3://` (through
+pyarrow's dataset reader, so a file larger than memory streams batch by batch). The
+model's input columns are checked against the input's schema before any row is scored,
+so bad input fails with one line and nothing is written. Output is a folder of Parquet
+parts: written under a hidden staging name beside its target and renamed into place (a
+failed or killed job leaves nothing where readers look); on `s3://`, uploaded with a
+`_SUCCESS` marker written last, the convention Spark readers follow.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import fsspec
+import pyarrow as pa
+import pyarrow.dataset as ds
+
+from pipeline.errors import DataError
+
+NUMERIC_TYPES = frozenset({"double", "float", "long", "integer"})
+SUCCESS = "_SUCCESS"
+
+
+@dataclass(frozen=True)
+class InputColumn:
+    """One column the model takes: its name and its signature type."""
+
+    name: str
+    type: str
+
+
+def file_format(source: str) -> str:
+    """`csv` or `parquet`, from the file's (or the folder's files') suffix."""
+    fs, path = fsspec.core.url_to_fs(source)
+    if not fs.exists(path):
+        raise DataError(f"score: no such file or folder {source}")
+    names = [path] if fs.isfile(path) else [p for p in fs.find(path)
+                                             if not Path(p).name.startswith(("_", "."))]
+    suffixes = {Path(name).suffix.lower() for name in names}
+    if not names:
+        raise DataError(f"score: {source} holds no files")
+    if suffixes <= {".parquet", ".pq"}:
+        return "parquet"
+    if suffixes <= {".csv"}:
+        return "csv"
+    raise DataError(f"score: {source} must hold only .csv or only .parquet files "
+                    f"(found {', '.join(sorted(suffixes))})")
+
+
+def open_dataset(source: str) -> ds.Dataset:
+    """The input as a pyarrow dataset (nothing read yet but the schema)."""
+    fmt = file_format(source)
+    fs, path = fsspec.core.url_to_fs(source)
+    files = [path] if fs.isfile(path) else fs.find(path)
+    if all(fs.size(name) == 0 for name in files):
+        raise DataError(f"score: {source} is empty")
+    try:
+        dataset = ds.dataset(path, format=fmt, filesystem=fs)
+        schema = dataset.schema
+    except (pa.ArrowInvalid, OSError, ValueError) as err:
+        raise DataError(f"score: cannot read {source}: {_first(err)}") from err
+    if not schema.names:
+        raise DataError(f"score: {source} is empty")
+    return dataset
+
+
+def check_columns(names: Sequence[str], types: dict[str, str], columns: Sequence[InputColumn],
+                  *, source: str) -> None:
+    """Every model column present, numbers where the model takes numbers; else one line."""
+    missing = [column.name for column in columns if column.name not in names]
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise DataError(f"score: {source} has no column {missing[0]}{more} "
+                        "(the model's input)")
+    for column in columns:
+        found = types[column.name]
+        if column.type in NUMERIC_TYPES and found in {"string", "large_string"}:
+            raise DataError(f"score: {source}: column {column.name} holds text, but the model "
+                            f"takes {column.type}")
+
+
+def arrow_types(schema: pa.Schema) -> dict[str, str]:
+    return {field.name: str(field.type) for field in schema}
+
+
+def batches(dataset: ds.Dataset, *, rows: int) -> Iterator[pa.RecordBatch]:
+    """The input in batches of at most `rows` rows: memory bounded by the batch size."""
+    try:
+        yield from dataset.to_batches(batch_size=rows)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise DataError(f"score: cannot read the input: {_first(err)}") from err
+
+
+def staging_dir(output: str) -> str:
+    """Where a job writes before publishing: hidden, beside the target (same filesystem)."""
+    if output.startswith("s3://"):
+        return tempfile.mkdtemp(prefix="mlops-score-")
+    target = Path(output).resolve()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return str(target.parent / f".{target.name}.staging-{uuid.uuid4().hex[:8]}")
+
+
+def publish(staging: str, output: str) -> None:
+    """Move the finished parts where readers look, in one rename (local) or upload + marker."""
+    Path(staging, SUCCESS).touch()
+    if output.startswith("s3://"):
+        fs, path = fsspec.core.url_to_fs(output)
+        if fs.exists(path):
+            fs.rm(path, recursive=True)
+        parts = sorted(p for p in Path(staging).iterdir() if p.name != SUCCESS)
+        for part in parts:
+            fs.put_file(str(part), f"{path}/{part.name}")
+        fs.put_file(str(Path(staging, SUCCESS)), f"{path}/{SUCCESS}")
+        shutil.rmtree(staging, ignore_errors=True)
+        return
+    target = Path(output).resolve()
+    if target.exists():
+        old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(target, old)
+        os.replace(staging, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staging, target)
+
+
+def discard(staging: str) -> None:
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def _first(err: BaseException) -> str:
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[0][:200] if lines else type(err).__name__

@@ -1,0 +1,82 @@
+"""A model for batch scoring, loaded as data and verified where it is loaded.
+
+The same rules as the server (`serving.modelfiles`): the files must match the manifest
+promotion recorded (when the model is a registry version), MLmodel must describe a
+skops sklearn model, and its types must be on our allowlist; only then is it read.
+The Spark engine builds one of these in every executor process from the shipped files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.errors import DataError, RegistryError
+from pipeline.stages.batch_files import InputColumn
+from serving import modelfiles
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """Which model scored a row: written beside every prediction."""
+
+    name: str
+    version: str
+    run_id: str
+
+
+@dataclass
+class BatchModel:
+    folder: Path
+    identity: ModelIdentity
+    columns: tuple[InputColumn, ...]
+    manifest: dict[str, str] | None = None
+    estimator: Any = field(default=None, repr=False)
+
+    @classmethod
+    def load(cls, folder: Path, *, identity: ModelIdentity,
+             manifest: dict[str, str] | None) -> BatchModel:
+        """Check every rule, then read the estimator; a refusal is one line (exit 2)."""
+        from mlflow.models import Model  # MLmodel as YAML: the signature
+
+        try:
+            checked = modelfiles.check_model(folder, expected_manifest=manifest)
+        except modelfiles.ModelRefused as err:
+            raise RegistryError(f"model {identity.name} version {identity.version} refused: "
+                                f"{err}") from err
+        signature = Model.load(str(folder)).signature
+        if signature is None or signature.inputs is None:
+            raise RegistryError(f"model {identity.name}: no signature, so no input columns")
+        columns = tuple(InputColumn(name=str(spec.name), type=str(getattr(spec.type, "name",
+                                                                          spec.type)))
+                        for spec in signature.inputs.inputs)
+        return cls(folder=folder, identity=identity, columns=columns, manifest=manifest,
+                   estimator=modelfiles.load_sklearn(checked))
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [column.name for column in self.columns]
+
+    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Prediction (and one probability column per class) for each row, same index."""
+        x = frame[self.feature_names].copy()
+        for column in self.columns:
+            if column.type in {"double", "float"}:
+                x[column.name] = pd.to_numeric(x[column.name], errors="coerce").astype(float)
+        try:
+            out = pd.DataFrame({"prediction": self.estimator.predict(x)}, index=frame.index)
+            if hasattr(self.estimator, "predict_proba"):
+                proba = np.asarray(self.estimator.predict_proba(x))
+                for index, label in enumerate(self.estimator.classes_):
+                    out[f"probability_{label}"] = proba[:, index]
+        except (ValueError, TypeError) as err:
+            raise DataError(f"score: the model cannot score these rows: "
+                            f"{str(err).splitlines()[0][:200]}") from err
+        out["model_name"] = self.identity.name
+        out["model_version"] = self.identity.version
+        out["model_run_id"] = self.identity.run_id
+        return out

@@ -1,0 +1,117 @@
+"""Batch scoring on Apache Spark: `mapInPandas` over the input, the model checked where
+it is loaded.
+
+The driver ships the model's files to the executors (`SparkContext.addFile`); each
+executor process verifies them against the manifest and the data-only rules
+(`BatchModel.load`, the server's rules) before reading the estimator, once per process.
+Spark writes the output to a staging folder beside the target, which is renamed into
+place only after the job succeeded, so a failed or killed job leaves nothing where
+readers look. `local[*]` here; any master (`--spark-master`, e.g. on EMR) by setting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pipeline.errors import DataError, RegistryError
+from pipeline.stages.batch_files import (
+    check_columns,
+    discard,
+    file_format,
+    publish,
+    staging_dir,
+)
+from pipeline.stages.batch_model import BatchModel, ModelIdentity
+from pipeline.stages.score_batch import ScoreResult, key_columns
+
+_LOADED: dict[str, BatchModel] = {}  # per executor process: verified and read once
+
+
+def spark_session(master: str) -> Any:
+    """A session with Arrow on and the UI off (the caller sets PYSPARK_PYTHON)."""
+    from pyspark.sql import SparkSession
+
+    return (SparkSession.builder.master(master).appName("mlops-score")
+            .config("spark.ui.enabled", "false")
+            .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+            .config("spark.sql.session.timeZone", "UTC")
+            .getOrCreate())
+
+
+def _executor_model(folder_name: str, identity: dict[str, str],
+                    manifest: dict[str, str] | None) -> BatchModel:
+    from pyspark import SparkFiles
+
+    if folder_name not in _LOADED:
+        folder = Path(SparkFiles.get(folder_name))
+        _LOADED[folder_name] = BatchModel.load(folder, identity=ModelIdentity(**identity),
+                                               manifest=manifest)
+    return _LOADED[folder_name]
+
+
+def _read(spark: Any, source: str) -> Any:
+    if file_format(source) == "parquet":
+        return spark.read.parquet(source)
+    return spark.read.option("header", "true").option("inferSchema", "true").csv(source)
+
+
+def score_with_spark(*, source: str, output: str, model: BatchModel, master: str = "local[*]",
+                     keys: Sequence[str] | None = None) -> ScoreResult:
+    """Score `source` on Spark with the verified `model`; publish the output folder."""
+    spark = spark_session(master)
+    frame = _read(spark, source)
+    types = {field.name: _arrow_name(field.dataType.simpleString()) for field in frame.schema}
+    check_columns(frame.columns, types, model.columns, source=source)
+    kept = key_columns(frame.columns, model.feature_names, keys)
+    sample = frame.limit(5).toPandas()
+    if sample.empty:
+        raise DataError(f"score: {source} has no rows")
+    out_schema = spark.createDataFrame(
+        pd.concat([sample[kept], model.predict(sample)], axis=1)).schema
+    spark.sparkContext.addFile(str(model.folder), recursive=True)
+    folder_name, identity, manifest = model.folder.name, asdict(model.identity), model.manifest
+
+    def score_partition(parts: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        executor = _executor_model(folder_name, identity, manifest)
+        for part in parts:
+            yield pd.concat([part[kept].reset_index(drop=True),
+                             executor.predict(part.reset_index(drop=True))], axis=1)
+
+    staging = staging_dir(output)
+    try:
+        scored = frame.mapInPandas(score_partition, schema=out_schema)
+        try:
+            scored.write.mode("overwrite").parquet(staging)
+        except Exception as err:  # a failure inside an executor comes back as Spark's error
+            raise _job_failure(err) from err
+        written = spark.read.parquet(staging)
+        rows = written.count()
+        versions = sorted({str(r[0]) for r in written.select("model_version").distinct()
+                           .collect()})
+        publish(staging, output)
+    except BaseException:
+        discard(staging)
+        raise
+    return ScoreResult(output=output, rows=rows, engine="spark", model_versions=versions)
+
+
+def _job_failure(err: Exception) -> Exception:
+    """Our own one-line error when an executor raised one (a refused model, bad rows)."""
+    text = str(err)
+    for kind in (RegistryError, DataError):
+        marker = f"{kind.__name__}: "
+        if marker in text:
+            line = text.split(marker, 1)[1].splitlines()[0].strip()
+            return kind(f"score: on a Spark executor: {line}")
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "failed")
+    return DataError(f"score: the Spark job failed: {first[:200]}")
+
+
+def _arrow_name(spark_type: str) -> str:
+    """Spark's type names in the vocabulary `check_columns` reads (text vs numbers)."""
+    return "string" if spark_type == "string" else spark_type

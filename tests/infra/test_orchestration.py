@@ -1,0 +1,96 @@
+"""Airflow (MWAA) and Spark (EMR Serverless) in the stack, as policies under mocks.
+
+The rules are the policy pack's own functions; each is also shown failing on what it
+forbids. The roles are read statement by statement: the Spark job may read the input
+prefix and write the output prefix of the batch bucket, and nothing else of it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from policy import rules
+
+from tests.infra.conftest import Deployment, base_settings, deploy
+from tests.infra.test_deploys import broken
+
+ORCHESTRATION_RULES = [rules.validate_airflow_private, rules.validate_spark_in_the_vpc,
+                       rules.validate_no_wildcard_actions, rules.validate_bucket_encrypted,
+                       rules.validate_bucket_public_access_blocked,
+                       rules.validate_bucket_tls_only, rules.validate_stateful_protected]
+
+
+@pytest.fixture(scope="module")
+def batch_stack() -> Deployment:
+    return deploy(base_settings(orchestration=True))
+
+
+def _policy(stack: Deployment, name: str) -> dict[str, Any]:
+    return dict(json.loads(stack.named(rules.IAM_ROLE_POLICY, name).state["policy"]))
+
+
+@pytest.mark.parametrize("validate", ORCHESTRATION_RULES, ids=lambda v: v.__name__)
+def test_the_batch_stack_keeps_the_rules(batch_stack: Deployment, validate: Any) -> None:
+    assert broken(batch_stack, validate) == []
+
+
+def test_orchestration_is_opt_in(stack: Deployment, batch_stack: Deployment) -> None:
+    assert stack.of_type(rules.MWAA_ENVIRONMENT) == []
+    (airflow,) = batch_stack.of_type(rules.MWAA_ENVIRONMENT)
+    assert airflow.state["webserverAccessMode"] == "PRIVATE_ONLY"
+    assert airflow.state["dagS3Path"] == "dags"
+    private = set(batch_stack.outputs["privateSubnetIds"]) if "privateSubnetIds" in \
+        batch_stack.outputs else None
+    subnets = airflow.state["networkConfiguration"]["subnetIds"]
+    assert len(subnets) == 2
+    if private is not None:
+        assert set(subnets) <= private
+
+
+def test_the_dag_bucket_is_private_encrypted_and_versioned(batch_stack: Deployment) -> None:
+    versioning = batch_stack.named(
+        "aws:s3/bucketVersioning:BucketVersioning", "orchestration-dags-versioning")
+    assert versioning.state["versioningConfiguration"]["status"] == "Enabled"
+    assert batch_stack.named(rules.PUBLIC_ACCESS_BLOCK, "orchestration-dags-public-access")
+    bucket = batch_stack.named(rules.S3_BUCKET, "orchestration-dags-bucket")
+    assert bucket.protect
+
+
+def test_the_spark_job_role_reads_input_and_writes_scores_only(batch_stack: Deployment) -> None:
+    statements = {s["Sid"]: s for s in
+                  _policy(batch_stack, "orchestration-spark-job-policy")["Statement"]}
+    assert statements["ReadInput"]["Action"] == ["s3:GetObject"]
+    assert all(r.endswith("/input/*") for r in statements["ReadInput"]["Resource"])
+    assert all(r.endswith("/scores/*") for r in statements["WriteScores"]["Resource"])
+    s3_resources = [r for s in statements.values() for r in s["Resource"]
+                    if r.startswith("arn:aws:s3")]
+    assert all(r.endswith(("/input/*", "/scores/*")) or s["Sid"] == "ListBatchPrefixes"
+               for s in statements.values() for r in s["Resource"] if r in s3_resources)
+    assert statements["ListBatchPrefixes"]["Condition"]["StringLike"]["s3:prefix"] == [
+        "input/*", "scores/*"]
+
+
+def test_airflow_may_submit_the_job_and_pass_only_its_role(batch_stack: Deployment) -> None:
+    statements = {s["Sid"]: s for s in
+                  _policy(batch_stack, "orchestration-airflow-exec-policy")["Statement"]}
+    job_role = batch_stack.named(rules.IAM_ROLE, "orchestration-spark-job")
+    assert statements["PassJobRole"]["Resource"] == [job_role.state["arn"]]
+    assert "emr-serverless:StartJobRun" in statements["SubmitScoring"]["Action"]
+    assert not any("*" in a for s in statements.values() for a in s["Action"])
+
+
+def test_the_rules_fail_on_what_they_forbid(batch_stack: Deployment) -> None:
+    (airflow,) = batch_stack.of_type(rules.MWAA_ENVIRONMENT)
+    public = replace(airflow, state={**airflow.state, "webserverAccessMode": "PUBLIC_ONLY"})
+    assert broken(Deployment([public]), rules.validate_airflow_private)
+    role_policy = batch_stack.named(rules.IAM_ROLE_POLICY, "orchestration-spark-job-policy")
+    document = json.loads(role_policy.state["policy"])
+    document["Statement"][1]["Action"] = ["s3:*"]
+    widened = replace(role_policy, state={**role_policy.state, "policy": json.dumps(document)})
+    assert broken(Deployment([widened]), rules.validate_no_wildcard_actions)
+    (spark,) = batch_stack.of_type(rules.EMR_SERVERLESS_APPLICATION)
+    outside = replace(spark, state={**spark.state, "networkConfiguration": {}})
+    assert broken(Deployment([outside]), rules.validate_spark_in_the_vpc)
