@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import pytest
@@ -22,7 +23,7 @@ from pipeline.localstack import BACKENDS
 from pipeline.localstack.mysql import BUCKET, MysqlStack, mysql_stack
 from pipeline.localstack.process import ManagedProcess
 from pipeline.localstack.sqlite import mlflow_server
-from tests.utils import free_port
+from tests.utils import free_port, missing_service
 
 BACKENDS_VARIABLE = "MLOPS_TEST_BACKENDS"
 CREDENTIALS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
@@ -181,3 +182,16 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 
 __all__ = ["ManagedProcess", "TrackingServer"]
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Any:
+    """The Docker daemon (`scripts/dockerd.sh start`); missing, the test fails under CI."""
+    import docker
+
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as err:
+        missing_service(f"no Docker daemon ({type(err).__name__}): run scripts/dockerd.sh start")
+    return client

@@ -13,28 +13,17 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import docker
 import pytest
 import requests
 
 from tests.conftest import TrackingServer, TrackingServers
 from tests.serving.conftest import train, wait_for
-from tests.utils import REPO, free_port, missing_service
+from tests.utils import REPO, free_port
 from tests.utils.cards import write_card
 
 pytestmark = [pytest.mark.docker, pytest.mark.integration, pytest.mark.slow]
 
 TAG = "mlops-serving:test"
-
-
-@pytest.fixture(scope="module")
-def docker_client() -> Any:
-    try:
-        client = docker.from_env()
-        client.ping()
-    except docker.errors.DockerException as err:
-        missing_service(f"no Docker daemon ({type(err).__name__}): run scripts/dockerd.sh start")
-    return client
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,6 @@ from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import docker
 import pytest
 import requests
 
@@ -31,7 +30,7 @@ from tests.conftest import TrackingServer
 from tests.infra.conftest import Deployment, base_settings, deploy
 from tests.tracking_image.alb import load_balancer
 from tests.tracking_image.task import ContainerRun, container_run
-from tests.utils import REPO, free_port, missing_service
+from tests.utils import REPO, free_port
 
 TAG = "mlops-tracking:test"
 CONTEXT = REPO / "infra" / "tracking_image"
@@ -39,16 +38,6 @@ TASK = "aws:ecs/taskDefinition:TaskDefinition"
 RDS = "aws:rds/instance:Instance"
 SECRET = "aws:secretsmanager/secret:Secret"
 MASTER_USER = "mlflow_master"  # what RDS's managed master secret holds as `username`
-
-
-@pytest.fixture(scope="session")
-def docker_client() -> Any:
-    try:
-        client = docker.from_env()
-        client.ping()
-    except docker.errors.DockerException as err:
-        missing_service(f"no Docker daemon ({type(err).__name__}): run scripts/dockerd.sh start")
-    return client
 
 
 @pytest.fixture(scope="session")
