@@ -153,6 +153,10 @@ test-gate: $(STAMP) ## the gate's tests: statistics, card, decision, PR comment,
 bench-gate: $(STAMP) ## time the gate's compute (evaluation and bootstrap) on the demo data
 	@$(PY) benchmarks/gate/run.py
 
+.PHONY: bench-gate-sim
+bench-gate-sim: $(STAMP) ## false promotion and power of the gate vs the anchors' point rules, by simulation
+	@$(PY) -m benchmarks.gate_simulation.run
+
 # --- orchestration ----------------------------------------------------------------
 # Airflow DAGs (dags/, docs/orchestration.md) in their own environment: Airflow pins
 # fastapi lower than the serving API needs, so it cannot share .venv.
@@ -201,4 +205,4 @@ bench-serving: $(STAMP) ## this server vs `mlflow models serve` on one model: re
 # --- benchmarks -------------------------------------------------------------------
 
 .PHONY: bench
-bench: bench-gate bench-serving ## every benchmark under benchmarks/ (ratios against peers measured in the same run)
+bench: bench-gate bench-gate-sim bench-serving ## every benchmark under benchmarks/ (ratios against peers measured in the same run)
