@@ -153,6 +153,7 @@ def main(argv: list[str] | None = None) -> list[str]:
           f"min_improvement {policy.min_improvement:g}, seed {args.seed}")
     results: list[str] = []
     for name in names:
+        scenario: Scenario
         if name == "diamonds":
             scenario, validation_rows, test_rows = diamonds_scenario(args.k + 1)
         elif name == "synthetic":

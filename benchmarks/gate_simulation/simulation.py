@@ -41,8 +41,13 @@ Selection = Literal["none", "validation", "test"]
 class Scenario(Protocol):
     """Per-row errors of Production (row 0) and `k` candidates, equal true RMSE."""
 
-    name: str
-    rmse: float
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def rmse(self) -> float:
+        """Production's true RMSE, in dollars."""
+        ...
 
     def draw(self, rng: np.random.Generator, *, models: int, rows: int) -> np.ndarray:
         """An array [models, rows] of errors; every model's true RMSE is `rmse`."""
