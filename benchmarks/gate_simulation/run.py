@@ -39,7 +39,7 @@ from benchmarks.gate_simulation.simulation import (
 from pipeline.gitops.card import load_card
 
 REPO = Path(__file__).resolve().parents[2]
-STATED_EFFECT = 20.0
+STATED_EFFECT = 25.0
 """Dollars of RMSE: the effect docs/gate.md states the gate's power at."""
 
 
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> list[str]:
     parser.add_argument("--k", type=int, default=20, help="candidates in a selection")
     parser.add_argument("--resamples", type=int, default=500, help="bootstrap resamples")
     parser.add_argument("--effect", type=float, default=STATED_EFFECT, help="dollars of RMSE")
-    parser.add_argument("--grid", default="10,20,30,40", help="effects for the power curve")
+    parser.add_argument("--grid", default="10,20,25,30", help="effects for the power curve")
     parser.add_argument("--rows", type=int, default=0,
                         help="test and validation rows (0: the demo's sizes)")
     parser.add_argument("--scenarios", default="synthetic,diamonds")
