@@ -147,7 +147,7 @@ workflow-lint: $(STAMP) ## lint pr.yml, promote.yml, drift.yml (zizmor, actionli
 
 .PHONY: test-gate
 test-gate: $(STAMP) ## the gate's tests: statistics, card, decision, PR comment, workflows
-	@$(PY) -m pytest tests/unit/test_stats.py tests/unit/test_card.py tests/unit/test_gate*.py tests/workflows $(PYTEST_ARGS)
+	@$(PY) -m pytest tests/unit/test_stats*.py tests/unit/test_card.py tests/unit/test_gate*.py tests/workflows $(PYTEST_ARGS)
 
 .PHONY: bench-gate
 bench-gate: $(STAMP) ## time the gate's compute (evaluation and bootstrap) on the demo data
