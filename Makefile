@@ -148,11 +148,15 @@ workflow-lint: $(STAMP) ## lint pr.yml, promote.yml, drift.yml (zizmor, actionli
 
 .PHONY: test-gate
 test-gate: $(STAMP) ## the gate's tests: statistics, card, decision, PR comment, workflows
-	@$(PY) -m pytest tests/unit/test_stats.py tests/unit/test_card.py tests/unit/test_gate*.py tests/workflows $(PYTEST_ARGS)
+	@$(PY) -m pytest tests/unit/test_stats*.py tests/unit/test_card.py tests/unit/test_gate*.py tests/workflows $(PYTEST_ARGS)
 
 .PHONY: bench-gate
 bench-gate: $(STAMP) ## time the gate's compute (evaluation and bootstrap) on the demo data
 	@$(PY) benchmarks/gate/run.py
+
+.PHONY: bench-gate-sim
+bench-gate-sim: $(STAMP) ## false promotion and power of the gate vs the anchors' point rules, by simulation
+	@$(PY) -m benchmarks.gate_simulation.run
 
 # --- orchestration ----------------------------------------------------------------
 # Airflow DAGs (dags/, docs/orchestration.md) in their own environment: Airflow pins
@@ -207,4 +211,4 @@ bench-score: $(STAMP) ## mlops score on the local, spark and api engines: rows/s
 	@$(PY) benchmarks/score/run.py
 
 .PHONY: bench
-bench: bench-gate bench-serving bench-score ## every benchmark under benchmarks/ (ratios against peers measured in the same run)
+bench: bench-gate bench-gate-sim bench-serving bench-score ## every benchmark under benchmarks/ (ratios against peers measured in the same run)

@@ -1,10 +1,12 @@
 """The gate's report: the PR comment, the job summary and what `mlops gate` prints.
 
-Verdict first, in plain words, then the evidence: every metric for both models with
-the difference and its bootstrap interval, the floors, the data hashes, and links to
-both runs. `render` is pure (a verdict in, markdown out); `plot` draws one figure
-(predicted vs actual for regression, ROC for classification) on the Agg canvas, with
-no pyplot state, for the shell to log to the candidate run.
+Verdict first, in plain words, then the evidence: one sentence saying what the primary
+metric's interval means, every metric for both models with the difference and its
+bootstrap interval (as a table and as Mermaid charts GitHub draws in the comment), the
+floors, the data hashes, and links to both runs. `render` is pure (a verdict in,
+markdown out); `plot` draws one figure (predicted vs actual for regression, ROC for
+classification) on the Agg canvas, with no pyplot state, for the shell to log to the
+candidate run.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 from pipeline.gitops.gate import fmt
 from pipeline.gitops.registry import run_url
 from pipeline.gitops.verdict import Verdict
+from pipeline.stages.evaluate import GREATER_IS_BETTER
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -61,9 +64,11 @@ def render(verdict: Verdict, *, plot_note: str | None = None) -> str:
         "",
         *[f"- {reason}" for reason in verdict.reasons],
         *([""] + [f"- ⚠️ {note}" for note in verdict.notes] if verdict.notes else []),
+        *(["", meaning] if (meaning := interval_sentence(verdict)) else []),
         "",
         _metric_table(verdict),
         "",
+        *chart(verdict),
         _floor_table(verdict),
         "",
         "| data | hash |",
@@ -110,6 +115,73 @@ def _metric_table(verdict: Verdict) -> str:
         rows.append(f"| {name}{star} | {fmt(row.candidate)} | {fmt(row.production)} | "
                     f"{fmt(row.difference)} | {interval} |")
     return "\n".join(rows)
+
+
+def interval_sentence(verdict: Verdict) -> str | None:
+    """What the primary metric's interval means for this pull request, in one sentence."""
+    row = verdict.metrics.get(verdict.metric)
+    if row is None or row.low is None or row.high is None:
+        return None
+    level = f"{verdict.confidence:.0%}"
+    better, worse = ("higher", "lower") if verdict.greater_is_better else ("lower", "higher")
+    # As improvements (positive = better): the two ends, pessimistic first.
+    low, high = sorted(improvement_ends(row.low, row.high, verdict.greater_is_better))
+    name = f"the candidate's {verdict.metric.upper()}"
+    if low > 0:
+        where = f"between {fmt(low)} and {fmt(high)} {better} than Production's"
+    elif high < 0:
+        where = f"between {fmt(-high)} and {fmt(-low)} {worse} than Production's (worse)"
+    elif low == high == 0:
+        return f"The candidate's {verdict.metric.upper()} equals Production's on every row."
+    else:
+        where = (f"anywhere from {fmt(high)} {better} to {fmt(-low)} {worse} than "
+                 "Production's: these rows cannot tell which model is better")
+    return f"With {level} confidence {name} is {where}."
+
+
+def improvement_ends(low: float, high: float, greater_is_better: bool) -> tuple[float, float]:
+    """An interval of differences as improvements (positive = better), pessimistic first."""
+    return (low, high) if greater_is_better else (-high, -low)
+
+
+def chart(verdict: Verdict) -> list[str]:
+    """A Mermaid chart per metric: the interval's ends and the observed improvement as bars,
+    the bar to clear (`min_improvement` for the primary metric, 0 for the others) as a line.
+
+    GitHub renders ```mermaid blocks in comments and job summaries, so the reviewer sees
+    the picture without registry credentials. Empty when no metric has an interval.
+    """
+    lines: list[str] = []
+    for name, row in verdict.metrics.items():
+        if row.low is None or row.high is None or row.difference is None:
+            continue
+        greater = (verdict.greater_is_better if name == verdict.metric
+                   else GREATER_IS_BETTER.get(name, True))
+        pessimistic, optimistic = improvement_ends(row.low, row.high, greater)
+        observed = row.difference if greater else -row.difference
+        bar = verdict.min_improvement if name == verdict.metric else 0.0
+        values = [pessimistic, observed, optimistic, bar]
+        span = max(values) - min(values) or 1.0
+        low_axis, high_axis = min(values) - 0.1 * span, max(values) + 0.1 * span
+        label = "min_improvement" if name == verdict.metric else "no change"
+        lines += [
+            "```mermaid",
+            "xychart-beta",
+            f'    title "{name}: improvement over Production (positive = better), '
+            f'{verdict.confidence:.0%} interval; line = {label}"',
+            '    x-axis ["pessimistic end", "observed", "optimistic end"]',
+            f'    y-axis "improvement in {name}" {_num(low_axis)} --> {_num(high_axis)}',
+            f"    bar [{', '.join(_num(v) for v in values[:3])}]",
+            f"    line [{', '.join(_num(bar) for _ in range(3))}]",
+            "```",
+            "",
+        ]
+    return lines
+
+
+def _num(value: float) -> str:
+    """A plain number Mermaid parses: no thousands separators, a few significant digits."""
+    return f"{value:.6g}" if abs(value) < 1e6 else f"{value:.0f}"
 
 
 def _floor_table(verdict: Verdict) -> str:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +14,7 @@ from pipeline.gitops.card import PromotionPolicy
 from pipeline.gitops.gate import Decision, Evaluation, FloorCheck, decide
 from pipeline.gitops.github import audit_from_env, pr_number_from_event
 from pipeline.gitops.registry import public_uri
-from pipeline.gitops.report import MARKER, plot, render
+from pipeline.gitops.report import MARKER, embedded_verdict, interval_sentence, plot, render
 from pipeline.gitops.stats import Interval
 from pipeline.gitops.verdict import MetricRow, Verdict
 
@@ -238,3 +240,53 @@ def test_the_verdict_round_trips_through_its_tag_and_its_json() -> None:
     assert Verdict.from_json(json.loads(json.dumps(verdict.to_json()))) == verdict
     with pytest.raises(ValueError, match="unknown verdict field"):
         Verdict.from_json({**verdict.to_json(), "passed_by_hand": True})
+
+
+def _clear_win() -> Verdict:
+    """RMSE 20 lower than Production's, interval [-27.3, -4.5]: a clear improvement."""
+    base = _verdict(True, ["ok"])
+    return replace(base, min_improvement=2.0, improvement_bound=4.5,
+                   metrics={"rmse": MetricRow(1110, 1130, -20, -27.3, -4.5),
+                            "r2": MetricRow(0.93, 0.92, 0.01, 0.004, 0.016)})
+
+
+def test_the_report_says_what_the_interval_means_for_this_pr() -> None:
+    assert interval_sentence(_clear_win()) == (
+        "With 95% confidence the candidate's RMSE is between 4.5 and 27.3 lower than "
+        "Production's.")
+    worse = replace(_clear_win(), metrics={"rmse": MetricRow(1150, 1130, 20, 5, 31)})
+    assert interval_sentence(worse) == (
+        "With 95% confidence the candidate's RMSE is between 5 and 31 higher than "
+        "Production's (worse).")
+    assert "cannot tell which model is better" in (interval_sentence(_verdict(True, ["ok"]))
+                                                    or "")
+    assert interval_sentence(replace(_clear_win(), metrics={})) is None
+
+
+def test_the_report_draws_each_interval_and_min_improvement_as_mermaid() -> None:
+    text = render(_clear_win())
+    blocks = re.findall(r"```mermaid\n(.*?)```", text, flags=re.DOTALL)
+    assert len(blocks) == 2
+    rmse, r2 = blocks
+    assert rmse.splitlines()[0] == "xychart-beta"
+    assert 'title "rmse: improvement over Production' in rmse
+    assert "line = min_improvement" in rmse
+    # Improvements (positive = better): pessimistic end, observed, optimistic end.
+    assert "    bar [4.5, 20, 27.3]" in rmse.splitlines()
+    assert "    line [2, 2, 2]" in rmse.splitlines()
+    assert "    bar [0.004, 0.01, 0.016]" in r2.splitlines()
+    assert "    line [0, 0, 0]" in r2.splitlines()
+    axis = next(line for line in rmse.splitlines() if "y-axis" in line)
+    low, high = (float(v) for v in re.findall(r"(-?[\d.]+) --> (-?[\d.]+)", axis)[0])
+    assert low < 2 < 27.3 < high
+    # The sentence and the charts come before the floors; the verdict stays hidden last.
+    assert text.index("With 95% confidence") < text.index("```mermaid") < text.index("| floor")
+    assert embedded_verdict(text) == _clear_win()
+    assert text.rstrip().splitlines()[-1].startswith("<!-- mlops-verdict:")
+
+
+def test_a_metric_without_an_interval_draws_no_chart() -> None:
+    verdict = replace(_clear_win(), metrics={"rmse": MetricRow(1110, None, None, None, None)})
+    text = render(verdict)
+    assert "```mermaid" not in text
+    assert "With 95% confidence" not in text

@@ -1,0 +1,74 @@
+"""The gate simulation harness at a small size: finite rates, and the inflation it shows.
+
+Selecting the best of k candidates on the very rows the gate scores (a true difference
+of zero for every candidate) must promote far more often than one candidate does:
+that is the winner's curse the three sets exist to avoid.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from benchmarks.gate_simulation import run
+from benchmarks.gate_simulation.simulation import smallest_effect, wilson
+
+
+def _parse(lines: list[str]) -> dict[tuple[str, str], dict[str, float]]:
+    table = {}
+    for line in lines:
+        head, *fields = line.split()
+        assert head == "RESULT"
+        values = dict(f.split("=", 1) for f in fields)
+        table[(values["rule"], values["scenario"])] = {
+            "false_promotion": float(values["false_promotion"]),
+            "power": float(values["power"]), "k": float(values["k"]),
+            "pairs": float(values["pairs"])}
+    return table
+
+
+@pytest.fixture(scope="module")
+def results() -> dict[tuple[str, str], dict[str, float]]:
+    lines = run.main(["--pairs", "80", "--rows", "300", "--resamples", "200", "--k", "20",
+                      "--scenarios", "synthetic", "--workers", "1", "--effect", "150",
+                      "--grid", "50,150"])
+    return _parse(lines)
+
+
+def test_every_rule_and_setting_has_a_finite_rate(
+        results: dict[tuple[str, str], dict[str, float]]) -> None:
+    rules = {"gate", "mlflow_threshold", "zenml_ge"}
+    assert {rule for rule, _ in results} == rules
+    assert {scenario for _, scenario in results} == {
+        "synthetic-single", "synthetic-validation", "synthetic-test"}
+    for row in results.values():
+        assert row["pairs"] == 80
+        for key in ("false_promotion", "power"):
+            assert math.isfinite(row[key])
+            assert 0.0 <= row[key] <= 1.0
+
+
+def test_selecting_on_the_test_rows_inflates_false_promotion(
+        results: dict[tuple[str, str], dict[str, float]]) -> None:
+    for rule in ("gate", "mlflow_threshold", "zenml_ge"):
+        single = results[(rule, "synthetic-single")]["false_promotion"]
+        on_test = results[(rule, "synthetic-test")]["false_promotion"]
+        assert on_test > single + 0.05, (rule, single, on_test)
+    assert results[("gate", "synthetic-single")]["false_promotion"] <= 0.10
+    assert results[("mlflow_threshold", "synthetic-test")]["false_promotion"] >= 0.8
+
+
+def test_the_gate_has_power_at_a_large_effect(
+        results: dict[tuple[str, str], dict[str, float]]) -> None:
+    assert results[("gate", "synthetic-single")]["power"] >= 0.8
+
+
+def test_wilson_interval_and_interpolation() -> None:
+    low, high = wilson(0, 400)
+    assert low == 0.0
+    assert 0.0 < high < 0.01
+    low, high = wilson(200, 400)
+    assert low < 0.5 < high
+    assert smallest_effect([10, 20], [0.6, 1.0]) == pytest.approx(15.0)
+    assert smallest_effect([10, 20], [0.1, 0.2]) is None
