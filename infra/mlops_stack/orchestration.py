@@ -10,6 +10,7 @@ the batch bucket. Each role names the actions it needs, on the resources it need
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pulumi
@@ -29,7 +30,7 @@ class OrchestrationArgs:
     region: str
     account_id: str
     vpc_id: pulumi.Input[str]
-    private_subnet_ids: list[pulumi.Input[str]]
+    private_subnet_ids: Sequence[pulumi.Input[str]]
     tracking_secret_arn: pulumi.Input[str]
     airflow_version: str = "3.0.6"
     environment_class: str = "mw1.small"
@@ -64,16 +65,23 @@ class Orchestration(pulumi.ComponentResource):
         })
 
     def _security_group(self) -> aws.ec2.SecurityGroup:
-        """MWAA's workers talk to each other (self), and reach out through the NAT."""
+        """MWAA's workers talk to each other (self), and out over HTTPS through the NAT."""
         group = aws.ec2.SecurityGroup(
             f"{self._name}-sg", vpc_id=self._args.vpc_id,
-            description="MWAA and EMR Serverless: private, reaching out through the NAT",
-            egress=[aws.ec2.SecurityGroupEgressArgs(protocol="-1", from_port=0, to_port=0,
-                                                    cidr_blocks=["0.0.0.0/0"])],
+            description="MWAA and EMR Serverless: each other, and HTTPS out",
             tags=self._args.tags, opts=self._child)
-        aws.ec2.SecurityGroupRule(f"{self._name}-sg-self", type="ingress", protocol="-1",
-                                  from_port=0, to_port=0, self=True,
-                                  security_group_id=group.id, opts=self._child)
+        aws.vpc.SecurityGroupIngressRule(
+            f"{self._name}-sg-self", security_group_id=group.id,
+            referenced_security_group_id=group.id, ip_protocol="-1",
+            description="MWAA's components talk to each other", opts=self._child)
+        aws.vpc.SecurityGroupEgressRule(
+            f"{self._name}-sg-self-out", security_group_id=group.id,
+            referenced_security_group_id=group.id, ip_protocol="-1",
+            description="to each other", opts=self._child)
+        aws.vpc.SecurityGroupEgressRule(
+            f"{self._name}-sg-https-out", security_group_id=group.id, cidr_ipv4="0.0.0.0/0",
+            ip_protocol="tcp", from_port=443, to_port=443,
+            description="AWS APIs, the tracking and serving load balancers", opts=self._child)
         return group
 
     def _spark_application(self) -> aws.emrserverless.Application:
@@ -86,7 +94,8 @@ class Orchestration(pulumi.ComponentResource):
             auto_stop_configuration=aws.emrserverless.ApplicationAutoStopConfigurationArgs(
                 enabled=True, idle_timeout_minutes=15),
             network_configuration=aws.emrserverless.ApplicationNetworkConfigurationArgs(
-                subnet_ids=args.private_subnet_ids, security_group_ids=[self.security_group.id]),
+                subnet_ids=list(args.private_subnet_ids),
+                security_group_ids=[self.security_group.id]),
             tags=args.tags, opts=self._child)
 
     def _job_role(self) -> aws.iam.Role:
@@ -129,7 +138,7 @@ class Orchestration(pulumi.ComponentResource):
             dag_s3_path=DAGS_PREFIX, requirements_s3_path=REQUIREMENTS_KEY,
             execution_role_arn=self.execution_role.arn, webserver_access_mode="PRIVATE_ONLY",
             network_configuration=aws.mwaa.EnvironmentNetworkConfigurationArgs(
-                subnet_ids=args.private_subnet_ids[:2],
+                subnet_ids=list(args.private_subnet_ids)[:2],
                 security_group_ids=[self.security_group.id]),
             logging_configuration=aws.mwaa.EnvironmentLoggingConfigurationArgs(
                 task_logs=aws.mwaa.EnvironmentLoggingConfigurationTaskLogsArgs(

@@ -98,243 +98,18 @@ class LoadBalancedService(pulumi.ComponentResource):
     ):
         super().__init__("mlops:infra:LoadBalancedService", name, None, opts)
         self._name = name
-        child = pulumi.ResourceOptions(parent=self)
-        tags = args.tags or {}
-        https = args.certificate_arn is not None
-
-        # --- security groups: clients -> load balancer -> tasks ---------------------------
-        self.lb_security_group = aws.ec2.SecurityGroup(
-            f"{name}-lb-sg",
-            vpc_id=args.vpc_id,
-            description=f"{name} load balancer: listener ports from allowed networks",
-            tags={**tags, "Name": f"{name}-lb"},
-            opts=child,
-        )
-        self.task_security_group = aws.ec2.SecurityGroup(
-            f"{name}-task-sg",
-            vpc_id=args.vpc_id,
-            description=f"{name} tasks: container port from its load balancer only",
-            tags={**tags, "Name": f"{name}-task"},
-            opts=child,
-        )
-        listener_ports = (HTTPS_PORT, HTTP_PORT) if https else (HTTP_PORT,)
-        for index, cidr in enumerate(args.ingress_cidrs):
-            for port in listener_ports:
-                aws.vpc.SecurityGroupIngressRule(
-                    f"{name}-lb-in-{port}-{index}",
-                    security_group_id=self.lb_security_group.id,
-                    cidr_ipv4=cidr,
-                    ip_protocol="tcp",
-                    from_port=port,
-                    to_port=port,
-                    description="redirected to HTTPS" if https and port == HTTP_PORT else "clients",
-                    opts=child,
-                )
-        aws.vpc.SecurityGroupEgressRule(
-            f"{name}-lb-to-task",
-            security_group_id=self.lb_security_group.id,
-            referenced_security_group_id=self.task_security_group.id,
-            ip_protocol="tcp",
-            from_port=args.container_port,
-            to_port=args.container_port,
-            description="to the tasks",
-            opts=child,
-        )
-        aws.vpc.SecurityGroupIngressRule(
-            f"{name}-task-from-lb",
-            security_group_id=self.task_security_group.id,
-            referenced_security_group_id=self.lb_security_group.id,
-            ip_protocol="tcp",
-            from_port=args.container_port,
-            to_port=args.container_port,
-            description="from its load balancer",
-            opts=child,
-        )
-        self.allow_egress("https", port=HTTPS_PORT, cidr="0.0.0.0/0")
-
-        # --- load balancer ------------------------------------------------------------------
-        self.load_balancer = aws.lb.LoadBalancer(
-            f"{name}-alb",
-            load_balancer_type="application",
-            internal=args.internal,
-            subnets=list(args.private_subnet_ids if args.internal else args.public_subnet_ids),
-            security_groups=[self.lb_security_group.id],
-            drop_invalid_header_fields=True,
-            idle_timeout=120,
-            tags=tags,
-            opts=child,
-        )
-        self.target_group = aws.lb.TargetGroup(
-            f"{name}-tg",
-            port=args.container_port,
-            protocol="HTTP",
-            target_type="ip",
-            vpc_id=args.vpc_id,
-            deregistration_delay=30,
-            health_check=aws.lb.TargetGroupHealthCheckArgs(
-                path=args.health_check_path,
-                matcher="200",
-                interval=15,
-                timeout=5,
-                healthy_threshold=2,
-                unhealthy_threshold=3,
-            ),
-            tags=tags,
-            opts=child,
-        )
-        forward = [
-            aws.lb.ListenerDefaultActionArgs(type="forward", target_group_arn=self.target_group.arn)
-        ]
-        self.listeners: list[aws.lb.Listener] = []
-        if https:
-            self.listeners.append(
-                aws.lb.Listener(
-                    f"{name}-https",
-                    load_balancer_arn=self.load_balancer.arn,
-                    port=HTTPS_PORT,
-                    protocol="HTTPS",
-                    ssl_policy=TLS_POLICY,
-                    certificate_arn=args.certificate_arn,
-                    default_actions=forward,
-                    opts=child,
-                )
-            )
-            self.listeners.append(
-                aws.lb.Listener(
-                    f"{name}-http-redirect",
-                    load_balancer_arn=self.load_balancer.arn,
-                    port=HTTP_PORT,
-                    protocol="HTTP",
-                    default_actions=[
-                        aws.lb.ListenerDefaultActionArgs(
-                            type="redirect",
-                            redirect=aws.lb.ListenerDefaultActionRedirectArgs(
-                                port=str(HTTPS_PORT), protocol="HTTPS", status_code="HTTP_301"
-                            ),
-                        )
-                    ],
-                    opts=child,
-                )
-            )
-        else:
-            self.listeners.append(
-                aws.lb.Listener(
-                    f"{name}-http",
-                    load_balancer_arn=self.load_balancer.arn,
-                    port=HTTP_PORT,
-                    protocol="HTTP",
-                    default_actions=forward,
-                    opts=child,
-                )
-            )
-
-        # --- task ---------------------------------------------------------------------------
-        self.log_group = aws.cloudwatch.LogGroup(
-            f"{name}-logs",
-            name=f"/ecs/{args.prefix}/{name}",
-            retention_in_days=args.log_retention_days,
-            tags=tags,
-            opts=child,
-        )
-        self.execution_role = aws.iam.Role(
-            f"{name}-exec-role",
-            name=f"{args.prefix}-{name}-exec",
-            assume_role_policy=json.dumps(documents.ecs_tasks_trust()),
-            description=f"ECS pulls the {name} image, writes its logs and reads its secrets",
-            tags=tags,
-            opts=child,
-        )
-        aws.iam.RolePolicyAttachment(
-            f"{name}-exec-managed",
-            role=self.execution_role.name,
-            policy_arn=EXECUTION_POLICY_ARN,
-            opts=child,
-        )
-        if args.secret_arns:
-            aws.iam.RolePolicy(
-                f"{name}-exec-secrets",
-                role=self.execution_role.id,
-                policy=pulumi.Output.all(*args.secret_arns).apply(
-                    lambda arns: json.dumps(documents.read_secrets_policy(list(arns)))
-                ),
-                opts=child,
-            )
-
-        env_keys = sorted(args.environment)
-        secret_keys = sorted(args.secrets)
-        command = args.command(self.load_balancer.dns_name) if args.command else []
-        definitions = pulumi.Output.all(
-            args.image,
-            self.log_group.name,
-            args.region,
-            pulumi.Output.all(*[args.environment[k] for k in env_keys]),
-            pulumi.Output.all(*[args.secrets[k] for k in secret_keys]),
-            command,
-        ).apply(
-            lambda v: container_definitions(
-                name=name,
-                image=v[0],
-                port=args.container_port,
-                environment=dict(zip(env_keys, v[3], strict=True)),
-                secrets=dict(zip(secret_keys, v[4], strict=True)),
-                command=v[5],
-                log_group=v[1],
-                region=v[2],
-            )
-        )
-        self.task_definition = aws.ecs.TaskDefinition(
-            f"{name}-task",
-            family=f"{args.prefix}-{name}",
-            cpu=str(args.cpu),
-            memory=str(args.memory),
-            network_mode="awsvpc",
-            requires_compatibilities=["FARGATE"],
-            execution_role_arn=self.execution_role.arn,
-            task_role_arn=args.task_role_arn,
-            runtime_platform=aws.ecs.TaskDefinitionRuntimePlatformArgs(
-                operating_system_family="LINUX", cpu_architecture="X86_64"
-            ),
-            container_definitions=definitions,
-            tags=tags,
-            opts=child,
-        )
-        self.service = aws.ecs.Service(
-            f"{name}-service",
-            cluster=args.cluster_arn,
-            task_definition=self.task_definition.arn,
-            desired_count=args.desired_count,
-            launch_type="FARGATE",
-            network_configuration=aws.ecs.ServiceNetworkConfigurationArgs(
-                subnets=list(args.private_subnet_ids),
-                security_groups=[self.task_security_group.id],
-                assign_public_ip=False,
-            ),
-            load_balancers=[
-                aws.ecs.ServiceLoadBalancerArgs(
-                    target_group_arn=self.target_group.arn,
-                    container_name=name,
-                    container_port=args.container_port,
-                )
-            ],
-            deployment_circuit_breaker=aws.ecs.ServiceDeploymentCircuitBreakerArgs(
-                enable=True, rollback=True
-            ),
-            deployment_minimum_healthy_percent=100,
-            deployment_maximum_percent=200,
-            health_check_grace_period_seconds=120,
-            enable_execute_command=False,
-            propagate_tags="SERVICE",
-            tags=tags,
-            opts=pulumi.ResourceOptions(
-                parent=self,
-                depends_on=self.listeners,
-                # the autoscaler owns the task count once it exists
-                ignore_changes=["desiredCount"] if args.autoscaled else None,
-            ),
-        )
+        self._child = pulumi.ResourceOptions(parent=self)
+        self._tags = args.tags or {}
+        self._https = args.certificate_arn is not None
+        # clients -> load balancer -> tasks, in the order the diagram reads
+        self._security_groups(args)
+        self._load_balancer(args)
+        self._listeners(args)
+        self._task(args)
+        self._service(args)
 
         self.dns_name = self.load_balancer.dns_name
-        scheme = "https" if https else "http"
+        scheme = "https" if self._https else "http"
         self.url = (
             pulumi.Output.from_input(f"{scheme}://{args.host}")
             if args.host
@@ -349,6 +124,252 @@ class LoadBalancedService(pulumi.ComponentResource):
                 "task_security_group_id": self.task_security_group.id,
             }
         )
+
+
+    def _security_groups(self, args: LoadBalancedServiceArgs) -> None:
+        """Listener ports from the allowed networks to the load balancer; the container
+        port from the load balancer to the tasks; HTTPS out."""
+        self.lb_security_group = aws.ec2.SecurityGroup(
+            f"{self._name}-lb-sg",
+            vpc_id=args.vpc_id,
+            description=f"{self._name} load balancer: listener ports from allowed networks",
+            tags={**self._tags, "Name": f"{self._name}-lb"},
+            opts=self._child,
+        )
+        self.task_security_group = aws.ec2.SecurityGroup(
+            f"{self._name}-task-sg",
+            vpc_id=args.vpc_id,
+            description=f"{self._name} tasks: container port from its load balancer only",
+            tags={**self._tags, "Name": f"{self._name}-task"},
+            opts=self._child,
+        )
+        listener_ports = (HTTPS_PORT, HTTP_PORT) if self._https else (HTTP_PORT,)
+        for index, cidr in enumerate(args.ingress_cidrs):
+            for port in listener_ports:
+                aws.vpc.SecurityGroupIngressRule(
+                    f"{self._name}-lb-in-{port}-{index}",
+                    security_group_id=self.lb_security_group.id,
+                    cidr_ipv4=cidr,
+                    ip_protocol="tcp",
+                    from_port=port,
+                    to_port=port,
+                    description=("redirected to HTTPS" if self._https and port == HTTP_PORT
+                                 else "clients"),
+                    opts=self._child,
+                )
+        aws.vpc.SecurityGroupEgressRule(
+            f"{self._name}-lb-to-task",
+            security_group_id=self.lb_security_group.id,
+            referenced_security_group_id=self.task_security_group.id,
+            ip_protocol="tcp",
+            from_port=args.container_port,
+            to_port=args.container_port,
+            description="to the tasks",
+            opts=self._child,
+        )
+        aws.vpc.SecurityGroupIngressRule(
+            f"{self._name}-task-from-lb",
+            security_group_id=self.task_security_group.id,
+            referenced_security_group_id=self.lb_security_group.id,
+            ip_protocol="tcp",
+            from_port=args.container_port,
+            to_port=args.container_port,
+            description="from its load balancer",
+            opts=self._child,
+        )
+        self.allow_egress("https", port=HTTPS_PORT, cidr="0.0.0.0/0")
+
+
+    def _load_balancer(self, args: LoadBalancedServiceArgs) -> None:
+        """The application load balancer and the target group of the tasks."""
+        self.load_balancer = aws.lb.LoadBalancer(
+            f"{self._name}-alb",
+            load_balancer_type="application",
+            internal=args.internal,
+            subnets=list(args.private_subnet_ids if args.internal else args.public_subnet_ids),
+            security_groups=[self.lb_security_group.id],
+            drop_invalid_header_fields=True,
+            idle_timeout=120,
+            tags=self._tags,
+            opts=self._child,
+        )
+        self.target_group = aws.lb.TargetGroup(
+            f"{self._name}-tg",
+            port=args.container_port,
+            protocol="HTTP",
+            target_type="ip",
+            vpc_id=args.vpc_id,
+            deregistration_delay=30,
+            health_check=aws.lb.TargetGroupHealthCheckArgs(
+                path=args.health_check_path,
+                matcher="200",
+                interval=15,
+                timeout=5,
+                healthy_threshold=2,
+                unhealthy_threshold=3,
+            ),
+            tags=self._tags,
+            opts=self._child,
+        )
+
+    def _listeners(self, args: LoadBalancedServiceArgs) -> None:
+        """HTTPS (and a redirect from HTTP) with a certificate, else plain HTTP."""
+        forward = [
+            aws.lb.ListenerDefaultActionArgs(type="forward", target_group_arn=self.target_group.arn)
+        ]
+        self.listeners: list[aws.lb.Listener] = []
+        if self._https:
+            self.listeners.append(
+                aws.lb.Listener(
+                    f"{self._name}-https",
+                    load_balancer_arn=self.load_balancer.arn,
+                    port=HTTPS_PORT,
+                    protocol="HTTPS",
+                    ssl_policy=TLS_POLICY,
+                    certificate_arn=args.certificate_arn,
+                    default_actions=forward,
+                    opts=self._child,
+                )
+            )
+            self.listeners.append(
+                aws.lb.Listener(
+                    f"{self._name}-http-redirect",
+                    load_balancer_arn=self.load_balancer.arn,
+                    port=HTTP_PORT,
+                    protocol="HTTP",
+                    default_actions=[
+                        aws.lb.ListenerDefaultActionArgs(
+                            type="redirect",
+                            redirect=aws.lb.ListenerDefaultActionRedirectArgs(
+                                port=str(HTTPS_PORT), protocol="HTTPS", status_code="HTTP_301"
+                            ),
+                        )
+                    ],
+                    opts=self._child,
+                )
+            )
+        else:
+            self.listeners.append(
+                aws.lb.Listener(
+                    f"{self._name}-http",
+                    load_balancer_arn=self.load_balancer.arn,
+                    port=HTTP_PORT,
+                    protocol="HTTP",
+                    default_actions=forward,
+                    opts=self._child,
+                )
+            )
+
+
+    def _task(self, args: LoadBalancedServiceArgs) -> None:
+        """Logs, the execution role (image, logs, secrets) and the task definition."""
+        self.log_group = aws.cloudwatch.LogGroup(
+            f"{self._name}-logs",
+            name=f"/ecs/{args.prefix}/{self._name}",
+            retention_in_days=args.log_retention_days,
+            tags=self._tags,
+            opts=self._child,
+        )
+        self.execution_role = aws.iam.Role(
+            f"{self._name}-exec-role",
+            name=f"{args.prefix}-{self._name}-exec",
+            assume_role_policy=json.dumps(documents.ecs_tasks_trust()),
+            description=f"ECS pulls the {self._name} image, writes its logs and reads its secrets",
+            tags=self._tags,
+            opts=self._child,
+        )
+        aws.iam.RolePolicyAttachment(
+            f"{self._name}-exec-managed",
+            role=self.execution_role.name,
+            policy_arn=EXECUTION_POLICY_ARN,
+            opts=self._child,
+        )
+        if args.secret_arns:
+            aws.iam.RolePolicy(
+                f"{self._name}-exec-secrets",
+                role=self.execution_role.id,
+                policy=pulumi.Output.all(*args.secret_arns).apply(
+                    lambda arns: json.dumps(documents.read_secrets_policy(list(arns)))
+                ),
+                opts=self._child,
+            )
+
+        env_keys = sorted(args.environment)
+        secret_keys = sorted(args.secrets)
+        command = args.command(self.load_balancer.dns_name) if args.command else []
+        definitions = pulumi.Output.all(
+            image=args.image,
+            log_group=self.log_group.name,
+            region=args.region,
+            environment=pulumi.Output.all(*[args.environment[k] for k in env_keys]),
+            secrets=pulumi.Output.all(*[args.secrets[k] for k in secret_keys]),
+            command=command,
+        ).apply(
+            lambda v: container_definitions(
+                name=self._name,
+                image=v["image"],
+                port=args.container_port,
+                environment=dict(zip(env_keys, v["environment"], strict=True)),
+                secrets=dict(zip(secret_keys, v["secrets"], strict=True)),
+                command=v["command"],
+                log_group=v["log_group"],
+                region=v["region"],
+            )
+        )
+        self.task_definition = aws.ecs.TaskDefinition(
+            f"{self._name}-task",
+            family=f"{args.prefix}-{self._name}",
+            cpu=str(args.cpu),
+            memory=str(args.memory),
+            network_mode="awsvpc",
+            requires_compatibilities=["FARGATE"],
+            execution_role_arn=self.execution_role.arn,
+            task_role_arn=args.task_role_arn,
+            runtime_platform=aws.ecs.TaskDefinitionRuntimePlatformArgs(
+                operating_system_family="LINUX", cpu_architecture="X86_64"
+            ),
+            container_definitions=definitions,
+            tags=self._tags,
+            opts=self._child,
+        )
+
+    def _service(self, args: LoadBalancedServiceArgs) -> None:
+        """The Fargate service in the private subnets, behind the target group."""
+        self.service = aws.ecs.Service(
+            f"{self._name}-service",
+            cluster=args.cluster_arn,
+            task_definition=self.task_definition.arn,
+            desired_count=args.desired_count,
+            launch_type="FARGATE",
+            network_configuration=aws.ecs.ServiceNetworkConfigurationArgs(
+                subnets=list(args.private_subnet_ids),
+                security_groups=[self.task_security_group.id],
+                assign_public_ip=False,
+            ),
+            load_balancers=[
+                aws.ecs.ServiceLoadBalancerArgs(
+                    target_group_arn=self.target_group.arn,
+                    container_name=self._name,
+                    container_port=args.container_port,
+                )
+            ],
+            deployment_circuit_breaker=aws.ecs.ServiceDeploymentCircuitBreakerArgs(
+                enable=True, rollback=True
+            ),
+            deployment_minimum_healthy_percent=100,
+            deployment_maximum_percent=200,
+            health_check_grace_period_seconds=120,
+            enable_execute_command=False,
+            propagate_tags="SERVICE",
+            tags=self._tags,
+            opts=pulumi.ResourceOptions(
+                parent=self,
+                depends_on=self.listeners,
+                # the autoscaler owns the task count once it exists
+                ignore_changes=["desiredCount"] if args.autoscaled else None,
+            ),
+        )
+
 
     def allow_egress(
         self,

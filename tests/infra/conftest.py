@@ -230,3 +230,11 @@ def violations(resources: list[Res], check: Check) -> list[str]:
         if reason:
             found.append(f"{res.urn}: {reason}")
     return found
+
+
+def rule_violations(stack: Deployment, validate: Any) -> list[str]:
+    """A policy-pack rule (`infra/policy/rules.py`) over every resource: `URN: reason`."""
+    found: list[str] = []
+    for res in stack.resources:
+        validate(res.policy_args(), lambda message, urn: found.append(f"{urn}: {message}"))
+    return found

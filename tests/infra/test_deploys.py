@@ -12,17 +12,13 @@ from typing import Any
 import pytest
 from policy import rules
 
-from tests.infra.conftest import Deployment, base_settings, deploy
+from tests.infra.conftest import Deployment, base_settings, deploy, rule_violations
 
 DEPLOY_RULES = [rules.validate_ecr_immutable, rules.validate_images_pinned,
                 rules.validate_no_force_delete, rules.validate_stateful_protected]
 
 
-def broken(stack: Deployment, validate: Any) -> list[str]:
-    found: list[str] = []
-    for res in stack.resources:
-        validate(res.policy_args(), lambda message, urn: found.append(f"{urn}: {message}"))
-    return found
+broken = rule_violations
 
 
 @pytest.mark.parametrize("validate", DEPLOY_RULES, ids=lambda v: v.__name__)

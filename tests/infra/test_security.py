@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 
-from tests.infra.conftest import ACCOUNT, REPO, Deployment, Res, violations
+import pytest
+from policy import rules
+
+from tests.infra.conftest import ACCOUNT, REPO, Deployment, Res, rule_violations, violations
 
 INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
 EGRESS = "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule"
@@ -45,35 +48,23 @@ def actions_of(statement: dict) -> list[str]:
 # --- database -----------------------------------------------------------------------------
 
 
-def test_database_is_not_publicly_accessible(stack):
-    assert not violations(
-        stack.of_type(RDS),
-        lambda r: "publicly accessible" if r.state["publiclyAccessible"] else None,
-    )
+@pytest.mark.parametrize("validate", [
+    rules.validate_rds_private, rules.validate_rds_encrypted,
+    rules.validate_rds_managed_password, rules.validate_rds_backups,
+    rules.validate_bucket_public_access_blocked, rules.validate_bucket_encrypted,
+    rules.validate_bucket_tls_only, rules.validate_no_open_ingress,
+    rules.validate_github_trust_pinned, rules.validate_no_admin_policy,
+    rules.validate_tasks_private,
+], ids=lambda v: v.__name__)
+def test_the_stack_keeps_the_policy_pack_s_rules(stack, plain_http_stack, validate):
+    """The pack's own functions (infra/policy/rules.py), over every resource: the rules
+    live in one place, and `pulumi preview --policy-pack` runs the same ones."""
+    for deployment in (stack, plain_http_stack):
+        assert rule_violations(deployment, validate) == []
 
 
-def test_database_storage_is_encrypted(stack):
-    assert not violations(
-        stack.of_type(RDS), lambda r: None if r.state.get("storageEncrypted") else "not encrypted"
-    )
-
-
-def test_database_password_is_managed_by_secrets_manager(stack):
-    def check(res: Res) -> str | None:
-        if "password" in res.state:
-            return "a password is set in the program"
-        if res.state.get("manageMasterUserPassword") is not True:
-            return "manageMasterUserPassword is not set"
-        return None
-
-    assert not violations(stack.of_type(RDS), check)
-
-
-def test_database_keeps_backups(stack):
-    assert not violations(
-        stack.of_type(RDS),
-        lambda r: None if r.state["backupRetentionPeriod"] >= 7 else "backups shorter than 7 days",
-    )
+def test_the_database_keeps_a_week_of_backups(stack):
+    assert all(r.state["backupRetentionPeriod"] >= 7 for r in stack.of_type(RDS))
 
 
 def test_database_requires_tls(stack):
@@ -93,28 +84,9 @@ def test_database_deletion_protection_is_on_by_default_and_configurable(stack):
 # --- artifact bucket ----------------------------------------------------------------------
 
 
-def test_bucket_blocks_all_public_access(stack):
-    def check(res: Res) -> str | None:
-        flags = (
-            "blockPublicAcls",
-            "blockPublicPolicy",
-            "ignorePublicAcls",
-            "restrictPublicBuckets",
-        )
-        off = [flag for flag in flags if res.state.get(flag) is not True]
-        return f"not set: {off}" if off else None
-
+def test_every_bucket_has_its_public_access_block(stack):
     blocks = stack.of_type("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock")
     assert len(blocks) == len(stack.of_type("aws:s3/bucket:Bucket")) == 1
-    assert not violations(blocks, check)
-
-
-def test_bucket_encrypts_by_default(stack):
-    (config,) = stack.of_type(
-        "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
-    )
-    (rule,) = config.state["rules"]
-    assert rule["applyServerSideEncryptionByDefault"]["sseAlgorithm"] in {"AES256", "aws:kms"}
 
 
 def test_bucket_is_versioned(stack):
