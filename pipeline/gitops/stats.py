@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.stages.evaluate import GREATER_IS_BETTER, metric_functions
+from pipeline.stages.evaluate import metric_functions
 
 # Resamples computed per block: bounds memory at about BLOCK x rows x 8 bytes.
 _BLOCK_CELLS = 4_000_000
@@ -164,8 +164,3 @@ def _point(metric: str, y: np.ndarray, p: np.ndarray) -> float:
         if metric in functions:
             return functions[metric](y, p)
     raise ValueError(f"unknown metric {metric!r}")
-
-
-def improvement(difference: float, metric: str) -> float:
-    """A difference turned into an improvement: positive means the candidate is better."""
-    return difference if GREATER_IS_BETTER[metric] else -difference
