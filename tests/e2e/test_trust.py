@@ -39,6 +39,8 @@ __all__ = ["github"]  # the fixture
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
+GOOD = ("hist_gradient_boosting", "max_iter=40")  # clearly better than ridge, and quick
+
 
 class Payload:
     """Unpickling this runs `touch MARKER`: the proof that a model ran code when loaded."""
@@ -65,8 +67,9 @@ class Registry:
         return run_mlops(*args, "--card", str(card or self.card),
                          env={**self.server.env, "MLOPS_EXPERIMENT": "e2e-trust", **(env or {})})
 
-    def train(self, estimator: str) -> str:
-        done = self.mlops("train", "--estimator", estimator, "--json")
+    def train(self, estimator: str, *params: str) -> str:
+        done = self.mlops("train", "--estimator", estimator, "--json",
+                          *(arg for param in params for arg in ("--param", param)))
         assert done.returncode == 0, done.stderr
         return str(json.loads(done.stdout)["run_id"])
 
@@ -117,7 +120,7 @@ def _one_error_line(done: subprocess.CompletedProcess[str]) -> str:
 
 
 def test_a_verdict_copied_onto_a_worse_run_promotes_nothing(reg: Registry) -> None:
-    good, dummy = reg.train("hist_gradient_boosting"), reg.train("dummy")
+    good, dummy = reg.train(*GOOD), reg.train("dummy")
     reg.propose(good)
     assert reg.gate("good", "--record").returncode == 0  # a genuine passing verdict, tagged
     genuine = reg.client.get_run(good).data.tags
@@ -139,7 +142,7 @@ def test_a_verdict_copied_onto_a_worse_run_promotes_nothing(reg: Registry) -> No
 
 
 def test_a_model_file_replaced_after_the_gate_is_refused_by_promote(reg: Registry) -> None:
-    good, other = reg.train("hist_gradient_boosting"), reg.train("random_forest")
+    good, other = reg.train(*GOOD), reg.train("hist_gradient_boosting", "max_iter=25")
     reg.propose(good)
     assert reg.gate("good").returncode == 0
     reg.replace_model_file(good, other)  # valid skops, same schema: it would serve fine
@@ -168,7 +171,7 @@ def _record(reg: Registry) -> dict[str, object]:
 
 def test_a_promoted_version_whose_file_was_replaced_is_refused_under_load(
         reg: Registry, serving: Server) -> None:
-    good, other = reg.train("hist_gradient_boosting"), reg.train("dummy")
+    good, other = reg.train(*GOOD), reg.train("dummy")
     reg.propose(good)
     assert reg.gate("good").returncode == 0
     done = reg.mlops("promote", "--verdict", str(reg.tmp / "good.json"))
@@ -247,7 +250,7 @@ def test_a_half_done_promotion_leaves_no_former_production(reg: Registry,
     from pipeline.gitops.card import load_card
     from pipeline.gitops.github import Audit
 
-    good = reg.train("hist_gradient_boosting")
+    good = reg.train(*GOOD)
     reg.propose(good)
     card = load_card(reg.card)
 
@@ -310,7 +313,7 @@ def test_the_read_only_user_runs_the_pr_gate_and_cannot_promote(
 
 def test_promote_compares_with_the_verdict_in_the_sticky_comment(
         reg: Registry, github: FakeGitHub) -> None:
-    good = reg.train("hist_gradient_boosting")
+    good = reg.train(*GOOD)
     reg.propose(good)
     assert reg.gate("good").returncode == 0
     comment = run_mlops("pr-comment", "--report", str(reg.tmp / "good.md"), "--pr", "7",
