@@ -12,11 +12,12 @@ from __future__ import annotations
 import logging
 import re
 import time
-from typing import Any
 
 from asgi_correlation_id import CorrelationIdMiddleware, correlation_id
 from asgi_correlation_id.log_filters import CorrelationIdFilter
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from serving.metrics import ResponseStatus
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _PLAUSIBLE = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
@@ -60,21 +61,15 @@ class AccessLogMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status: dict[str, Any] = {"code": 500}
-
-        async def send_recording(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status["code"] = message["status"]
-            await send(message)
-
+        status = ResponseStatus(send)
         try:
-            await self.app(scope, receive, send_recording)
+            await self.app(scope, receive, status.send)
         finally:
             if access_log.isEnabledFor(logging.INFO):
                 state = scope.get("state") or {}
-                access_log.info("%s %s %s", scope["method"], scope["path"], status["code"],
+                access_log.info("%s %s %s", scope["method"], scope["path"], status.code,
                                 extra={"method": scope["method"], "path": scope["path"],
-                                       "status": status["code"],
+                                       "status": status.code,
                                        "duration_ms": round(
                                            (time.perf_counter() - started) * 1000, 3),
                                        "model_version": state.get("model_version"),

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator
-from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -135,6 +134,19 @@ def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily
     return CounterMetricFamily(name, documentation, value=value)
 
 
+class ResponseStatus:
+    """The status an app answered with, as a middleware around it sees it (500 until then)."""
+
+    def __init__(self, send: Send) -> None:
+        self.code = 500
+        self._send = send
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.code = int(message["status"])
+        await self._send(message)
+
+
 class MetricsMiddleware:
     """A plain ASGI middleware (no per-request task or body copy): counts and times."""
 
@@ -147,17 +159,11 @@ class MetricsMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        status: dict[str, Any] = {"code": 500}
-
-        async def send_recording(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status["code"] = message["status"]
-            await send(message)
-
+        status = ResponseStatus(send)
         try:
-            await self.app(scope, receive, send_recording)
+            await self.app(scope, receive, status.send)
         finally:
             endpoint = self.metrics.endpoint(scope["path"])
             method = scope["method"] if scope["method"] in METHODS else "other"
-            self.metrics.requests.labels(endpoint, method, str(status["code"])).inc()
+            self.metrics.requests.labels(endpoint, method, str(status.code)).inc()
             self.metrics.latency.labels(endpoint).observe(time.perf_counter() - started)
