@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -26,7 +27,7 @@ from pipeline.stages.data import prepare
 from pipeline.stages.datasets import load_spec
 from tests.conftest import TrackingServer, TrackingServers
 from tests.serving.conftest import serving_process
-from tests.utils import MLOPS, REPO, run_mlops
+from tests.utils import MLOPS, REPO, missing_service, run_mlops
 from tests.utils.cards import unique_name, write_card
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -74,6 +75,8 @@ def scoring(tracking_server: TrackingServer, tmp_path: Path) -> Scoring:
 @pytest.fixture(scope="module")
 def spark_scoring(tracking_servers: TrackingServers,
                   tmp_path_factory: pytest.TempPathFactory) -> Scoring:
+    if shutil.which("java") is None:
+        missing_service("no Java for Spark: sudo make services (openjdk-17-jre-headless)")
     return _setup(tracking_servers.get("sqlite"), tmp_path_factory.mktemp("spark"), SPARK_ROWS)
 
 
