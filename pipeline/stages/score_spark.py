@@ -11,6 +11,8 @@ readers look. `local[*]` here; any master (`--spark-master`, e.g. on EMR) by set
 
 from __future__ import annotations
 
+import hashlib
+import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -28,6 +30,7 @@ from pipeline.stages.batch_files import (
 )
 from pipeline.stages.batch_model import BatchModel, ModelIdentity
 from pipeline.stages.score_batch import ScoreResult, key_columns
+from serving import modelfiles
 
 _LOADED: dict[str, BatchModel] = {}  # per executor process: verified and read once
 
@@ -54,6 +57,22 @@ def _executor_model(folder_name: str, identity: dict[str, str],
     return _LOADED[folder_name]
 
 
+def _ship(spark: Any, folder: Path) -> str:
+    """Send the model's files to the executors under a name of their content.
+
+    One process can score with several models in turn (an Airflow worker, the tests):
+    Spark keeps every file it was given for the life of the session and refuses a second,
+    different one under the same name, and the executors cache the model by that name.
+    """
+    digest = hashlib.sha256(
+        modelfiles.dump_manifest(modelfiles.manifest(folder)).encode()).hexdigest()[:16]
+    named = folder.parent / f"model-{digest}"
+    if not named.exists():
+        shutil.copytree(folder, named)
+    spark.sparkContext.addFile(str(named), recursive=True)
+    return named.name
+
+
 def _read(spark: Any, source: str) -> Any:
     if file_format(source) == "parquet":
         return spark.read.parquet(source)
@@ -73,8 +92,8 @@ def score_with_spark(*, source: str, output: str, model: BatchModel, master: str
         raise DataError(f"score: {source} has no rows")
     out_schema = spark.createDataFrame(
         pd.concat([sample[kept], model.predict(sample)], axis=1)).schema
-    spark.sparkContext.addFile(str(model.folder), recursive=True)
-    folder_name, identity, manifest = model.folder.name, asdict(model.identity), model.manifest
+    shipped = _ship(spark, model.folder)
+    folder_name, identity, manifest = shipped, asdict(model.identity), model.manifest
 
     def score_partition(parts: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         executor = _executor_model(folder_name, identity, manifest)
