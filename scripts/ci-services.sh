@@ -29,30 +29,26 @@ if [[ $(id -u) -ne 0 ]] && [[ -n "$(missing)" ]] && command -v sudo >/dev/null 2
   exec sudo -n --preserve-env=DEBIAN_FRONTEND,MLOPS_DOCKER_HOME "$0" "$@"
 fi
 
-if [[ -x /usr/sbin/mariadbd ]]; then
-  echo "MariaDB already installed: $(/usr/sbin/mariadbd --version)"
-elif [[ $(id -u) -ne 0 ]]; then
-  echo "error: MariaDB is missing and installing it needs root (apt-get install -y mariadb-server)" >&2
-  exit 2
-else
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  # The package's post-install may start the distribution's service; we never rely on it.
-  apt-get install -y -qq --no-install-recommends mariadb-server mariadb-client >/dev/null
-  echo "MariaDB installed: $(/usr/sbin/mariadbd --version)"
-fi
+# ensure NAME CHECK PACKAGE...: install Debian packages unless CHECK already succeeds.
+ensure() {
+  local name=$1 check=$2
+  shift 2
+  if eval "$check" >/dev/null 2>&1; then
+    echo "$name already installed"
+  elif [[ $(id -u) -ne 0 ]]; then
+    echo "error: $name is missing and installing it needs root (apt-get install -y $*)" >&2
+    exit 2
+  else
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # A package's post-install may start the distribution's service; we never rely on it.
+    apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+    echo "$name installed"
+  fi
+}
 
-if command -v java >/dev/null 2>&1; then
-  echo "Java already installed: $(java -version 2>&1 | head -1)"
-elif [[ $(id -u) -ne 0 ]]; then
-  echo "error: Java is missing and installing it needs root (apt-get install -y openjdk-17-jre-headless)" >&2
-  exit 2
-else
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends openjdk-17-jre-headless >/dev/null
-  echo "Java installed: $(java -version 2>&1 | head -1)"
-fi
+ensure MariaDB "test -x /usr/sbin/mariadbd" mariadb-server mariadb-client
+ensure Java "command -v java" openjdk-17-jre-headless
 
 "$here/dockerd.sh" start
 "$here/base-image.sh" python:3.11-slim

@@ -13,7 +13,7 @@ import os
 import secrets
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -183,17 +183,9 @@ class MysqlStack:
     def start(self, *, wait_seconds: float = 180.0) -> list[str]:
         """Start what is not running yet, each step waiting for its service; return the
         names started now. On failure, stop what this call started and raise one line."""
-        started: list[ManagedProcess] = []
-        steps = ((self._mariadb(), self._start_mariadb), (self._s3(), self._start_s3),
-                 (self._mlflow(), self._start_mlflow))
-        try:
-            for service, step in steps:
-                if step(service, wait_seconds):
-                    started.append(service)
-        except ServiceError:
-            for service in reversed(started):
-                service.stop()
-            raise
+        started = self._start_in_order(
+            ((self._mariadb(), self._start_mariadb), (self._s3(), self._start_s3),
+             (self._mlflow(), self._start_mlflow)), wait_seconds)
         for path, env in ((self.client_env_file, self.client_env()),
                           (self.reader_env_file, self.reader_env())):
             write_private(path, "".join(f"export {key}={value}\n" for key, value in env.items()))
@@ -202,17 +194,26 @@ class MysqlStack:
     def start_storage(self, *, wait_seconds: float = 180.0) -> list[str]:
         """MariaDB and the S3 server only, for a tracking server started elsewhere (the
         cloud image in a container); names started now."""
+        started = self._start_in_order(
+            ((self._mariadb(), self._start_mariadb), (self._s3(), self._start_s3)),
+            wait_seconds)
+        return [service.name for service in started]
+
+    @staticmethod
+    def _start_in_order(steps: Sequence[tuple[ManagedProcess, Callable[[ManagedProcess, float],
+                                                                         bool]]],
+                        wait_seconds: float) -> list[ManagedProcess]:
+        """Run each start step; on a failure stop, newest first, what this call started."""
         started: list[ManagedProcess] = []
         try:
-            for service, step in ((self._mariadb(), self._start_mariadb),
-                                  (self._s3(), self._start_s3)):
+            for service, step in steps:
                 if step(service, wait_seconds):
                     started.append(service)
         except ServiceError:
             for service in reversed(started):
                 service.stop()
             raise
-        return [service.name for service in started]
+        return started
 
     def run_sql(self, sql: str) -> str:
         """Run SQL as the database's superuser over the Unix socket (socket authentication,
