@@ -1,0 +1,133 @@
+"""A model's compiled twin: its ONNX graph, scored with onnxruntime from a pandas frame.
+
+Training writes the twin (`pipeline.stages.twin`) next to the skops file, inside the
+model's folder, so the manifest promotion records covers its bytes and the server
+verifies it like every other file. ONNX is data (a protobuf graph of standard
+operators): loading it runs no code of the model's author.
+
+The twin takes one input per raw column, in double for numbers and strings for
+categories, where a missing category is the empty string (`MISSING_CATEGORY`, as the
+sklearn pipeline marks it too). This module imports nothing of the project but the
+serving package: the serving image ships it, training and the gate import it so all
+three score a twin the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+TWIN_FILE = "model.onnx"
+"""Where the twin lives inside the model's artifact folder."""
+
+MISSING_CATEGORY = ""
+DEFAULT_THREADS = 1
+
+
+@dataclass(frozen=True)
+class Parity:
+    """How far a twin's predictions are from its sklearn model's, on `rows` rows."""
+
+    rows: int
+    max_abs: float
+    """Regression: the largest absolute difference; classification: of probabilities."""
+    tolerance: float
+    labels_differ: int = 0
+    """Classification: rows where the predicted labels differ (must be 0)."""
+
+    @property
+    def ok(self) -> bool:
+        return self.labels_differ == 0 and bool(self.max_abs <= self.tolerance)
+
+    def line(self) -> str:
+        labels = f", {self.labels_differ} labels differ" if self.labels_differ else ""
+        return (f"max abs difference {self.max_abs:.3g} (tolerance {self.tolerance:.3g}) "
+                f"over {self.rows} rows{labels}")
+
+
+class OnnxPredictor:
+    """`predict` (and `predict_proba`) of a twin, with the frame fed as its inputs."""
+
+    runtime = "onnx"
+
+    def __init__(self, model_bytes: bytes, *, threads: int = DEFAULT_THREADS) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        self.session = ort.InferenceSession(model_bytes, sess_options=options,
+                                            providers=["CPUExecutionProvider"])
+        self._inputs = [(i.name, i.type == "tensor(string)") for i in self.session.get_inputs()]
+        outputs = [o.name for o in self.session.get_outputs()]
+        self._label = outputs[0]
+        self._proba = outputs[1] if len(outputs) > 1 else None
+
+    @classmethod
+    def from_file(cls, path: Path, *, threads: int = DEFAULT_THREADS) -> OnnxPredictor:
+        return cls(path.read_bytes(), threads=threads)
+
+    def feeds(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+        """One (rows, 1) array per input: doubles with NaN for gaps, or marked strings."""
+        feeds: dict[str, np.ndarray] = {}
+        for name, is_text in self._inputs:
+            column = frame[name]
+            if is_text:
+                values = column.to_numpy(dtype=object)
+                values = np.where(pd.isna(values), MISSING_CATEGORY, values).astype(str)
+            else:
+                values = column.to_numpy(dtype=np.float64, na_value=np.nan)
+            feeds[name] = values.reshape(-1, 1)
+        return feeds
+
+    def predict(self, frame: pd.DataFrame) -> np.ndarray:
+        out = self.session.run([self._label], self.feeds(frame))[0]
+        if out.dtype.kind == "f":
+            return np.asarray(out, dtype=np.float64).reshape(len(frame), -1)[:, 0] \
+                if out.ndim == 2 and out.shape[1] == 1 else np.asarray(out, dtype=np.float64)
+        return np.asarray(out).ravel()
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        if self._proba is None:
+            raise AttributeError("this twin is a regressor: it has no probabilities")
+        return np.asarray(self.session.run([self._proba], self.feeds(frame))[0],
+                          dtype=np.float64)
+
+
+def regression_tolerance(truth: Any, declared: float | None = None) -> float:
+    """1e-6 of the largest target (at least 1e-6), or the card's tolerance in target units."""
+    if declared is not None:
+        return float(declared)
+    values = np.abs(np.asarray(truth, dtype=np.float64))
+    return 1e-6 * max(1.0, float(values.max()) if values.size else 1.0)
+
+
+PROBABILITY_TOLERANCE = 1e-6
+
+
+def parity(model: Any, twin: Any, frame: pd.DataFrame, *, classification: bool,
+           tolerance: float) -> Parity:
+    """Score `frame` with both and measure how far apart they are."""
+    import sklearn
+
+    with sklearn.config_context(skip_parameter_validation=True):
+        expected = model.predict(frame)
+        expected_proba = model.predict_proba(frame) if classification else None
+    found = twin.predict(frame)
+    if not classification:
+        diff = np.abs(np.asarray(expected, dtype=np.float64).ravel()
+                      - np.asarray(found, dtype=np.float64).ravel())
+        worst = float(np.nanmax(diff)) if diff.size else 0.0
+        if not np.isfinite(diff).all():
+            worst = float("inf")
+        return Parity(rows=len(frame), max_abs=worst, tolerance=tolerance)
+    labels_differ = int(np.sum(np.asarray(expected).astype(str)
+                               != np.asarray(found).astype(str)))
+    diff = np.abs(np.asarray(expected_proba, dtype=np.float64) - twin.predict_proba(frame))
+    return Parity(rows=len(frame), max_abs=float(diff.max()) if diff.size else 0.0,
+                  tolerance=PROBABILITY_TOLERANCE, labels_differ=labels_differ)
