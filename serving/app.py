@@ -18,7 +18,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from fastapi import FastAPI, Request
@@ -110,6 +110,10 @@ class ModelStatus(BaseModel):
     last_reload_error: str | None
     last_reload_error_at: str | None
     features: list[str] | None
+    runtime: Literal["onnx", "sklearn"] | None = Field(
+        default=None, description="onnx: the verified compiled twin serves; sklearn: the skops "
+        "model")
+    twin: str | None = Field(default=None, description="why the twin does not serve, if not")
     last_refusal: dict[str, str | None] | None = Field(
         default=None, description="the last version refused before loading, and why")
 

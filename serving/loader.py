@@ -24,6 +24,7 @@ import pandas as pd
 from serving import modelfiles, scoring
 from serving.schema import from_signature
 from serving.scoring import ModelRef
+from serving.twin import OnnxPredictor, Parity, parity, regression_tolerance
 
 # An unreachable registry should show up in seconds, not after MLflow's minutes of retries.
 MLFLOW_HTTP_DEFAULTS = {
@@ -87,15 +88,18 @@ def pinned_ref(uri: str, name: str | None) -> ModelRef:
     return ModelRef(name=name or uri, version=None, run_id=run["run_id"] if run else None, uri=uri)
 
 
-def mlflow_loader(*, tracking_uri: str, max_rows: int) -> Loader:
-    """Download, verify, load with skops, warm up."""
+def mlflow_loader(*, tracking_uri: str, max_rows: int, runtime: str = "auto",
+                  onnx_threads: int = 1, sklearn_threads: int = 1) -> Loader:
+    """Download, verify, load with skops (and the twin with onnxruntime), warm up."""
+    limit_sklearn_threads(sklearn_threads)
 
     def load(ref: ModelRef) -> scoring.LoadedModel:
         workdir = Path(tempfile.mkdtemp(prefix="serving-model-"))
         try:
             local = Path(_download(ref, workdir, tracking_uri))
             checked = _check(ref, local)
-            model, example = _assemble(ref, checked, max_rows=max_rows)
+            model, example = _assemble(ref, checked, max_rows=max_rows, runtime=runtime,
+                                       onnx_threads=onnx_threads)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         warm_up(model, example)
@@ -127,16 +131,19 @@ def _check(ref: ModelRef, local: Path) -> modelfiles.CheckedModel:
         raise Refused(ref, refusal) from None
 
 
-def _assemble(ref: ModelRef, checked: modelfiles.CheckedModel, *,
-              max_rows: int) -> tuple[scoring.LoadedModel, Any]:
+def _assemble(ref: ModelRef, checked: modelfiles.CheckedModel, *, max_rows: int,
+              runtime: str = "auto", onnx_threads: int = 1
+              ) -> tuple[scoring.LoadedModel, Any]:
     from mlflow.models import Model  # MLmodel as YAML, and the input example as JSON
 
     try:
         meta = Model.load(str(checked.folder))
-        predictor = SklearnPredictor(modelfiles.load_sklearn(checked))
+        sklearn_predictor = SklearnPredictor(modelfiles.load_sklearn(checked))
         example = meta.load_input_example(str(checked.folder))
     except Exception as err:
         raise LoadError(f"cannot load: {one_line(err)}") from err
+    predictor, why_not = choose_predictor(checked, sklearn_predictor, example,
+                                          runtime=runtime, threads=onnx_threads)
     model = scoring.LoadedModel(
         info=ModelRef(name=ref.name, version=ref.version, run_id=ref.run_id or meta.run_id,
                       uri=ref.uri),
@@ -145,12 +152,71 @@ def _assemble(ref: ModelRef, checked: modelfiles.CheckedModel, *,
         schema=from_signature(meta.signature, max_rows=max_rows),
         max_rows=max_rows,
         example=example_records(example),
+        runtime=getattr(predictor, "runtime", "sklearn"),
+        twin=why_not,
     )
     return model, example
 
 
+def choose_predictor(checked: modelfiles.CheckedModel, sklearn_predictor: SklearnPredictor,
+                     example: Any, *, runtime: str, threads: int) -> tuple[Any, str | None]:
+    """The twin when the version has one and it agrees with sklearn on the input example.
+
+    A twin that fails to load or disagrees is not served (the version is: through
+    sklearn), and the reason is what `/model` shows as `twin`. The twin file was
+    verified by the manifest with every other file (`modelfiles.check_model`).
+    """
+    if runtime == "sklearn":
+        return sklearn_predictor, "turned off (SERVING_RUNTIME=sklearn)"
+    if checked.twin_file is None:
+        return sklearn_predictor, "this version has no compiled twin"
+    try:
+        twin = OnnxPredictor.from_file(checked.twin_file, threads=threads)
+        twin.estimator = sklearn_predictor.estimator
+    except Exception as err:
+        return sklearn_predictor, f"refused: cannot load {modelfiles.TWIN_FILE}: {one_line(err)}"
+    if example is not None:
+        frame = example if isinstance(example, pd.DataFrame) else pd.DataFrame(example)
+        try:
+            measured = twin_parity(sklearn_predictor.estimator, twin, frame)
+        except Exception as err:
+            return sklearn_predictor, f"refused: the twin fails on the input example: " \
+                                      f"{one_line(err)}"
+        if not measured.ok:
+            return sklearn_predictor, f"refused: the twin disagrees with the model on the " \
+                                      f"input example: {measured.line()}"
+    return twin, None
+
+
+def twin_parity(estimator: Any, twin: OnnxPredictor, frame: pd.DataFrame) -> Parity:
+    """The twin against the sklearn model, with the tolerance it was verified with."""
+    classification = twin.classifier
+    tolerance = 0.0
+    if not classification:
+        import sklearn
+
+        with sklearn.config_context(skip_parameter_validation=True):
+            tolerance = regression_tolerance(estimator.predict(frame), twin.tolerance)
+    return parity(estimator, twin, frame, classification=classification, tolerance=tolerance)
+
+
+def limit_sklearn_threads(threads: int) -> None:
+    """Cap the OpenMP and BLAS pools sklearn uses, for the whole process.
+
+    HistGradientBoosting and the BLAS behind Ridge start one thread per core for every
+    predict. On one row that buys nothing, and on a small machine those threads compete
+    with the event loop, the other workers and the load: the server's p50 was three
+    times its in-process floor before this. `SERVING_SKLEARN_THREADS` raises it.
+    """
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=threads)
+
+
 class SklearnPredictor:
     """An estimator called with sklearn's per-call checks off: the input is validated."""
+
+    runtime = "sklearn"
 
     def __init__(self, estimator: Any) -> None:
         self.estimator = estimator

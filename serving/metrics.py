@@ -80,11 +80,11 @@ class StoreCollector(Collector):
                        "Versions refused before loading (manifest, format or types)",
                        store.refusals)
         info = GaugeMetricFamily("serving_model_info", "The model being served (value 1)",
-                                 labels=["name", "version", "run_id"])
+                                 labels=["name", "version", "run_id", "runtime"])
         model = store.current
         if model is not None:
             info.add_metric([model.info.name, model.info.version or "",
-                             model.info.run_id or ""], 1.0)
+                             model.info.run_id or "", model.runtime], 1.0)
         yield info
         yield GaugeMetricFamily("serving_model_ready", "1 once a verified model is loaded",
                                 value=1.0 if model is not None else 0.0)

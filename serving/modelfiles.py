@@ -12,6 +12,10 @@ input example). Before anything is deserialized, the server, the gate and promot
    MLmodel (`check_types`);
 4. load with skops, trusting exactly those types (`load_sklearn`).
 
+A compiled twin (`model.onnx`, see `serving.twin`) is one more file of the folder: the
+manifest covers it like the others, and it is a graph of standard ONNX operators that
+onnxruntime reads as data (no custom operator library is ever registered).
+
 A model logged with pickle or cloudpickle is refused at step 2, so its code never runs.
 This module imports nothing of the project: the serving image ships it, and the
 pipeline (training, the gate, promote) imports it so all of them apply the same rules.
@@ -42,6 +46,9 @@ ALLOWED_TYPES = frozenset({
 (a test checks every estimator against this list). Add a type only after reading what
 it can do when loaded."""
 
+TWIN_FILE = "model.onnx"
+"""The model's compiled twin (ONNX, data only), next to the skops file."""
+
 LOCAL_ONLY_FILES = frozenset({"registered_model_meta"})
 """Written by MLflow's client into a downloaded `models:/` folder, never stored."""
 
@@ -68,6 +75,9 @@ class CheckedModel:
     model_file: Path
     types: tuple[str, ...]
     manifest: dict[str, str]
+    twin_file: Path | None = None
+    """The compiled twin (`model.onnx`), when the folder has one: its bytes are covered by
+    the same manifest as every other file, so a twin added after the gate is refused."""
 
 
 # --- 1. the bytes --------------------------------------------------------------------------
@@ -220,7 +230,9 @@ def check_model(folder: Path, *, expected_manifest: Mapping[str, str] | None = N
                else manifest(folder))
     model_file = check_mlmodel(folder)
     types = check_types(untrusted_types(model_file))
-    return CheckedModel(folder=folder, model_file=model_file, types=types, manifest=digests)
+    twin = folder / TWIN_FILE
+    return CheckedModel(folder=folder, model_file=model_file, types=types, manifest=digests,
+                        twin_file=twin if TWIN_FILE in digests and twin.is_file() else None)
 
 
 def load_sklearn(checked: CheckedModel) -> Any:

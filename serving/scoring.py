@@ -66,6 +66,10 @@ class LoadedModel:
     schema: FeatureSchema | None
     max_rows: int
     example: list[dict[str, Any]] | None = None  # from the input example, for OpenAPI
+    runtime: str = "sklearn"
+    """`onnx` (the verified compiled twin) or `sklearn` (the skops model)."""
+    twin: str | None = None
+    """Why the twin does not serve (no twin, turned off, refused), or None when it does."""
 
 
 @dataclass(frozen=True)

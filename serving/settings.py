@@ -43,6 +43,14 @@ class ServingSettings(BaseSettings):
     # stuck: /ready answers 503 and a new thread serves the queue.
     serving_stuck_seconds: float | None = Field(default=None, gt=0)
     serving_retry_after_seconds: int = Field(default=1, ge=0)
+    # auto: a version's verified compiled twin (onnxruntime) when it has one, else sklearn;
+    # sklearn: always the skops model (to compare, or to rule the twin out).
+    serving_runtime: Literal["auto", "sklearn"] = "auto"
+    # Threads per worker process. One each by default: a single-row predict gains
+    # nothing from a pool, and on a small machine the pool's threads compete with the
+    # event loop and the other workers (see docs/serving.md).
+    serving_onnx_threads: int = Field(default=1, ge=1, le=64)
+    serving_sklearn_threads: int = Field(default=1, ge=1, le=64)
 
     @model_validator(mode="after")
     def _needs_a_model(self) -> ServingSettings:

@@ -70,7 +70,10 @@ class ModelStore:
                                         settings.model_alias)
             follow, source = True, f"models:/{settings.model_name}@{settings.model_alias}"
         load = mlflow_loader(tracking_uri=settings.mlflow_tracking_uri,
-                             max_rows=settings.serving_max_rows)
+                             max_rows=settings.serving_max_rows,
+                             runtime=settings.serving_runtime,
+                             onnx_threads=settings.serving_onnx_threads,
+                             sklearn_threads=settings.serving_sklearn_threads)
         return cls(resolve=resolve, load=load, poll_seconds=settings.model_poll_seconds,
                    follow=follow, retry_failed_seconds=settings.model_retry_failed_seconds,
                    source=source)
@@ -159,6 +162,8 @@ class ModelStore:
             "last_reload_error": self.last_error,
             "last_reload_error_at": self.last_error_at.isoformat() if self.last_error_at else None,
             "features": model.schema.names if model and model.schema else None,
+            "runtime": model.runtime if model else None,
+            "twin": model.twin if model else None,
             "last_refusal": self.last_refusal,
         }
 

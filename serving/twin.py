@@ -21,8 +21,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-TWIN_FILE = "model.onnx"
-"""Where the twin lives inside the model's artifact folder."""
+from serving.modelfiles import TWIN_FILE
+
+__all__ = ["TWIN_FILE", "OnnxPredictor", "Parity", "parity", "regression_tolerance"]
+
+TOLERANCE_KEY = "mlops.parity_tolerance"
+"""ONNX metadata: the tolerance the twin was verified with at training (target units)."""
 
 MISSING_CATEGORY = ""
 DEFAULT_THREADS = 1
@@ -67,6 +71,21 @@ class OnnxPredictor:
         outputs = [o.name for o in self.session.get_outputs()]
         self._label = outputs[0]
         self._proba = outputs[1] if len(outputs) > 1 else None
+        self.estimator: Any = None
+        """The sklearn model it twins, when the server has it: only to explain bad input."""
+
+    @property
+    def classifier(self) -> bool:
+        return self._proba is not None
+
+    @property
+    def tolerance(self) -> float | None:
+        """The regression tolerance recorded at training, if any."""
+        value = self.session.get_modelmeta().custom_metadata_map.get(TOLERANCE_KEY)
+        try:
+            return float(value) if value is not None else None
+        except ValueError:
+            return None
 
     @classmethod
     def from_file(cls, path: Path, *, threads: int = DEFAULT_THREADS) -> OnnxPredictor:

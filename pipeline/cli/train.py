@@ -43,12 +43,16 @@ def train_command(
     say(f"data: {data.report.rows_in} rows read, {data.report.rows_out} kept after cleansing, "
         f"{len(data.train)} train / {len(data.holdout)} held out (hash {data.data_hash})")
     result = train(data=data, estimator=built, estimator_name=estimator, params=params,
-                   experiment=settings.mlops_experiment)
+                   experiment=settings.mlops_experiment,
+                   twin_tolerance=card.model.twin_tolerance)
     summary: dict[str, Any] = {"run_id": result.run_id, "estimator": estimator,
                                "metrics": result.metrics, "data_hash": result.data_hash}
     link = registry.run_url(settings.mlflow_tracking_uri, result.run_id)
     say(f"logged run {result.run_id}: {link}")
     say(f"trained {estimator}: " + ", ".join(f"{k}={v:.4g}" for k, v in result.metrics.items()))
+    summary["twin"] = result.twin
+    say("compiled twin: onnx, verified on the held-out rows" if result.twin == "onnx"
+        else f"no compiled twin ({result.twin}): it serves through sklearn")
     if register:
         version = (registry.bootstrap_production(mlflow_client, card.model.name, result.run_id,
                                             tracking_uri=settings.mlflow_tracking_uri)

@@ -30,6 +30,9 @@ class _Strict(BaseModel):
 class ModelSection(_Strict):
     name: str = Field(min_length=1, max_length=256, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
     candidate_run_id: str | None = Field(default=None, pattern=RUN_ID_PATTERN)
+    twin_tolerance: float | None = Field(default=None, gt=0)
+    """Regression: how far (in target units) the compiled twin may be from the model;
+    by default 1e-6 * max(1, |y|)."""
 
 
 class PromotionPolicy(_Strict):

@@ -27,7 +27,7 @@ from mlflow.tracking import MlflowClient
 from pipeline.errors import ConfigError, RegistryError
 from pipeline.gitops import registry
 from pipeline.gitops.card import ModelCard, check_policy, policy_hash
-from pipeline.gitops.gate import Decision, Evaluation, decide
+from pipeline.gitops.gate import Decision, Evaluation, TwinCheck, decide, with_twin
 from pipeline.gitops.report import plot
 from pipeline.gitops.stats import Interval, paired_bootstrap, supports
 from pipeline.gitops.verdict import MetricRow, Verdict
@@ -36,6 +36,8 @@ from pipeline.stages.data import PreparedData, prepare
 from pipeline.stages.datasets import DatasetSpec, load_spec
 from pipeline.stages.evaluate import evaluate
 from serving import modelfiles
+from serving.twin import OnnxPredictor, regression_tolerance
+from serving.twin import parity as twin_parity
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -200,6 +202,8 @@ def run_gate(card: ModelCard, *, mlflow_client: MlflowClient, tracking_uri: str)
                                        tracking_uri=tracking_uri)
         check_comparable(candidate, production, spec=spec)
         models = {"candidate": load(candidate)}
+        twin_file = candidate.checked.twin_file  # verified by the manifest with the others
+        twin_bytes = twin_file.read_bytes() if twin_file is not None else None
         if production is not None:
             models["production"] = load(production)
     former = policy.mode == "rollback" and was_production(mlflow_client, name, run_id)
@@ -228,18 +232,43 @@ def run_gate(card: ModelCard, *, mlflow_client: MlflowClient, tracking_uri: str)
         run_id=production.run_id, version=current.version, metrics=scores["production"])
     decision = decide(policy=policy, candidate=cand_eval, production=prod_eval,
                       interval=intervals.get(policy.metric), former_production=former)
+    twin = check_twin(twin_bytes, models["candidate"], x, y, task=spec.task,
+                      declared=card.model.twin_tolerance)
+    decision = with_twin(decision, twin)
     verdict = _verdict(card, decision, scores, intervals, candidate, production, data,
-                       tracking_uri)
+                       tracking_uri, twin)
     classes = list(models["candidate"].classes_) if hasattr(models["candidate"], "classes_") \
         else None
     return GateOutcome(verdict=verdict, candidate=candidate, production=production, data=data,
                        predictions=predictions, probabilities=probabilities, classes=classes)
 
 
+def check_twin(twin_bytes: bytes | None, model: Any, x: pd.DataFrame, y: pd.Series, *,
+               task: str, declared: float | None) -> TwinCheck | None:
+    """Score the gate's rows with the candidate's twin (checked by the manifest) and its model.
+
+    The tolerance is the card's, else the one the twin was verified with at training,
+    else `1e-6 * max(1, |y|)`.
+    """
+    if twin_bytes is None:
+        return None
+    try:
+        twin = OnnxPredictor(twin_bytes)
+        classification = task == "classification"
+        tolerance = 0.0 if classification else regression_tolerance(
+            y, declared if declared is not None else twin.tolerance)
+        measured = twin_parity(model, twin, x, classification=classification,
+                               tolerance=tolerance)
+    except Exception as err:
+        return TwinCheck(ok=False, detail=f"it fails to score: {type(err).__name__}: "
+                                          f"{' '.join(str(err).split())[:200]}")
+    return TwinCheck(ok=measured.ok, detail=measured.line())
+
+
 def _verdict(card: ModelCard, decision: Decision, scores: dict[str, dict[str, float]],
              intervals: dict[str, Interval], candidate: ResolvedModel,
              production: ResolvedModel | None, data: PreparedData,
-             tracking_uri: str) -> Verdict:
+             tracking_uri: str, twin: TwinCheck | None = None) -> Verdict:
     policy = card.promotion
     rows: dict[str, MetricRow] = {}
     for metric, value in scores["candidate"].items():
@@ -279,6 +308,7 @@ def _verdict(card: ModelCard, decision: Decision, scores: dict[str, dict[str, fl
         data_hashes=hashes, evaluated_rows=len(data.holdout), policy_hash=policy_hash(card),
         tracking_uri=tracking_uri,
         gated_at=now(), notes=tuple(notes), manifest=candidate.checked.manifest,
+        twin=twin.describe() if twin is not None else None,
     )
 
 

@@ -58,6 +58,31 @@ class Decision:
     improvement_bound: float | None
 
 
+@dataclass(frozen=True)
+class TwinCheck:
+    """The candidate's compiled twin against its sklearn model, on the gate's rows."""
+
+    ok: bool
+    detail: str
+
+    def describe(self) -> str:
+        verdict = "agrees with" if self.ok else "disagrees with"
+        return f"twin: the compiled twin {verdict} the model ({self.detail})"
+
+
+def with_twin(decision: Decision, twin: TwinCheck | None) -> Decision:
+    """A twin that disagrees fails the gate: the server would otherwise serve it."""
+    if twin is None:
+        return decision
+    if twin.ok:
+        reasons = (*decision.reasons, twin.describe()) if decision.passed else decision.reasons
+        return Decision(passed=decision.passed, reasons=reasons, floors=decision.floors,
+                        improvement_bound=decision.improvement_bound)
+    failures = decision.reasons if not decision.passed else ()
+    return Decision(passed=False, reasons=(twin.describe(), *failures), floors=decision.floors,
+                    improvement_bound=decision.improvement_bound)
+
+
 def fmt(value: float | None) -> str:
     if value is None:
         return "n/a"

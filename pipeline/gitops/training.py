@@ -75,7 +75,8 @@ def train_step(*, card_path: Path, work_dir: str, estimator: str,
     settings = load_settings()
     registry.check_reachable(settings.mlflow_tracking_uri)
     result = train(data=data, estimator=built, estimator_name=estimator, params=dict(params),
-                   experiment=settings.mlops_experiment)
+                   experiment=settings.mlops_experiment,
+                   twin_tolerance=card.model.twin_tolerance)
     return {"run_id": result.run_id, "metrics": result.metrics}
 
 

@@ -61,6 +61,9 @@ class Verdict:
     gated_at: str
     notes: tuple[str, ...] = ()
     manifest: dict[str, str] = field(default_factory=dict)
+    twin: str | None = None
+    """The candidate's compiled twin re-checked on the evaluated rows (one sentence), or
+    None when it has none: a twin that disagrees with its model fails the gate."""
 
     @property
     def interval(self) -> MetricRow | None:

@@ -249,7 +249,7 @@ def _rows_of(scope: Any, container: Any, features: str, width: int, value: np.nd
                        name=scope.get_unique_operator_name("ConstantOfShape"))
     constant = scope.get_unique_variable_name("constant")
     container.add_initializer(constant, onnx_type, [1, width], value.ravel().tolist())
-    out = scope.get_unique_variable_name("filled")
+    out: str = scope.get_unique_variable_name("filled")
     container.add_node("Add", [zeros, constant], [out], name=scope.get_unique_operator_name("Add"))
     return out
 

@@ -40,7 +40,9 @@ from pipeline.stages.data import PreparedData
 from pipeline.stages.datasets import Task
 from pipeline.stages.evaluate import evaluate
 from pipeline.stages.features import build_model
+from pipeline.stages.twin import Twin, TwinRefused, compile_twin
 from serving import modelfiles
+from serving.twin import TWIN_FILE
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +75,8 @@ class TrainResult:
     metrics: dict[str, float]
     data_hash: str
     model_uri: str
+    twin: str = "none"
+    """`onnx` when a verified twin was logged, else why not (one line)."""
 
 
 def parse_params(pairs: Sequence[str]) -> dict[str, Any]:
@@ -166,8 +170,14 @@ def signature_sample(x: pd.DataFrame, *, rows: int = 100) -> pd.DataFrame:
 
 
 def log_run(*, data: PreparedData, model: Pipeline, estimator_name: str,
-            params: dict[str, Any], metrics: dict[str, float], experiment: str) -> str:
-    """Log params, metrics, tags and the model as one run; delete it if anything fails."""
+            params: dict[str, Any], metrics: dict[str, float], experiment: str,
+            twin: Twin | TwinRefused | None = None) -> str:
+    """Log params, metrics, tags and the model as one run; delete it if anything fails.
+
+    A verified twin is written into the model's own artifact folder, next to the skops
+    file, so the manifest promotion records covers it; a refused one leaves its reason
+    as the run's `twin` tag and its parity figures, when measured, as metrics.
+    """
     mlflow.set_experiment(experiment)
     sample = signature_sample(data.x_train)
     signature = infer_signature(sample, model.predict(sample))
@@ -177,7 +187,9 @@ def log_run(*, data: PreparedData, model: Pipeline, estimator_name: str,
             mlflow.log_params(_params(data, estimator_name, model, params))
             mlflow.log_metrics(metrics)
             mlflow.log_metrics({f"cleanse_{k}": v for k, v in data.report.counts.items()})
-            mlflow.sklearn.log_model(
+            mlflow.log_metrics(twin_metrics(twin))
+            mlflow.set_tag("twin", twin_tag(twin))
+            info = mlflow.sklearn.log_model(
                 sk_model=model,
                 name=MODEL_ARTIFACT,
                 signature=signature,
@@ -185,11 +197,39 @@ def log_run(*, data: PreparedData, model: Pipeline, estimator_name: str,
                 pip_requirements=pip_requirements(),
                 skops_trusted_types=trusted_types(model),
             )
+            if isinstance(twin, Twin):
+                log_twin(info.model_id, twin)
         except BaseException:
             mlflow.end_run(status="FAILED")
             mlflow.delete_run(run.info.run_id)
             raise
     return str(run.info.run_id)
+
+
+def twin_metrics(twin: Twin | TwinRefused | None) -> dict[str, float]:
+    """The parity figures: the gate re-measures them, the benchmark reports them."""
+    if twin is None or twin.parity is None:
+        return {}
+    return {"twin_parity_max_abs": twin.parity.max_abs, "twin_rows": float(twin.parity.rows),
+            "twin_parity_tolerance": twin.parity.tolerance,
+            "twin_labels_differ": float(twin.parity.labels_differ)}
+
+
+def twin_tag(twin: Twin | TwinRefused | None) -> str:
+    if twin is None:
+        return "not compiled"
+    return "onnx" if isinstance(twin, Twin) else twin.reason[:500]
+
+
+def log_twin(model_id: str, twin: Twin) -> None:
+    """Write the twin's graph as `model.onnx` inside the logged model's folder."""
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory(prefix="twin-") as tmp:
+        path = Path(tmp) / TWIN_FILE
+        path.write_bytes(twin.onnx_bytes)
+        mlflow.MlflowClient().log_model_artifact(model_id, str(path))
 
 
 def _tags(data: PreparedData, estimator_name: str) -> dict[str, str]:
@@ -220,15 +260,24 @@ def _params(data: PreparedData, estimator_name: str, model: Pipeline,
 
 
 def train(*, data: PreparedData, estimator: BaseEstimator, estimator_name: str,
-          params: dict[str, Any], experiment: str) -> TrainResult:
-    """The whole training stage: fit, evaluate on the held-out set, log.
+          params: dict[str, Any], experiment: str,
+          twin_tolerance: float | None = None) -> TrainResult:
+    """The whole training stage: fit, evaluate on the held-out set, compile its twin, log.
 
     The estimator comes in already built by `make_estimator`, so a wrong name or
-    parameter fails before the (slower) data stage runs.
+    parameter fails before the (slower) data stage runs. The twin is verified on the
+    same rows the model is evaluated on; without one the model serves through sklearn.
     """
     model = fit(data, estimator)
-    metrics = evaluate(model, data.x_holdout, data.y_holdout, task=data.spec.task)
+    x_eval, y_eval = data.x_holdout, data.y_holdout
+    metrics = evaluate(model, x_eval, y_eval, task=data.spec.task)
+    twin = compile_twin(model, data.spec, x_eval, y_eval, tolerance=twin_tolerance)
+    if isinstance(twin, TwinRefused):
+        log.warning("no compiled twin: %s", twin.reason)
+    else:
+        log.info("compiled twin: %s", twin.parity.line())
     run_id = log_run(data=data, model=model, estimator_name=estimator_name, params=params,
-                     metrics=metrics, experiment=experiment)
+                     metrics=metrics, experiment=experiment, twin=twin)
     return TrainResult(run_id=run_id, estimator=estimator_name, metrics=metrics,
-                       data_hash=data.data_hash, model_uri=f"runs:/{run_id}/{MODEL_ARTIFACT}")
+                       data_hash=data.data_hash, model_uri=f"runs:/{run_id}/{MODEL_ARTIFACT}",
+                       twin=twin_tag(twin))

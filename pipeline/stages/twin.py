@@ -18,7 +18,7 @@ from sklearn.pipeline import Pipeline
 
 from pipeline.stages import onnx_compat
 from pipeline.stages.datasets import DatasetSpec
-from serving.twin import OnnxPredictor, Parity, parity, regression_tolerance
+from serving.twin import TOLERANCE_KEY, OnnxPredictor, Parity, parity, regression_tolerance
 
 TARGET_OPSET = {"": 18, "ai.onnx.ml": 3}
 
@@ -80,7 +80,16 @@ def verify(model: Pipeline, predictor: OnnxPredictor, onnx_bytes: bytes, spec: D
         return TwinRefused(f"the twin fails to score: {_one_line(err)}")
     if not measured.ok:
         return TwinRefused(f"the twin disagrees with the model: {measured.line()}", measured)
-    return Twin(onnx_bytes=onnx_bytes, parity=measured)
+    return Twin(onnx_bytes=with_tolerance(onnx_bytes, measured.tolerance), parity=measured)
+
+
+def with_tolerance(onnx_bytes: bytes, tolerance: float) -> bytes:
+    """The graph with the tolerance it was verified with, for the server's own re-check."""
+    import onnx
+
+    graph = onnx.load_from_string(onnx_bytes)
+    onnx.helper.set_model_props(graph, {TOLERANCE_KEY: repr(float(tolerance))})
+    return bytes(graph.SerializeToString())
 
 
 def _one_line(err: BaseException) -> str:
