@@ -1,0 +1,165 @@
+"""Compiled twins: every estimator of the registry, on both tasks, predicts like its model.
+
+The models are fitted on a sample of the demo data (so the module runs in seconds) and
+compared on held-out rows with gaps added in numbers and categories, the inputs the
+server accepts. A twin that does not match its model is refused: at training
+(`compile_twin`) and in the gate (`check_twin`, `with_twin`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.pipeline import Pipeline
+from threadpoolctl import threadpool_limits
+
+from pipeline.gitops.evaluation import check_twin
+from pipeline.gitops.gate import Decision, TwinCheck, with_twin
+from pipeline.stages import twin as twin_stage
+from pipeline.stages.data import PreparedData, prepare
+from pipeline.stages.datasets import Column, DatasetSpec, load_spec
+from pipeline.stages.train import ESTIMATORS, fit, make_estimator
+from pipeline.stages.twin import Twin, TwinRefused, compile_twin
+from serving.twin import OnnxPredictor
+
+TRAIN_ROWS, CHECK_ROWS = 2500, 1500
+
+
+def _with_gaps(frame: pd.DataFrame) -> pd.DataFrame:
+    out = frame.copy()
+    rng = np.random.default_rng(0)
+    out.loc[rng.random(len(out)) < 0.05, "carat"] = np.nan
+    out.loc[rng.random(len(out)) < 0.05, "cut"] = None
+    out.loc[rng.random(len(out)) < 0.02, "color"] = "never-seen"
+    return out
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread() -> Iterator[None]:
+    """OpenMP's pool, on a busy 2-core machine, makes the boosting fits 30x slower."""
+    with threadpool_limits(limits=1):
+        yield
+
+
+@pytest.fixture(scope="module")
+def demo() -> dict[str, PreparedData]:
+    """The demo data, as the regression it is and as a three-band classification."""
+    full = prepare(load_spec("diamonds"))
+    train = _with_gaps(full.train.sample(TRAIN_ROWS, random_state=0))
+    holdout = _with_gaps(full.holdout.head(CHECK_ROWS))
+    regression = dataclasses.replace(full, train=train, holdout=holdout)
+
+    def band(frame: pd.DataFrame) -> pd.DataFrame:
+        price = frame["price"]
+        return frame.assign(band=np.select([price < 1000, price < 5000], ["low", "mid"],
+                                           "high"))
+
+    spec: DatasetSpec = dataclasses.replace(
+        full.spec, task="classification",
+        target=Column(name="band", kind="categorical", categories=("low", "mid", "high")))
+    classification = dataclasses.replace(full, spec=spec, train=band(train),
+                                         holdout=band(holdout))
+    return {"regression": regression, "classification": classification}
+
+
+@pytest.fixture(scope="module")
+def boosting(demo: dict[str, PreparedData]) -> Pipeline:
+    return fit(demo["regression"], make_estimator("regression", "hist_gradient_boosting", {}))
+
+
+CASES = [(task, name) for task in ("regression", "classification") for name in ESTIMATORS[task]]
+
+
+@pytest.mark.parametrize(("task", "name"), CASES, ids=[f"{t}-{n}" for t, n in CASES])
+def test_every_estimator_gets_a_twin_that_predicts_like_it(demo: dict[str, PreparedData],
+                                                           task: str, name: str) -> None:
+    data = demo[task]
+    model = fit(data, make_estimator(task, name, {}))  # type: ignore[arg-type]
+    result = compile_twin(model, data.spec, data.x_holdout, data.y_holdout)
+    assert isinstance(result, Twin), getattr(result, "reason", "")
+    assert result.parity.rows == CHECK_ROWS
+    twin = OnnxPredictor(result.onnx_bytes)
+    expected = model.predict(data.x_holdout)
+    if task == "regression":
+        limit = 1e-6 * max(1.0, float(data.y_holdout.abs().max()))
+        assert np.max(np.abs(twin.predict(data.x_holdout) - expected)) <= limit
+        assert twin.tolerance == pytest.approx(limit)
+    else:
+        assert list(twin.predict(data.x_holdout)) == list(expected)
+        np.testing.assert_allclose(twin.predict_proba(data.x_holdout),
+                                   model.predict_proba(data.x_holdout), atol=1e-6, rtol=0)
+
+
+def test_tree_models_are_not_scaled_and_categories_carry_a_missing_marker(
+        demo: dict[str, PreparedData], boosting: Pipeline) -> None:
+    data, trees = demo["regression"], boosting
+    linear = fit(data, make_estimator("regression", "ridge", {}))
+    numeric = {name: step for name, step, _ in trees.named_steps["features"].transformers_}
+    assert [n for n, _ in numeric["numeric"].steps] == ["impute"]
+    numeric = {name: step for name, step, _ in linear.named_steps["features"].transformers_}
+    assert [n for n, _ in numeric["numeric"].steps] == ["impute", "scale"]
+    assert list(numeric["categorical"].named_steps) == ["mark_missing", "impute", "encode"]
+
+
+def _other_twin(data: PreparedData) -> bytes:
+    """The twin of a different model (another seed and depth) of the same columns."""
+    other = fit(data, make_estimator("regression", "hist_gradient_boosting",
+                                     {"max_depth": 2, "max_iter": 20}))
+    return twin_stage.convert(other, data.spec)
+
+
+def test_a_twin_that_disagrees_is_refused_at_training(demo: dict[str, PreparedData],
+                                                      boosting: Pipeline,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    data, model = demo["regression"], boosting
+    wrong = _other_twin(data)
+    monkeypatch.setattr(twin_stage, "convert", lambda *_: wrong)
+    result = compile_twin(model, data.spec, data.x_holdout, data.y_holdout)
+    assert isinstance(result, TwinRefused)
+    assert result.reason.startswith("the twin disagrees with the model: max abs difference")
+    assert result.parity is not None and result.parity.rows == CHECK_ROWS
+
+
+def test_a_model_that_cannot_be_converted_is_refused_in_one_line(
+        demo: dict[str, PreparedData], monkeypatch: pytest.MonkeyPatch) -> None:
+    data = demo["regression"]
+    model = fit(data, make_estimator("regression", "ridge", {}))
+
+    def broken(*_: object) -> bytes:
+        raise RuntimeError("Unable to create node\n'TreeEnsembleRegressor'")
+
+    monkeypatch.setattr(twin_stage, "convert", broken)
+    result = compile_twin(model, data.spec, data.x_holdout)
+    assert isinstance(result, TwinRefused)
+    assert result.reason == ("cannot convert to ONNX: RuntimeError: Unable to create node "
+                             "'TreeEnsembleRegressor'")
+
+
+def test_the_gate_fails_a_candidate_whose_twin_disagrees(demo: dict[str, PreparedData],
+                                                         boosting: Pipeline) -> None:
+    data, model = demo["regression"], boosting
+    own = compile_twin(model, data.spec, data.x_holdout, data.y_holdout)
+    assert isinstance(own, Twin)
+    agrees = check_twin(own.onnx_bytes, model, data.x_holdout, data.y_holdout,
+                        task="regression", declared=None)
+    disagrees = check_twin(_other_twin(data), model, data.x_holdout, data.y_holdout,
+                           task="regression", declared=None)
+    assert agrees is not None and agrees.ok
+    assert disagrees is not None and not disagrees.ok
+    assert check_twin(None, model, data.x_holdout, data.y_holdout, task="regression",
+                      declared=None) is None
+
+    passing = Decision(passed=True, reasons=("floor: r2 is 0.97",), floors=(),
+                       improvement_bound=1.0)
+    kept = with_twin(passing, agrees)
+    assert kept.passed and kept.reasons[-1].startswith("twin: the compiled twin agrees")
+    failed = with_twin(passing, disagrees)
+    assert not failed.passed
+    assert failed.reasons[0].startswith("twin: the compiled twin disagrees with the model "
+                                        "(max abs difference")
+    assert with_twin(passing, None) is passing
+    assert not with_twin(passing, TwinCheck(ok=False, detail="it fails to score")).passed
