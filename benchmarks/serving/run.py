@@ -1,13 +1,23 @@
-"""Benchmark: this server vs `mlflow models serve` on the same registered model.
+"""Benchmark: this server (compiled twin and sklearn) vs `mlflow models serve`, per estimator.
 
-Starts a throwaway MLflow server (SQLite, temporary folder), trains a cheap model
-(ridge) into it as Production, starts both servers on loopback with one worker each,
-and drives each in turn with the same payloads from `loadgen` (closed loop, bounded
-in time): 1 and 100 rows, 2 and 16 connections. Prints requests/s, p50, p99 and the
-ratio to MLflow, plus the floor: sklearn's own predict on the same frames, in process.
+Starts a throwaway MLflow server (SQLite, temporary folder). For each estimator
+(ridge, hist_gradient_boosting, random_forest) it trains the model into it as
+Production of its own registered model, then starts in turn, one worker each on
+loopback: `mlflow models serve`, this server with the twin (`SERVING_RUNTIME=auto`,
+onnxruntime) and this server with sklearn (`SERVING_RUNTIME=sklearn`). Each is driven
+with the same payloads from `loadgen` (closed loop, bounded in time); for each server
+it records the cold start (process start to ready, the model's files from the local
+tracking server), the resident memory after warm-up, and for ours the HTTP floor
+(`/health` on the same server and load generator). The in-process floor is sklearn's
+own predict on the same frames.
+
+The last lines are machine-readable, one per cell:
+RESULT estimator=<name> runtime=<onnx|sklearn> rows=<n> conns=<c> rps=<x> mlflow_rps=<y>
+ratio=<x/y> p50_ms=<p> p99_ms=<q> parity_max_abs=<d>
 
 Usage: .venv/bin/python benchmarks/serving/run.py   (make bench-serving)
-Environment: BENCH_SECONDS (per measurement, default 4), BENCH_ESTIMATOR (ridge).
+Environment: BENCH_SECONDS (per cell, default 4), BENCH_ESTIMATORS (comma-separated,
+default all three), BENCH_SCENARIOS (rows x conns, default "1x2,100x2").
 Timings on shared machines are noisy: compare the ratios measured in one run.
 """
 
@@ -20,7 +30,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 import requests
@@ -36,8 +48,22 @@ from pipeline.stages.data import prepare  # noqa: E402
 from pipeline.stages.datasets import load_spec  # noqa: E402
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", "4"))
-ESTIMATOR = os.environ.get("BENCH_ESTIMATOR", "ridge")
-SCENARIOS = [(1, 2), (1, 16), (100, 2), (100, 16)]
+ESTIMATORS = os.environ.get("BENCH_ESTIMATORS",
+                            "ridge,hist_gradient_boosting,random_forest").split(",")
+SCENARIOS = [tuple(int(n) for n in cell.split("x"))
+             for cell in os.environ.get("BENCH_SCENARIOS", "1x2,100x2").split(",")]
+RUNTIMES = ("onnx", "sklearn")
+
+
+@dataclass
+class Served:
+    """One server process for one model: how it started, its memory, its cells."""
+
+    cold_start_s: float
+    rss_mb: float
+    cells: dict[tuple[int, int], Result]
+    health: Result | None = None
+    runtime: str = ""
 
 
 def free_port() -> int:
@@ -60,35 +86,112 @@ def wait_ok(url: str, seconds: float = 180) -> None:
     raise SystemExit(f"error: {url} did not answer within {seconds:.0f} s")
 
 
-def train(env: dict[str, str]) -> dict[str, str]:
+def train(env: dict[str, str], card: Path, estimator: str) -> dict[str, Any]:
     done = subprocess.run(
-        [venv_bin("mlops"), "train", "--estimator", ESTIMATOR, "--register", "--promote",
-         "--json"], capture_output=True, text=True, env={**os.environ, **env}, cwd=REPO,
-        check=False)
+        [venv_bin("mlops"), "train", "--card", str(card), "--estimator",
+         estimator, "--register", "--promote", "--json"], capture_output=True, text=True,
+        env={**os.environ, **env, "PYTHONPATH": str(REPO)}, cwd=REPO, check=False)
     if done.returncode != 0:
         raise SystemExit(f"error: training failed: {done.stderr.strip().splitlines()[-1]}")
-    result: dict[str, str] = json.loads(done.stdout)
+    result: dict[str, Any] = json.loads(done.stdout)
     return result
 
 
 def floor(model_uri: str, frames: dict[int, object]) -> dict[int, float]:
     """Median ms of the model's own predict on the same rows, in this process."""
     import mlflow.sklearn
+    from threadpoolctl import threadpool_limits
 
     model = mlflow.sklearn.load_model(model_uri)
     out = {}
-    for rows, frame in frames.items():
-        times = []
-        for _ in range(300):
-            began = time.perf_counter()
-            model.predict(frame)
-            times.append((time.perf_counter() - began) * 1000)
-        out[rows] = statistics.median(times[20:])
+    with threadpool_limits(limits=1):
+        for rows, frame in frames.items():
+            times = []
+            for _ in range(200):
+                began = time.perf_counter()
+                model.predict(frame)
+                times.append((time.perf_counter() - began) * 1000)
+            out[rows] = statistics.median(times[20:])
     return out
 
 
+def resident_mb(process: ManagedProcess) -> float:
+    """Resident memory of the server and its children (gunicorn workers), in MB."""
+    import psutil
+
+    pid = process.pid()
+    if pid is None:
+        return float("nan")
+    root = psutil.Process(pid)
+    members = [root, *root.children(recursive=True)]
+    return sum(p.memory_info().rss for p in members) / 1e6
+
+
+def measure(process: ManagedProcess, command: list[str], env: dict[str, str], port: int,
+            path: str, bodies: dict[int, bytes], *, health: bool) -> Served:
+    began = time.monotonic()
+    process.start(command, wait_seconds=300, env=env)
+    cold = time.monotonic() - began
+    common = {"host": "127.0.0.1", "port": port, "seconds": SECONDS}
+    cells = {}
+    try:
+        load(path=path, body=bodies[SCENARIOS[0][0]], connections=1, seconds=1.0,
+             host="127.0.0.1", port=port)  # warm-up before the memory is read
+        rss = resident_mb(process)
+        for rows, connections in SCENARIOS:
+            cells[(rows, connections)] = load(path=path, body=bodies[rows],
+                                              connections=connections, **common)  # type: ignore[arg-type]
+        floor_http = load(path="/health", body=b"", connections=SCENARIOS[0][1], **common) \
+            if health else None  # type: ignore[arg-type]
+    finally:
+        process.stop()
+    return Served(cold_start_s=cold, rss_mb=rss, cells=cells, health=floor_http)
+
+
+def bench_estimator(estimator: str, home: Path, env: dict[str, str], card_text: str,
+                    bodies: dict[int, dict[str, bytes]], frames: dict[int, Any]
+                    ) -> dict[str, Any]:
+    name = f"bench-{estimator.replace('_', '-')}"
+    card = home / f"{estimator}.yaml"
+    card.write_text(card_text.replace("name: diamond-price", f"name: {name}", 1))
+    print(f"training {estimator} ...", file=sys.stderr)
+    trained = train(env, card, estimator)
+    import mlflow
+
+    run = mlflow.MlflowClient().get_run(trained["run_id"])
+    parity = run.data.metrics.get("twin_parity_max_abs", float("nan"))
+    model_uri = f"models:/{name}@production"
+    floors = floor(model_uri, frames)
+    port = free_port()
+    mlflow_process = ManagedProcess(name=f"mlflow-serve-{estimator}", home=home,
+                                    health_url=f"http://127.0.0.1:{port}/health")
+    print(f"  mlflow models serve ({estimator}) ...", file=sys.stderr)
+    theirs = measure(mlflow_process, [venv_bin("mlflow"), "models", "serve", "-m", model_uri,
+                                      "--env-manager", "local", "-h", "127.0.0.1",
+                                      "-p", str(port), "-w", "1"],
+                     {**env, "PATH": f"{Path(venv_bin('mlflow')).parent}:"
+                                     f"{os.environ.get('PATH', '')}"},
+                     port, "/invocations", {r: b["invocations"] for r, b in bodies.items()},
+                     health=False)
+    ours: dict[str, Served] = {}
+    for runtime in RUNTIMES:
+        port = free_port()
+        process = ManagedProcess(name=f"serving-{estimator}-{runtime}", home=home,
+                                 health_url=f"http://127.0.0.1:{port}/ready")
+        print(f"  this server, {runtime} ({estimator}) ...", file=sys.stderr)
+        ours[runtime] = measure(process, [sys.executable, "-m", "serving"], {
+            **env, "MODEL_NAME": name, "SERVING_HOST": "127.0.0.1", "SERVING_PORT": str(port),
+            "SERVING_LOG_LEVEL": "warning",
+            "SERVING_RUNTIME": "auto" if runtime == "onnx" else "sklearn"},
+            port, "/predict", {r: b["predict"] for r, b in bodies.items()}, health=True)
+        ours[runtime].runtime = runtime
+    return {"estimator": estimator, "trained": trained, "parity": parity, "floors": floors,
+            "mlflow": theirs, "ours": ours}
+
+
 def main() -> None:
-    card = load_card(REPO / "model_card.yaml")
+    card_path = REPO / "model_card.yaml"
+    card = load_card(card_path)
     data = prepare(load_spec(card.data.dataset), source=card.data.source,
                    holdout_fraction=card.data.holdout_fraction)
     holdout = data.x_holdout.dropna().reset_index(drop=True)
@@ -101,70 +204,62 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
         home = Path(tmp)
-        mlflow_port, ours_port, theirs_port = free_port(), free_port(), free_port()
+        mlflow_port = free_port()
         tracking, command = mlflow_server(home=home / "mlflow", host="127.0.0.1",
                                           port=mlflow_port)
         env = {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{mlflow_port}",
                "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
-        ours = ManagedProcess(name="serving", home=home,
-                              health_url=f"http://127.0.0.1:{ours_port}/ready")
-        theirs = ManagedProcess(name="mlflow-serve", home=home,
-                                health_url=f"http://127.0.0.1:{theirs_port}/health")
         try:
-            print(f"starting MLflow and training {ESTIMATOR} ...", file=sys.stderr)
+            print("starting MLflow ...", file=sys.stderr)
             tracking.start(command, wait_seconds=180)
-            trained = train(env)
-            model_uri = f"models:/{card.model.name}@production"
             os.environ.update(env)
-            floors = floor(model_uri, frames)
-            print("starting both servers (one worker each) ...", file=sys.stderr)
-            ours.start([sys.executable, "-m", "serving"], wait_seconds=180, env={
-                **env, "MODEL_NAME": card.model.name, "SERVING_HOST": "127.0.0.1",
-                "SERVING_PORT": str(ours_port), "SERVING_LOG_LEVEL": "warning"})
-            theirs.start([venv_bin("mlflow"), "models", "serve", "-m", model_uri,
-                          "--env-manager", "local", "-h", "127.0.0.1",
-                          "-p", str(theirs_port), "-w", "1"], wait_seconds=180,
-                         env={**env, "PATH": f"{Path(venv_bin('mlflow')).parent}:"
-                                             f"{os.environ.get('PATH', '')}"})
-            results = run_all(bodies, ours_port, theirs_port)
+            results = [bench_estimator(estimator, home, env, card_path.read_text(), bodies,
+                                       frames) for estimator in ESTIMATORS]
         finally:
-            for process in (theirs, ours, tracking):
-                process.stop()
-    print_table(results, floors, trained, ESTIMATOR)
+            tracking.stop()
+    print_table(results)
 
 
-def run_all(bodies: dict[int, dict[str, bytes]], ours_port: int,
-            theirs_port: int) -> list[tuple[int, int, Result, Result, Result]]:
-    results = []
-    for rows, connections in SCENARIOS:
-        print(f"  {rows} row(s), {connections} connections ...", file=sys.stderr)
-        common = {"host": "127.0.0.1", "connections": connections, "seconds": SECONDS}
-        mlflow_result = load(port=theirs_port, path="/invocations",
-                             body=bodies[rows]["invocations"], **common)  # type: ignore[arg-type]
-        invocations = load(port=ours_port, path="/invocations",
-                           body=bodies[rows]["invocations"], **common)  # type: ignore[arg-type]
-        predict = load(port=ours_port, path="/predict",
-                       body=bodies[rows]["predict"], **common)  # type: ignore[arg-type]
-        results.append((rows, connections, mlflow_result, invocations, predict))
-    return results
-
-
-def print_table(results: list[tuple[int, int, Result, Result, Result]],
-                floors: dict[int, float], trained: dict[str, str], estimator: str) -> None:
-    print(f"\nmodel: {estimator} in the ColumnTransformer+OneHot pipeline (run "
-          f"{trained['run_id']}); {SECONDS:.0f} s per cell, loopback, one worker each")
-    print("| rows | conns | server | endpoint | req/s | p50 ms | p99 ms | failed "
-          "| req/s vs MLflow |")
-    print("|---:|---:|---|---|---:|---:|---:|---:|---:|")
-    for rows, connections, theirs, invocations, predict in results:
-        for server, endpoint, result in (("mlflow models serve", "/invocations", theirs),
-                                         ("this server", "/invocations", invocations),
-                                         ("this server", "/predict", predict)):
-            ratio = result.rps / theirs.rps if theirs.rps else float("nan")
-            print(f"| {rows} | {connections} | {server} | {endpoint} | {result.rps:.0f} | "
-                  f"{result.p50:.2f} | {result.p99:.2f} | {result.failures} | {ratio:.2f}x |")
-    print("\nfloor (sklearn predict on the same DataFrame, in process, median): "
-          + ", ".join(f"{rows} row(s) {ms:.2f} ms" for rows, ms in sorted(floors.items())))
+def print_table(results: list[dict[str, Any]]) -> None:
+    print(f"\n{SECONDS:.0f} s per cell, loopback, one worker each; ratio = req/s of this "
+          "server / req/s of `mlflow models serve` on the same model")
+    print("| estimator | runtime | rows | conns | req/s | p50 ms | p99 ms | failed | "
+          "mlflow req/s | mlflow p50 ms | ratio | in-process sklearn ms |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    lines = []
+    for result in results:
+        theirs: Served = result["mlflow"]
+        for runtime, served in result["ours"].items():
+            for (rows, conns), cell in served.cells.items():
+                base = theirs.cells[(rows, conns)]
+                ratio = cell.rps / base.rps if base.rps else float("nan")
+                failed = cell.failures + base.failures
+                print(f"| {result['estimator']} | {runtime} | {rows} | {conns} | "
+                      f"{cell.rps:.0f} | {cell.p50:.2f} | {cell.p99:.2f} | {failed} | "
+                      f"{base.rps:.0f} | {base.p50:.2f} | {ratio:.1f}x | "
+                      f"{result['floors'][rows]:.2f} |")
+                parity = result["parity"] if runtime == "onnx" else 0.0
+                lines.append(
+                    f"RESULT estimator={result['estimator']} runtime={runtime} rows={rows} "
+                    f"conns={conns} rps={cell.rps:.0f} mlflow_rps={base.rps:.0f} "
+                    f"ratio={ratio:.2f} p50_ms={cell.p50:.2f} p99_ms={cell.p99:.2f} "
+                    f"parity_max_abs={parity:.3g}")
+    print("\n| estimator | server | cold start to ready s | RSS after warm-up MB "
+          "| /health req/s | /health p50 ms |")
+    print("|---|---|---:|---:|---:|---:|")
+    for result in results:
+        theirs = result["mlflow"]
+        print(f"| {result['estimator']} | mlflow models serve | {theirs.cold_start_s:.1f} | "
+              f"{theirs.rss_mb:.0f} | | |")
+        for runtime, served in result["ours"].items():
+            health = served.health
+            print(f"| {result['estimator']} | this server ({runtime}) | "
+                  f"{served.cold_start_s:.1f} | {served.rss_mb:.0f} | "
+                  f"{health.rps if health else float('nan'):.0f} | "
+                  f"{health.p50 if health else float('nan'):.2f} |")
+    print()
+    for line in lines:
+        print(line)
 
 
 if __name__ == "__main__":

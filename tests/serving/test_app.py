@@ -204,5 +204,5 @@ def test_metrics_count_requests_and_show_the_model(client: TestClient) -> None:
     assert 'serving_requests_total{endpoint="/predict",method="POST",status="422"} 1.0' in text
     assert 'serving_requests_total{endpoint="other",method="GET",status="404"} 1.0' in text
     assert 'serving_request_duration_seconds_count{endpoint="/predict"} 2.0' in text
-    assert 'serving_model_info{name="toy",run_id="run1",version="1"} 1.0' in text
+    assert 'serving_model_info{name="toy",run_id="run1",runtime="sklearn",version="1"} 1.0' in text
     assert "serving_model_reloads_total 1.0" in text

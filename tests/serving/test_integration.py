@@ -58,17 +58,20 @@ def test_predictions_equal_the_models_own_predict(tracking_env: TrackingServer, 
 
 def test_new_version_is_swapped_in_under_load_without_a_failed_request(
         tracking_env: TrackingServer, models: Models, server: Server) -> None:
+    """From the compiled twin (onnx) to a version without one (sklearn), under load."""
     client = registry(tracking_env)
     serve_version(tracking_env, server, models, models.first)
     reloads_before = server.get("/model")
+    assert reloads_before["runtime"] == "onnx", reloads_before["twin"]
     record = holdout_rows(models.card, 1).to_dict(orient="records")[0]
+    sklearn_only, _ = log_copy(tracking_env, models.name, models.first, without_twin=True)
 
     with Clients(server.url, record) as clients:
         wait_for(lambda: clients.count() >= 40, what="the clients to get going")
         promoted_at = time.monotonic()
-        move_production(client, models.name, models.second, tracking_uri=tracking_env.uri)
+        move_production(client, models.name, sklearn_only, tracking_uri=tracking_env.uri)
         swap_seconds = wait_for(
-            lambda: server.get("/model")["version"] == models.second, what="the new version")
+            lambda: server.get("/model")["version"] == sklearn_only, what="the new version")
         seen = clients.count()
         wait_for(lambda: clients.count() >= seen + 40, what="requests after the swap")
     print(f"\nnew version served {time.monotonic() - promoted_at:.2f} s after promotion "
@@ -79,30 +82,37 @@ def test_new_version_is_swapped_in_under_load_without_a_failed_request(
     assert statuses == {200}, "every request during the swap succeeded"
     for answers in clients.answers:
         versions = [version for _, version in answers]
-        first_new = versions.index(models.second)
+        first_new = versions.index(sklearn_only)
         assert set(versions[:first_new]) == {models.first}
-        assert set(versions[first_new:]) == {models.second}, "never back to the old one"
+        assert set(versions[first_new:]) == {sklearn_only}, "never back to the old one"
     status = server.get("/model")
     assert status["last_reload_error"] is None
     assert status["loaded_at"] > reloads_before["loaded_at"]
+    assert (status["runtime"], status["twin"]) == ("sklearn", "this version has no compiled twin")
 
 
-def log_broken_copy(tracking: TrackingServer, name: str, version: str) -> tuple[str, str]:
-    """A new version whose model file is garbage: the registry accepts it, loading fails."""
+def log_copy(tracking: TrackingServer, name: str, version: str, *, without_twin: bool = False,
+             break_skops: bool = False) -> tuple[str, str]:
+    """A new version with a copy of a version's files (minus its twin, or a garbage model)."""
     client = registry(tracking)
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(mlflow.artifacts.download_artifacts(
             artifact_uri=f"models:/{name}/{version}", dst_path=tmp))
-        for model_file in local.glob("model.*"):
-            if model_file.name != "model.skops":
-                continue
-            model_file.write_bytes(b"this is not a skops archive")
-        mlflow.set_experiment("serving-broken-models")
+        if without_twin:
+            (local / "model.onnx").unlink()
+        if break_skops:
+            (local / "model.skops").write_bytes(b"this is not a skops archive")
+        mlflow.set_experiment("serving-model-copies")
         with mlflow.start_run() as run:
             mlflow.log_artifacts(str(local), artifact_path="model")
     source = f"{run.info.artifact_uri}/model"
-    broken = client.create_model_version(name=name, source=source, run_id=run.info.run_id)
-    return str(broken.version), run.info.run_id
+    copied = client.create_model_version(name=name, source=source, run_id=run.info.run_id)
+    return str(copied.version), run.info.run_id
+
+
+def log_broken_copy(tracking: TrackingServer, name: str, version: str) -> tuple[str, str]:
+    """A new version whose model file is garbage: the registry accepts it, loading fails."""
+    return log_copy(tracking, name, version, break_skops=True)
 
 
 def test_broken_version_keeps_the_old_model_serving(tracking_env: TrackingServer, models: Models,

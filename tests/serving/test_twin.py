@@ -102,7 +102,8 @@ def test_a_twin_that_disagrees_is_not_served_and_model_says_why(
     other = convert(_fit(data, max_depth=2, max_iter=10), data.spec)
     loaded = _load(_folder(tmp_path, model, data, other))
     assert loaded.runtime == "sklearn"
-    assert loaded.twin is not None and loaded.twin.startswith(
+    assert loaded.twin is not None
+    assert loaded.twin.startswith(
         "refused: the twin disagrees with the model on the input example: max abs difference")
     app = create_app(ready_store(loaded), manage_store=False)
     with TestClient(app) as client:

@@ -121,7 +121,8 @@ def test_a_twin_that_disagrees_is_refused_at_training(demo: dict[str, PreparedDa
     result = compile_twin(model, data.spec, data.x_holdout, data.y_holdout)
     assert isinstance(result, TwinRefused)
     assert result.reason.startswith("the twin disagrees with the model: max abs difference")
-    assert result.parity is not None and result.parity.rows == CHECK_ROWS
+    assert result.parity is not None
+    assert result.parity.rows == CHECK_ROWS
 
 
 def test_a_model_that_cannot_be_converted_is_refused_in_one_line(
@@ -148,15 +149,18 @@ def test_the_gate_fails_a_candidate_whose_twin_disagrees(demo: dict[str, Prepare
                         task="regression", declared=None)
     disagrees = check_twin(_other_twin(data), model, data.x_holdout, data.y_holdout,
                            task="regression", declared=None)
-    assert agrees is not None and agrees.ok
-    assert disagrees is not None and not disagrees.ok
+    assert agrees is not None
+    assert agrees.ok
+    assert disagrees is not None
+    assert not disagrees.ok
     assert check_twin(None, model, data.x_holdout, data.y_holdout, task="regression",
                       declared=None) is None
 
     passing = Decision(passed=True, reasons=("floor: r2 is 0.97",), floors=(),
                        improvement_bound=1.0)
     kept = with_twin(passing, agrees)
-    assert kept.passed and kept.reasons[-1].startswith("twin: the compiled twin agrees")
+    assert kept.passed
+    assert kept.reasons[-1].startswith("twin: the compiled twin agrees")
     failed = with_twin(passing, disagrees)
     assert not failed.passed
     assert failed.reasons[0].startswith("twin: the compiled twin disagrees with the model "
