@@ -201,7 +201,7 @@ image-test: $(STAMP) image ## run the image against a tracking server and curl /
 	@scripts/image-test.sh $(IMAGE)
 
 .PHONY: bench-serving
-bench-serving: $(STAMP) ## this server vs `mlflow models serve` on one model: req/s, p50, p99, ratio
+bench-serving: $(STAMP) ## this server (onnx twin and sklearn) vs `mlflow models serve`, per estimator: req/s, p50, p99, ratio, cold start, memory
 	@$(PY) benchmarks/serving/run.py
 
 # --- benchmarks -------------------------------------------------------------------

@@ -92,15 +92,21 @@ class OnnxPredictor:
         return cls(path.read_bytes(), threads=threads)
 
     def feeds(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
-        """One (rows, 1) array per input: doubles with NaN for gaps, or marked strings."""
+        """One (rows, 1) array per input: doubles with NaN for gaps, or marked strings.
+
+        Plain numpy on each column (no pandas conversions): on one row this is the
+        larger part of the twin's cost, so it is kept to an array per column.
+        """
         feeds: dict[str, np.ndarray] = {}
         for name, is_text in self._inputs:
-            column = frame[name]
+            values = frame[name].to_numpy()
             if is_text:
-                values = column.to_numpy(dtype=object)
-                values = np.where(pd.isna(values), MISSING_CATEGORY, values).astype(str)
-            else:
-                values = column.to_numpy(dtype=np.float64, na_value=np.nan)
+                values = np.array([v if isinstance(v, str) else MISSING_CATEGORY
+                                   for v in values], dtype=object)
+            elif values.dtype != np.float64:
+                values = np.array([np.nan if v is None else v for v in values],
+                                  dtype=np.float64) if values.dtype == object \
+                    else values.astype(np.float64)
             feeds[name] = values.reshape(-1, 1)
         return feeds
 
