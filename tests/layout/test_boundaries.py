@@ -2,8 +2,9 @@
 
 `serving/` is what the image ships, so it must import nothing of `pipeline/`; inside
 `pipeline`, stages know no GitOps and no commands, and no two subpackages import each
-other in a cycle. Of `serving`, the pipeline may import only `serving.modelfiles`: the
-one set of model-loading rules that training, the gate, promote and the server share.
+other in a cycle. Of `serving`, the pipeline may import only `serving.modelfiles` (the
+one set of model-loading rules that training, the gate, promote and the server share)
+and `serving.twin` (the one way a compiled twin is scored and its parity measured).
 Each rule names the file and the import that breaks it.
 """
 
@@ -17,7 +18,7 @@ import pytest
 
 from tests.utils import REPO
 
-SHARED_WITH_SERVING = "serving.modelfiles"
+SHARED_WITH_SERVING = ("serving.modelfiles", "serving.twin")
 # pipeline's parts and whom each may import (besides itself and the standard library).
 ALLOWED: dict[str, set[str]] = {
     "pipeline.errors": set(),
@@ -72,6 +73,11 @@ def _names_only_modelfiles(path: Path, line: int) -> bool:
     return source.strip() == "from serving import modelfiles"
 
 
+def _shared(module: str) -> bool:
+    return any(module == shared or module.startswith(shared + ".")
+               for shared in SHARED_WITH_SERVING)
+
+
 def python_files(folder: str) -> list[Path]:
     return sorted((REPO / folder).rglob("*.py"))
 
@@ -92,7 +98,7 @@ def test_each_pipeline_part_imports_only_what_it_may() -> None:
             continue
         for line, module in imports_of(path):
             if module == "serving" or module.startswith("serving."):
-                if module != SHARED_WITH_SERVING and not (
+                if not _shared(module) and not (
                         module == "serving" and _names_only_modelfiles(path, line)):
                     found.append(f"{path.relative_to(REPO)}:{line} imports {module} (serving/)")
                 continue
