@@ -139,6 +139,10 @@ rollback: $(STAMP) ## break glass: move Production back to previous-production (
 drift: $(STAMP) ## exit 1 when Production is not the run the card names
 	@$(MLOPS) drift --card $(CARD)
 
+.PHONY: audit
+audit: $(STAMP) ## known vulnerabilities in every pin of constraints.txt (pip-audit; needs the advisory database online)
+	@$(VENV)/bin/pip-audit --strict --disable-pip --no-deps --progress-spinner off -r constraints.txt
+
 .PHONY: workflow-lint
 workflow-lint: $(STAMP) ## lint pr.yml, promote.yml, drift.yml (zizmor, actionlint, schema)
 	@$(VENV)/bin/zizmor --offline --min-severity medium $(WORKFLOWS)

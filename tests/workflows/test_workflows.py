@@ -125,6 +125,7 @@ def test_write_credentials_exist_only_where_the_registry_is_written() -> None:
     rollback alone."""
     users = _secret_users()
     assert users[("pr.yml", "gate")] == "registry-read"
+    assert users[("pr.yml", "image")] == "registry-read"
     assert users[("drift.yml", "drift")] == "registry-read"
     production = {job for job, environment in users.items() if environment == "production"}
     assert production == {("promote.yml", "promote"), ("rollback.yml", "rollback")}
@@ -187,3 +188,25 @@ def test_pull_requests_run_the_whole_suite() -> None:
     (suite,) = [step for step in job["steps"] if step.get("run", "").strip() == "make test"]
     assert suite["env"] == {"MLOPS_REQUIRE_ALL": "1"}
     assert job["permissions"] == {"contents": "read"}
+
+
+def test_the_image_test_serves_the_card_s_candidate_with_read_only_credentials() -> None:
+    """The PR's image check runs the model the PR proposes, not a throwaway one."""
+    job = _load(REPO / ".github" / "workflows" / "pr.yml")["jobs"]["image"]
+    (curl,) = [step for step in job["steps"] if step.get("run", "").strip() == "make image-test"]
+    assert curl["env"]["IMAGE_TEST_TRACKING_URI"] == "${{ vars.MLFLOW_TRACKING_URI }}"
+    assert job["environment"] == "registry-read"
+    assert job["permissions"] == {"contents": "read"}
+    script = (REPO / "scripts" / "image-test.sh").read_text()
+    assert 'MODEL_URI=runs:/$candidate/model' in script
+
+
+def test_pull_requests_audit_every_pin() -> None:
+    """pip-audit needs the advisory database online, so it runs on GitHub, on every pin,
+    and `--strict` makes a package it cannot look up a failure, not a pass."""
+    job = _load(REPO / ".github" / "workflows" / "pr.yml")["jobs"]["audit"]
+    assert "make audit" in [step.get("run", "").strip() for step in job["steps"]]
+    assert job["permissions"] == {"contents": "read"}
+    recipe = next(line for line in (REPO / "Makefile").read_text().splitlines()
+                  if line.startswith("\t") and "pip-audit" in line)
+    assert "--strict" in recipe and "-r constraints.txt" in recipe
