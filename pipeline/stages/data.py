@@ -72,6 +72,11 @@ def load(source: str, spec: DatasetSpec) -> pd.DataFrame:
         if spec.load_builtin is None:
             raise DataError(f"data.source: dataset {spec.name!r} ships no built-in data")
         return spec.load_builtin()
+    return read_table(source)
+
+
+def read_table(source: str) -> pd.DataFrame:
+    """A CSV/Parquet path or s3:// URI as a frame; unreadable input is one line."""
     suffix = Path(source.split("?")[0]).suffix.lower()
     if not source.startswith("s3://") and not Path(source).is_file():
         raise DataError(f"data.source: no such file {source}")
@@ -123,7 +128,9 @@ def _canonical(values: pd.Series, column: Column) -> pd.Series:
                 f"(first at row {row + 1})"
             )
         return numbers
-    if ptypes.is_numeric_dtype(values) and not ptypes.is_bool_dtype(values):
+    if ptypes.is_numeric_dtype(values) and not (
+        ptypes.is_bool_dtype(values) or ptypes.is_integer_dtype(values)
+    ):  # whole-number codes (labels 0/1, grades 1-5) are categories; 1.5 is not
         raise DataError(f"column {column.name!r}: expected categories (text), found {values.dtype}")
     return values.astype("object").where(values.notna(), None).map(
         lambda v: v if v is None else str(v)
