@@ -138,4 +138,7 @@ def show_table(proposal: Proposal) -> None:
         table.add_row(label, column.kind, shown, proposal.reasons.get(column.name, ""))
     for name, why in proposal.left_out.items():
         table.add_row(name, "left out", "", why)
-    Console(stderr=True).print(table)
+    console = Console(stderr=True)
+    if not console.is_terminal:  # a log keeps each column on one line
+        console = Console(stderr=True, width=200)
+    console.print(table)

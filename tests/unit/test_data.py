@@ -143,5 +143,5 @@ def test_the_demo_dataset_prepares_with_its_known_flaws() -> None:
 def test_unknown_dataset_module_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match=r"no dataset module pipeline/stages/datasets/nope\.py"):
         load_spec("nope")
-    with pytest.raises(ConfigError, match="not a module name"):
+    with pytest.raises(ConfigError, match="neither a module name"):
         load_spec("../etc")
