@@ -6,6 +6,8 @@ with a one-line message and never prints or exits itself.
 
 from __future__ import annotations
 
+from typing import Any
+
 EXIT_OK = 0
 EXIT_NEGATIVE = 1  # a verdict: gate failed, drift found
 EXIT_BAD_INPUT = 2  # bad input or a failed precondition
@@ -44,3 +46,12 @@ def first_line(text: object, *, limit: int = 300, default: str = "unknown error"
     """The first non-blank line of a message, cut to `limit`: what a one-line error shows."""
     lines = [line.strip() for line in str(text).splitlines() if line.strip()]
     return lines[0][:limit] if lines else default
+
+
+def format_validation_error(err: Any) -> str:
+    """`field.path: reason` for each problem of a pydantic ValidationError, on one line."""
+    parts = []
+    for problem in err.errors():
+        where = ".".join(str(p) for p in problem["loc"]) or "(top level)"
+        parts.append(f"{where}: {problem['msg']}")
+    return "; ".join(parts)

@@ -1,4 +1,4 @@
-"""`mlops data init`: a reviewed YAML schema from your own CSV/Parquet, and the card pointed at it."""
+"""`mlops data init`: a reviewed YAML schema from your CSV/Parquet, the card pointed at it."""
 
 from __future__ import annotations
 

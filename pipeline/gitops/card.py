@@ -16,7 +16,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, format_validation_error
 from pipeline.files import atomic_write
 
 RUN_ID_PATTERN = r"^[0-9a-f]{32}$"
@@ -94,15 +94,6 @@ def load_card(path: Path) -> ModelCard:
         return ModelCard.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(f"{path}: {format_validation_error(err)}") from err
-
-
-def format_validation_error(err: ValidationError) -> str:
-    """`field.path: reason` for each problem, on one line."""
-    parts = []
-    for problem in err.errors():
-        where = ".".join(str(p) for p in problem["loc"]) or "(top level)"
-        parts.append(f"{where}: {problem['msg']}")
-    return "; ".join(parts)
 
 
 _CANDIDATE_LINE = re.compile(r"^(\s*candidate_run_id:)[^\n#]*(#.*)?$", re.MULTILINE)

@@ -48,7 +48,8 @@ def test_a_schema_from_a_csv_that_the_pipeline_then_reads(
     assert run(["data", "init", "loans.csv", "--target", "outcome"]) == 0
     captured = capsys.readouterr()
     assert "text with 3 distinct values -> categorical" in captured.err  # the table says why
-    assert "customer_id" in captured.err and "identifier" in captured.err
+    assert "customer_id" in captured.err
+    assert "identifier" in captured.err
 
     text = (workdir / "loans.schema.yaml").read_text()
     assert "# Left out: customer_id" in text
@@ -66,7 +67,8 @@ def test_a_schema_from_a_csv_that_the_pipeline_then_reads(
     assert kinds["tenure"][:2] == ("numeric", 0)
     assert "customer_id" not in kinds
     data = prepare(spec, source=card.data.source)
-    assert data.report.rows_in == 300 and data.report.counts["missing_income"] == 1
+    assert data.report.rows_in == 300
+    assert data.report.counts["missing_income"] == 1
     assert "next: promotion.metric: 'rmse'" in captured.err  # the card's policy is regression's
 
 
@@ -89,7 +91,8 @@ def test_json_is_one_object(workdir: Path, capsys: pytest.CaptureFixture[str]) -
     loans().to_csv(workdir / "loans.csv", index=False)
     assert run(["data", "init", "loans.csv", "--target", "outcome", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["written"] is True and out["task"] == "classification"
+    assert out["written"] is True
+    assert out["task"] == "classification"
     assert {c["name"]: c["kind"] for c in out["columns"]}["region"] == "categorical"
     assert out["left_out"].keys() == {"customer_id"}
 
@@ -170,6 +173,6 @@ def test_a_hand_edited_schema_is_checked(workdir: Path, change: tuple[str, str],
     assert run(["data", "init", "loans.csv", "--target", "outcome"]) == 0
     path = workdir / "loans.schema.yaml"
     path.write_text(path.read_text().replace(*change, 1))
-    with pytest.raises(ConfigError, match="loans.schema.yaml: ") as err:
+    with pytest.raises(ConfigError, match=r"loans\.schema\.yaml: ") as err:
         load_spec("loans.schema.yaml")
     assert message in str(err.value)

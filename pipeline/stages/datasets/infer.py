@@ -113,6 +113,7 @@ def _observed_bounds(frame: pd.DataFrame) -> dict[str, tuple[float, float]]:
 
         inferred = pa.infer_schema(frame.loc[:, [not ptypes.is_bool_dtype(frame[c])
                                                  for c in frame.columns]])
+    assert isinstance(inferred, pa.DataFrameSchema)
     bounds: dict[str, tuple[float, float]] = {}
     for name, column in inferred.columns.items():
         stats: dict[str, Any] = {}

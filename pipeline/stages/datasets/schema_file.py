@@ -19,7 +19,7 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, format_validation_error
 from pipeline.stages.datasets import Column, DatasetSpec
 
 _NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.\- ]*$"
@@ -115,8 +115,6 @@ def read_schema(path: Path) -> DatasetSpec:
     try:
         entry = SchemaEntry.model_validate(raw)
     except ValidationError as err:
-        from pipeline.gitops.card import format_validation_error
-
         raise ConfigError(f"{path}: {format_validation_error(err)}") from err
     return to_spec(entry)
 
