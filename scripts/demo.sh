@@ -2,14 +2,26 @@
 # The whole loop on this machine, one `mlops` command at a time, as a person would type
 # them. Everything runs on 127.0.0.1 and stays running for you to explore; `make down`
 # stops it. The demo proposes its candidate in a copy of the card under .mlops/demo/,
-# so the repository's model_card.yaml is left as it is.
+# so the repository's model_card.yaml is left as it is. One dataset per stack: the
+# background server serves one model (`make down` before switching DATASET).
 set -euo pipefail
 
 venv=${VENV:-.venv}
 mlops="$venv/bin/mlops"
 export MLFLOW_TRACKING_URI=${MLFLOW_TRACKING_URI:-http://127.0.0.1:5000}
 serving_url=${MLOPS_SERVING_URL:-http://127.0.0.1:8000}
+# DATASET=rand_health runs the loop on a built-in example's card (examples/<name>/).
+dataset=${DATASET:-}
+source_card=model_card.yaml
 demo_dir=.mlops/demo
+if [ -n "$dataset" ]; then
+  source_card="examples/$dataset/model_card.yaml"
+  demo_dir=".mlops/demo/$dataset"
+  if [ ! -f "$source_card" ]; then
+    echo "error: DATASET=$dataset: no card $source_card (examples: $(ls examples | tr '\n' ' '))" >&2
+    exit 2
+  fi
+fi
 card="$demo_dir/model_card.yaml"
 started=$(date +%s)
 
@@ -20,7 +32,7 @@ step "1. Start the local MLflow server (SQLite backend, artifacts under .mlops/)
 show "$mlops" stack up
 
 mkdir -p "$demo_dir"
-cp model_card.yaml "$card"
+cp "$source_card" "$card"
 
 step "2. Bootstrap Production with a deliberately weak baseline"
 if "$mlops" status --card "$card" --json | "$venv/bin/python" -c \

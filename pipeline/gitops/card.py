@@ -177,7 +177,9 @@ def check_policy(card: ModelCard, *, task: str) -> None:
     if policy.metric not in computed:
         raise ConfigError(
             f"promotion.metric: {policy.metric!r} is not a metric the gate can compare for a "
-            f"{task} task (choose one of {', '.join(sorted(computed))})"
+            f"{task} task (choose one of {', '.join(sorted(computed))}"
+            + ("; roc_auc and log_loss may be floors, not the primary: the gate's bootstrap "
+               "resamples labels)" if task == "classification" else ")")
         )
     if policy.greater_is_better != GREATER_IS_BETTER[policy.metric]:
         direction = "higher" if GREATER_IS_BETTER[policy.metric] else "lower"

@@ -176,3 +176,16 @@ def test_a_hand_edited_schema_is_checked(workdir: Path, change: tuple[str, str],
     with pytest.raises(ConfigError, match=r"loans\.schema\.yaml: ") as err:
         load_spec("loans.schema.yaml")
     assert message in str(err.value)
+
+
+def test_the_builtin_classification_dataset_is_a_yaml_schema_with_real_flaws() -> None:
+    spec = load_spec("rand_health")
+    assert (spec.task, spec.target.categories) == (
+        "classification", ("excellent", "good", "fair", "poor"))
+    assert spec.categorical_features() == ["coinsurance", "individual_deductible",
+                                           "physical_limitation"]
+    data = prepare(spec)
+    assert data.report.rows_in == 20_190
+    assert data.report.counts["drop_duplicates"] == 11_065
+    assert data.report.counts["blank_invalid_physical_limitation"] == 577
+    assert set(data.y_holdout) == {"excellent", "good", "fair", "poor"}
