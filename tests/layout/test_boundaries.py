@@ -22,13 +22,16 @@ SHARED_WITH_SERVING = "serving.modelfiles"
 ALLOWED: dict[str, set[str]] = {
     "pipeline.errors": set(),
     "pipeline.files": set(),
+    "pipeline.progress": set(),
     "pipeline.settings": set(),
-    "pipeline.stages": {"pipeline.errors", "pipeline.settings", "pipeline.files"},
+    "pipeline.stages": {"pipeline.errors", "pipeline.settings", "pipeline.files",
+                        "pipeline.progress"},
     "pipeline.gitops": {"pipeline.errors", "pipeline.settings", "pipeline.stages",
-                        "pipeline.files"},
+                        "pipeline.files", "pipeline.progress"},
     "pipeline.localstack": {"pipeline.errors", "pipeline.settings"},
     "pipeline.serving_client": {"pipeline.errors", "pipeline.settings"},
-    "pipeline.cli": {"pipeline.errors", "pipeline.settings", "pipeline.files", "pipeline.stages",
+    "pipeline.cli": {"pipeline.errors", "pipeline.settings", "pipeline.files",
+                     "pipeline.progress", "pipeline.stages",
                      "pipeline.gitops", "pipeline.localstack", "pipeline.serving_client"},
 }
 
