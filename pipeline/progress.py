@@ -27,6 +27,8 @@ class Display(Protocol):
 
     def steps(self, text: str, total: int | None) -> Any: ...  # a context giving Advance
 
+    def line(self, text: str) -> bool: ...  # True if the display printed it
+
 
 class _Logged:
     """The default: stages and their durations as DEBUG log lines, no drawing."""
@@ -42,6 +44,9 @@ class _Logged:
         with self.stage(text):
             yield lambda _n: None
 
+    def line(self, text: str) -> bool:
+        return False
+
 
 class _Rich:
     """One rich Progress for the whole command: a spinner per stage, a bar per loop."""
@@ -49,9 +54,13 @@ class _Rich:
     def __init__(self, progress: Any) -> None:
         self.progress = progress
 
+    def line(self, text: str) -> bool:
+        self.progress.console.print(text, markup=False, highlight=False, soft_wrap=True)
+        return True
+
     @contextmanager
     def stage(self, text: str) -> Iterator[None]:
-        task = self.progress.add_task(text, total=None)
+        task = self.progress.add_task(text, total=None, counted=False)
         try:
             yield
         finally:
@@ -59,7 +68,7 @@ class _Rich:
 
     @contextmanager
     def steps(self, text: str, total: int | None) -> Iterator[Advance]:
-        task = self.progress.add_task(text, total=total)
+        task = self.progress.add_task(text, total=total, counted=True)
         try:
             yield lambda n: self.progress.advance(task, n)
         finally:
@@ -80,6 +89,11 @@ def steps(text: str, total: int | None) -> Any:
     return _display.steps(text, total)
 
 
+def line(text: str) -> bool:
+    """Print a line above the drawing when one is shown (else False: print it yourself)."""
+    return _display.line(text)
+
+
 def on_terminal() -> bool:
     """A person is watching: stderr is a terminal, not CI, not a dumb terminal."""
     return (sys.stderr.isatty() and not os.environ.get("CI")
@@ -94,18 +108,11 @@ def shown_on_terminal(*, quiet: bool = False) -> Iterator[None]:
         yield
         return
     from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        SpinnerColumn,
-        TextColumn,
-        TimeElapsedColumn,
-    )
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     console = Console(stderr=True)
     columns = (SpinnerColumn(finished_text="[green]done"), TextColumn("{task.description}"),
-               BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+               BarColumn(bar_width=24), _count_column(), TimeElapsedColumn())
     previous = _display
     with Progress(*columns, console=console, redirect_stderr=True) as progress:
         _display = _Rich(progress)
@@ -113,3 +120,19 @@ def shown_on_terminal(*, quiet: bool = False) -> Iterator[None]:
             yield
         finally:
             _display = previous
+
+
+def _count_column() -> Any:
+    """`1,500/2,000` for a loop (`rows 12,000` without a total); nothing for a stage."""
+    from rich.progress import ProgressColumn
+    from rich.table import Column
+    from rich.text import Text
+
+    class Count(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            if not task.fields.get("counted"):
+                return Text("")
+            done = int(task.completed)
+            return Text(f"{done:,}/{int(task.total):,}" if task.total else f"{done:,}")
+
+    return Count(table_column=Column(no_wrap=True, justify="right", min_width=13))

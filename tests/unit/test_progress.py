@@ -24,7 +24,7 @@ def test_on_a_terminal_each_stage_and_bar_is_drawn_on_stderr(
     assert captured.out == ""
     assert "fitting hist_gradient_boosting on 8,000 rows" in captured.err
     assert "bootstrap resamples (rmse)" in captured.err
-    assert "2000/2000" in captured.err
+    assert "2,000/2,000" in captured.err
 
 
 def test_quiet_with_json_even_on_a_terminal(monkeypatch: pytest.MonkeyPatch,
