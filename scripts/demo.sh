@@ -39,7 +39,7 @@ if "$mlops" status --card "$card" --json | "$venv/bin/python" -c \
     'import json, sys; sys.exit(json.load(sys.stdin)["production"] is None)'; then
   show "$mlops" status --card "$card"
   show "$mlops" serve --background --card "$card"
-  show "$mlops" predict --url "$serving_url"
+  show "$mlops" predict --url "$serving_url" --card "$card"
   cat <<MSG
 
 The loop already ran on this stack, so there is nothing new to promote. To watch it
@@ -55,7 +55,7 @@ show "$mlops" status --card "$card"
 
 step "3. Serve the Production model"
 show "$mlops" serve --background --card "$card"
-show "$mlops" predict --url "$serving_url"
+show "$mlops" predict --url "$serving_url" --card "$card"
 
 step "4. A data scientist trains a better candidate and proposes it"
 run_id=$("$mlops" train --estimator hist_gradient_boosting --card "$card")
@@ -71,7 +71,7 @@ show "$mlops" status --card "$card"
 
 step "7. The running server picks up the new Production version by itself"
 show "$mlops" serve-wait --url "$serving_url" --run-id "$run_id"
-show "$mlops" predict --url "$serving_url"
+show "$mlops" predict --url "$serving_url" --card "$card"
 
 cat <<MSG
 
