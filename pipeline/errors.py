@@ -24,6 +24,15 @@ class DataError(MlopsError):
     """The data does not match its declared schema or cannot be read."""
 
 
+class DataProblems(DataError):
+    """Every problem found in the data; the one line names the first and how many more."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = tuple(problems)
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        super().__init__(problems[0] + more)
+
+
 class ConfigError(MlopsError):
     """A configuration file or option is invalid."""
 

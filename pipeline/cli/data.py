@@ -10,13 +10,13 @@ from typing import Annotated, Any, Literal
 import typer
 
 from pipeline.cli.app import CardOption, app, say
-from pipeline.errors import ConfigError, MlopsError
+from pipeline.errors import ConfigError, DataProblems, MlopsError
 from pipeline.files import atomic_write
 from pipeline.gitops.card import check_policy, load_card, with_data_section
 from pipeline.settings import load_settings
 from pipeline.stages.data import read_table
 from pipeline.stages.datasets import DatasetSpec
-from pipeline.stages.datasets.infer import DataProblems, Proposal, dataset_name, propose
+from pipeline.stages.datasets.infer import Proposal, dataset_name, propose
 from pipeline.stages.datasets.schema_file import render_schema
 
 data_app = typer.Typer(help="Your own data: a schema from a CSV/Parquet file.",

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from pandas.api import types as ptypes
 
-from pipeline.errors import DataError
+from pipeline.errors import DataError, DataProblems
 from pipeline.stages.datasets import Column, DatasetSpec
 
 log = logging.getLogger(__name__)
@@ -106,10 +106,17 @@ def validate(frame: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
     if missing:
         raise DataError(f"dataset {spec.name!r}: missing column(s) {', '.join(missing)}")
     out = pd.DataFrame(index=frame.index)
-    for column in spec.columns:
-        out[column.name] = _canonical(frame[column.name], column)
+    problems = []
+    for column in spec.columns:  # every column is checked: the user fixes all at once
+        try:
+            out[column.name] = _canonical(frame[column.name], column)
+        except DataError as err:
+            problems.append(str(err))
+            continue
         if out[column.name].isna().all():
-            raise DataError(f"column {column.name!r}: every value is missing")
+            problems.append(f"column {column.name!r}: every value is missing")
+    if problems:
+        raise DataProblems(problems)
     return out.reset_index(drop=True)
 
 

@@ -27,20 +27,11 @@ import numpy as np
 import pandas as pd
 from pandas.api import types as ptypes
 
-from pipeline.errors import DataError
+from pipeline.errors import DataProblems
 from pipeline.stages.datasets import Column, DatasetSpec, Task
 
 MAX_CATEGORIES = 50
 MAX_CLASSES_OF_NUMBERS = 20  # a numeric target with at most this many whole values: labels
-
-
-class DataProblems(DataError):
-    """Every problem found, one line for the terminal: the first and how many more."""
-
-    def __init__(self, problems: list[str]) -> None:
-        self.problems = tuple(problems)
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        super().__init__(problems[0] + more)
 
 
 @dataclass(frozen=True)
