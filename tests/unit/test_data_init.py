@@ -189,3 +189,16 @@ def test_the_builtin_classification_dataset_is_a_yaml_schema_with_real_flaws() -
     assert data.report.counts["drop_duplicates"] == 11_065
     assert data.report.counts["blank_invalid_physical_limitation"] == 577
     assert set(data.y_holdout) == {"excellent", "good", "fair", "poor"}
+
+
+def test_a_card_without_a_data_section_gets_one(workdir: Path) -> None:
+    card = workdir / "model_card.yaml"
+    text = card.read_text()
+    start = text.index("\ndata:")
+    end = text.index("\ncard:")
+    card.write_text(text[:start] + text[end:])
+    loans().to_csv(workdir / "loans.csv", index=False)
+    assert run(["data", "init", "loans.csv", "--target", "outcome"]) == 0
+    data = load_card(card).data
+    assert (data.dataset, data.source) == ("loans.schema.yaml", "loans.csv")
+    assert card.read_text().startswith(text[:start])  # the rest, comments too, is kept
