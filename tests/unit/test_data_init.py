@@ -11,7 +11,7 @@ import pytest
 
 from pipeline.cli import run
 from pipeline.errors import ConfigError
-from pipeline.gitops.card import load_card
+from pipeline.gitops.card import check_policy, load_card
 from pipeline.stages.data import prepare
 from pipeline.stages.datasets import load_spec
 from tests.utils import REPO
@@ -189,6 +189,9 @@ def test_the_builtin_classification_dataset_is_a_yaml_schema_with_real_flaws() -
     assert data.report.counts["drop_duplicates"] == 11_065
     assert data.report.counts["blank_invalid_physical_limitation"] == 577
     assert set(data.y_holdout) == {"excellent", "good", "fair", "poor"}
+    example = load_card(REPO / "examples" / "rand_health" / "model_card.yaml")  # make demo's
+    assert example.data.dataset == "rand_health"
+    check_policy(example, task=spec.task)
 
 
 def test_a_card_without_a_data_section_gets_one(workdir: Path) -> None:
