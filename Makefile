@@ -13,6 +13,7 @@ AIRFLOW_VENV ?= .venv-airflow
 AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
 export MLFLOW_TRACKING_URI ?= http://127.0.0.1:$(or $(MLFLOW_PORT),5000)
 ESTIMATOR ?= hist_gradient_boosting
+DATASET ?=
 PYTEST_ARGS ?=
 
 .PHONY: help
@@ -63,8 +64,8 @@ status: $(STAMP) ## show the registered model, its Production version and metric
 	@$(MLOPS) status
 
 .PHONY: demo
-demo: $(STAMP) ## run the whole loop locally and leave the stack running (`make down` stops it)
-	@scripts/demo.sh
+demo: $(STAMP) ## run the whole loop locally, stack left running (DATASET=rand_health: classification)
+	@DATASET="$(DATASET)" scripts/demo.sh
 
 # --- quality -----------------------------------------------------------------------
 

@@ -34,6 +34,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils._param_validation import InvalidParameterError
 
 import pipeline
+from pipeline import progress
 from pipeline.errors import ConfigError
 from pipeline.stages import MODEL_ARTIFACT
 from pipeline.stages.data import PreparedData
@@ -226,9 +227,12 @@ def train(*, data: PreparedData, estimator: BaseEstimator, estimator_name: str,
     The estimator comes in already built by `make_estimator`, so a wrong name or
     parameter fails before the (slower) data stage runs.
     """
-    model = fit(data, estimator)
-    metrics = evaluate(model, data.x_holdout, data.y_holdout, task=data.spec.task)
-    run_id = log_run(data=data, model=model, estimator_name=estimator_name, params=params,
-                     metrics=metrics, experiment=experiment)
+    with progress.stage(f"fitting {estimator_name} on {len(data.train):,} rows"):
+        model = fit(data, estimator)
+    with progress.stage(f"evaluating on {len(data.holdout):,} held-out rows"):
+        metrics = evaluate(model, data.x_holdout, data.y_holdout, task=data.spec.task)
+    with progress.stage("logging the run and the model"):
+        run_id = log_run(data=data, model=model, estimator_name=estimator_name,
+                         params=params, metrics=metrics, experiment=experiment)
     return TrainResult(run_id=run_id, estimator=estimator_name, metrics=metrics,
                        data_hash=data.data_hash, model_uri=f"runs:/{run_id}/{MODEL_ARTIFACT}")
