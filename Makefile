@@ -116,7 +116,7 @@ infra-run: ## run pulumi COMMAND (preview|up|refresh|destroy) on STACK, non-inte
 CARD ?= model_card.yaml
 GATE_DIR ?= .mlops/gate
 WORKFLOWS := .github/workflows/pr.yml .github/workflows/promote.yml .github/workflows/drift.yml \
-	.github/workflows/rollback.yml
+	.github/workflows/rollback.yml .github/workflows/dags.yml
 ROLLBACK_TO ?=
 
 .PHONY: gate
@@ -173,6 +173,12 @@ $(AIRFLOW_STAMP): pyproject.toml dags/requirements.txt dags/constraints.txt
 
 .PHONY: dags-venv
 dags-venv: $(AIRFLOW_STAMP) ## create .venv-airflow with Airflow and the pipeline (quick when unchanged)
+
+.PHONY: dags-sync
+dags-sync: ## upload dags/ to s3://$$AIRFLOW_DAGS_BUCKET/dags/ (the dags workflow; AWS CLI, the dags role)
+	@test -n "$$AIRFLOW_DAGS_BUCKET" || { echo "error: AIRFLOW_DAGS_BUCKET is not set (the stack's airflowDagsBucket output)" >&2; exit 2; }
+	@aws s3 sync dags/ "s3://$$AIRFLOW_DAGS_BUCKET/dags/" --delete --only-show-errors \
+	  --exclude "*__pycache__/*" --exclude "*.pyc" --exclude "requirements.txt" --exclude "constraints.txt"
 
 .PHONY: dags-test
 dags-test: $(STAMP) $(AIRFLOW_STAMP) ## run both DAGs with dag.test() against real MLflow and serving processes

@@ -111,3 +111,20 @@ def test_the_rules_fail_on_what_they_forbid(batch_stack: Deployment) -> None:
     (spark,) = batch_stack.of_type(rules.EMR_SERVERLESS_APPLICATION)
     outside = replace(spark, state={**spark.state, "networkConfiguration": {}})
     assert broken(Deployment([outside]), rules.validate_spark_in_the_vpc)
+
+
+def test_the_dags_workflow_role_writes_the_dags_prefix_only(stack: Deployment,
+                                                            batch_stack: Deployment) -> None:
+    """dags.yml's role: trusted only from the `dags` environment, and it may list, write
+    and delete under `dags/` of the Airflow bucket, nothing else; no role without MWAA."""
+    assert "dags" not in stack.outputs["ciRoleArns"]
+    role = batch_stack.named(rules.IAM_ROLE, "ci-dags")
+    trust = json.loads(role.state["assumeRolePolicy"])["Statement"][0]["Condition"]
+    assert trust["StringEquals"]["token.actions.githubusercontent.com:sub"].endswith(
+        ":environment:dags")
+    statements = {s["Sid"]: s for s in _policy(batch_stack, "ci-dags-sync")["Statement"]}
+    bucket = batch_stack.named(rules.S3_BUCKET, "orchestration-dags-bucket").state["arn"]
+    assert statements["WriteDags"]["Resource"] == [f"{bucket}/dags/*"]
+    assert statements["ListDags"]["Resource"] == [bucket]
+    assert statements["ListDags"]["Condition"]["StringLike"]["s3:prefix"] == ["dags/*"]
+    assert batch_stack.outputs["ciRoleArns"]["dags"] == role.state["arn"]

@@ -210,3 +210,19 @@ def test_pull_requests_audit_every_pin() -> None:
     recipe = next(line for line in (REPO / "Makefile").read_text().splitlines()
                   if line.startswith("\t") and "pip-audit" in line)
     assert "--strict" in recipe and "-r constraints.txt" in recipe
+
+
+def test_merged_dags_are_synced_by_a_role_for_that_alone() -> None:
+    """On a push to main that changes dags/, one job in the `dags` environment uploads them
+    with the stack's dags role (OIDC), which may write only the DAGs prefix."""
+    workflow = _load(REPO / ".github" / "workflows" / "dags.yml")
+    triggers = workflow.get(True, workflow.get("on"))
+    assert triggers["push"] == {"branches": ["main"], "paths": ["dags/**"]}
+    (job,) = workflow["jobs"].values()
+    assert job["environment"] == "dags"
+    assert job["permissions"] == {"contents": "read", "id-token": "write"}
+    (sync,) = [step for step in job["steps"] if step.get("run", "").strip() == "make dags-sync"]
+    assert sync["env"] == {"AIRFLOW_DAGS_BUCKET": "${{ vars.AIRFLOW_DAGS_BUCKET }}"}
+    credentials = next(step for step in job["steps"]
+                       if step.get("uses", "").startswith("aws-actions/configure-aws-credentials@"))
+    assert credentials["with"]["role-to-assume"] == "${{ vars.AWS_DAGS_ROLE_ARN }}"
