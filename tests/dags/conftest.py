@@ -10,8 +10,8 @@ that run in production, talking to the DAG tasks over loopback.
 from __future__ import annotations
 
 import importlib
-import json
 import importlib.util
+import json
 import os
 import subprocess
 import sys

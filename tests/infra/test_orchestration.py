@@ -67,7 +67,8 @@ def test_the_spark_job_role_reads_input_and_writes_scores_only(batch_stack: Depl
     assert all(r.endswith("/scores/*") for r in statements["WriteScores"]["Resource"])
     batch = [r for sid, s in statements.items() if sid not in {"ReadJobCode", "ListBatchPrefixes"}
              for r in s["Resource"] if r.startswith("arn:aws:s3")]
-    assert batch and all(r.endswith(("/input/*", "/scores/*")) for r in batch)
+    assert batch
+    assert all(r.endswith(("/input/*", "/scores/*")) for r in batch)
     assert statements["ListBatchPrefixes"]["Condition"]["StringLike"]["s3:prefix"] == [
         "input/*", "scores/*"]
     # Its own code, read-only: the entry point the DAGs sync uploads and its environment.
