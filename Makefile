@@ -13,6 +13,7 @@ AIRFLOW_VENV ?= .venv-airflow
 AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
 export MLFLOW_TRACKING_URI ?= http://127.0.0.1:$(or $(MLFLOW_PORT),5000)
 ESTIMATOR ?= hist_gradient_boosting
+DATASET ?=
 PYTEST_ARGS ?=
 
 .PHONY: help
@@ -63,8 +64,8 @@ status: $(STAMP) ## show the registered model, its Production version and metric
 	@$(MLOPS) status
 
 .PHONY: demo
-demo: $(STAMP) ## run the whole loop locally and leave the stack running (`make down` stops it)
-	@scripts/demo.sh
+demo: $(STAMP) ## run the whole loop locally, stack left running (DATASET=rand_health: classification)
+	@DATASET="$(DATASET)" scripts/demo.sh
 
 # --- quality -----------------------------------------------------------------------
 
@@ -115,7 +116,7 @@ infra-run: ## run pulumi COMMAND (preview|up|refresh|destroy) on STACK, non-inte
 CARD ?= model_card.yaml
 GATE_DIR ?= .mlops/gate
 WORKFLOWS := .github/workflows/pr.yml .github/workflows/promote.yml .github/workflows/drift.yml \
-	.github/workflows/rollback.yml
+	.github/workflows/rollback.yml .github/workflows/dags.yml
 ROLLBACK_TO ?=
 
 .PHONY: gate
@@ -138,6 +139,10 @@ rollback: $(STAMP) ## break glass: move Production back to previous-production (
 .PHONY: drift
 drift: $(STAMP) ## exit 1 when Production is not the run the card names
 	@$(MLOPS) drift --card $(CARD)
+
+.PHONY: audit
+audit: $(STAMP) ## known vulnerabilities in every pin of constraints.txt (pip-audit; needs the advisory database online)
+	@$(VENV)/bin/pip-audit --strict --disable-pip --no-deps --progress-spinner off -r constraints.txt
 
 .PHONY: workflow-lint
 workflow-lint: $(STAMP) ## lint pr.yml, promote.yml, drift.yml (zizmor, actionlint, schema)
@@ -168,6 +173,12 @@ $(AIRFLOW_STAMP): pyproject.toml dags/requirements.txt dags/constraints.txt
 
 .PHONY: dags-venv
 dags-venv: $(AIRFLOW_STAMP) ## create .venv-airflow with Airflow and the pipeline (quick when unchanged)
+
+.PHONY: dags-sync
+dags-sync: ## upload dags/ to s3://$$AIRFLOW_DAGS_BUCKET/dags/ (the dags workflow; AWS CLI, the dags role)
+	@test -n "$$AIRFLOW_DAGS_BUCKET" || { echo "error: AIRFLOW_DAGS_BUCKET is not set (the stack's airflowDagsBucket output)" >&2; exit 2; }
+	@aws s3 sync dags/ "s3://$$AIRFLOW_DAGS_BUCKET/dags/" --delete --only-show-errors \
+	  --exclude "*__pycache__/*" --exclude "*.pyc" --exclude "requirements.txt" --exclude "constraints.txt"
 
 .PHONY: dags-test
 dags-test: $(STAMP) $(AIRFLOW_STAMP) ## run both DAGs with dag.test() against real MLflow and serving processes

@@ -37,3 +37,27 @@ SCORES_DIR = os.environ.get("MLOPS_SCORES_DIR", str(REPO / ".mlops" / "scores"))
 
 SPARK_MASTER = os.environ.get("MLOPS_SPARK_MASTER", "local[*]")
 """Where the inference DAG's spark engine runs: Spark in the worker by default."""
+
+# The `emr-serverless` engine of the inference DAG. The cloud stack sets these in MWAA's
+# Airflow configuration (section `mlops`), which Airflow exposes as AIRFLOW__MLOPS__*.
+EMR_APPLICATION_ID = os.environ.get("AIRFLOW__MLOPS__EMR_APPLICATION_ID", "")
+"""The EMR Serverless Spark application (the stack's `sparkApplicationId`)."""
+
+EMR_JOB_ROLE_ARN = os.environ.get("AIRFLOW__MLOPS__EMR_JOB_ROLE_ARN", "")
+"""The job's role: reads the batch bucket's input/ and writes its scores/ only."""
+
+EMR_ENTRY_POINT = os.environ.get("AIRFLOW__MLOPS__EMR_ENTRY_POINT", "")
+"""s3:// URI of dags/emr/score_entry.py as synced to the DAGs bucket."""
+
+EMR_SPARK_PARAMETERS = os.environ.get("AIRFLOW__MLOPS__EMR_SPARK_PARAMETERS", "")
+"""spark-submit settings of the job: the packed environment (`spark.archives`) and the
+Python it runs (docs/orchestration.md)."""
+
+EMR_CARD = os.environ.get("AIRFLOW__MLOPS__EMR_CARD", "model_card.yaml")
+"""The model card as the job sees it (shipped beside the packed environment)."""
+
+AWS_CONN_ID = os.environ.get("AIRFLOW__MLOPS__AWS_CONN_ID", "aws_default")
+"""The Airflow connection the EMR Serverless operator uses (MWAA: its execution role)."""
+
+EMR_POLL_SECONDS = int(os.environ.get("AIRFLOW__MLOPS__EMR_POLL_SECONDS", "60"))
+"""How often the operator asks EMR Serverless whether the job has finished."""

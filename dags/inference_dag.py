@@ -12,6 +12,11 @@ With `engine: spark` the task fetches the Production model from the registry its
 (the read-only user is enough), verifies it like the server does, and scores the batch
 with Spark (`pipeline.gitops.scoring`: `local[*]` by default, `spark_master` for a
 cluster) into a folder of Parquet parts per logical date, published only when complete.
+
+With `engine: emr-serverless` (the cloud) a task pins Production's version now, and the
+Amazon provider's operator submits `mlops score --engine spark` with it to the stack's
+EMR Serverless application under the job role, and waits for the job: the same command
+and checks, where the data is.
 """
 
 from __future__ import annotations
@@ -23,18 +28,32 @@ from typing import Any
 
 import mlflow
 from _defaults import (
+    AWS_CONN_ID,
     BATCH_INPUT,
     CARD,
+    EMR_APPLICATION_ID,
+    EMR_CARD,
+    EMR_ENTRY_POINT,
+    EMR_JOB_ROLE_ARN,
+    EMR_POLL_SECONDS,
+    EMR_SPARK_PARAMETERS,
     INFERENCE_SCHEDULE,
     SCORES_DIR,
     SERVING_URL,
     SPARK_MASTER,
 )
+from airflow.providers.amazon.aws.operators.emr import EmrServerlessStartJobOperator
 from airflow.sdk import Param, dag, get_current_context, task
 
 from pipeline.gitops import registry
 from pipeline.gitops.card import load_card
-from pipeline.gitops.scoring import score_with_model, spark_python
+from pipeline.gitops.scoring import (
+    emr_serverless_job_driver,
+    production_model_uri,
+    score_with_model,
+    spark_job_arguments,
+    spark_python,
+)
 from pipeline.serving_client import RetryPolicy, ServingClient
 from pipeline.settings import load_settings
 from pipeline.stages.datasets import load_spec
@@ -59,15 +78,32 @@ from pipeline.stages.score_batch import score_batch, spark_output
         "timeout_seconds": Param(30.0, type="number", exclusiveMinimum=0),
         "attempts": Param(4, type="integer", minimum=1, maximum=20),
         "backoff_seconds": Param(1.0, type="number", minimum=0),
-        "engine": Param("api", type="string", enum=["api", "spark"],
+        "engine": Param("api", type="string", enum=["api", "spark", "emr-serverless"],
                         description="api: through the serving API; spark: the verified "
-                                    "model on Apache Spark"),
+                                    "model on Apache Spark; emr-serverless: the same Spark "
+                                    "job on the stack's EMR Serverless application"),
         "spark_master": Param(SPARK_MASTER, type="string",
                               description="spark: the master URL (local[*] on the worker)"),
+        "emr_application_id": Param(EMR_APPLICATION_ID, type="string",
+                                    description="emr-serverless: the Spark application"),
+        "emr_job_role_arn": Param(EMR_JOB_ROLE_ARN, type="string",
+                                  description="emr-serverless: the job's role"),
+        "emr_entry_point": Param(EMR_ENTRY_POINT, type="string",
+                                 description="emr-serverless: s3:// URI of score_entry.py"),
+        "emr_spark_parameters": Param(EMR_SPARK_PARAMETERS, type="string",
+                                      description="emr-serverless: spark-submit settings"),
+        "emr_card": Param(EMR_CARD, type="string",
+                          description="emr-serverless: the card's path on the job's side"),
     },
     doc_md=__doc__,
 )
 def mlops_inference() -> None:
+    @task.branch
+    def choose_engine() -> str:
+        """emr-serverless submits a job; api and spark score in this task's worker."""
+        engine = get_current_context()["params"]["engine"]
+        return "emr_job_driver" if engine == "emr-serverless" else "score"
+
     # No Airflow-level retries: the client already retries each call with backoff,
     # and retrying the whole task would multiply those waits.
     @task(retries=0)
@@ -88,7 +124,42 @@ def mlops_inference() -> None:
                              features=spec.feature_names, chunk_size=params["chunk_size"])
         return result.as_dict()
 
-    score()
+    @task(retries=0)
+    def emr_job_driver() -> dict[str, object]:
+        """Pin Production's version now and build the job: what runs is what was gated."""
+        context = get_current_context()
+        params = context["params"]
+        logical_date = context.get("logical_date") or context["dag_run"].run_after
+        _require_emr_params(params)
+        settings = load_settings()
+        card = load_card(Path(params["card"]))
+        model_uri = production_model_uri(registry.client(settings.mlflow_tracking_uri),
+                                         card.model.name)
+        arguments = spark_job_arguments(source=params["input"], model_uri=model_uri,
+                                        output=spark_output(params["output_dir"], logical_date),
+                                        card=params["emr_card"])
+        return emr_serverless_job_driver(entry_point=params["emr_entry_point"],
+                                         arguments=arguments,
+                                         spark_parameters=params["emr_spark_parameters"])
+
+    driver = emr_job_driver()
+    EmrServerlessStartJobOperator(
+        task_id="emr_score", aws_conn_id=AWS_CONN_ID,
+        application_id="{{ params.emr_application_id }}",
+        execution_role_arn="{{ params.emr_job_role_arn }}",
+        job_driver=driver, name="mlops-score-{{ ds_nodash }}",
+        wait_for_completion=True, waiter_delay=EMR_POLL_SECONDS, retries=0)
+    choose_engine() >> [score(), driver]
+
+
+def _require_emr_params(params: dict[str, Any]) -> None:
+    """Each missing setting named in one line, before anything is submitted."""
+    for key, setting in (("emr_application_id", "EMR_APPLICATION_ID"),
+                         ("emr_job_role_arn", "EMR_JOB_ROLE_ARN"),
+                         ("emr_entry_point", "EMR_ENTRY_POINT")):
+        if not str(params.get(key, "")).strip():
+            raise ValueError(f"engine emr-serverless: param {key} is empty (set it, or "
+                             f"AIRFLOW__MLOPS__{setting} in the Airflow environment)")
 
 
 def _score_on_spark(model_name: str, params: dict[str, Any],

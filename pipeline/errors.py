@@ -6,6 +6,8 @@ with a one-line message and never prints or exits itself.
 
 from __future__ import annotations
 
+from typing import Any
+
 EXIT_OK = 0
 EXIT_NEGATIVE = 1  # a verdict: gate failed, drift found
 EXIT_BAD_INPUT = 2  # bad input or a failed precondition
@@ -20,6 +22,15 @@ class MlopsError(Exception):
 
 class DataError(MlopsError):
     """The data does not match its declared schema or cannot be read."""
+
+
+class DataProblems(DataError):
+    """Every problem found in the data; the one line names the first and how many more."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = tuple(problems)
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        super().__init__(problems[0] + more)
 
 
 class ConfigError(MlopsError):
@@ -44,3 +55,12 @@ def first_line(text: object, *, limit: int = 300, default: str = "unknown error"
     """The first non-blank line of a message, cut to `limit`: what a one-line error shows."""
     lines = [line.strip() for line in str(text).splitlines() if line.strip()]
     return lines[0][:limit] if lines else default
+
+
+def format_validation_error(err: Any) -> str:
+    """`field.path: reason` for each problem of a pydantic ValidationError, on one line."""
+    parts = []
+    for problem in err.errors():
+        where = ".".join(str(p) for p in problem["loc"]) or "(top level)"
+        parts.append(f"{where}: {problem['msg']}")
+    return "; ".join(parts)

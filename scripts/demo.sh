@@ -2,14 +2,26 @@
 # The whole loop on this machine, one `mlops` command at a time, as a person would type
 # them. Everything runs on 127.0.0.1 and stays running for you to explore; `make down`
 # stops it. The demo proposes its candidate in a copy of the card under .mlops/demo/,
-# so the repository's model_card.yaml is left as it is.
+# so the repository's model_card.yaml is left as it is. One dataset per stack: the
+# background server serves one model (`make down` before switching DATASET).
 set -euo pipefail
 
 venv=${VENV:-.venv}
 mlops="$venv/bin/mlops"
 export MLFLOW_TRACKING_URI=${MLFLOW_TRACKING_URI:-http://127.0.0.1:5000}
 serving_url=${MLOPS_SERVING_URL:-http://127.0.0.1:8000}
+# DATASET=rand_health runs the loop on a built-in example's card (examples/<name>/).
+dataset=${DATASET:-}
+source_card=model_card.yaml
 demo_dir=.mlops/demo
+if [ -n "$dataset" ]; then
+  source_card="examples/$dataset/model_card.yaml"
+  demo_dir=".mlops/demo/$dataset"
+  if [ ! -f "$source_card" ]; then
+    echo "error: DATASET=$dataset: no card $source_card (examples: $(ls examples | tr '\n' ' '))" >&2
+    exit 2
+  fi
+fi
 card="$demo_dir/model_card.yaml"
 started=$(date +%s)
 
@@ -20,14 +32,14 @@ step "1. Start the local MLflow server (SQLite backend, artifacts under .mlops/)
 show "$mlops" stack up
 
 mkdir -p "$demo_dir"
-cp model_card.yaml "$card"
+cp "$source_card" "$card"
 
 step "2. Bootstrap Production with a deliberately weak baseline"
 if "$mlops" status --card "$card" --json | "$venv/bin/python" -c \
     'import json, sys; sys.exit(json.load(sys.stdin)["production"] is None)'; then
   show "$mlops" status --card "$card"
   show "$mlops" serve --background --card "$card"
-  show "$mlops" predict --url "$serving_url"
+  show "$mlops" predict --url "$serving_url" --card "$card"
   cat <<MSG
 
 The loop already ran on this stack, so there is nothing new to promote. To watch it
@@ -43,7 +55,7 @@ show "$mlops" status --card "$card"
 
 step "3. Serve the Production model"
 show "$mlops" serve --background --card "$card"
-show "$mlops" predict --url "$serving_url"
+show "$mlops" predict --url "$serving_url" --card "$card"
 
 step "4. A data scientist trains a better candidate and proposes it"
 run_id=$("$mlops" train --estimator hist_gradient_boosting --card "$card")
@@ -59,7 +71,7 @@ show "$mlops" status --card "$card"
 
 step "7. The running server picks up the new Production version by itself"
 show "$mlops" serve-wait --url "$serving_url" --run-id "$run_id"
-show "$mlops" predict --url "$serving_url"
+show "$mlops" predict --url "$serving_url" --card "$card"
 
 cat <<MSG
 

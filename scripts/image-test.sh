@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# The PR's "build and curl" check: run the serving image against a tracking server and
-# curl /predict, /invocations and /model.
+# The PR's "build and curl" check: run the serving image with the card's candidate and
+# curl /predict, /invocations and /model with the model's own input example.
 # Usage: scripts/image-test.sh [TAG]   (after scripts/image.sh; `make image-test` does both)
 #
-# By default it starts a throwaway MLflow server (SQLite, temporary folder) on a free
-# loopback port and bootstraps a cheap model in it, so it needs nothing but Docker.
-# To test a real candidate instead, set IMAGE_TEST_TRACKING_URI (and MODEL_URI, e.g.
-# runs:/<candidate run ID>/model, or MODEL_NAME); MLflow credentials pass through.
-# The container uses the host's network and listens on 127.0.0.1 only.
+# With IMAGE_TEST_TRACKING_URI (pr.yml: the registry, read-only credentials) the container
+# serves MODEL_URI=runs:/<candidate_run_id>/model from the card (MLOPS_CARD, default
+# model_card.yaml): the model the pull request proposes. Without it, a throwaway MLflow
+# server (SQLite, temporary folder) on a free loopback port gets a cheap run, proposed in
+# a copy of the card, and the same path serves it: it needs nothing but Docker.
+# MODEL_URI or MODEL_NAME, when set, override the candidate; MLflow credentials pass
+# through. The container uses the host's network and listens on 127.0.0.1 only.
 set -euo pipefail
 image=${1:-${IMAGE:-mlops-serving:local}}
 venv=${VENV:-.venv}
@@ -26,21 +28,36 @@ cleanup() {
 }
 trap cleanup EXIT
 
+card=${MLOPS_CARD:-model_card.yaml}
 if [ -n "${IMAGE_TEST_TRACKING_URI:-}" ]; then
   tracking=$IMAGE_TEST_TRACKING_URI
 else
   mlflow_port=$(free_port)
   tracking="http://127.0.0.1:$mlflow_port"
-  echo "starting a throwaway MLflow server at $tracking and training a cheap model ..."
+  echo "starting a throwaway MLflow server at $tracking and proposing a cheap candidate ..."
   MLOPS_HOME="$work/mlops" MLFLOW_PORT=$mlflow_port "$mlops" stack up >/dev/null
-  MLFLOW_TRACKING_URI=$tracking "$mlops" train --estimator ridge --register --promote >/dev/null 2>"$work/train.log" \
+  run_id=$(MLFLOW_TRACKING_URI=$tracking "$mlops" train --estimator ridge --card "$card" 2>"$work/train.log") \
     || { cat "$work/train.log" >&2; exit 1; }
+  cp "$card" "$work/card.yaml"
+  card="$work/card.yaml"
+  "$mlops" propose "$run_id" --card "$card" >/dev/null
 fi
 model_env=()
 if [ -n "${MODEL_URI:-}" ]; then
   model_env=(--env MODEL_URI)
+elif [ -n "${MODEL_NAME:-}" ]; then
+  model_env=(--env MODEL_NAME)
 else
-  model_env=(--env "MODEL_NAME=${MODEL_NAME:-$("$venv/bin/python" -c 'from pipeline.gitops.card import load_card; from pathlib import Path; print(load_card(Path("model_card.yaml")).model.name)')}")
+  candidate=$("$venv/bin/python" -c 'import sys; from pathlib import Path; from pipeline.gitops.card import load_card
+from pipeline.errors import ConfigError
+try: print(load_card(Path(sys.argv[1])).model.candidate_run_id or "")
+except ConfigError as err: print(f"error: {err}", file=sys.stderr); sys.exit(2)' "$card")
+  if [ -z "$candidate" ]; then
+    echo "error: $card: model.candidate_run_id is empty, so there is no candidate to serve (mlops propose RUN_ID)" >&2
+    exit 2
+  fi
+  echo "serving the card's candidate: runs:/$candidate/model"
+  model_env=(--env "MODEL_URI=runs:/$candidate/model")
 fi
 
 port=$(free_port)

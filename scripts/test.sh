@@ -32,5 +32,21 @@ run_pytest() {
   fi
   return "$rc"
 }
-run_pytest "$venv/bin/python" -m pytest "$@"
-MLOPS_MAIN_VENV="$(cd "$venv" && pwd)" run_pytest "$airflow_venv/bin/python" -m pytest tests/dags "$@"
+# Two suites side by side, as they share nothing but the machine: the main one, and
+# the DAG tests (their own environment) followed by the cloud tracking image's (mostly a
+# Docker build). The second one's output follows the first's.
+side_log=$(mktemp)
+trap 'rm -f "$side_log"' EXIT
+(
+  MLOPS_MAIN_VENV="$(cd "$venv" && pwd)" run_pytest "$airflow_venv/bin/python" -m pytest tests/dags "$@"
+  run_pytest "$venv/bin/python" -m pytest tests/tracking_image "$@"
+) >"$side_log" 2>&1 &
+side=$!
+main_rc=0
+run_pytest "$venv/bin/python" -m pytest --ignore=tests/tracking_image --ignore=tests/dags "$@" || main_rc=$?
+side_rc=0
+wait "$side" || side_rc=$?
+echo "== the DAG tests (.venv-airflow) and the tracking image's tests, run alongside:"
+cat "$side_log"
+if [[ $main_rc -ne 0 ]]; then exit "$main_rc"; fi
+exit "$side_rc"

@@ -7,6 +7,7 @@ assume it. No workflow holds a static AWS key.
 - pr: reads the tracking server's credentials (the gate compares against Production).
 - promote: the same (it moves the registry alias over the tracking server's API).
 - infra: runs `pulumi preview|up|refresh|destroy` for this stack (documents.infra_role_policy).
+- dags (with orchestration): syncs `dags/` to the Airflow bucket's `dags/` prefix, only that.
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ class CiAccessArgs:
     infra_environment: str
     existing_provider_arn: str | None = None
     secrets_key_arn: str | None = None
+    dags_environment: str = "dags"
+    dags_bucket_arn: pulumi.Input[str] | None = None
+    """The Airflow DAGs bucket, when the stack has orchestration: then a dags role too."""
+    dags_prefix: str = "dags"
     tags: dict[str, str] | None = None
 
 
@@ -108,4 +113,15 @@ class CiAccess(pulumi.ComponentResource):
             "promote": self.promote_role.arn,
             "infra": self.infra_role.arn,
         }
+        if args.dags_bucket_arn is not None:
+            dags_role = role("dags", args.dags_environment)
+            aws.iam.RolePolicy(
+                f"{name}-dags-sync",
+                role=dags_role.id,
+                policy=pulumi.Output.from_input(args.dags_bucket_arn).apply(
+                    lambda arn: json.dumps(documents.dags_sync_policy(arn, args.dags_prefix))
+                ),
+                opts=child,
+            )
+            self.role_arns["dags"] = dags_role.arn
         self.register_outputs({"role_arns": self.role_arns, "provider_arn": provider_arn})

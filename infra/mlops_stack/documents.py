@@ -80,6 +80,25 @@ def read_secrets_policy(secret_arns: list[str]) -> Document:
     )
 
 
+def dags_sync_policy(bucket_arn: str, prefix: str) -> Document:
+    """`make dags-sync`: list, write and delete under the DAGs prefix of one bucket, no more."""
+    return _doc(
+        {
+            "Sid": "ListDags",
+            "Effect": "Allow",
+            "Action": ["s3:ListBucket"],
+            "Resource": [bucket_arn],
+            "Condition": {"StringLike": {"s3:prefix": [f"{prefix}/*"]}},
+        },
+        {
+            "Sid": "WriteDags",
+            "Effect": "Allow",
+            "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+            "Resource": [f"{bucket_arn}/{prefix}/*"],
+        },
+    )
+
+
 def github_trust(*, provider_arn: str, repo: str, environment: str) -> Document:
     """Trust one GitHub repository's jobs that run in one environment, nothing wider."""
     return _doc(

@@ -22,6 +22,10 @@ BATCH_INPUT_PREFIX = "input/"
 BATCH_OUTPUT_PREFIX = "scores/"
 DAGS_PREFIX = "dags"
 REQUIREMENTS_KEY = "requirements.txt"
+EMR_PREFIX = "emr/"
+"""Where the Spark job's packed environment lives in the DAGs bucket (docs/orchestration.md)."""
+ENTRY_POINT_KEY = f"{DAGS_PREFIX}/emr/score_entry.py"
+"""The job's entry point, as the DAGs sync uploads dags/emr/score_entry.py."""
 
 
 @dataclass
@@ -104,9 +108,10 @@ class Orchestration(pulumi.ComponentResource):
             f"{self._name}-spark-job", name=f"{self._args.prefix}-spark-job",
             assume_role_policy=json.dumps(_assumed_by("emr-serverless.amazonaws.com")),
             tags=self._args.tags, opts=self._child)
-        policy = pulumi.Output.all(bucket=self.batch.bucket_arn,
+        policy = pulumi.Output.all(bucket=self.batch.bucket_arn, dags=self.dags.bucket_arn,
                                    secret=self._args.tracking_secret_arn).apply(
-            lambda a: json.dumps(spark_job_policy(a["bucket"], a["secret"])))
+            lambda a: json.dumps(spark_job_policy(a["bucket"], a["secret"],
+                                                  dags_bucket_arn=a["dags"])))
         aws.iam.RolePolicy(f"{self._name}-spark-job-policy", role=role.id, policy=policy,
                            opts=self._child)
         return role
@@ -137,6 +142,7 @@ class Orchestration(pulumi.ComponentResource):
             max_workers=args.max_workers, source_bucket_arn=self.dags.bucket_arn,
             dag_s3_path=DAGS_PREFIX, requirements_s3_path=REQUIREMENTS_KEY,
             execution_role_arn=self.execution_role.arn, webserver_access_mode="PRIVATE_ONLY",
+            airflow_configuration_options=self._emr_settings(),
             network_configuration=aws.mwaa.EnvironmentNetworkConfigurationArgs(
                 subnet_ids=list(args.private_subnet_ids)[:2],
                 security_group_ids=[self.security_group.id]),
@@ -148,15 +154,43 @@ class Orchestration(pulumi.ComponentResource):
             tags=args.tags, opts=self._child)
 
 
+    def _emr_settings(self) -> pulumi.Output[dict[str, str]]:
+        """What the inference DAG's emr-serverless engine reads (AIRFLOW__MLOPS__* on the
+        workers): the application, the job role, the entry point and packed environment."""
+        return pulumi.Output.all(app=self.spark.id, role=self.job_role.arn,
+                                 bucket=self.dags.bucket_name).apply(lambda a: {
+            "mlops.emr_application_id": a["app"],
+            "mlops.emr_job_role_arn": a["role"],
+            "mlops.emr_entry_point": f"s3://{a['bucket']}/{ENTRY_POINT_KEY}",
+            "mlops.emr_spark_parameters": emr_spark_parameters(a["bucket"]),
+        })
+
+
+def emr_spark_parameters(dags_bucket: str) -> str:
+    """spark-submit settings that run the job on its packed environment, uploaded beside the
+    DAGs (docs/orchestration.md, "Spark on EMR Serverless")."""
+    archive = f"s3://{dags_bucket}/{EMR_PREFIX}mlops-env.tar.gz#environment"
+    python = "./environment/bin/python"
+    return (f"--conf spark.archives={archive} "
+            f"--conf spark.emr-serverless.driverEnv.PYSPARK_DRIVER_PYTHON={python} "
+            f"--conf spark.emr-serverless.driverEnv.PYSPARK_PYTHON={python} "
+            f"--conf spark.executorEnv.PYSPARK_PYTHON={python}")
+
+
 def _assumed_by(*services: str) -> dict[str, object]:
     return {"Version": "2012-10-17", "Statement": [{
         "Effect": "Allow", "Principal": {"Service": list(services)},
         "Action": "sts:AssumeRole"}]}
 
 
-def spark_job_policy(bucket_arn: str, tracking_secret_arn: str) -> dict[str, object]:
-    """Read `input/`, write `scores/`, read the tracking login, write its own logs."""
+def spark_job_policy(bucket_arn: str, tracking_secret_arn: str, *,
+                     dags_bucket_arn: str) -> dict[str, object]:
+    """Read `input/`, write `scores/`, read the tracking login, and its own entry point
+    and packed environment from the DAGs bucket."""
     return {"Version": "2012-10-17", "Statement": [
+        {"Sid": "ReadJobCode", "Effect": "Allow", "Action": ["s3:GetObject"],
+         "Resource": [f"{dags_bucket_arn}/{ENTRY_POINT_KEY}",
+                      f"{dags_bucket_arn}/{EMR_PREFIX}*"]},
         {"Sid": "ListBatchPrefixes", "Effect": "Allow", "Action": ["s3:ListBucket"],
          "Resource": [bucket_arn], "Condition": {"StringLike": {
              "s3:prefix": [f"{BATCH_INPUT_PREFIX}*", f"{BATCH_OUTPUT_PREFIX}*"]}}},

@@ -11,7 +11,7 @@ from mlops_stack.artifacts import ArtifactStore, ArtifactStoreArgs
 from mlops_stack.ci_access import CiAccess, CiAccessArgs
 from mlops_stack.database import TrackingDatabase, TrackingDatabaseArgs
 from mlops_stack.network import Network, NetworkArgs
-from mlops_stack.orchestration import Orchestration, OrchestrationArgs
+from mlops_stack.orchestration import DAGS_PREFIX, Orchestration, OrchestrationArgs
 from mlops_stack.serving import ServingService, ServingServiceArgs
 from mlops_stack.settings import NAMESPACE, ConfigError, StackSettings, settings_from
 from mlops_stack.tracking import TrackingServer, TrackingServerArgs
@@ -135,6 +135,12 @@ def build(settings: StackSettings) -> Stack:
             tags=tags,
         ),
     )
+    orchestration = None
+    if settings.orchestration:
+        orchestration = Orchestration("orchestration", OrchestrationArgs(
+            prefix=settings.prefix, region=region, account_id=account_id,
+            vpc_id=network.vpc_id, private_subnet_ids=network.private_subnet_ids,
+            tracking_secret_arn=tracking.admin_secret.arn, tags=tags))
     ci = CiAccess(
         "ci",
         CiAccessArgs(
@@ -148,6 +154,9 @@ def build(settings: StackSettings) -> Stack:
             infra_environment=settings.ci_environments.infra,
             existing_provider_arn=settings.github_oidc_provider_arn,
             secrets_key_arn=settings.pulumi_secrets_key_arn,
+            dags_environment=settings.ci_environments.dags,
+            dags_bucket_arn=orchestration.dags.bucket_arn if orchestration else None,
+            dags_prefix=DAGS_PREFIX,
             tags=tags,
         ),
     )
@@ -167,12 +176,7 @@ def build(settings: StackSettings) -> Stack:
         "trackingServiceName": tracking.service.service.name,
         "servingServiceName": serving.service.service.name,
     }
-    orchestration = None
-    if settings.orchestration:
-        orchestration = Orchestration("orchestration", OrchestrationArgs(
-            prefix=settings.prefix, region=region, account_id=account_id,
-            vpc_id=network.vpc_id, private_subnet_ids=network.private_subnet_ids,
-            tracking_secret_arn=tracking.admin_secret.arn, tags=tags))
+    if orchestration is not None:
         outputs.update({
             "airflowDagsBucket": orchestration.dags.bucket_name,
             "batchBucket": orchestration.batch.bucket_name,

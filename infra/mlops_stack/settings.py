@@ -40,6 +40,7 @@ class CiEnvironments:
     pr: str = "pr"
     promote: str = "production"
     infra: str = "infra"
+    dags: str = "dags"
 
 
 @dataclass(frozen=True)
@@ -212,8 +213,10 @@ def settings_from(get: ConfigGetter, *, project: str, stack: str) -> StackSettin
         pr=_optional(get, "prEnvironment") or CiEnvironments.pr,
         promote=_optional(get, "promoteEnvironment") or CiEnvironments.promote,
         infra=_optional(get, "infraEnvironment") or CiEnvironments.infra,
+        dags=_optional(get, "dagsEnvironment") or CiEnvironments.dags,
     )
-    for env_name in (environments.pr, environments.promote, environments.infra):
+    for env_name in (environments.pr, environments.promote, environments.infra,
+                     environments.dags):
         if not ENVIRONMENT_PATTERN.match(env_name):
             raise ConfigError(f"GitHub environment names may not contain wildcards: {env_name!r}")
 

@@ -21,6 +21,7 @@ import mlflow
 import typer
 from mlflow.exceptions import MlflowException
 
+from pipeline import progress
 from pipeline.errors import EXIT_BAD_INPUT, EXIT_UNEXPECTED, MlopsError, first_line
 from pipeline.gitops.card import ModelCard, load_card
 from pipeline.settings import Settings, load_settings
@@ -45,8 +46,12 @@ ServingUrlOption = Annotated[str, typer.Option(
 
 
 def say(message: str) -> None:
-    """Progress for people goes to stderr, so stdout stays clean for --json and run IDs."""
-    typer.echo(message, err=True)
+    """Progress for people goes to stderr, so stdout stays clean for --json and run IDs.
+
+    While a progress display is drawn, the line goes above it (else the two garble).
+    """
+    if not progress.line(message):
+        typer.echo(message, err=True)
 
 
 def settings_and_card(card_path: Path | None) -> tuple[Settings, ModelCard]:

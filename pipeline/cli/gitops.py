@@ -17,6 +17,7 @@ import requests
 import typer
 from mlflow.tracking import MlflowClient
 
+from pipeline import progress
 from pipeline.cli.app import CardOption, app, say, settings_and_card, use_tracking_server
 from pipeline.errors import ConfigError, NegativeVerdict, first_line
 from pipeline.gitops import registry
@@ -93,8 +94,9 @@ def gate_command(
         return
     _, card, mlflow_client = _connect(card_path)
     say(f"gate: candidate run {card.model.candidate_run_id} for {card.model.name}")
-    outcome = run_gate(card, mlflow_client=mlflow_client,
-                       tracking_uri=settings.mlflow_tracking_uri)
+    with progress.shown_on_terminal():
+        outcome = run_gate(card, mlflow_client=mlflow_client,
+                           tracking_uri=settings.mlflow_tracking_uri)
     drawn = draw_plot(outcome)
     note = _save_plot(drawn, plot_path)
     markdown = render(outcome.verdict, plot_note=note)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
@@ -17,6 +16,7 @@ from typing import Annotated
 
 import typer
 
+from pipeline import progress
 from pipeline.cli.app import CardOption, ServingUrlOption, app, say, settings_and_card
 from pipeline.gitops import registry
 from pipeline.gitops.scoring import score_with_model, spark_python
@@ -60,39 +60,37 @@ def score_command(
                    for c in spec.features]
         client = ServingClient(url)
         client.wait_ready()
-        with _progress(as_json) as progress:
+        with _progress(as_json) as on_rows:
             result = score_files(source=source, output=output, engine="api", keys=key,
                                  predict=api_predict(client, columns, chunk_rows=1000),
-                                 columns=columns, batch_rows=batch_rows, progress=progress)
+                                 columns=columns, batch_rows=batch_rows, progress=on_rows)
         _report(result, as_json)
         return
     if engine is Engine.spark:
         # Spark starts its Python workers from PYSPARK_PYTHON: this interpreter, whose
         # packages (the model's loader among them) the workers need.
         os.environ.update(spark_python())
-    with _progress(as_json) as progress:
+    with _progress(as_json) as on_rows:
         result = score_with_model(registry.client(settings.mlflow_tracking_uri),
                                   card.model.name, source=source, output=output,
                                   engine=engine.value, model_uri=model_uri, keys=key,
                                   batch_rows=batch_rows, spark_master=spark_master,
                                   tracking_uri=settings.mlflow_tracking_uri,
-                                  progress=progress, announce=say)
+                                  progress=on_rows, announce=say)
     _report(result, as_json)
 
 
 @contextmanager
 def _progress(quiet: bool) -> Iterator[Callable[[int], None] | None]:
-    """Rows scored so far, on a terminal only: CI logs and --json stay line-oriented."""
-    if quiet or not sys.stderr.isatty():
+    """Rows scored so far, on a terminal only: CI logs and --json stay line-oriented.
+
+    The model's download (a stage of its own) is drawn by the same display.
+    """
+    if quiet or not progress.on_terminal():
         yield None
         return
-    from rich.console import Console
-    from rich.progress import Progress, SpinnerColumn, TextColumn
-
-    with Progress(SpinnerColumn(), TextColumn("{task.completed:,} rows scored"),
-                  console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task("score", total=None)
-        yield lambda rows: bar.advance(task, rows)
+    with progress.shown_on_terminal(), progress.steps("rows scored", None) as advance:
+        yield advance
 
 
 def _report(result: ScoreResult, as_json: bool) -> None:

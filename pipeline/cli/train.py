@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from pipeline import progress
 from pipeline.cli.app import CardOption, app, say, settings_and_card, use_tracking_server
 from pipeline.errors import MlopsError
 from pipeline.gitops import registry
@@ -39,12 +40,16 @@ def train_command(
     if promote:
         registry.refuse_if_production_exists(mlflow_client, card.model.name)
     use_tracking_server(settings)
-    data = prepare(spec, source=card.data.source, holdout_fraction=card.data.holdout_fraction)
-    say(f"data: {data.report.rows_in} rows read, {data.report.rows_out} kept after cleansing, "
-        f"{len(data.train)} train / {len(data.holdout)} held out (hash {data.data_hash})")
-    result = train(data=data, estimator=built, estimator_name=estimator, params=params,
-                   experiment=settings.mlops_experiment,
-                   twin_tolerance=card.model.twin_tolerance)
+    with progress.shown_on_terminal(quiet=as_json):
+        with progress.stage("data: read, validate, cleanse, split"):
+            data = prepare(spec, source=card.data.source,
+                           holdout_fraction=card.data.holdout_fraction)
+        say(f"data: {data.report.rows_in} rows read, {data.report.rows_out} kept after "
+            f"cleansing, {len(data.train)} train / {len(data.holdout)} held out "
+            f"(hash {data.data_hash})")
+        result = train(data=data, estimator=built, estimator_name=estimator, params=params,
+                       experiment=settings.mlops_experiment,
+                       twin_tolerance=card.model.twin_tolerance)
     summary: dict[str, Any] = {"run_id": result.run_id, "estimator": estimator,
                                "metrics": result.metrics, "data_hash": result.data_hash}
     link = registry.run_url(settings.mlflow_tracking_uri, result.run_id)

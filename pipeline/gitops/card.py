@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, format_validation_error
+from pipeline.files import atomic_write
 
 RUN_ID_PATTERN = r"^[0-9a-f]{32}$"
 
@@ -100,15 +99,6 @@ def load_card(path: Path) -> ModelCard:
         raise ConfigError(f"{path}: {format_validation_error(err)}") from err
 
 
-def format_validation_error(err: ValidationError) -> str:
-    """`field.path: reason` for each problem, on one line."""
-    parts = []
-    for problem in err.errors():
-        where = ".".join(str(p) for p in problem["loc"]) or "(top level)"
-        parts.append(f"{where}: {problem['msg']}")
-    return "; ".join(parts)
-
-
 _CANDIDATE_LINE = re.compile(r"^(\s*candidate_run_id:)[^\n#]*(#.*)?$", re.MULTILINE)
 
 
@@ -126,18 +116,51 @@ def write_candidate_run_id(path: Path, run_id: str) -> None:
         ModelCard.model_validate(yaml.safe_load(new_text))
     except ValidationError as err:
         raise ConfigError(f"{path}: {format_validation_error(err)}") from err
-    _atomic_write(path, new_text)
+    atomic_write(path, new_text)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+_TOP_LEVEL_KEY = re.compile(r"^[A-Za-z_]\w*:", re.MULTILINE)
+
+
+def with_data_section(path: Path, *, dataset: str, source: str, comment: str) -> str:
+    """The card's text with `data:` pointed at a dataset and source, every other line kept.
+
+    Only the `dataset:` and `source:` lines of the `data:` block change (added when
+    absent, the block too). The result is validated; the caller writes it (atomically).
+    """
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines()
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        start = next(i for i, line in enumerate(lines) if re.match(r"^data:\s*(#.*)?$", line))
+    except StopIteration:
+        lines += ["", "data:"]
+        start = len(lines) - 1
+    end = next((i for i in range(start + 1, len(lines)) if _TOP_LEVEL_KEY.match(lines[i])),
+               len(lines))
+    values = {"dataset": (_yaml_scalar(dataset), f"  # {comment}"),
+              "source": (_yaml_scalar(source), "")}
+    for key, (value, note) in values.items():
+        pattern = re.compile(rf"^(\s+){key}:[^\n#]*(#.*)?$")
+        found = [i for i in range(start + 1, end) if pattern.match(lines[i])]
+        if found:
+            match = pattern.match(lines[found[0]])
+            assert match is not None
+            kept = note or (f"  {match.group(2)}" if match.group(2) else "")
+            lines[found[0]] = f"{match.group(1)}{key}: {value}{kept}"
+        else:
+            lines.insert(start + 1, f"  {key}: {value}{note}")
+            end += 1
+    new_text = "\n".join(lines) + "\n"
+    try:
+        ModelCard.model_validate(yaml.safe_load(new_text))
+    except ValidationError as err:
+        raise ConfigError(f"{path}: {format_validation_error(err)}") from err
+    return new_text
+
+
+def _yaml_scalar(value: str) -> str:
+    return yaml.safe_dump(value, default_flow_style=True, width=10_000).removesuffix(
+        "\n").removesuffix("\n...").strip()
 
 
 def check_policy(card: ModelCard, *, task: str) -> None:
@@ -157,7 +180,9 @@ def check_policy(card: ModelCard, *, task: str) -> None:
     if policy.metric not in computed:
         raise ConfigError(
             f"promotion.metric: {policy.metric!r} is not a metric the gate can compare for a "
-            f"{task} task (choose one of {', '.join(sorted(computed))})"
+            f"{task} task (choose one of {', '.join(sorted(computed))}"
+            + ("; roc_auc and log_loss may be floors, not the primary: the gate's bootstrap "
+               "resamples labels)" if task == "classification" else ")")
         )
     if policy.greater_is_better != GREATER_IS_BETTER[policy.metric]:
         direction = "higher" if GREATER_IS_BETTER[policy.metric] else "lower"

@@ -24,6 +24,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import Model
 from mlflow.tracking import MlflowClient
 
+from pipeline import progress
 from pipeline.errors import ConfigError, RegistryError
 from pipeline.gitops import registry
 from pipeline.gitops.card import ModelCard, check_policy, policy_hash
@@ -208,24 +209,29 @@ def run_gate(card: ModelCard, *, mlflow_client: MlflowClient, tracking_uri: str)
             models["production"] = load(production)
     former = policy.mode == "rollback" and was_production(mlflow_client, name, run_id)
 
-    data = prepare(spec, source=card.data.source, holdout_fraction=card.data.holdout_fraction)
+    with progress.stage("data: read, validate, cleanse, split"):
+        data = prepare(spec, source=card.data.source,
+                       holdout_fraction=card.data.holdout_fraction)
     x, y = data.x_holdout, data.y_holdout
     truth = np.asarray(y)
     predictions: dict[str, np.ndarray] = {}
     probabilities: dict[str, np.ndarray | None] = {}
     scores: dict[str, dict[str, float]] = {}
     for role, model in models.items():
-        predictions[role], probabilities[role] = _predict(model, x)
-        scores[role] = evaluate(model, x, y, task=spec.task)
+        with progress.stage(f"scoring {role} on {len(x):,} held-out rows"):
+            predictions[role], probabilities[role] = _predict(model, x)
+            scores[role] = evaluate(model, x, y, task=spec.task)
 
     intervals: dict[str, Interval] = {}
     if production is not None:
-        for metric in scores["candidate"]:
-            if supports(metric):
+        compared = [metric for metric in scores["candidate"] if supports(metric)]
+        with progress.steps(f"bootstrap resamples ({', '.join(compared)})",
+                            policy.bootstrap_resamples * len(compared)) as advance:
+            for metric in compared:
                 intervals[metric] = paired_bootstrap(
                     metric, truth, predictions["candidate"], predictions["production"],
                     resamples=policy.bootstrap_resamples, confidence=policy.confidence,
-                    seed=policy.seed)
+                    seed=policy.seed, advance=advance)
 
     cand_eval = Evaluation(run_id=run_id, version=None, metrics=scores["candidate"])
     prod_eval = None if production is None or current is None else Evaluation(

@@ -19,6 +19,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException, RestException
 from mlflow.tracking import MlflowClient
 
+from pipeline import progress
 from pipeline.errors import RegistryError
 from pipeline.stages import MODEL_ARTIFACT
 from serving import modelfiles
@@ -149,8 +150,9 @@ def download_model(uri: str, destination: Path, *, tracking_uri: str) -> Path:
     import mlflow.artifacts
 
     try:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(destination),
-                                                    tracking_uri=tracking_uri)
+        with progress.stage(f"downloading {uri}"):
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=uri, dst_path=str(destination), tracking_uri=tracking_uri)
     except (MlflowException, OSError) as err:
         raise RegistryError(f"no model at {uri}") from err
     return Path(local)

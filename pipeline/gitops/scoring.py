@@ -16,6 +16,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
+from pipeline.errors import RegistryError
 from pipeline.gitops import registry
 from pipeline.stages.batch_model import BatchModel, ModelIdentity
 from pipeline.stages.score_batch import ScoreResult, score_files
@@ -57,3 +58,31 @@ def spark_python() -> dict[str, str]:
     """What Spark's Python workers need in the environment: this interpreter (set by the
     caller, at its edge: a command or a DAG task)."""
     return {"PYSPARK_PYTHON": os.environ.get("PYSPARK_PYTHON") or sys.executable}
+
+
+def production_model_uri(mlflow_client: MlflowClient, model_name: str) -> str:
+    """`models:/NAME/V` of Production now: a job submitted elsewhere scores this version
+    even if the alias moves while it waits for capacity."""
+    version = registry.production_version(mlflow_client, model_name)
+    if version is None:
+        raise RegistryError(f"{model_name} has no {registry.PRODUCTION} version to "
+                                     "score with")
+    return f"models:/{model_name}/{version.version}"
+
+
+def spark_job_arguments(*, source: str, output: str, model_uri: str, card: str) -> list[str]:
+    """The `mlops score` command line a remote Spark job (EMR Serverless) runs: the same
+    command, checks and engine as on this machine."""
+    return ["score", source, output, "--engine", "spark", "--model-uri", model_uri,
+            "--card", card, "--json"]
+
+
+def emr_serverless_job_driver(*, entry_point: str, arguments: Sequence[str],
+                              spark_parameters: str) -> dict[str, object]:
+    """EMR Serverless's `jobDriver`: the entry point (which calls `mlops`) with the command
+    line, and the Spark settings that bring the packed environment along."""
+    submit: dict[str, object] = {"entryPoint": entry_point,
+                                 "entryPointArguments": list(arguments)}
+    if spark_parameters.strip():
+        submit["sparkSubmitParameters"] = spark_parameters.strip()
+    return {"sparkSubmit": submit}

@@ -141,16 +141,23 @@ def resample_indices(rows: int, resamples: int, *, seed: int) -> list[np.ndarray
 
 def paired_bootstrap(metric: str, y_true: np.ndarray, candidate: np.ndarray,
                      baseline: np.ndarray, *, resamples: int, confidence: float,
-                     seed: int) -> Interval:
-    """Bootstrap interval of metric(candidate) - metric(baseline) on paired rows."""
+                     seed: int, advance: Callable[[int], None] | None = None) -> Interval:
+    """Bootstrap interval of metric(candidate) - metric(baseline) on paired rows.
+
+    `advance(n)` is told after each block of n resamples (a progress bar's hook).
+    """
     if metric not in BATCH_METRICS:
         raise ValueError(f"no bootstrap for metric {metric!r}")
     y, c, b = (np.asarray(a) for a in (y_true, candidate, baseline))
     if not (len(y) == len(c) == len(b)) or len(y) == 0:
         raise ValueError("y_true and both predictions must be non-empty and of equal length")
     fn = BATCH_METRICS[metric]
-    diffs = np.concatenate([fn(y, c, idx) - fn(y, b, idx)
-                            for idx in resample_indices(len(y), resamples, seed=seed)])
+    blocks = []
+    for idx in resample_indices(len(y), resamples, seed=seed):
+        blocks.append(fn(y, c, idx) - fn(y, b, idx))
+        if advance is not None:
+            advance(len(idx))
+    diffs = np.concatenate(blocks)
     alpha = 1.0 - confidence
     low, high = np.quantile(diffs, [alpha / 2, 1 - alpha / 2])
     point = _point(metric, y, c) - _point(metric, y, b)

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from pandas.api import types as ptypes
 
-from pipeline.errors import DataError
+from pipeline.errors import DataError, DataProblems
 from pipeline.stages.datasets import Column, DatasetSpec
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,11 @@ def load(source: str, spec: DatasetSpec) -> pd.DataFrame:
         if spec.load_builtin is None:
             raise DataError(f"data.source: dataset {spec.name!r} ships no built-in data")
         return spec.load_builtin()
+    return read_table(source)
+
+
+def read_table(source: str) -> pd.DataFrame:
+    """A CSV/Parquet path or s3:// URI as a frame; unreadable input is one line."""
     suffix = Path(source.split("?")[0]).suffix.lower()
     if not source.startswith("s3://") and not Path(source).is_file():
         raise DataError(f"data.source: no such file {source}")
@@ -101,10 +106,17 @@ def validate(frame: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
     if missing:
         raise DataError(f"dataset {spec.name!r}: missing column(s) {', '.join(missing)}")
     out = pd.DataFrame(index=frame.index)
-    for column in spec.columns:
-        out[column.name] = _canonical(frame[column.name], column)
+    problems = []
+    for column in spec.columns:  # every column is checked: the user fixes all at once
+        try:
+            out[column.name] = _canonical(frame[column.name], column)
+        except DataError as err:
+            problems.append(str(err))
+            continue
         if out[column.name].isna().all():
-            raise DataError(f"column {column.name!r}: every value is missing")
+            problems.append(f"column {column.name!r}: every value is missing")
+    if problems:
+        raise DataProblems(problems)
     return out.reset_index(drop=True)
 
 
@@ -123,7 +135,9 @@ def _canonical(values: pd.Series, column: Column) -> pd.Series:
                 f"(first at row {row + 1})"
             )
         return numbers
-    if ptypes.is_numeric_dtype(values) and not ptypes.is_bool_dtype(values):
+    if ptypes.is_numeric_dtype(values) and not (
+        ptypes.is_bool_dtype(values) or ptypes.is_integer_dtype(values)
+    ):  # whole-number codes (labels 0/1, grades 1-5) are categories; 1.5 is not
         raise DataError(f"column {column.name!r}: expected categories (text), found {values.dtype}")
     return values.astype("object").where(values.notna(), None).map(
         lambda v: v if v is None else str(v)

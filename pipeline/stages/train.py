@@ -34,6 +34,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils._param_validation import InvalidParameterError
 
 import pipeline
+from pipeline import progress
 from pipeline.errors import ConfigError
 from pipeline.stages import MODEL_ARTIFACT
 from pipeline.stages.data import PreparedData
@@ -268,16 +269,20 @@ def train(*, data: PreparedData, estimator: BaseEstimator, estimator_name: str,
     parameter fails before the (slower) data stage runs. The twin is verified on the
     same rows the model is evaluated on; without one the model serves through sklearn.
     """
-    model = fit(data, estimator)
+    with progress.stage(f"fitting {estimator_name} on {len(data.train):,} rows"):
+        model = fit(data, estimator)
     x_eval, y_eval = data.x_holdout, data.y_holdout
-    metrics = evaluate(model, x_eval, y_eval, task=data.spec.task)
-    twin = compile_twin(model, data.spec, x_eval, y_eval, tolerance=twin_tolerance)
+    with progress.stage(f"evaluating on {len(data.holdout):,} held-out rows"):
+        metrics = evaluate(model, x_eval, y_eval, task=data.spec.task)
+    with progress.stage("compiling the ONNX twin and checking it on the same rows"):
+        twin = compile_twin(model, data.spec, x_eval, y_eval, tolerance=twin_tolerance)
     if isinstance(twin, TwinRefused):
         log.warning("no compiled twin: %s", twin.reason)
     else:
         log.info("compiled twin: %s", twin.parity.line())
-    run_id = log_run(data=data, model=model, estimator_name=estimator_name, params=params,
-                     metrics=metrics, experiment=experiment, twin=twin)
+    with progress.stage("logging the run and the model"):
+        run_id = log_run(data=data, model=model, estimator_name=estimator_name,
+                         params=params, metrics=metrics, experiment=experiment, twin=twin)
     return TrainResult(run_id=run_id, estimator=estimator_name, metrics=metrics,
                        data_hash=data.data_hash, model_uri=f"runs:/{run_id}/{MODEL_ARTIFACT}",
                        twin=twin_tag(twin))

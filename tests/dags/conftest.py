@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -56,6 +57,10 @@ def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+        "AIRFLOW__MLOPS__EMR_POLL_SECONDS": "1",  # moto's job runs finish at once
+        # The suite runs beside the main one on a 2-core machine; Airflow's 30 s default
+        # for importing one DAG file measures that machine's load, not the DAG.
+        "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "120",
     }
     if "airflow" in sys.modules:
         pytest.fail("Airflow was imported before AIRFLOW_HOME was set: import DAGs in fixtures")
@@ -145,3 +150,36 @@ def _wait_ready(url: str, process: ManagedProcess, wait_seconds: float) -> None:
         time.sleep(0.5)
     process.stop()
     pytest.fail(f"the serving API at {url} did not become ready: {process.last_log_line()}")
+
+
+@dataclass(frozen=True)
+class EmrServerless:
+    """EMR Serverless's API (moto's server: AWS itself cannot run here), one Spark
+    application in it, and the Airflow connection that points the operator at it."""
+
+    client: Any
+    application_id: str
+    connection_env: dict[str, str]
+
+
+@pytest.fixture(scope="session")
+def emr_serverless() -> Iterator[EmrServerless]:
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    login = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing",
+             "region_name": "us-east-1"}
+    try:
+        client = boto3.client("emr-serverless", endpoint_url=endpoint, **login)
+        app = client.create_application(name="mlops-spark", releaseLabel="emr-7.9.0",
+                                        type="SPARK")
+        connection = {"conn_type": "aws", "login": "testing", "password": "testing",
+                      "extra": {"endpoint_url": endpoint, "region_name": "us-east-1"}}
+        yield EmrServerless(client=client, application_id=app["applicationId"],
+                            connection_env={"AIRFLOW_CONN_AWS_DEFAULT": json.dumps(connection)})
+    finally:
+        server.stop()

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import subprocess
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,7 +28,14 @@ from pipeline.gitops.card import load_card
 from pipeline.stages.datasets import load_spec
 from pipeline.stages.score_batch import output_location, spark_output
 from tests.conftest import TrackingServer
-from tests.dags.conftest import ServingApi, load_dag, start_serving
+from tests.dags.conftest import (
+    DAGS,
+    EmrServerless,
+    ServingApi,
+    load_dag,
+    main_venv_bin,
+    start_serving,
+)
 from tests.utils import REPO, free_port
 from tests.utils.cards import unique_name, write_card
 from tests.utils.registry import move_production
@@ -133,6 +142,10 @@ def test_the_dag_files_parse_as_the_scheduler_sees_them(airflow_home: Path) -> N
     bag = DagBag(dag_folder=str(REPO / "dags"))
     assert bag.import_errors == {}
     assert set(bag.dag_ids) == {"mlops_training", "mlops_inference"}
+    inference = bag.dags["mlops_inference"]
+    assert {t.task_id: t.upstream_task_ids for t in inference.tasks} == {
+        "choose_engine": set(), "score": {"choose_engine"},
+        "emr_job_driver": {"choose_engine"}, "emr_score": {"emr_job_driver"}}
     training = bag.dags["mlops_training"]
     order = ["prepare", "features", "train", "evaluate", "register"]
     assert {t.task_id for t in training.tasks} == {*order, "cleanup"}
@@ -214,6 +227,70 @@ def test_inference_dag_on_spark_scores_like_the_api(
     assert scores["prediction"].tolist() == pytest.approx(direct.json()["predictions"],
                                                           rel=1e-9)
     assert set(scores["model_name"]) == {trained.model_name}
+
+
+def test_inference_dag_on_emr_serverless_submits_the_spark_command_for_production(
+        serving: ServingApi, trained: Trained, batch: tuple[Path, pd.DataFrame],
+        tracking_server: TrackingServer, emr_serverless: EmrServerless, tmp_path: Path,
+        airflow_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """engine=emr-serverless: EMR gets `mlops score --engine spark` with Production's
+    version pinned, under the job role; run here as EMR runs it, it scores like the API."""
+    path, frame = batch
+    for key, value in {**tracking_server.env, **emr_serverless.connection_env}.items():
+        monkeypatch.setenv(key, value)
+    role = "arn:aws:iam::123456789012:role/mlops-spark-job"
+    entry = "s3://mlops-dags/dags/emr/score_entry.py"
+    archives = "--conf spark.archives=s3://mlops-dags/emr/mlops-venv.tar.gz#environment"
+    day = DATE + dt.timedelta(days=14)
+    dag = load_dag("inference_dag", "inference_dag")
+    run = dag.test(logical_date=day, run_conf=_inference_conf(
+        batch=path, out=tmp_path, url=serving.url, card=trained.card, engine="emr-serverless",
+        emr_application_id=emr_serverless.application_id, emr_job_role_arn=role,
+        emr_entry_point=entry, emr_spark_parameters=archives, emr_card=str(trained.card)))
+    assert str(run.state) == "success"
+
+    app = emr_serverless.application_id
+    (listed,) = emr_serverless.client.list_job_runs(applicationId=app)["jobRuns"]
+    job = emr_serverless.client.get_job_run(applicationId=app, jobRunId=listed["id"])["jobRun"]
+    assert job["executionRole"] == role
+    submit = job["jobDriver"]["sparkSubmit"]
+    assert (submit["entryPoint"], submit["sparkSubmitParameters"]) == (entry, archives)
+    arguments = submit["entryPointArguments"]
+    production = registry.production_version(registry.client(tracking_server.uri),
+                                             trained.model_name)
+    assert production is not None
+    assert arguments[:4] == ["score", str(path), spark_output(str(tmp_path), day), "--engine"]
+    assert arguments[arguments.index("--model-uri") + 1] == (
+        f"models:/{trained.model_name}/{production.version}")
+
+    # What EMR runs, run here: the entry point with the submitted arguments, local Spark.
+    python = main_venv_bin("python")
+    done = subprocess.run([python, str(DAGS / "emr" / "score_entry.py"), *arguments,
+                           "--spark-master", "local[2]"],
+                          env={**os.environ, "PYSPARK_PYTHON": python}, capture_output=True,
+                          text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout)["rows"] == BATCH_ROWS
+    scores = pd.read_parquet(spark_output(str(tmp_path), day)).sort_values("id")
+    records = json.loads(frame.sort_values("id")[FEATURES].to_json(orient="records"))
+    direct = requests.post(f"{serving.url}/predict", json={"records": records}, timeout=60)
+    assert scores["prediction"].tolist() == pytest.approx(direct.json()["predictions"],
+                                                          rel=1e-9)
+    assert set(scores["model_version"]) == {str(production.version)}
+
+
+def test_inference_dag_names_a_missing_emr_setting(
+        trained: Trained, batch: tuple[Path, pd.DataFrame], tmp_path: Path,
+        airflow_home: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    path, _ = batch
+    dag = load_dag("inference_dag", "inference_dag")
+    run = dag.test(logical_date=DATE + dt.timedelta(days=21), run_conf=_inference_conf(
+        batch=path, out=tmp_path, url="http://127.0.0.1:9", card=trained.card,
+        engine="emr-serverless", emr_application_id="", emr_job_role_arn="",
+        emr_entry_point="", emr_spark_parameters="", emr_card="model_card.yaml"))
+    assert str(run.state) == "failed"
+    assert "param emr_application_id is empty" in "".join(capfd.readouterr())
+    assert not any(tmp_path.iterdir())
 
 
 def test_rerunning_a_logical_date_replaces_its_scores(

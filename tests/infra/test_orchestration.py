@@ -65,12 +65,30 @@ def test_the_spark_job_role_reads_input_and_writes_scores_only(batch_stack: Depl
     assert statements["ReadInput"]["Action"] == ["s3:GetObject"]
     assert all(r.endswith("/input/*") for r in statements["ReadInput"]["Resource"])
     assert all(r.endswith("/scores/*") for r in statements["WriteScores"]["Resource"])
-    s3_resources = [r for s in statements.values() for r in s["Resource"]
-                    if r.startswith("arn:aws:s3")]
-    assert all(r.endswith(("/input/*", "/scores/*")) or s["Sid"] == "ListBatchPrefixes"
-               for s in statements.values() for r in s["Resource"] if r in s3_resources)
+    batch = [r for sid, s in statements.items() if sid not in {"ReadJobCode", "ListBatchPrefixes"}
+             for r in s["Resource"] if r.startswith("arn:aws:s3")]
+    assert batch
+    assert all(r.endswith(("/input/*", "/scores/*")) for r in batch)
     assert statements["ListBatchPrefixes"]["Condition"]["StringLike"]["s3:prefix"] == [
         "input/*", "scores/*"]
+    # Its own code, read-only: the entry point the DAGs sync uploads and its environment.
+    code = statements["ReadJobCode"]
+    assert code["Action"] == ["s3:GetObject"]
+    assert [r.split(":::", 1)[1].split("/", 1)[1] for r in code["Resource"]] == [
+        "dags/emr/score_entry.py", "emr/*"]
+
+
+def test_airflow_knows_where_to_submit_the_scoring_job(batch_stack: Deployment) -> None:
+    """The inference DAG's emr-serverless engine reads these (AIRFLOW__MLOPS__*)."""
+    (airflow,) = batch_stack.of_type(rules.MWAA_ENVIRONMENT)
+    options = airflow.state["airflowConfigurationOptions"]
+    options = options.get("value", options)  # the provider marks the options secret
+    (spark,) = batch_stack.of_type(rules.EMR_SERVERLESS_APPLICATION)
+    job_role = batch_stack.named(rules.IAM_ROLE, "orchestration-spark-job")
+    assert options["mlops.emr_application_id"] == spark.id
+    assert options["mlops.emr_job_role_arn"] == job_role.state["arn"]
+    assert options["mlops.emr_entry_point"].endswith("/dags/emr/score_entry.py")
+    assert "spark.archives=s3://" in options["mlops.emr_spark_parameters"]
 
 
 def test_airflow_may_submit_the_job_and_pass_only_its_role(batch_stack: Deployment) -> None:
@@ -94,3 +112,20 @@ def test_the_rules_fail_on_what_they_forbid(batch_stack: Deployment) -> None:
     (spark,) = batch_stack.of_type(rules.EMR_SERVERLESS_APPLICATION)
     outside = replace(spark, state={**spark.state, "networkConfiguration": {}})
     assert broken(Deployment([outside]), rules.validate_spark_in_the_vpc)
+
+
+def test_the_dags_workflow_role_writes_the_dags_prefix_only(stack: Deployment,
+                                                            batch_stack: Deployment) -> None:
+    """dags.yml's role: trusted only from the `dags` environment, and it may list, write
+    and delete under `dags/` of the Airflow bucket, nothing else; no role without MWAA."""
+    assert "dags" not in stack.outputs["ciRoleArns"]
+    role = batch_stack.named(rules.IAM_ROLE, "ci-dags")
+    trust = json.loads(role.state["assumeRolePolicy"])["Statement"][0]["Condition"]
+    assert trust["StringEquals"]["token.actions.githubusercontent.com:sub"].endswith(
+        ":environment:dags")
+    statements = {s["Sid"]: s for s in _policy(batch_stack, "ci-dags-sync")["Statement"]}
+    bucket = batch_stack.named(rules.S3_BUCKET, "orchestration-dags-bucket").state["arn"]
+    assert statements["WriteDags"]["Resource"] == [f"{bucket}/dags/*"]
+    assert statements["ListDags"]["Resource"] == [bucket]
+    assert statements["ListDags"]["Condition"]["StringLike"]["s3:prefix"] == ["dags/*"]
+    assert batch_stack.outputs["ciRoleArns"]["dags"] == role.state["arn"]

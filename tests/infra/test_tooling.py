@@ -120,6 +120,6 @@ def test_tracking_image_pins_mlflow_and_what_the_cloud_setup_needs():
     assert pins["mlflow"] == "3.17.2"
     assert {"pymysql", "boto3", "flask-wtf"} <= set(pins)
     dockerfile = (TRACKING_IMAGE / "Dockerfile").read_text()
-    assert "requirements.txt" in dockerfile
+    assert "-r requirements.txt -c constraints.txt" in dockerfile
     assert "mlops_auth.py" in dockerfile
     assert "USER 10001" in dockerfile

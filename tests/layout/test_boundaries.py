@@ -22,12 +22,17 @@ SHARED_WITH_SERVING = ("serving.modelfiles", "serving.twin")
 # pipeline's parts and whom each may import (besides itself and the standard library).
 ALLOWED: dict[str, set[str]] = {
     "pipeline.errors": set(),
+    "pipeline.files": set(),
+    "pipeline.progress": set(),
     "pipeline.settings": set(),
-    "pipeline.stages": {"pipeline.errors", "pipeline.settings"},
-    "pipeline.gitops": {"pipeline.errors", "pipeline.settings", "pipeline.stages"},
+    "pipeline.stages": {"pipeline.errors", "pipeline.settings", "pipeline.files",
+                        "pipeline.progress"},
+    "pipeline.gitops": {"pipeline.errors", "pipeline.settings", "pipeline.stages",
+                        "pipeline.files", "pipeline.progress"},
     "pipeline.localstack": {"pipeline.errors", "pipeline.settings"},
     "pipeline.serving_client": {"pipeline.errors", "pipeline.settings"},
-    "pipeline.cli": {"pipeline.errors", "pipeline.settings", "pipeline.stages",
+    "pipeline.cli": {"pipeline.errors", "pipeline.settings", "pipeline.files",
+                     "pipeline.progress", "pipeline.stages",
                      "pipeline.gitops", "pipeline.localstack", "pipeline.serving_client"},
 }
 

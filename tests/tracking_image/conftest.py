@@ -33,7 +33,7 @@ from tests.tracking_image.task import ContainerRun, container_run
 from tests.utils import REPO, free_port
 
 TAG = "mlops-tracking:test"
-CONTEXT = REPO / "infra" / "tracking_image"
+DOCKERFILE = "infra/tracking_image/Dockerfile"  # built from the root, as docs/infra.md says
 TASK = "aws:ecs/taskDefinition:TaskDefinition"
 RDS = "aws:rds/instance:Instance"
 SECRET = "aws:secretsmanager/secret:Secret"
@@ -178,7 +178,8 @@ def image(docker_client: Any, tls: DatabaseTls) -> Any:
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/{tls.ca.name}"
         built, _ = docker_client.images.build(
-            path=str(CONTEXT), tag=TAG, network_mode="host", rm=True, forcerm=True,
+            path=str(REPO), dockerfile=DOCKERFILE, tag=TAG, network_mode="host", rm=True,
+            forcerm=True,
             buildargs={"RDS_CA_BUNDLE_URL": url}, timeout=1800)
     finally:
         server.shutdown()

@@ -104,3 +104,20 @@ def test_writing_the_candidate_keeps_comments_and_the_rest(tmp_path: Path) -> No
     with pytest.raises(ConfigError, match="32-character"):
         write_candidate_run_id(path, "abc")
     assert load_card(path).model.candidate_run_id == RUN_ID
+
+
+def test_docs_name_the_primary_metrics_the_card_accepts() -> None:
+    """docs/data.md's table of primary metrics is what check_policy accepts, per task."""
+    import re
+
+    from pipeline.stages.evaluate import metric_functions
+    from tests.utils import REPO
+
+    text = (REPO / "docs" / "data.md").read_text()
+    for task in ("regression", "classification"):
+        row = re.search(rf"^\| {task} \| ([^|]*) \|", text, re.MULTILINE)
+        assert row is not None, task
+        documented = set(re.findall(r"`(\w+)`", row.group(1)))
+        assert documented == set(metric_functions(task)), task
+    with pytest.raises(ConfigError, match="roc_auc and log_loss may be floors"):
+        check_policy(_card(metric="roc_auc", greater_is_better=True), task="classification")

@@ -143,5 +143,14 @@ def test_the_demo_dataset_prepares_with_its_known_flaws() -> None:
 def test_unknown_dataset_module_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match=r"no dataset module pipeline/stages/datasets/nope\.py"):
         load_spec("nope")
-    with pytest.raises(ConfigError, match="not a module name"):
+    with pytest.raises(ConfigError, match="neither a module name"):
         load_spec("../etc")
+
+
+def test_every_bad_column_is_found_at_once(tiny_spec: DatasetSpec,
+                                          tiny_frame: pd.DataFrame) -> None:
+    frame = tiny_frame.assign(grade=1.5).astype({"size": object})
+    frame.loc[7, "size"] = "big"
+    with pytest.raises(DataError, match=r"^column 'size': .* \(and 1 more\)$") as err:
+        validate(frame, tiny_spec)
+    assert [p.split(":")[0] for p in err.value.problems] == ["column 'size'", "column 'grade'"]

@@ -125,6 +125,7 @@ def test_write_credentials_exist_only_where_the_registry_is_written() -> None:
     rollback alone."""
     users = _secret_users()
     assert users[("pr.yml", "gate")] == "registry-read"
+    assert users[("pr.yml", "image")] == "registry-read"
     assert users[("drift.yml", "drift")] == "registry-read"
     production = {job for job, environment in users.items() if environment == "production"}
     assert production == {("promote.yml", "promote"), ("rollback.yml", "rollback")}
@@ -187,3 +188,42 @@ def test_pull_requests_run_the_whole_suite() -> None:
     (suite,) = [step for step in job["steps"] if step.get("run", "").strip() == "make test"]
     assert suite["env"] == {"MLOPS_REQUIRE_ALL": "1"}
     assert job["permissions"] == {"contents": "read"}
+
+
+def test_the_image_test_serves_the_card_s_candidate_with_read_only_credentials() -> None:
+    """The PR's image check runs the model the PR proposes, not a throwaway one."""
+    job = _load(REPO / ".github" / "workflows" / "pr.yml")["jobs"]["image"]
+    (curl,) = [step for step in job["steps"] if step.get("run", "").strip() == "make image-test"]
+    assert curl["env"]["IMAGE_TEST_TRACKING_URI"] == "${{ vars.MLFLOW_TRACKING_URI }}"
+    assert job["environment"] == "registry-read"
+    assert job["permissions"] == {"contents": "read"}
+    script = (REPO / "scripts" / "image-test.sh").read_text()
+    assert 'MODEL_URI=runs:/$candidate/model' in script
+
+
+def test_pull_requests_audit_every_pin() -> None:
+    """pip-audit needs the advisory database online, so it runs on GitHub, on every pin,
+    and `--strict` makes a package it cannot look up a failure, not a pass."""
+    job = _load(REPO / ".github" / "workflows" / "pr.yml")["jobs"]["audit"]
+    assert "make audit" in [step.get("run", "").strip() for step in job["steps"]]
+    assert job["permissions"] == {"contents": "read"}
+    recipe = next(line for line in (REPO / "Makefile").read_text().splitlines()
+                  if line.startswith("\t") and "pip-audit" in line)
+    assert "--strict" in recipe
+    assert "-r constraints.txt" in recipe
+
+
+def test_merged_dags_are_synced_by_a_role_for_that_alone() -> None:
+    """On a push to main that changes dags/, one job in the `dags` environment uploads them
+    with the stack's dags role (OIDC), which may write only the DAGs prefix."""
+    workflow = _load(REPO / ".github" / "workflows" / "dags.yml")
+    triggers = workflow.get(True, workflow.get("on"))
+    assert triggers["push"] == {"branches": ["main"], "paths": ["dags/**"]}
+    (job,) = workflow["jobs"].values()
+    assert job["environment"] == "dags"
+    assert job["permissions"] == {"contents": "read", "id-token": "write"}
+    (sync,) = [step for step in job["steps"] if step.get("run", "").strip() == "make dags-sync"]
+    assert sync["env"] == {"AIRFLOW_DAGS_BUCKET": "${{ vars.AIRFLOW_DAGS_BUCKET }}"}
+    credentials = next(step for step in job["steps"]
+                       if step.get("uses", "").startswith("aws-actions/configure-aws-credentials@"))
+    assert credentials["with"]["role-to-assume"] == "${{ vars.AWS_DAGS_ROLE_ARN }}"

@@ -1,8 +1,10 @@
 """Declared schemas of the datasets the pipeline knows.
 
-A dataset is one module in this package that defines `SPEC`. Switching to your own
-data is one module (copy `diamonds.py`) plus one line in `model_card.yaml`
-(`data.dataset`, and `data.source` for a CSV/Parquet path or an `s3://` URI).
+A dataset is a YAML schema file (written by `mlops data init`, reviewed by a person:
+`data.dataset: my_data.schema.yaml` in the card, a path relative to where `mlops`
+runs), a YAML file shipped in this package (`data.dataset: rand_health`), or a module
+in this package that defines `SPEC` (`data.dataset: diamonds`) for what YAML cannot
+say. `data.source` names a CSV/Parquet path or an `s3://` URI.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import importlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import pandas as pd
@@ -67,15 +70,33 @@ class DatasetSpec:
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 
+_PACKAGE_DIR = Path(__file__).resolve().parent
+SCHEMA_SUFFIXES = (".yaml", ".yml")
+
+
 def load_spec(name: str) -> DatasetSpec:
+    """The card's `data.dataset`: a YAML schema path, a packaged YAML schema, or a module."""
+    from pipeline.stages.datasets.schema_file import read_schema  # yaml: only when used
+
+    if name.lower().endswith(SCHEMA_SUFFIXES):
+        return read_schema(Path(name))
+    packaged = _PACKAGE_DIR / f"{name}.yaml"
+    if _NAME.match(name) and packaged.is_file():
+        return read_schema(packaged)
+    return _module_spec(name)
+
+
+def _module_spec(name: str) -> DatasetSpec:
     """Import `pipeline.stages.datasets.<name>` and return its `SPEC`."""
     if not _NAME.match(name):
-        raise ConfigError(f"data.dataset: {name!r} is not a module name (lowercase, digits, _)")
+        raise ConfigError(f"data.dataset: {name!r} is neither a module name (lowercase, "
+                          "digits, _) nor a .yaml schema file")
     try:
         module = importlib.import_module(f"pipeline.stages.datasets.{name}")
     except ModuleNotFoundError as err:
         raise ConfigError(
-            f"data.dataset: no dataset module pipeline/stages/datasets/{name}.py"
+            f"data.dataset: no dataset module pipeline/stages/datasets/{name}.py "
+            f"nor schema {name}.yaml there"
         ) from err
     spec = getattr(module, "SPEC", None)
     if not isinstance(spec, DatasetSpec):

@@ -1,0 +1,105 @@
+"""Your own data, classification, the whole loop, through the CLI alone and no Python.
+
+A CSV the test writes (not a built-in dataset) -> `mlops data init` -> bootstrap a
+dummy Production -> serve it -> train the default classifier -> propose -> gate
+(f1_macro primary, an accuracy floor, the ROC plot recorded on the run) -> promote ->
+the running server swaps to it -> /predict and /invocations answer with labels.
+On both backends (the `tracking_server` fixture is parametrized over them).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import TrackingServer
+from tests.e2e.test_gate_loop import git
+from tests.serving.conftest import serving_process, wait_for
+from tests.utils import run_mlops
+from tests.utils.cards import write_card
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+LABELS = {"approved", "declined"}
+
+
+def write_loans(path: Path, rows: int = 600) -> None:
+    """A lending table as a user would export it: an ID, gaps, text, booleans, a label."""
+    rng = np.random.default_rng(7)
+    income = rng.normal(50, 15, rows).round(1)
+    frame = pd.DataFrame({
+        "customer_id": [f"c{i:05d}" for i in range(rows)],
+        "income": income,
+        "region": rng.choice(["north", "south", "east"], rows),
+        "tenure": rng.integers(0, 30, rows),
+        "has_card": rng.choice([True, False], rows),
+        "outcome": np.where(income + rng.normal(0, 8, rows) > 50, "approved", "declined"),
+    })
+    frame.loc[::37, "income"] = np.nan
+    frame.to_csv(path, index=False)
+
+
+def test_own_csv_classification_through_the_whole_loop(tracking_server: TrackingServer,
+                                                       tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    model = f"e2e-own-{uuid.uuid4().hex[:8]}"
+    card = write_card(repo, model, replace={
+        "metric: rmse ": "metric: f1_macro ", "greater_is_better: false":
+        "greater_is_better: true", "    r2: 0.90": "    accuracy: 0.75"})
+    write_loans(repo / "loans.csv")
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", ".")
+    git(repo, "commit", "-q", "-m", "Our loans and the card")
+    env = {**tracking_server.env, "MLOPS_EXPERIMENT": "e2e-own-data"}
+
+    def mlops(*args: str) -> str:
+        done = run_mlops(*args, "--card", str(card), env=env, cwd=repo)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    init = json.loads(mlops("data", "init", "loans.csv", "--target", "outcome", "--json"))
+    assert (init["task"], init["next"]) == ("classification", None)  # the policy fits
+    assert "dataset: loans.schema.yaml" in card.read_text()
+
+    boot = json.loads(mlops("train", "--estimator", "dummy", "--register", "--promote",
+                            "--json"))
+    client = MlflowClient(tracking_server.uri, registry_uri=tracking_server.uri)
+    with serving_process(tmp_path / "serving", tracking_server.env, model) as server:
+        candidate = json.loads(mlops("train", "--json"))["run_id"]  # the default classifier
+        assert candidate != boot["run_id"]
+        mlops("propose", candidate)
+        report = tmp_path / "gate.md"
+        mlops("gate", "--record", "--report", str(report), "--json", str(tmp_path / "v.json"))
+        verdict = json.loads((tmp_path / "v.json").read_text())
+        assert (verdict["passed"], verdict["metric"]) == (True, "f1_macro")
+        assert verdict["metrics"]["f1_macro"]["candidate"] > \
+            verdict["metrics"]["f1_macro"]["production"]
+        assert verdict["floors"][0]["metric"] == "accuracy"
+        assert "roc_auc" in verdict["metrics"]
+        logged = {f.path for f in client.list_artifacts(candidate, "gate")}
+        assert "gate/roc.png" in logged
+
+        mlops("promote", "--verdict", str(tmp_path / "v.json"))
+        assert client.get_model_version_by_alias(model, "production").run_id == candidate
+        wait_for(lambda: requests.get(server.url + "/model", timeout=5).json()
+                 .get("run_id") == candidate, what="the hot swap to the candidate")
+
+        records = [{"income": 80.0, "region": "east", "tenure": 3, "has_card": "True"},
+                   {"income": 20.0, "region": "north", "tenure": 12, "has_card": "False"},
+                   {"income": None, "region": "south", "tenure": 1, "has_card": "True"}]
+        predicted = server.predict(records)
+        assert predicted.status_code == 200, predicted.text
+        labels = predicted.json()["predictions"]
+        assert labels[:2] == ["approved", "declined"]
+        assert set(labels) <= LABELS
+        mlflow_style = requests.post(server.url + "/invocations",
+                                     json={"dataframe_records": records}, timeout=30)
+        assert mlflow_style.status_code == 200, mlflow_style.text
+        assert mlflow_style.json()["predictions"] == labels
