@@ -1,8 +1,9 @@
 """Compiled twins: every estimator of the registry, on both tasks, predicts like its model.
 
-The models are fitted on a sample of the demo data (so the module runs in seconds) and
-compared on held-out rows with gaps added in numbers and categories, the inputs the
-server accepts. A twin that does not match its model is refused: at training
+The models are fitted on a sample of the demo data (diamonds as regression and as a
+three-band classification, and the built-in rand_health classification), so the module
+runs in seconds, and compared on held-out rows (for diamonds with gaps added in numbers
+and categories, the inputs the server accepts). A twin that does not match its model is refused: at training
 (`compile_twin`) and in the gate (`check_twin`, `with_twin`).
 """
 
@@ -63,7 +64,11 @@ def demo() -> dict[str, PreparedData]:
         target=Column(name="band", kind="categorical", categories=("low", "mid", "high")))
     classification = dataclasses.replace(full, spec=spec, train=band(train),
                                          holdout=band(holdout))
-    return {"regression": regression, "classification": classification}
+    health = prepare(load_spec("rand_health"))  # the built-in classification demo
+    rand_health = dataclasses.replace(health, train=health.train.sample(2500, random_state=0),
+                                      holdout=health.holdout.head(CHECK_ROWS))
+    return {"regression": regression, "classification": classification,
+            "rand_health": rand_health}
 
 
 @pytest.fixture(scope="module")
@@ -71,14 +76,17 @@ def boosting(demo: dict[str, PreparedData]) -> Pipeline:
     return fit(demo["regression"], make_estimator("regression", "hist_gradient_boosting", {}))
 
 
-CASES = [(task, name) for task in ("regression", "classification") for name in ESTIMATORS[task]]
+CASES = [(data, name) for data in ("regression", "classification", "rand_health")
+         for name in ESTIMATORS["regression" if data == "regression" else "classification"]]
 
 
-@pytest.mark.parametrize(("task", "name"), CASES, ids=[f"{t}-{n}" for t, n in CASES])
+@pytest.mark.parametrize(("dataset", "name"), CASES, ids=[f"{d}-{n}" for d, n in CASES])
 def test_every_estimator_gets_a_twin_that_predicts_like_it(demo: dict[str, PreparedData],
-                                                           task: str, name: str) -> None:
-    data = demo[task]
-    model = fit(data, make_estimator(task, name, {}))  # type: ignore[arg-type]
+                                                           dataset: str, name: str) -> None:
+    data = demo[dataset]
+    task = data.spec.task
+    assert len(data.holdout) == CHECK_ROWS
+    model = fit(data, make_estimator(task, name, {}))
     result = compile_twin(model, data.spec, data.x_holdout, data.y_holdout)
     assert isinstance(result, Twin), getattr(result, "reason", "")
     assert result.parity.rows == CHECK_ROWS
