@@ -36,7 +36,7 @@ from benchmarks.gate_simulation.simulation import (
     run,
     smallest_effect,
 )
-from pipeline.gitops.card import load_card
+from pipeline.gitops.card import load_card, prepare_data
 
 REPO = Path(__file__).resolve().parents[2]
 STATED_EFFECT = 25.0
@@ -44,7 +44,7 @@ STATED_EFFECT = 25.0
 
 
 def diamonds_scenario(models: int) -> tuple[Resampled, int, int]:
-    """Real per-row errors on the demo's held-out rows: Production and `models - 1` candidates.
+    """Real per-row errors on the demo's test rows: Production and `models - 1` candidates.
 
     Production is the default histogram gradient boosting, and four variants are
     trained; the candidates are the variants and blends of two of them (the weighted
@@ -53,14 +53,11 @@ def diamonds_scenario(models: int) -> tuple[Resampled, int, int]:
     """
     from itertools import combinations
 
-    from pipeline.stages.data import prepare
-    from pipeline.stages.datasets import load_spec
     from pipeline.stages.train import fit, make_estimator
 
-    card = load_card(REPO / "model_card.yaml")
-    spec = load_spec(card.data.dataset)
-    data = prepare(spec, source=card.data.source, holdout_fraction=card.data.holdout_fraction)
-    x, y = data.x_holdout, np.asarray(data.y_holdout, dtype=float)
+    data = prepare_data(load_card(REPO / "model_card.yaml"))
+    spec = data.spec
+    x, y = data.x_test, np.asarray(data.y_test, dtype=float)
     variants = [{}, {"learning_rate": 0.06, "max_leaf_nodes": 41, "random_state": 1},
                 {"learning_rate": 0.15, "max_leaf_nodes": 21, "random_state": 2},
                 {"learning_rate": 0.1, "l2_regularization": 1.0, "random_state": 3},
@@ -70,8 +67,7 @@ def diamonds_scenario(models: int) -> tuple[Resampled, int, int]:
     blends = [w * errors[a] + (1 - w) * errors[b]
               for w in (0.5, 0.25, 0.75) for a, b in combinations(range(1, 5), 2)]
     population = np.vstack([*errors, *blends][:models])
-    rows = len(data.holdout)
-    return Resampled(population=population), rows, rows
+    return Resampled(population=population), len(data.validation), len(data.test)
 
 
 def settings_for(scenario: Scenario, *, pairs: int, k: int, effect: float, grid: list[float],
@@ -157,7 +153,7 @@ def main(argv: list[str] | None = None) -> list[str]:
         if name == "diamonds":
             scenario, validation_rows, test_rows = diamonds_scenario(args.k + 1)
         elif name == "synthetic":
-            validation_rows = test_rows = args.rows or _demo_test_rows()
+            validation_rows, test_rows = (args.rows, args.rows) if args.rows else _demo_sizes()
             scenario = Synthetic()
         else:
             parser.error(f"--scenarios: unknown scenario {name!r} (synthetic, diamonds)")
@@ -173,14 +169,10 @@ def main(argv: list[str] | None = None) -> list[str]:
     return results
 
 
-def _demo_test_rows() -> int:
-    from pipeline.stages.data import prepare
-    from pipeline.stages.datasets import load_spec
-
-    card = load_card(REPO / "model_card.yaml")
-    data = prepare(load_spec(card.data.dataset), source=card.data.source,
-                   holdout_fraction=card.data.holdout_fraction)
-    return len(data.holdout)
+def _demo_sizes() -> tuple[int, int]:
+    """The demo card's validation and test set sizes."""
+    data = prepare_data(load_card(REPO / "model_card.yaml"))
+    return len(data.validation), len(data.test)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import typer
 from pipeline.cli.app import CardOption, app, say, settings_and_card, use_tracking_server
 from pipeline.errors import MlopsError
 from pipeline.gitops import registry
-from pipeline.stages.data import prepare
+from pipeline.gitops.card import prepare_data
 from pipeline.stages.datasets import load_spec
 from pipeline.stages.train import DEFAULT_ESTIMATOR, make_estimator, parse_params, train
 
@@ -39,16 +39,18 @@ def train_command(
     if promote:
         registry.refuse_if_production_exists(mlflow_client, card.model.name)
     use_tracking_server(settings)
-    data = prepare(spec, source=card.data.source, holdout_fraction=card.data.holdout_fraction)
+    data = prepare_data(card)
     say(f"data: {data.report.rows_in} rows read, {data.report.rows_out} kept after cleansing, "
-        f"{len(data.train)} train / {len(data.holdout)} held out (hash {data.data_hash})")
+        f"{len(data.train)} train / {len(data.validation)} validation / {len(data.test)} test, "
+        f"sealed for the gate (hash {data.data_hash})")
     result = train(data=data, estimator=built, estimator_name=estimator, params=params,
                    experiment=settings.mlops_experiment)
     summary: dict[str, Any] = {"run_id": result.run_id, "estimator": estimator,
                                "metrics": result.metrics, "data_hash": result.data_hash}
     link = registry.run_url(settings.mlflow_tracking_uri, result.run_id)
     say(f"logged run {result.run_id}: {link}")
-    say(f"trained {estimator}: " + ", ".join(f"{k}={v:.4g}" for k, v in result.metrics.items()))
+    say(f"trained {estimator}, on validation: "
+        + ", ".join(f"{k}={v:.4g}" for k, v in result.metrics.items()))
     if register:
         version = (registry.bootstrap_production(mlflow_client, card.model.name, result.run_id,
                                             tracking_uri=settings.mlflow_tracking_uri)

@@ -58,7 +58,7 @@ def render(verdict: Verdict, *, plot_note: str | None = None) -> str:
         "",
         f"Candidate run `{verdict.candidate_run_id}` vs {against} of "
         f"`{verdict.model_name}`, mode `{verdict.mode}`, on {verdict.evaluated_rows:,} "
-        "held-out rows recomputed from the data.",
+        "sealed test rows recomputed from the data (no run is scored on them before the gate).",
         "",
         "**Why it passed:**" if verdict.passed else "**Why it failed:**",
         "",

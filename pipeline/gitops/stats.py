@@ -1,6 +1,6 @@
 """Paired bootstrap of a metric difference: is the candidate better by more than noise?
 
-Both models are scored on the same held-out rows, so each resample draws the same
+Both models are scored on the same sealed test rows, so each resample draws the same
 rows for both and the difference `metric(candidate) - metric(production)` keeps the
 pairing (most of the per-row noise cancels). Resampling is vectorized with numpy:
 the row indices of a block of resamples form one integer matrix, and each metric is

@@ -36,9 +36,9 @@ from sklearn.utils._param_validation import InvalidParameterError
 import pipeline
 from pipeline.errors import ConfigError
 from pipeline.stages import MODEL_ARTIFACT
-from pipeline.stages.data import PreparedData
+from pipeline.stages.data import PreparedData, rows_hash
 from pipeline.stages.datasets import Task
-from pipeline.stages.evaluate import evaluate
+from pipeline.stages.evaluate import evaluate, on_validation
 from pipeline.stages.features import build_model
 from serving import modelfiles
 
@@ -200,6 +200,8 @@ def _tags(data: PreparedData, estimator_name: str) -> dict[str, str]:
         "task": data.spec.task,
         "target": data.spec.target.name,
         "estimator": estimator_name,
+        "train_rows_hash": rows_hash(data.train),
+        "validation_rows_hash": rows_hash(data.validation),
         "package_version": pipeline.__version__,
         "trained_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
@@ -212,7 +214,8 @@ def _params(data: PreparedData, estimator_name: str, model: Pipeline,
         "estimator": estimator_name,
         "dataset": data.spec.name,
         "rows_train": len(data.train),
-        "rows_holdout": len(data.holdout),
+        "rows_validation": len(data.validation),
+        "rows_test": len(data.test),
         "rows_dropped_in_cleansing": data.report.rows_in - data.report.rows_out,
         "overridden_params": ",".join(sorted(overrides)) or "none",
         **{f"estimator.{k}": v for k, v in estimator_params.items()},
@@ -221,13 +224,15 @@ def _params(data: PreparedData, estimator_name: str, model: Pipeline,
 
 def train(*, data: PreparedData, estimator: BaseEstimator, estimator_name: str,
           params: dict[str, Any], experiment: str) -> TrainResult:
-    """The whole training stage: fit, evaluate on the held-out set, log.
+    """The whole training stage: fit, evaluate on the validation rows, log.
 
-    The estimator comes in already built by `make_estimator`, so a wrong name or
+    The metrics are named `val_…`: the sealed test rows are the gate's alone. The
+    estimator comes in already built by `make_estimator`, so a wrong name or
     parameter fails before the (slower) data stage runs.
     """
     model = fit(data, estimator)
-    metrics = evaluate(model, data.x_holdout, data.y_holdout, task=data.spec.task)
+    metrics = on_validation(evaluate(model, data.x_validation, data.y_validation,
+                                     task=data.spec.task))
     run_id = log_run(data=data, model=model, estimator_name=estimator_name, params=params,
                      metrics=metrics, experiment=experiment)
     return TrainResult(run_id=run_id, estimator=estimator_name, metrics=metrics,
