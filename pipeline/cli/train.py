@@ -49,7 +49,7 @@ def train_command(
                                "metrics": result.metrics, "data_hash": result.data_hash}
     link = registry.run_url(settings.mlflow_tracking_uri, result.run_id)
     say(f"logged run {result.run_id}: {link}")
-    say(f"trained {estimator}, on validation: "
+    say(f"trained {estimator}: "
         + ", ".join(f"{k}={v:.4g}" for k, v in result.metrics.items()))
     if register:
         version = (registry.bootstrap_production(mlflow_client, card.model.name, result.run_id,

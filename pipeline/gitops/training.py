@@ -90,14 +90,15 @@ def evaluate_step(*, card_path: Path, work_dir: str, run_id: str,
     data = load_prepared(card, work_dir)
     registry.check_reachable(load_settings().mlflow_tracking_uri)
     model = mlflow.sklearn.load_model(f"runs:/{run_id}/{MODEL_ARTIFACT}")
-    metrics = evaluate(model, data.x_validation, data.y_validation, task=data.spec.task)
+    scores = evaluate(model, data.x_validation, data.y_validation, task=data.spec.task)
+    metrics = on_validation(scores)
     logged = mlflow.get_run(run_id).data.metrics
-    for name, value in on_validation(metrics).items():
+    for name, value in metrics.items():
         if name in logged and not math.isclose(value, logged[name], rel_tol=tolerance,
                                                abs_tol=tolerance):
             raise NegativeVerdict(f"run {run_id}: {name} re-computed as {value:.6g} but logged as "
                                   f"{logged[name]:.6g}; the logged model is not the one evaluated")
-    misses = [_floor_miss(floor) for floor in check_floors(card.promotion, metrics)
+    misses = [_floor_miss(floor) for floor in check_floors(card.promotion, scores)
               if not floor.ok]
     if misses:
         raise NegativeVerdict(f"run {run_id}: " + "; ".join(misses))
@@ -108,7 +109,8 @@ def _floor_miss(floor: FloorCheck) -> str:
     if floor.value is None:
         return f"{floor.metric} has a floor but was not computed"
     side = "at least" if floor.greater_is_better else "at most"
-    return f"{floor.metric} is {floor.value:.4g}, the card's floor is {side} {floor.bound:g}"
+    return (f"{floor.metric} is {floor.value:.4g} on validation, the card's floor is {side} "
+            f"{floor.bound:g}")
 
 
 def register_step(*, card_path: Path, run_id: str, registered_by: str) -> dict[str, Any]:
