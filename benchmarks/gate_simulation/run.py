@@ -37,6 +37,7 @@ from benchmarks.gate_simulation.simulation import (
     smallest_effect,
 )
 from pipeline.gitops.card import load_card, prepare_data
+from pipeline.gitops.stats import METHODS
 
 REPO = Path(__file__).resolve().parents[2]
 STATED_EFFECT = 25.0
@@ -136,16 +137,20 @@ def main(argv: list[str] | None = None) -> list[str]:
     parser.add_argument("--scenarios", default="synthetic,diamonds")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--method", choices=METHODS, default=None,
+                        help="bootstrap interval (default: the card's promotion.bootstrap_method)")
     args = parser.parse_args(argv)
     if args.pairs < 1 or args.k < 1 or args.rows < 0:
         parser.error("--pairs and --k must be positive, --rows not negative")
     grid = [float(e) for e in args.grid.split(",")]
-    policy = load_card(REPO / "model_card.yaml").promotion.model_copy(
-        update={"floors": {}, "bootstrap_resamples": args.resamples})
+    policy = load_card(REPO / "model_card.yaml").promotion
+    policy = policy.model_copy(update={"floors": {}, "bootstrap_resamples": args.resamples,
+                                       "bootstrap_method": args.method or policy.bootstrap_method})
     start = time.perf_counter()
     names = args.scenarios.split(",")
     print(f"gate simulation: {args.pairs} pull requests per setting, k={args.k}, "
-          f"{args.resamples} resamples, confidence {policy.confidence:g}, "
+          f"{args.resamples} {policy.bootstrap_method} resamples, "
+          f"confidence {policy.confidence:g}, "
           f"min_improvement {policy.min_improvement:g}, seed {args.seed}")
     results: list[str] = []
     for name in names:

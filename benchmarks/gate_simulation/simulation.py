@@ -174,7 +174,8 @@ def one_pull_request(setting: Setting, policy: PromotionPolicy, index: int) -> d
     rmse_c, rmse_p = float(_rmse(candidate)), float(_rmse(production))
     interval = paired_bootstrap("rmse", np.zeros(setting.test_rows), candidate, production,
                                 resamples=policy.bootstrap_resamples,
-                                confidence=policy.confidence, seed=policy.seed)
+                                confidence=policy.confidence, seed=policy.seed,
+                                method=policy.bootstrap_method)
     decision = decide(policy=policy,
                       candidate=Evaluation(run_id="candidate", version=None,
                                            metrics={"rmse": rmse_c}),
