@@ -37,7 +37,7 @@ from benchmarks.gate_simulation.simulation import (
     smallest_effect,
 )
 from pipeline.gitops.card import load_card, prepare_data
-from pipeline.gitops.stats import METHODS
+from pipeline.gitops.stats import METHODS, Method
 
 REPO = Path(__file__).resolve().parents[2]
 STATED_EFFECT = 25.0
@@ -72,11 +72,12 @@ def diamonds_scenario(models: int) -> tuple[Resampled, int, int]:
 
 
 def settings_for(scenario: Scenario, *, pairs: int, k: int, effect: float, grid: list[float],
-                 validation_rows: int, test_rows: int, seed: int) -> list[Setting]:
+                 validation_rows: int, test_rows: int, seed: int,
+                 method: Method = "percentile") -> list[Setting]:
     def make(effect: float, k: int, selection: str, pairs: int, offset: int) -> Setting:
         return Setting(scenario=scenario, effect=effect, k=k, selection=selection,  # type: ignore[arg-type]
                        pairs=pairs, test_rows=test_rows, validation_rows=validation_rows,
-                       seed=seed * 1000 + offset)
+                       seed=seed * 1000 + offset, method=method)
 
     fixed = [make(0.0, 1, "none", pairs, 1), make(0.0, k, "validation", pairs, 2),
              make(0.0, k, "test", pairs, 3), make(effect, 1, "none", pairs, 4)]
@@ -137,19 +138,18 @@ def main(argv: list[str] | None = None) -> list[str]:
     parser.add_argument("--scenarios", default="synthetic,diamonds")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--method", choices=METHODS, default=None,
-                        help="bootstrap interval (default: the card's promotion.bootstrap_method)")
+    parser.add_argument("--method", choices=METHODS, default="percentile",
+                        help="the bootstrap interval (the gate's is percentile)")
     args = parser.parse_args(argv)
     if args.pairs < 1 or args.k < 1 or args.rows < 0:
         parser.error("--pairs and --k must be positive, --rows not negative")
     grid = [float(e) for e in args.grid.split(",")]
-    policy = load_card(REPO / "model_card.yaml").promotion
-    policy = policy.model_copy(update={"floors": {}, "bootstrap_resamples": args.resamples,
-                                       "bootstrap_method": args.method or policy.bootstrap_method})
+    policy = load_card(REPO / "model_card.yaml").promotion.model_copy(
+        update={"floors": {}, "bootstrap_resamples": args.resamples})
     start = time.perf_counter()
     names = args.scenarios.split(",")
     print(f"gate simulation: {args.pairs} pull requests per setting, k={args.k}, "
-          f"{args.resamples} {policy.bootstrap_method} resamples, "
+          f"{args.resamples} resamples ({args.method}), "
           f"confidence {policy.confidence:g}, "
           f"min_improvement {policy.min_improvement:g}, seed {args.seed}")
     results: list[str] = []
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> list[str]:
             validation_rows = test_rows = args.rows
         settings = settings_for(scenario, pairs=args.pairs, k=args.k, effect=args.effect,
                                 grid=grid, validation_rows=validation_rows,
-                                test_rows=test_rows, seed=args.seed)
+                                test_rows=test_rows, seed=args.seed, method=args.method)
         results += report(scenario, run(settings, policy, workers=args.workers), grid, args.k)
     print(f"\n{time.perf_counter() - start:.0f} s")
     for line in results:

@@ -51,7 +51,6 @@ class PromotionPolicy(_Strict):
     confidence: float = Field(default=0.95, gt=0.5, lt=1.0)
     floors: dict[str, float] = Field(default_factory=dict)
     bootstrap_resamples: int = Field(default=2000, ge=1000, le=100_000)
-    bootstrap_method: Literal["percentile", "bca"] = "percentile"
     seed: int = 0
 
 

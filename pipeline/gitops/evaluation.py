@@ -222,7 +222,7 @@ def run_gate(card: ModelCard, *, mlflow_client: MlflowClient, tracking_uri: str)
                 intervals[metric] = paired_bootstrap(
                     metric, truth, predictions["candidate"], predictions["production"],
                     resamples=policy.bootstrap_resamples, confidence=policy.confidence,
-                    seed=policy.seed, method=policy.bootstrap_method)
+                    seed=policy.seed)
 
     cand_eval = Evaluation(run_id=run_id, version=None, metrics=scores["candidate"])
     prod_eval = None if production is None or current is None else Evaluation(
@@ -271,7 +271,6 @@ def _verdict(card: ModelCard, decision: Decision, scores: dict[str, dict[str, fl
         metric=policy.metric, greater_is_better=policy.greater_is_better,
         min_improvement=policy.min_improvement, confidence=policy.confidence,
         resamples=policy.bootstrap_resamples, seed=policy.seed,
-        method=policy.bootstrap_method,
         candidate_run_id=candidate.run_id,
         production_version=version.version if version is not None else None,
         production_run_id=production.run_id if production is not None else None,

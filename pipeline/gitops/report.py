@@ -82,8 +82,7 @@ def render(verdict: Verdict, *, plot_note: str | None = None) -> str:
         lines.append(f"- Production run: {link}")
     if plot_note:
         lines.append(f"- plot: {plot_note}")
-    lines += ["", f"<sub>paired bootstrap ({verdict.method}), {verdict.resamples:,} resamples, "
-              f"seed {verdict.seed}, "
+    lines += ["", f"<sub>paired bootstrap, {verdict.resamples:,} resamples, seed {verdict.seed}, "
               f"policy hash `{verdict.policy_hash}`, gated at {verdict.gated_at}</sub>", "",
               embed_verdict(verdict), ""]
     return "\n".join(lines)

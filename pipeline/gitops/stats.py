@@ -7,12 +7,12 @@ the row indices of a block of resamples form one integer matrix, and each metric
 computed for every resample at once from per-row quantities (squared errors, hits,
 per-class counts). Blocks keep memory bounded on large hold-out sets.
 
-The interval is two-sided at the card's confidence level: the percentile interval,
-or (`promotion.bootstrap_method: bca`) the bias-corrected and accelerated one, whose
-acceleration comes from the jackknife of the difference (closed form for the mean-based
-metrics, leave-one-out resamples for the others). The gate's decision uses the end of
-the interval on the side of "worse", which is a one-sided test at level
-(1 - confidence) / 2: conservative by design.
+The gate's interval is the two-sided percentile interval at the card's confidence
+level; the gate's decision uses the end of the interval on the side of "worse", which
+is a one-sided test at level (1 - confidence) / 2: conservative by design. The
+bias-corrected and accelerated interval (`method="bca"`, the acceleration from the
+jackknife of the difference) is here for the simulation harness, which measured it no
+better for the gate (docs/gate.md, "Percentile or BCa"), so the card does not offer it.
 """
 
 from __future__ import annotations

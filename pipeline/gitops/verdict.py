@@ -61,7 +61,6 @@ class Verdict:
     gated_at: str
     notes: tuple[str, ...] = ()
     manifest: dict[str, str] = field(default_factory=dict)
-    method: str = "percentile"
 
     @property
     def interval(self) -> MetricRow | None:

@@ -70,8 +70,7 @@ def test_classification_policies_may_floor_probability_metrics() -> None:
     (lambda raw: raw["card"].update(limitations="  "), "card.limitations"),
     (lambda raw: raw["promotion"].update(surprise=1), "promotion.surprise"),
     (lambda raw: raw["data"].update(test_fraction=1.0), "data.test_fraction"),
-    (lambda raw: raw["promotion"].update(bootstrap_method="normal"),
-     "promotion.bootstrap_method"),
+
     (lambda raw: raw["data"].update(validation_fraction=0.5, test_fraction=0.5),
      "data: validation_fraction \\+ test_fraction must stay below 1"),
 ])

@@ -178,7 +178,6 @@ def test_the_report_starts_with_the_verdict_and_why() -> None:
     assert f"https://mlflow.example.org:8443/#/runs/{PRODUCTION}" in text
     assert "secret" not in text
     assert "on 10,956 sealed test rows" in lines[3]
-    assert "paired bootstrap (percentile), 2,000 resamples" in text
     assert "PASS" in render(_verdict(True, ["ok"])).splitlines()[1]
 
 
