@@ -37,9 +37,9 @@ import pipeline
 from pipeline import progress
 from pipeline.errors import ConfigError
 from pipeline.stages import MODEL_ARTIFACT
-from pipeline.stages.data import PreparedData
+from pipeline.stages.data import PreparedData, rows_hash
 from pipeline.stages.datasets import Task
-from pipeline.stages.evaluate import evaluate
+from pipeline.stages.evaluate import evaluate, on_validation
 from pipeline.stages.features import build_model
 from serving import modelfiles
 
@@ -201,6 +201,8 @@ def _tags(data: PreparedData, estimator_name: str) -> dict[str, str]:
         "task": data.spec.task,
         "target": data.spec.target.name,
         "estimator": estimator_name,
+        "train_rows_hash": rows_hash(data.train),
+        "validation_rows_hash": rows_hash(data.validation),
         "package_version": pipeline.__version__,
         "trained_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
@@ -213,7 +215,8 @@ def _params(data: PreparedData, estimator_name: str, model: Pipeline,
         "estimator": estimator_name,
         "dataset": data.spec.name,
         "rows_train": len(data.train),
-        "rows_holdout": len(data.holdout),
+        "rows_validation": len(data.validation),
+        "rows_test": len(data.test),
         "rows_dropped_in_cleansing": data.report.rows_in - data.report.rows_out,
         "overridden_params": ",".join(sorted(overrides)) or "none",
         **{f"estimator.{k}": v for k, v in estimator_params.items()},
@@ -222,15 +225,17 @@ def _params(data: PreparedData, estimator_name: str, model: Pipeline,
 
 def train(*, data: PreparedData, estimator: BaseEstimator, estimator_name: str,
           params: dict[str, Any], experiment: str) -> TrainResult:
-    """The whole training stage: fit, evaluate on the held-out set, log.
+    """The whole training stage: fit, evaluate on the validation rows, log.
 
-    The estimator comes in already built by `make_estimator`, so a wrong name or
+    The metrics are named `val_…`: the sealed test rows are the gate's alone. The
+    estimator comes in already built by `make_estimator`, so a wrong name or
     parameter fails before the (slower) data stage runs.
     """
     with progress.stage(f"fitting {estimator_name} on {len(data.train):,} rows"):
         model = fit(data, estimator)
-    with progress.stage(f"evaluating on {len(data.holdout):,} held-out rows"):
-        metrics = evaluate(model, data.x_holdout, data.y_holdout, task=data.spec.task)
+    with progress.stage(f"evaluating on {len(data.validation):,} validation rows"):
+        metrics = on_validation(evaluate(model, data.x_validation, data.y_validation,
+                                         task=data.spec.task))
     with progress.stage("logging the run and the model"):
         run_id = log_run(data=data, model=model, estimator_name=estimator_name,
                          params=params, metrics=metrics, experiment=experiment)
