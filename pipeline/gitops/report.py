@@ -211,7 +211,8 @@ def plot(*, task: str, truth: np.ndarray, predictions: dict[str, np.ndarray],
             axes.scatter(truth, values, s=3, alpha=0.35, label=role)
         low, high = float(np.min(truth)), float(np.max(truth))
         axes.plot([low, high], [low, high], color="black", linewidth=1, label="perfect")
-        axes.set(xlabel="actual", ylabel="predicted", title="Predicted vs actual (sealed test rows)")
+        axes.set(xlabel="actual", ylabel="predicted",
+                 title="Predicted vs actual (sealed test rows)")
         axes.legend()
         return figure, "predicted_vs_actual.png"
     if classes is None or len(classes) != 2:
@@ -226,7 +227,8 @@ def plot(*, task: str, truth: np.ndarray, predictions: dict[str, np.ndarray],
     if not drawn:
         return None
     axes.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1)
-    axes.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (sealed test rows)")
+    axes.set(xlabel="false positive rate", ylabel="true positive rate",
+             title="ROC (sealed test rows)")
     axes.legend()
     return figure, "roc.png"
 

@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.gitops import registry
 from tests.conftest import TrackingServers
-from tests.serving.conftest import Clients, holdout_rows, serving_process, train, wait_for
+from tests.serving.conftest import Clients, serving_process, train, validation_rows, wait_for
 from tests.utils.cards import write_card
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -52,7 +52,7 @@ def test_fifty_swaps_under_light_load_keep_resident_memory_bounded(
     versions = [str(client.create_model_version(name=name, source=v1.source, run_id=v1.run_id,
                                                 model_id=model_id).version)
                 for _ in range(SWAPS)]
-    record = holdout_rows(card, 1).iloc[0].to_dict()
+    record = validation_rows(card, 1).iloc[0].to_dict()
 
     def swap_to(version: str) -> None:
         registry.set_production(client, name, version, manifest=manifest)
