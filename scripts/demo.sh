@@ -62,7 +62,7 @@ run_id=$("$mlops" train --estimator hist_gradient_boosting --card "$card")
 echo "candidate run: $run_id"
 show "$mlops" propose "$run_id" --card "$card"
 
-step "5. The pull request's gate: candidate vs Production on the same held-out rows"
+step "5. The pull request's gate: candidate vs Production on the same sealed test rows"
 show "$mlops" gate --card "$card" --report "$demo_dir/gate-report.md" --json "$demo_dir/gate-verdict.json"
 
 step "6. The merge promotes the candidate (compare-and-set, audit tags)"

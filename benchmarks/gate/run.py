@@ -2,7 +2,7 @@
 
 No MLflow server is needed: two models (ridge as Production, histogram gradient
 boosting as candidate) are fitted in-process on the card's dataset, then the same
-steps `mlops gate` runs after loading them are timed: scoring the held-out rows and
+steps `mlops gate` runs after loading them are timed: scoring the sealed test rows and
 the paired bootstrap of every metric with the card's resamples. Median of REPEATS.
 Registry round trips (model download, tags, artifacts) are not included: they depend
 on the server and the network, not on the gate.
@@ -17,9 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.gitops.card import load_card
+from pipeline.gitops.card import load_card, prepare_data
 from pipeline.gitops.stats import paired_bootstrap
-from pipeline.stages.data import prepare
 from pipeline.stages.datasets import load_spec
 from pipeline.stages.evaluate import evaluate, metric_functions
 from pipeline.stages.train import fit, make_estimator
@@ -43,11 +42,11 @@ def main() -> None:
     policy = card.promotion
     spec = load_spec(card.data.dataset)
     start = time.perf_counter()
-    data = prepare(spec, source=card.data.source, holdout_fraction=card.data.holdout_fraction)
+    data = prepare_data(card)
     prepare_s = time.perf_counter() - start
     production = fit(data, make_estimator(spec.task, "ridge", {}))
     candidate = fit(data, make_estimator(spec.task, "hist_gradient_boosting", {}))
-    x, y = data.x_holdout, data.y_holdout
+    x, y = data.x_test, data.y_test
     truth = np.asarray(y)
     p_cand, p_prod = np.asarray(candidate.predict(x)), np.asarray(production.predict(x))
 
@@ -57,7 +56,7 @@ def main() -> None:
             evaluate(model, x, y, task=spec.task)
 
     rows = [("prepare data (load, validate, cleanse, split; once)", prepare_s)]
-    rows.append(("evaluate both models on the held-out rows", timed(evaluation)))
+    rows.append(("evaluate both models on the test rows", timed(evaluation)))
     total_bootstrap = 0.0
     for metric in metric_functions(spec.task):
         seconds = timed(lambda m=metric: paired_bootstrap(  # type: ignore[misc]
@@ -66,7 +65,7 @@ def main() -> None:
         total_bootstrap += seconds
         rows.append((f"paired bootstrap of {metric}", seconds))
     rows.append(("paired bootstrap, all metrics", total_bootstrap))
-    print(f"gate compute on {spec.name}: {len(data.holdout):,} held-out rows, "
+    print(f"gate compute on {spec.name}: {len(data.test):,} test rows, "
           f"{policy.bootstrap_resamples:,} resamples, median of {REPEATS}")
     for label, seconds in rows:
         print(f"  {label:<55} {seconds * 1000:9.1f} ms")

@@ -36,7 +36,8 @@ from benchmarks.gate_simulation.simulation import (
     run,
     smallest_effect,
 )
-from pipeline.gitops.card import load_card
+from pipeline.gitops.card import load_card, prepare_data
+from pipeline.gitops.stats import METHODS, Method
 
 REPO = Path(__file__).resolve().parents[2]
 STATED_EFFECT = 25.0
@@ -44,7 +45,7 @@ STATED_EFFECT = 25.0
 
 
 def diamonds_scenario(models: int) -> tuple[Resampled, int, int]:
-    """Real per-row errors on the demo's held-out rows: Production and `models - 1` candidates.
+    """Real per-row errors on the demo's test rows: Production and `models - 1` candidates.
 
     Production is the default histogram gradient boosting, and four variants are
     trained; the candidates are the variants and blends of two of them (the weighted
@@ -53,14 +54,11 @@ def diamonds_scenario(models: int) -> tuple[Resampled, int, int]:
     """
     from itertools import combinations
 
-    from pipeline.stages.data import prepare
-    from pipeline.stages.datasets import load_spec
     from pipeline.stages.train import fit, make_estimator
 
-    card = load_card(REPO / "model_card.yaml")
-    spec = load_spec(card.data.dataset)
-    data = prepare(spec, source=card.data.source, holdout_fraction=card.data.holdout_fraction)
-    x, y = data.x_holdout, np.asarray(data.y_holdout, dtype=float)
+    data = prepare_data(load_card(REPO / "model_card.yaml"))
+    spec = data.spec
+    x, y = data.x_test, np.asarray(data.y_test, dtype=float)
     variants = [{}, {"learning_rate": 0.06, "max_leaf_nodes": 41, "random_state": 1},
                 {"learning_rate": 0.15, "max_leaf_nodes": 21, "random_state": 2},
                 {"learning_rate": 0.1, "l2_regularization": 1.0, "random_state": 3},
@@ -70,16 +68,16 @@ def diamonds_scenario(models: int) -> tuple[Resampled, int, int]:
     blends = [w * errors[a] + (1 - w) * errors[b]
               for w in (0.5, 0.25, 0.75) for a, b in combinations(range(1, 5), 2)]
     population = np.vstack([*errors, *blends][:models])
-    rows = len(data.holdout)
-    return Resampled(population=population), rows, rows
+    return Resampled(population=population), len(data.validation), len(data.test)
 
 
 def settings_for(scenario: Scenario, *, pairs: int, k: int, effect: float, grid: list[float],
-                 validation_rows: int, test_rows: int, seed: int) -> list[Setting]:
+                 validation_rows: int, test_rows: int, seed: int,
+                 method: Method = "percentile") -> list[Setting]:
     def make(effect: float, k: int, selection: str, pairs: int, offset: int) -> Setting:
         return Setting(scenario=scenario, effect=effect, k=k, selection=selection,  # type: ignore[arg-type]
                        pairs=pairs, test_rows=test_rows, validation_rows=validation_rows,
-                       seed=seed * 1000 + offset)
+                       seed=seed * 1000 + offset, method=method)
 
     fixed = [make(0.0, 1, "none", pairs, 1), make(0.0, k, "validation", pairs, 2),
              make(0.0, k, "test", pairs, 3), make(effect, 1, "none", pairs, 4)]
@@ -140,6 +138,8 @@ def main(argv: list[str] | None = None) -> list[str]:
     parser.add_argument("--scenarios", default="synthetic,diamonds")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--method", choices=METHODS, default="percentile",
+                        help="the bootstrap interval (the gate's is percentile)")
     args = parser.parse_args(argv)
     if args.pairs < 1 or args.k < 1 or args.rows < 0:
         parser.error("--pairs and --k must be positive, --rows not negative")
@@ -149,7 +149,8 @@ def main(argv: list[str] | None = None) -> list[str]:
     start = time.perf_counter()
     names = args.scenarios.split(",")
     print(f"gate simulation: {args.pairs} pull requests per setting, k={args.k}, "
-          f"{args.resamples} resamples, confidence {policy.confidence:g}, "
+          f"{args.resamples} resamples ({args.method}), "
+          f"confidence {policy.confidence:g}, "
           f"min_improvement {policy.min_improvement:g}, seed {args.seed}")
     results: list[str] = []
     for name in names:
@@ -157,7 +158,7 @@ def main(argv: list[str] | None = None) -> list[str]:
         if name == "diamonds":
             scenario, validation_rows, test_rows = diamonds_scenario(args.k + 1)
         elif name == "synthetic":
-            validation_rows = test_rows = args.rows or _demo_test_rows()
+            validation_rows, test_rows = (args.rows, args.rows) if args.rows else _demo_sizes()
             scenario = Synthetic()
         else:
             parser.error(f"--scenarios: unknown scenario {name!r} (synthetic, diamonds)")
@@ -165,7 +166,7 @@ def main(argv: list[str] | None = None) -> list[str]:
             validation_rows = test_rows = args.rows
         settings = settings_for(scenario, pairs=args.pairs, k=args.k, effect=args.effect,
                                 grid=grid, validation_rows=validation_rows,
-                                test_rows=test_rows, seed=args.seed)
+                                test_rows=test_rows, seed=args.seed, method=args.method)
         results += report(scenario, run(settings, policy, workers=args.workers), grid, args.k)
     print(f"\n{time.perf_counter() - start:.0f} s")
     for line in results:
@@ -173,14 +174,10 @@ def main(argv: list[str] | None = None) -> list[str]:
     return results
 
 
-def _demo_test_rows() -> int:
-    from pipeline.stages.data import prepare
-    from pipeline.stages.datasets import load_spec
-
-    card = load_card(REPO / "model_card.yaml")
-    data = prepare(load_spec(card.data.dataset), source=card.data.source,
-                   holdout_fraction=card.data.holdout_fraction)
-    return len(data.holdout)
+def _demo_sizes() -> tuple[int, int]:
+    """The demo card's validation and test set sizes."""
+    data = prepare_data(load_card(REPO / "model_card.yaml"))
+    return len(data.validation), len(data.test)
 
 
 if __name__ == "__main__":

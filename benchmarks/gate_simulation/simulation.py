@@ -32,7 +32,7 @@ import numpy as np
 
 from pipeline.gitops.card import PromotionPolicy
 from pipeline.gitops.gate import Evaluation, decide
-from pipeline.gitops.stats import paired_bootstrap
+from pipeline.gitops.stats import Method, paired_bootstrap
 
 RULES = ("gate", "mlflow_threshold", "zenml_ge")
 Selection = Literal["none", "validation", "test"]
@@ -118,6 +118,7 @@ class Setting:
     test_rows: int
     validation_rows: int
     seed: int
+    method: Method = "percentile"
 
     @property
     def label(self) -> str:
@@ -174,7 +175,8 @@ def one_pull_request(setting: Setting, policy: PromotionPolicy, index: int) -> d
     rmse_c, rmse_p = float(_rmse(candidate)), float(_rmse(production))
     interval = paired_bootstrap("rmse", np.zeros(setting.test_rows), candidate, production,
                                 resamples=policy.bootstrap_resamples,
-                                confidence=policy.confidence, seed=policy.seed)
+                                confidence=policy.confidence, seed=policy.seed,
+                                method=setting.method)
     decision = decide(policy=policy,
                       candidate=Evaluation(run_id="candidate", version=None,
                                            metrics={"rmse": rmse_c}),

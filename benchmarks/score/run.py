@@ -42,7 +42,7 @@ BATCH_ROWS = int(os.environ.get("BENCH_BATCH_ROWS", "50000"))
 
 def write_batch(path: Path, rows: int) -> Path:
     data = prepare(load_spec("diamonds"))
-    features = pd.concat([data.x_holdout, data.x_train]).reset_index(drop=True)
+    features = pd.concat([data.x_test, data.x_validation, data.x_train]).reset_index(drop=True)
     frame = features.iloc[np.arange(rows) % len(features)].reset_index(drop=True)
     frame.insert(0, "id", np.arange(rows))
     frame.to_parquet(path, index=False)

@@ -41,11 +41,9 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.serving.loadgen import Result, load  # noqa: E402
-from pipeline.gitops.card import load_card  # noqa: E402
+from pipeline.gitops.card import load_card, prepare_data  # noqa: E402
 from pipeline.localstack.process import ManagedProcess, venv_bin  # noqa: E402
 from pipeline.localstack.sqlite import mlflow_server  # noqa: E402
-from pipeline.stages.data import prepare  # noqa: E402
-from pipeline.stages.datasets import load_spec  # noqa: E402
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", "4"))
 ESTIMATORS = os.environ.get("BENCH_ESTIMATORS",
@@ -190,12 +188,10 @@ def bench_estimator(estimator: str, home: Path, env: dict[str, str], card_text: 
 
 
 def main() -> None:
-    card_path = REPO / "model_card.yaml"
-    card = load_card(card_path)
-    data = prepare(load_spec(card.data.dataset), source=card.data.source,
-                   holdout_fraction=card.data.holdout_fraction)
-    holdout = data.x_holdout.dropna().reset_index(drop=True)
-    frames = {rows: holdout.head(rows) for rows, _ in SCENARIOS}
+    card = load_card(REPO / "model_card.yaml")
+    data = prepare_data(card)
+    unseen = data.x_validation.dropna().reset_index(drop=True)
+    frames = {rows: unseen.head(rows) for rows, _ in SCENARIOS}
     bodies = {rows: {
         "predict": orjson.dumps({"records": frame.to_dict(orient="records")}),
         "invocations": orjson.dumps({"dataframe_split": frame.to_dict(orient="split",

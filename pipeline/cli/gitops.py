@@ -78,7 +78,7 @@ def gate_command(
         "--record", help="also log the report, verdict and plot to the candidate run "
         "(needs write access; informational: promote recomputes the verdict)")] = False,
 ) -> None:
-    """Gate the card's candidate against Production on the same held-out rows (read-only).
+    """Gate the card's candidate against Production on the same sealed test rows (read-only).
 
     Exit 0 pass, 1 fail (the report says why), 2 the gate could not run.
     """

@@ -18,11 +18,10 @@ import typer
 
 from pipeline.cli.app import CardOption, ServingUrlOption, app, say, settings_and_card
 from pipeline.errors import MlopsError, ServingError
+from pipeline.gitops.card import prepare_data
 from pipeline.localstack.process import ManagedProcess
 from pipeline.serving_client import DEFAULT_URL, RetryPolicy, ServingClient, to_records
 from pipeline.settings import load_settings
-from pipeline.stages.data import prepare
-from pipeline.stages.datasets import load_spec
 
 SERVICE = "serving"
 
@@ -87,15 +86,14 @@ def predict_command(
     rows: Annotated[int, typer.Option(min=1, max=1000)] = 2,
     card_path: CardOption = None,
 ) -> None:
-    """Send held-out rows to the serving API's POST /predict and print the answer."""
+    """Send validation rows to the serving API's POST /predict and print the answer."""
     _, card = settings_and_card(card_path)
-    spec = load_spec(card.data.dataset)
-    data = prepare(spec, source=card.data.source, holdout_fraction=card.data.holdout_fraction)
-    records = to_records(data.holdout[spec.feature_names].head(rows))
+    data = prepare_data(card)
+    records = to_records(data.x_validation.head(rows))
     predictions, model = ServingClient(url).predict(records)
     say(f"{url} served {model['model_name']} version {model['model_version']} "
         f"(run {model['model_run_id']})")
-    truth = data.holdout[spec.target.name].head(rows).tolist()
+    truth = data.y_validation.head(rows).tolist()
     for record, prediction, actual in zip(records, predictions, truth, strict=False):
         typer.echo(f"{json.dumps(record)} -> {prediction} (actual {actual})")
 

@@ -11,7 +11,7 @@ from pipeline import progress
 from pipeline.cli.app import CardOption, app, say, settings_and_card, use_tracking_server
 from pipeline.errors import MlopsError
 from pipeline.gitops import registry
-from pipeline.stages.data import prepare
+from pipeline.gitops.card import prepare_data
 from pipeline.stages.datasets import load_spec
 from pipeline.stages.train import DEFAULT_ESTIMATOR, make_estimator, parse_params, train
 
@@ -42,11 +42,10 @@ def train_command(
     use_tracking_server(settings)
     with progress.shown_on_terminal(quiet=as_json):
         with progress.stage("data: read, validate, cleanse, split"):
-            data = prepare(spec, source=card.data.source,
-                           holdout_fraction=card.data.holdout_fraction)
+            data = prepare_data(card)
         say(f"data: {data.report.rows_in} rows read, {data.report.rows_out} kept after "
-            f"cleansing, {len(data.train)} train / {len(data.holdout)} held out "
-            f"(hash {data.data_hash})")
+            f"cleansing, {len(data.train)} train / {len(data.validation)} validation / "
+            f"{len(data.test)} test, sealed for the gate (hash {data.data_hash})")
         result = train(data=data, estimator=built, estimator_name=estimator, params=params,
                        experiment=settings.mlops_experiment,
                        twin_tolerance=card.model.twin_tolerance)
@@ -54,9 +53,10 @@ def train_command(
                                "metrics": result.metrics, "data_hash": result.data_hash}
     link = registry.run_url(settings.mlflow_tracking_uri, result.run_id)
     say(f"logged run {result.run_id}: {link}")
-    say(f"trained {estimator}: " + ", ".join(f"{k}={v:.4g}" for k, v in result.metrics.items()))
+    say(f"trained {estimator}: "
+        + ", ".join(f"{k}={v:.4g}" for k, v in result.metrics.items()))
     summary["twin"] = result.twin
-    say("compiled twin: onnx, verified on the held-out rows" if result.twin == "onnx"
+    say("compiled twin: onnx, verified on the validation rows" if result.twin == "onnx"
         else f"no compiled twin ({result.twin}): it serves through sklearn")
     if register:
         version = (registry.bootstrap_production(mlflow_client, card.model.name, result.run_id,

@@ -11,13 +11,24 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from pipeline.errors import ConfigError, format_validation_error
 from pipeline.files import atomic_write
+
+if TYPE_CHECKING:
+    from pipeline.stages.data import PreparedData
 
 RUN_ID_PATTERN = r"^[0-9a-f]{32}$"
 
@@ -46,9 +57,34 @@ class PromotionPolicy(_Strict):
 
 
 class DataSection(_Strict):
+    """Which data, and how its rows split: train, validation, and test (sealed).
+
+    Both fractions are of all rows after cleansing; train gets the rest. The
+    defaults (0.2 and 0.2) keep the test set the one `holdout_fraction: 0.2` held out.
+    """
+
     dataset: str = Field(default="diamonds", min_length=1)
     source: str = Field(default="builtin", min_length=1)
-    holdout_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
+    validation_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
+    test_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_holdout_fraction(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "holdout_fraction" in value:
+            raise PydanticCustomError(
+                "renamed", "holdout_fraction is now two keys: validation_fraction (rows that "
+                "mlops train logs and tuning selects on) and test_fraction (the sealed rows "
+                "only the gate scores); replace it with both")
+        return value
+
+    @model_validator(mode="after")
+    def _leaves_training_rows(self) -> DataSection:
+        if self.validation_fraction + self.test_fraction >= 1.0:
+            raise PydanticCustomError(
+                "no_training_rows", "validation_fraction + test_fraction must stay below 1, "
+                "or no row is left for training")
+        return self
 
 
 class CardSection(_Strict):
@@ -161,6 +197,16 @@ def with_data_section(path: Path, *, dataset: str, source: str, comment: str) ->
 def _yaml_scalar(value: str) -> str:
     return yaml.safe_dump(value, default_flow_style=True, width=10_000).removesuffix(
         "\n").removesuffix("\n...").strip()
+
+
+def prepare_data(card: ModelCard) -> PreparedData:
+    """The card's dataset through the data stage, split into the card's three sets."""
+    from pipeline.stages.data import prepare  # pandas and sklearn: only when used
+    from pipeline.stages.datasets import load_spec
+
+    data = card.data
+    return prepare(load_spec(data.dataset), source=data.source,
+                   validation_fraction=data.validation_fraction, test_fraction=data.test_fraction)
 
 
 def check_policy(card: ModelCard, *, task: str) -> None:

@@ -1,8 +1,9 @@
 """The gate's shell: resolve both models, check they compare, score them on the same rows.
 
 `run_gate` resolves the candidate and Production on the registry, checks they are
-comparable (task, feature schema), recomputes the held-out rows from the data (never
-trusting the metrics logged at training time), scores both models on them, bootstraps
+comparable (task, feature schema), recomputes the sealed test rows from the data (no
+run carries a metric on them: training logs validation metrics only), scores both
+models on them, bootstraps
 the paired differences and hands the numbers to the pure `gate.decide`. `record_verdict`
 writes the result to the candidate run when asked (`mlops gate --record`): the PR's
 gate runs read-only, and promote recomputes the verdict rather than trusting a tag.
@@ -27,13 +28,13 @@ from mlflow.tracking import MlflowClient
 from pipeline import progress
 from pipeline.errors import ConfigError, RegistryError
 from pipeline.gitops import registry
-from pipeline.gitops.card import ModelCard, check_policy, policy_hash
+from pipeline.gitops.card import ModelCard, check_policy, policy_hash, prepare_data
 from pipeline.gitops.gate import Decision, Evaluation, TwinCheck, decide, with_twin
 from pipeline.gitops.report import plot
 from pipeline.gitops.stats import Interval, paired_bootstrap, supports
 from pipeline.gitops.verdict import MetricRow, Verdict
 from pipeline.stages import MODEL_ARTIFACT
-from pipeline.stages.data import PreparedData, prepare
+from pipeline.stages.data import PreparedData, rows_hash
 from pipeline.stages.datasets import DatasetSpec, load_spec
 from pipeline.stages.evaluate import evaluate
 from serving import modelfiles
@@ -210,15 +211,14 @@ def run_gate(card: ModelCard, *, mlflow_client: MlflowClient, tracking_uri: str)
     former = policy.mode == "rollback" and was_production(mlflow_client, name, run_id)
 
     with progress.stage("data: read, validate, cleanse, split"):
-        data = prepare(spec, source=card.data.source,
-                       holdout_fraction=card.data.holdout_fraction)
-    x, y = data.x_holdout, data.y_holdout
+        data = prepare_data(card)
+    x, y = data.x_test, data.y_test
     truth = np.asarray(y)
     predictions: dict[str, np.ndarray] = {}
     probabilities: dict[str, np.ndarray | None] = {}
     scores: dict[str, dict[str, float]] = {}
     for role, model in models.items():
-        with progress.stage(f"scoring {role} on {len(x):,} held-out rows"):
+        with progress.stage(f"scoring {role} on {len(x):,} sealed test rows"):
             predictions[role], probabilities[role] = _predict(model, x)
             scores[role] = evaluate(model, x, y, task=spec.task)
 
@@ -288,7 +288,7 @@ def _verdict(card: ModelCard, decision: Decision, scores: dict[str, dict[str, fl
     notes = []
     hashes = {"candidate": candidate.data_hash,
               "production": production.data_hash if production else None,
-              "evaluation": data.data_hash}
+              "evaluation": data.data_hash, "test_rows": rows_hash(data.test)}
     if production is not None and candidate.data_hash != production.data_hash:
         notes.append(f"the two models were trained on data with different hashes "
                      f"(candidate {candidate.data_hash}, Production {production.data_hash})")
@@ -311,7 +311,7 @@ def _verdict(card: ModelCard, decision: Decision, scores: dict[str, dict[str, fl
         improvement_bound=decision.improvement_bound, reasons=decision.reasons,
         metrics=rows,
         floors=decision.floors,
-        data_hashes=hashes, evaluated_rows=len(data.holdout), policy_hash=policy_hash(card),
+        data_hashes=hashes, evaluated_rows=len(data.test), policy_hash=policy_hash(card),
         tracking_uri=tracking_uri,
         gated_at=now(), notes=tuple(notes), manifest=candidate.checked.manifest,
         twin=twin.describe() if twin is not None else None,
@@ -319,8 +319,8 @@ def _verdict(card: ModelCard, decision: Decision, scores: dict[str, dict[str, fl
 
 
 def draw_plot(outcome: GateOutcome) -> tuple[Figure, str] | None:
-    """Predicted vs actual (regression) or ROC (classification) of the gate's rows."""
-    return plot(task=outcome.data.spec.task, truth=outcome.data.y_holdout.to_numpy(),
+    """Predicted vs actual (regression) or ROC (classification) of the gate's test rows."""
+    return plot(task=outcome.data.spec.task, truth=outcome.data.y_test.to_numpy(),
                 predictions=outcome.predictions, probabilities=outcome.probabilities,
                 classes=outcome.classes)
 

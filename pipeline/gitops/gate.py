@@ -21,7 +21,7 @@ from pipeline.stages.evaluate import GREATER_IS_BETTER
 
 @dataclass(frozen=True)
 class Evaluation:
-    """One model scored on the held-out rows."""
+    """One model scored on the sealed test rows."""
 
     run_id: str
     version: str | None

@@ -71,6 +71,8 @@ def differences(reviewed: Verdict, recomputed: Verdict) -> tuple[str, ...]:
     differ("evaluated rows", reviewed.evaluated_rows, recomputed.evaluated_rows)
     differ("evaluation data hash", reviewed.data_hashes.get("evaluation"),
            recomputed.data_hashes.get("evaluation"))
+    differ("test rows hash", reviewed.data_hashes.get("test_rows"),
+           recomputed.data_hashes.get("test_rows"))
     for metric in sorted(set(reviewed.metrics) | set(recomputed.metrics)):
         before, after = reviewed.metrics.get(metric), recomputed.metrics.get(metric)
         if before is None or after is None:

@@ -58,7 +58,7 @@ def render(verdict: Verdict, *, plot_note: str | None = None) -> str:
         "",
         f"Candidate run `{verdict.candidate_run_id}` vs {against} of "
         f"`{verdict.model_name}`, mode `{verdict.mode}`, on {verdict.evaluated_rows:,} "
-        "held-out rows recomputed from the data.",
+        "sealed test rows recomputed from the data (no run is scored on them before the gate).",
         "",
         "**Why it passed:**" if verdict.passed else "**Why it failed:**",
         "",
@@ -211,7 +211,8 @@ def plot(*, task: str, truth: np.ndarray, predictions: dict[str, np.ndarray],
             axes.scatter(truth, values, s=3, alpha=0.35, label=role)
         low, high = float(np.min(truth)), float(np.max(truth))
         axes.plot([low, high], [low, high], color="black", linewidth=1, label="perfect")
-        axes.set(xlabel="actual", ylabel="predicted", title="Predicted vs actual (held out)")
+        axes.set(xlabel="actual", ylabel="predicted",
+                 title="Predicted vs actual (sealed test rows)")
         axes.legend()
         return figure, "predicted_vs_actual.png"
     if classes is None or len(classes) != 2:
@@ -226,7 +227,8 @@ def plot(*, task: str, truth: np.ndarray, predictions: dict[str, np.ndarray],
     if not drawn:
         return None
     axes.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1)
-    axes.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC (held out)")
+    axes.set(xlabel="false positive rate", ylabel="true positive rate",
+             title="ROC (sealed test rows)")
     axes.legend()
     return figure, "roc.png"
 
@@ -242,7 +244,7 @@ def _roc_one_vs_rest(figure: Figure, axes: Any, truth: np.ndarray,
         axes.plot(fpr, tpr, label=f"candidate: {label}")
     axes.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1)
     axes.set(xlabel="false positive rate", ylabel="true positive rate",
-             title="ROC one-vs-rest (held out)")
+             title="ROC one-vs-rest (sealed test rows)")
     axes.legend(fontsize="small")
     return figure, "roc.png"
 

@@ -3,11 +3,13 @@
 Each step takes paths and IDs and returns a small JSON-ready dict, for a scheduler
 whose tasks run in separate processes (`pipeline.stages.handover` moves the data):
 
-    prepare  → train.parquet, holdout.parquet, prepared.json in a work dir of the DAG run
+    prepare  → train.parquet, validation.parquet, test.parquet, prepared.json in a work
+               dir of the DAG run
     features → fits the feature transformer on the training rows, features.json
-    train    → fits, evaluates and logs one MLflow run; returns its run ID
-    evaluate → loads the *logged* model back from MLflow, re-scores the held-out rows,
-               checks the card's floors (the gate's rule); a miss stops the DAG
+    train    → fits, evaluates on validation and logs one MLflow run; returns its run ID
+    evaluate → loads the *logged* model back from MLflow, re-scores the validation rows,
+               checks the card's floors there (an early warning: the gate applies them
+               to the sealed test rows, which no step here scores); a miss stops the DAG
     register → a new version of the card's model, never Production: production is
                reached only through the pull request gate and `mlops promote`
 
@@ -26,13 +28,13 @@ import mlflow
 
 from pipeline.errors import NegativeVerdict
 from pipeline.gitops import registry
-from pipeline.gitops.card import ModelCard, load_card
+from pipeline.gitops.card import ModelCard, load_card, prepare_data
 from pipeline.gitops.gate import FloorCheck, check_floors
 from pipeline.settings import load_settings
 from pipeline.stages import MODEL_ARTIFACT
-from pipeline.stages.data import PreparedData, prepare
+from pipeline.stages.data import PreparedData
 from pipeline.stages.datasets import load_spec
-from pipeline.stages.evaluate import evaluate
+from pipeline.stages.evaluate import evaluate, on_validation
 from pipeline.stages.handover import (
     cleanup_step,
     read_prepared,
@@ -49,11 +51,8 @@ REGISTERED_BY_TAG = "registered_by"
 
 
 def prepare_step(*, card_path: Path, work_dir: str) -> dict[str, Any]:
-    """Load, validate, cleanse and split the card's data; write both splits to `work_dir`."""
-    card = load_card(card_path)
-    data = prepare(load_spec(card.data.dataset), source=card.data.source,
-                   holdout_fraction=card.data.holdout_fraction)
-    return write_prepared(data, work_dir)
+    """Load, validate, cleanse and split the card's data; write the three sets to `work_dir`."""
+    return write_prepared(prepare_data(load_card(card_path)), work_dir)
 
 
 def load_prepared(card: ModelCard, work_dir: str) -> PreparedData:
@@ -68,7 +67,7 @@ def features_step(*, card_path: Path, work_dir: str) -> dict[str, Any]:
 
 def train_step(*, card_path: Path, work_dir: str, estimator: str,
                params: dict[str, Any]) -> dict[str, Any]:
-    """Fit, evaluate on the held-out rows and log one MLflow run; return its ID and metrics."""
+    """Fit, evaluate on the validation rows and log one MLflow run; return its ID and metrics."""
     card = load_card(card_path)
     data = load_prepared(card, work_dir)
     built = make_estimator(data.spec.task, estimator, dict(params))
@@ -82,7 +81,7 @@ def train_step(*, card_path: Path, work_dir: str, estimator: str,
 
 def evaluate_step(*, card_path: Path, work_dir: str, run_id: str,
                   tolerance: float = 1e-6) -> dict[str, Any]:
-    """Re-score the logged model on the held-out rows and check the card's floors.
+    """Re-score the logged model on the validation rows and check the card's floors there.
 
     Loading the model back from the tracking server proves the artifact is usable,
     and comparing with the metrics logged at training time proves it is the model
@@ -92,14 +91,15 @@ def evaluate_step(*, card_path: Path, work_dir: str, run_id: str,
     data = load_prepared(card, work_dir)
     registry.check_reachable(load_settings().mlflow_tracking_uri)
     model = mlflow.sklearn.load_model(f"runs:/{run_id}/{MODEL_ARTIFACT}")
-    metrics = evaluate(model, data.x_holdout, data.y_holdout, task=data.spec.task)
+    scores = evaluate(model, data.x_validation, data.y_validation, task=data.spec.task)
+    metrics = on_validation(scores)
     logged = mlflow.get_run(run_id).data.metrics
     for name, value in metrics.items():
         if name in logged and not math.isclose(value, logged[name], rel_tol=tolerance,
                                                abs_tol=tolerance):
             raise NegativeVerdict(f"run {run_id}: {name} re-computed as {value:.6g} but logged as "
                                   f"{logged[name]:.6g}; the logged model is not the one evaluated")
-    misses = [_floor_miss(floor) for floor in check_floors(card.promotion, metrics)
+    misses = [_floor_miss(floor) for floor in check_floors(card.promotion, scores)
               if not floor.ok]
     if misses:
         raise NegativeVerdict(f"run {run_id}: " + "; ".join(misses))
@@ -110,7 +110,8 @@ def _floor_miss(floor: FloorCheck) -> str:
     if floor.value is None:
         return f"{floor.metric} has a floor but was not computed"
     side = "at least" if floor.greater_is_better else "at most"
-    return f"{floor.metric} is {floor.value:.4g}, the card's floor is {side} {floor.bound:g}"
+    return (f"{floor.metric} is {floor.value:.4g} on validation, the card's floor is {side} "
+            f"{floor.bound:g}")
 
 
 def register_step(*, card_path: Path, run_id: str, registered_by: str) -> dict[str, Any]:

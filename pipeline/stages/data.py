@@ -2,7 +2,9 @@
 
 Each step is a pure function of a frame and the dataset's `DatasetSpec`; `prepare`
 wires them. The split is keyed on the rows themselves (a hash of their values), so
-the same rows are held out on every run and every machine, whatever the file order.
+each row lands in the same set on every run and every machine, whatever the file order:
+train (fitting), validation (what `mlops train` logs and tuning selects on) and test,
+sealed: only the gate scores it, so selecting among many runs cannot flatter it.
 """
 
 from __future__ import annotations
@@ -41,11 +43,16 @@ class CleansingReport:
 
 @dataclass(frozen=True)
 class PreparedData:
-    """The stage's output: train and held-out frames plus what was done to get them."""
+    """The stage's output: the three sets plus what was done to get them.
+
+    `test` is the sealed set: the gate's rows. Training and tuning read `train` and
+    `validation` only; nothing logged on a run before the gate is computed on `test`.
+    """
 
     spec: DatasetSpec
     train: pd.DataFrame
-    holdout: pd.DataFrame
+    validation: pd.DataFrame
+    test: pd.DataFrame
     report: CleansingReport
     data_hash: str
 
@@ -58,12 +65,20 @@ class PreparedData:
         return self.train[self.spec.target.name]
 
     @property
-    def x_holdout(self) -> pd.DataFrame:
-        return self.holdout[self.spec.feature_names]
+    def x_validation(self) -> pd.DataFrame:
+        return self.validation[self.spec.feature_names]
 
     @property
-    def y_holdout(self) -> pd.Series:
-        return self.holdout[self.spec.target.name]
+    def y_validation(self) -> pd.Series:
+        return self.validation[self.spec.target.name]
+
+    @property
+    def x_test(self) -> pd.DataFrame:
+        return self.test[self.spec.feature_names]
+
+    @property
+    def y_test(self) -> pd.Series:
+        return self.test[self.spec.target.name]
 
 
 def load(source: str, spec: DatasetSpec) -> pd.DataFrame:
@@ -201,19 +216,38 @@ def row_keys(frame: pd.DataFrame) -> np.ndarray:
 
 
 def split(
-    frame: pd.DataFrame, *, holdout_fraction: float
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Hold out the rows whose value hash falls in the first `holdout_fraction` of buckets."""
-    if not 0.0 < holdout_fraction < 1.0:
-        raise DataError(f"data.holdout_fraction: {holdout_fraction} is not between 0 and 1")
+    frame: pd.DataFrame, *, validation_fraction: float, test_fraction: float
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Train, validation and test rows, by where each row's value hash falls.
+
+    The first `test_fraction` of hash buckets is the test set, the next
+    `validation_fraction` the validation set, the rest train: so changing the
+    validation fraction never moves a row in or out of the sealed test set.
+    """
+    for key, fraction in (("validation_fraction", validation_fraction),
+                          ("test_fraction", test_fraction)):
+        if not 0.0 < fraction < 1.0:
+            raise DataError(f"data.{key}: {fraction} is not between 0 and 1")
+    if validation_fraction + test_fraction >= 1.0:
+        raise DataError(f"data: validation_fraction {validation_fraction} + test_fraction "
+                        f"{test_fraction} leave no training rows")
     buckets = row_keys(frame) % _HASH_BUCKETS
-    held_out = buckets < round(holdout_fraction * _HASH_BUCKETS)
-    train, holdout = frame.loc[~held_out], frame.loc[held_out]
-    if train.empty or holdout.empty:
-        raise DataError(
-            f"split: {len(train)} training and {len(holdout)} held-out rows; need both"
-        )
-    return train.reset_index(drop=True), holdout.reset_index(drop=True)
+    test_edge = round(test_fraction * _HASH_BUCKETS)
+    validation_edge = test_edge + round(validation_fraction * _HASH_BUCKETS)
+    in_test = buckets < test_edge
+    in_validation = ~in_test & (buckets < validation_edge)
+    parts = (frame.loc[~in_test & ~in_validation], frame.loc[in_validation], frame.loc[in_test])
+    if any(part.empty for part in parts):
+        raise DataError(f"split: {len(parts[0])} training, {len(parts[1])} validation and "
+                        f"{len(parts[2])} test rows; need all three")
+    train, validation, test = (part.reset_index(drop=True) for part in parts)
+    return train, validation, test
+
+
+def rows_hash(frame: pd.DataFrame) -> str:
+    """A short hash of which rows a set holds (order-free), to name a set in a run or verdict."""
+    keys = np.sort(row_keys(frame))
+    return hashlib.sha256(keys.tobytes()).hexdigest()[:16]
 
 
 def data_hash(frame: pd.DataFrame) -> str:
@@ -225,18 +259,20 @@ def data_hash(frame: pd.DataFrame) -> str:
 
 
 def prepare(
-    spec: DatasetSpec, *, source: str = BUILTIN, holdout_fraction: float = 0.2
+    spec: DatasetSpec, *, source: str = BUILTIN, validation_fraction: float = 0.2,
+    test_fraction: float = 0.2,
 ) -> PreparedData:
     """The whole data stage: load → validate → cleanse → split."""
     raw = load(source, spec)
     clean, report = cleanse(validate(raw, spec), spec)
-    train, holdout = split(clean, holdout_fraction=holdout_fraction)
+    train, validation, test = split(clean, validation_fraction=validation_fraction,
+                                    test_fraction=test_fraction)
     log.info(
-        "data: %d rows in, %d after cleansing, %d train / %d held out",
-        report.rows_in, report.rows_out, len(train), len(holdout),
+        "data: %d rows in, %d after cleansing, %d train / %d validation / %d test (sealed)",
+        report.rows_in, report.rows_out, len(train), len(validation), len(test),
     )
-    return PreparedData(spec=spec, train=train, holdout=holdout, report=report,
-                        data_hash=data_hash(clean))
+    return PreparedData(spec=spec, train=train, validation=validation, test=test,
+                        report=report, data_hash=data_hash(clean))
 
 
 def _first_line(err: BaseException) -> str:

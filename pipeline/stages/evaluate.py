@@ -1,7 +1,9 @@
-"""Evaluation: the task's standard metrics on the held-out set.
+"""Evaluation: the task's standard metrics on a set of rows.
 
 Each metric is a function of (y_true, prediction) so the gate can recompute it on
-bootstrap resamples; `GREATER_IS_BETTER` tells which direction wins.
+bootstrap resamples; `GREATER_IS_BETTER` tells which direction wins. A run logs its
+metrics on the validation rows under a `val_` prefix (`val_rmse`); the bare names
+(`rmse`) are the gate's, computed on the sealed test rows only.
 """
 
 from __future__ import annotations
@@ -47,6 +49,13 @@ GREATER_IS_BETTER: dict[str, bool] = {
 }
 
 PRIMARY_METRIC: dict[Task, str] = {"regression": "rmse", "classification": "f1_macro"}
+
+VALIDATION_PREFIX = "val_"
+
+
+def on_validation(scores: dict[str, float]) -> dict[str, float]:
+    """`{"rmse": …}` → `{"val_rmse": …}`: scores named for the rows they were computed on."""
+    return {f"{VALIDATION_PREFIX}{name}": value for name, value in scores.items()}
 
 
 def metric_functions(task: Task) -> dict[str, MetricFn]:

@@ -2,8 +2,8 @@
 
 A scheduler such as Airflow runs each task in its own process (often on another
 machine), and what tasks pass to each other (XCom) must stay small. So the prepared
-data goes to a work dir of the DAG run as parquet (train.parquet, holdout.parquet,
-prepared.json) and comes back with the same dtypes; tasks pass only the path.
+data goes to a work dir of the DAG run as parquet (train.parquet, validation.parquet,
+test.parquet, prepared.json) and comes back with the same dtypes; tasks pass only the path.
 
 The work dir is a local folder or any fsspec URL, e.g. `s3://bucket/mlops-work`: on
 MWAA or a multi-worker Celery/ECS setup the tasks of one run may land on different
@@ -25,7 +25,8 @@ from pipeline.stages.datasets import DatasetSpec
 from pipeline.stages.features import build_preprocessor
 
 TRAIN_FILE = "train.parquet"
-HOLDOUT_FILE = "holdout.parquet"
+VALIDATION_FILE = "validation.parquet"
+TEST_FILE = "test.parquet"
 PREPARED_FILE = "prepared.json"
 FEATURES_FILE = "features.json"
 
@@ -57,17 +58,19 @@ def _write_json(work_dir: str, name: str, value: dict[str, Any]) -> None:
 
 
 def write_prepared(data: PreparedData, work_dir: str) -> dict[str, Any]:
-    """Write both splits and what produced them; return the small summary for XCom."""
+    """Write the three sets and what produced them; return the small summary for XCom."""
     fs, path = fsspec.core.url_to_fs(work_dir)
     fs.makedirs(path, exist_ok=True)
-    _write_parquet(data.train, _join(work_dir, TRAIN_FILE))
-    _write_parquet(data.holdout, _join(work_dir, HOLDOUT_FILE))
+    for frame, name in ((data.train, TRAIN_FILE), (data.validation, VALIDATION_FILE),
+                        (data.test, TEST_FILE)):
+        _write_parquet(frame, _join(work_dir, name))
     _write_json(work_dir, PREPARED_FILE, {
         "dataset": data.spec.name, "data_hash": data.data_hash,
         "rows_in": data.report.rows_in, "rows_out": data.report.rows_out,
         "counts": data.report.counts})
     return {"work_dir": work_dir, "rows_train": len(data.train),
-            "rows_holdout": len(data.holdout), "data_hash": data.data_hash}
+            "rows_validation": len(data.validation), "rows_test": len(data.test),
+            "data_hash": data.data_hash}
 
 
 def read_prepared(spec: DatasetSpec, work_dir: str) -> PreparedData:
@@ -75,8 +78,9 @@ def read_prepared(spec: DatasetSpec, work_dir: str) -> PreparedData:
     try:
         with fsspec.open(_join(work_dir, PREPARED_FILE), "r", encoding="utf-8") as handle:
             meta = json.loads(handle.read())
-        train_rows = _read_parquet(_join(work_dir, TRAIN_FILE))
-        holdout_rows = _read_parquet(_join(work_dir, HOLDOUT_FILE))
+        train_rows, validation_rows, test_rows = (
+            _read_parquet(_join(work_dir, name))
+            for name in (TRAIN_FILE, VALIDATION_FILE, TEST_FILE))
     except FileNotFoundError as err:
         raise ConfigError(f"{work_dir}: no prepared data (run the prepare step first)") from err
     if meta["dataset"] != spec.name:
@@ -85,7 +89,8 @@ def read_prepared(spec: DatasetSpec, work_dir: str) -> PreparedData:
     report = CleansingReport(rows_in=meta["rows_in"], rows_out=meta["rows_out"],
                              counts=dict(meta["counts"]))
     return PreparedData(spec=spec, train=validate(train_rows, spec),
-                        holdout=validate(holdout_rows, spec), report=report,
+                        validation=validate(validation_rows, spec),
+                        test=validate(test_rows, spec), report=report,
                         data_hash=meta["data_hash"])
 
 

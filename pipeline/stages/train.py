@@ -37,9 +37,9 @@ import pipeline
 from pipeline import progress
 from pipeline.errors import ConfigError
 from pipeline.stages import MODEL_ARTIFACT
-from pipeline.stages.data import PreparedData
+from pipeline.stages.data import PreparedData, rows_hash
 from pipeline.stages.datasets import Task
-from pipeline.stages.evaluate import evaluate
+from pipeline.stages.evaluate import evaluate, on_validation
 from pipeline.stages.features import build_model
 from pipeline.stages.twin import Twin, TwinRefused, compile_twin
 from serving import modelfiles
@@ -241,6 +241,8 @@ def _tags(data: PreparedData, estimator_name: str) -> dict[str, str]:
         "task": data.spec.task,
         "target": data.spec.target.name,
         "estimator": estimator_name,
+        "train_rows_hash": rows_hash(data.train),
+        "validation_rows_hash": rows_hash(data.validation),
         "package_version": pipeline.__version__,
         "trained_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
@@ -253,7 +255,8 @@ def _params(data: PreparedData, estimator_name: str, model: Pipeline,
         "estimator": estimator_name,
         "dataset": data.spec.name,
         "rows_train": len(data.train),
-        "rows_holdout": len(data.holdout),
+        "rows_validation": len(data.validation),
+        "rows_test": len(data.test),
         "rows_dropped_in_cleansing": data.report.rows_in - data.report.rows_out,
         "overridden_params": ",".join(sorted(overrides)) or "none",
         **{f"estimator.{k}": v for k, v in estimator_params.items()},
@@ -263,17 +266,18 @@ def _params(data: PreparedData, estimator_name: str, model: Pipeline,
 def train(*, data: PreparedData, estimator: BaseEstimator, estimator_name: str,
           params: dict[str, Any], experiment: str,
           twin_tolerance: float | None = None) -> TrainResult:
-    """The whole training stage: fit, evaluate on the held-out set, compile its twin, log.
+    """The whole training stage: fit, evaluate on the validation rows, compile its twin, log.
 
-    The estimator comes in already built by `make_estimator`, so a wrong name or
-    parameter fails before the (slower) data stage runs. The twin is verified on the
-    same rows the model is evaluated on; without one the model serves through sklearn.
+    The metrics are named `val_…`: the sealed test rows are the gate's alone. The
+    estimator comes in already built by `make_estimator`, so a wrong name or parameter
+    fails before the (slower) data stage runs. The twin is verified on the same
+    validation rows; without one the model serves through sklearn.
     """
     with progress.stage(f"fitting {estimator_name} on {len(data.train):,} rows"):
         model = fit(data, estimator)
-    x_eval, y_eval = data.x_holdout, data.y_holdout
-    with progress.stage(f"evaluating on {len(data.holdout):,} held-out rows"):
-        metrics = evaluate(model, x_eval, y_eval, task=data.spec.task)
+    x_eval, y_eval = data.x_validation, data.y_validation
+    with progress.stage(f"evaluating on {len(data.validation):,} validation rows"):
+        metrics = on_validation(evaluate(model, x_eval, y_eval, task=data.spec.task))
     with progress.stage("compiling the ONNX twin and checking it on the same rows"):
         twin = compile_twin(model, data.spec, x_eval, y_eval, tolerance=twin_tolerance)
     if isinstance(twin, TwinRefused):

@@ -169,7 +169,8 @@ def test_training_dag_logs_a_run_with_a_model_and_registers_it_without_promoting
     assert run.info.status == "FINISHED"
     assert run.data.params["estimator"] == "hist_gradient_boosting"
     assert run.data.params["estimator.max_iter"] == "30"
-    assert set(run.data.metrics) >= {"rmse", "mae", "r2"}
+    assert set(run.data.metrics) >= {"val_rmse", "val_mae", "val_r2"}
+    assert not set(run.data.metrics) & {"rmse", "mae", "r2"}, "test-set names are the gate's"
     assert registry.logged_model_id(client, version.run_id)
     assert version.tags.get("registered_by", "").startswith("airflow mlops_training ")
     assert registry.production_version(client, trained.model_name) is None

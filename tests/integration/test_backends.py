@@ -1,8 +1,10 @@
 """The same loop on both backends, checked where each backend keeps its data.
 
-Train, register and bootstrap Production through the installed CLI, then load
-`models:/NAME@production` in this process. The client holds MLflow's own variables
-only (URI, and on mysql an MLflow user): no S3 credentials, since artifacts are proxied.
+Train, register and bootstrap Production through the installed CLI, load
+`models:/NAME@production` in this process, and gate the run: the gate's rows are the
+sealed test set, disjoint from the rows the run was trained and validated on. The
+client holds MLflow's own variables only (URI, and on mysql an MLflow user): no S3
+credentials, since artifacts are proxied.
 """
 
 from __future__ import annotations
@@ -16,10 +18,9 @@ import numpy as np
 import pymysql
 import pytest
 
-from pipeline.gitops.card import load_card
+from pipeline.gitops.card import load_card, prepare_data, write_candidate_run_id
 from pipeline.localstack.mysql import ARTIFACT_PREFIX, BUCKET, DATABASE, DB_USER
-from pipeline.stages.data import prepare
-from pipeline.stages.datasets import load_spec
+from pipeline.stages.data import PreparedData, row_keys, rows_hash
 from tests.conftest import TrackingServer
 from tests.utils import run_mlops
 from tests.utils.cards import write_card
@@ -73,9 +74,29 @@ def test_train_register_promote_and_load_production(
 
     model = mlflow.pyfunc.load_model(f"models:/{name}@production")
     assert model.metadata.run_id == summary["run_id"]
-    card = load_card(card_path)
-    data = prepare(load_spec(card.data.dataset), source=card.data.source,
-                   holdout_fraction=card.data.holdout_fraction)
-    predictions = np.asarray(model.predict(data.x_holdout.head(20)))
+    data = prepare_data(load_card(card_path))
+    predictions = np.asarray(model.predict(data.x_validation.head(20)))
     assert predictions.shape == (20,)
     assert np.isfinite(predictions).all()
+
+    _check_the_gate_scores_only_rows_the_run_never_saw(
+        tracking_server, card_path, run_id=summary["run_id"], data=data, tmp_path=tmp_path)
+
+
+def _check_the_gate_scores_only_rows_the_run_never_saw(
+        server: TrackingServer, card_path: Path, *, run_id: str, data: PreparedData,
+        tmp_path: Path) -> None:
+    """The run's tags name its train and validation rows, the verdict names the gate's."""
+    tags = mlflow.get_run(run_id).data.tags
+    assert tags["train_rows_hash"] == rows_hash(data.train)
+    assert tags["validation_rows_hash"] == rows_hash(data.validation)
+    write_candidate_run_id(card_path, run_id)
+    verdict_path = tmp_path / "verdict.json"
+    gated = run_mlops("gate", "--json", str(verdict_path), "--card", str(card_path),
+                      env=server.reader_env)
+    assert gated.returncode == 0, gated.stderr
+    verdict = json.loads(verdict_path.read_text())
+    assert verdict["data_hashes"]["test_rows"] == rows_hash(data.test)
+    assert verdict["evaluated_rows"] == len(data.test)
+    seen = set(row_keys(data.train)) | set(row_keys(data.validation))
+    assert not seen & set(row_keys(data.test)), "a gated row was trained or validated on"

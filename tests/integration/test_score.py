@@ -51,7 +51,7 @@ class Scoring:
 def _batch(path: Path, rows: int) -> Path:
     """Demo-like rows (features only, plus an id), repeated up to `rows`."""
     data = prepare(load_spec("diamonds"))
-    features = pd.concat([data.x_holdout, data.x_train]).reset_index(drop=True)
+    features = pd.concat([data.x_test, data.x_validation, data.x_train]).reset_index(drop=True)
     repeated = features.iloc[np.arange(rows) % len(features)].reset_index(drop=True)
     repeated.insert(0, "id", np.arange(rows))
     repeated.to_parquet(path, index=False)

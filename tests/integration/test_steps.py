@@ -48,7 +48,8 @@ def test_steps_hand_over_through_files_and_a_weak_model_stops_at_the_floors(
     reloaded = steps.load_prepared(load_card(card), work)
     direct = prepare(load_spec("diamonds"))
     pd.testing.assert_frame_equal(reloaded.train, direct.train)
-    pd.testing.assert_frame_equal(reloaded.holdout, direct.holdout)
+    pd.testing.assert_frame_equal(reloaded.validation, direct.validation)
+    pd.testing.assert_frame_equal(reloaded.test, direct.test)
     assert prepared["data_hash"] == direct.data_hash == reloaded.data_hash
 
     features = steps.features_step(card_path=card, work_dir=work)
@@ -56,7 +57,8 @@ def test_steps_hand_over_through_files_and_a_weak_model_stops_at_the_floors(
     assert features["features_out"] > 9  # one-hot columns
 
     weak = steps.train_step(card_path=card, work_dir=work, estimator="dummy", params={})
-    with pytest.raises(NegativeVerdict, match=r"r2 is .*, the card's floor is at least 0\.9"):
+    with pytest.raises(NegativeVerdict,
+                       match=r"r2 is .* on validation, the card's floor is at least 0\.9"):
         steps.evaluate_step(card_path=card, work_dir=work, run_id=weak["run_id"])
 
     good = steps.train_step(card_path=card, work_dir=work, estimator="hist_gradient_boosting",

@@ -10,10 +10,8 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline.gitops.card import load_card
-from pipeline.stages.data import prepare
-from pipeline.stages.datasets import load_spec
-from pipeline.stages.evaluate import evaluate
+from pipeline.gitops.card import load_card, prepare_data
+from pipeline.stages.evaluate import evaluate, on_validation
 from tests.conftest import TrackingServer
 from tests.utils import run_mlops
 from tests.utils.cards import write_card
@@ -37,7 +35,7 @@ def _runs(server: TrackingServer, experiment: str) -> list[str]:
     return [r.info.run_id for r in client.search_runs([found.experiment_id], "")]
 
 
-def test_train_register_promote_reproduces_the_logged_metric(
+def test_train_register_promote_logs_validation_metrics_only(
     tracking_server: TrackingServer, tracking_env: TrackingServer, tmp_path: Path
 ) -> None:
     card_path = _card(tmp_path, "it-train-bootstrap")
@@ -57,13 +55,19 @@ def test_train_register_promote_reproduces_the_logged_metric(
         assert run.data.tags[tag], tag
 
     model = mlflow.sklearn.load_model("models:/it-train-bootstrap@production")
-    card = load_card(card_path)
-    data = prepare(load_spec(card.data.dataset), source=card.data.source,
-                   holdout_fraction=card.data.holdout_fraction)
+    data = prepare_data(load_card(card_path))
     assert run.data.tags["data_hash"] == data.data_hash
-    recomputed = evaluate(model, data.x_holdout, data.y_holdout, task="regression")
-    np.testing.assert_allclose(recomputed["rmse"], run.data.metrics["rmse"], rtol=1e-9)
-    np.testing.assert_allclose(recomputed["rmse"], summary["metrics"]["rmse"], rtol=1e-9)
+    logged = {k: v for k, v in run.data.metrics.items() if not k.startswith("cleanse_")}
+    on_validation_rows = on_validation(
+        evaluate(model, data.x_validation, data.y_validation, task="regression"))
+    assert set(logged) == set(on_validation_rows) == {"val_rmse", "val_mae", "val_r2"}
+    for name, value in on_validation_rows.items():
+        np.testing.assert_allclose(logged[name], value, rtol=1e-9)
+        np.testing.assert_allclose(summary["metrics"][name], value, rtol=1e-9)
+    on_test_rows = evaluate(model, data.x_test, data.y_test, task="regression")
+    for name, value in on_test_rows.items():
+        assert not np.isclose(logged[f"val_{name}"], value, rtol=1e-6), \
+            f"{name}: the run carries the sealed test rows' value"
 
     again = run_mlops("train", "--estimator", "dummy", "--register", "--promote",
                       "--card", str(card_path), env=env)
@@ -81,7 +85,7 @@ def test_plain_train_prints_only_the_run_id_on_stdout(
                      str(_card(tmp_path, "it-train-plain")), env=env)
     assert done.returncode == 0, done.stderr
     assert _runs(tracking_server, "it-train-plain") == [done.stdout.strip()]
-    assert "trained dummy: rmse=" in done.stderr
+    assert "trained dummy: val_rmse=" in done.stderr
 
 
 @pytest.mark.parametrize(

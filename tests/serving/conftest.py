@@ -19,11 +19,9 @@ import pytest
 import requests
 from mlflow.tracking import MlflowClient
 
-from pipeline.gitops.card import load_card
+from pipeline.gitops.card import load_card, prepare_data
 from pipeline.gitops.registry import logged_model_id
 from pipeline.localstack.process import ManagedProcess
-from pipeline.stages.data import prepare
-from pipeline.stages.datasets import load_spec
 from tests.conftest import TrackingServer
 from tests.utils import free_port, run_mlops
 from tests.utils.cards import write_card
@@ -181,12 +179,10 @@ def registry(tracking: TrackingServer) -> MlflowClient:
     return MlflowClient(tracking_uri=tracking.uri, registry_uri=tracking.uri)
 
 
-def holdout_rows(card: Path, count: int) -> pd.DataFrame:
-    """Held-out rows the model never saw (complete rows: the signature requires every column)."""
-    spec_card = load_card(card)
-    data = prepare(load_spec(spec_card.data.dataset), source=spec_card.data.source,
-                   holdout_fraction=spec_card.data.holdout_fraction)
-    return data.x_holdout.dropna().head(count).reset_index(drop=True)
+def validation_rows(card: Path, count: int) -> pd.DataFrame:
+    """Validation rows the model never trained on (complete: the signature requires each column)."""
+    data = prepare_data(load_card(card))
+    return data.x_validation.dropna().head(count).reset_index(drop=True)
 
 
 def serve_version(tracking: TrackingServer, server: Server, models: Models, version: str) -> None:

@@ -19,7 +19,7 @@ from mlflow.pyfunc.scoring_server.client import ScoringServerClient
 from tritonclient.utils import InferenceServerException
 
 from tests.conftest import TrackingServer
-from tests.serving.conftest import Models, Server, holdout_rows, serve_version
+from tests.serving.conftest import Models, Server, serve_version, validation_rows
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -38,7 +38,7 @@ def test_mlflow_scoring_server_client_works_unchanged(
     client = ScoringServerClient(address.hostname, address.port)
     client.wait_server_ready(timeout=30)
     assert client.get_version() == mlflow.__version__
-    rows = holdout_rows(models.card, 50)
+    rows = validation_rows(models.card, 50)
 
     result = client.invoke(rows)
     expected = predicted(server, rows)
@@ -56,7 +56,7 @@ def test_mlflow_client_sees_bad_input_as_mlflow_reports_it(
     serve_version(tracking_env, server, models, models.first)
     address = urlsplit(server.url)
     client = ScoringServerClient(address.hostname, address.port)
-    rows = holdout_rows(models.card, 2).drop(columns=["carat"])
+    rows = validation_rows(models.card, 2).drop(columns=["carat"])
     with pytest.raises(Exception, match=r"error code 400.*INVALID_PARAMETER_VALUE"):
         client.invoke(rows)
 
@@ -87,7 +87,7 @@ def test_triton_client_speaks_open_inference_protocol_v2(
         metadata = client.get_model_metadata(models.name)
         assert metadata["name"] == models.name
         assert metadata["versions"] == [models.first]
-        rows = holdout_rows(models.card, 40)
+        rows = validation_rows(models.card, 40)
         assert [i["name"] for i in metadata["inputs"]] == list(rows.columns)
         assert metadata["outputs"][0]["datatype"] == "FP64"
         expected = predicted(server, rows)

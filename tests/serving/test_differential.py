@@ -21,7 +21,7 @@ import requests
 
 from pipeline.localstack.process import ManagedProcess
 from tests.conftest import TrackingServer
-from tests.serving.conftest import Models, Server, holdout_rows, serve_version
+from tests.serving.conftest import Models, Server, serve_version, validation_rows
 from tests.utils import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -91,7 +91,7 @@ def post(url: str, body: bytes, content_type: str) -> requests.Response:
 def test_same_predictions_as_mlflow_models_serve(
         tracking_env: TrackingServer, models: Models, server: Server, mlflow_serve: str) -> None:
     serve_version(tracking_env, server, models, models.first)
-    rows = holdout_rows(models.card, 60)
+    rows = validation_rows(models.card, 60)
     for shape, (body, content_type) in bodies(rows).items():
         theirs, ours = post(mlflow_serve, body, content_type), post(server.url, body,
                                                                     content_type)
@@ -104,7 +104,7 @@ def test_same_predictions_as_mlflow_models_serve(
 def test_same_status_class_as_mlflow_models_serve_for_bad_payloads(
         tracking_env: TrackingServer, models: Models, server: Server, mlflow_serve: str) -> None:
     serve_version(tracking_env, server, models, models.first)
-    rows = holdout_rows(models.card, 3)
+    rows = validation_rows(models.card, 3)
     seen: dict[str, tuple[tuple[int, str], tuple[int, str]]] = {}
     for case, (body, content_type) in bad_bodies(rows).items():
         theirs, ours = post(mlflow_serve, body, content_type), post(server.url, body,

@@ -19,11 +19,11 @@ from tests.serving.conftest import (
     Clients,
     Models,
     Server,
-    holdout_rows,
     registry,
     serve_version,
     serving_process,
     train,
+    validation_rows,
     wait_for,
 )
 from tests.utils import free_port
@@ -37,7 +37,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 def test_predictions_equal_the_models_own_predict(tracking_env: TrackingServer, models: Models,
                                                   server: Server) -> None:
     serve_version(tracking_env, server, models, models.first)
-    rows = holdout_rows(models.card, 250)
+    rows = validation_rows(models.card, 250)
     expected = mlflow.sklearn.load_model(f"models:/{models.name}/{models.first}").predict(rows)
 
     records = rows.to_dict(orient="records")
@@ -63,7 +63,7 @@ def test_new_version_is_swapped_in_under_load_without_a_failed_request(
     serve_version(tracking_env, server, models, models.first)
     reloads_before = server.get("/model")
     assert reloads_before["runtime"] == "onnx", reloads_before["twin"]
-    record = holdout_rows(models.card, 1).to_dict(orient="records")[0]
+    record = validation_rows(models.card, 1).to_dict(orient="records")[0]
     sklearn_only, _ = log_copy(tracking_env, models.name, models.first, without_twin=True)
 
     with Clients(server.url, record) as clients:
@@ -120,7 +120,7 @@ def test_broken_version_keeps_the_old_model_serving(tracking_env: TrackingServer
     client = registry(tracking_env)
     serve_version(tracking_env, server, models, models.first)
     failures_before = _metric(server, "serving_model_reload_failures_total")
-    record = holdout_rows(models.card, 1).to_dict(orient="records")[0]
+    record = validation_rows(models.card, 1).to_dict(orient="records")[0]
 
     corrupted, run_id = log_broken_copy(tracking_env, models.name, models.first)
     move_production(client, models.name, corrupted, tracking_uri=tracking_env.uri)
@@ -167,7 +167,7 @@ def test_predictions_continue_when_the_registry_stops(tmp_path: Path) -> None:
 
 
 def _keeps_serving_without_registry(server: Server, card: Path, version: str) -> None:
-    record = holdout_rows(card, 1).to_dict(orient="records")[0]
+    record = validation_rows(card, 1).to_dict(orient="records")[0]
     wait_for(lambda: (server.get("/model")["last_reload_error"] or "").startswith("registry:"),
              what="the registry failure to show")
     for _ in range(20):

@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 
 from serving.app import create_app
 from tests.conftest import TrackingServer
-from tests.serving.conftest import Models, Server, holdout_rows, serve_version, wait_for
+from tests.serving.conftest import Models, Server, serve_version, validation_rows, wait_for
 from tests.serving.helpers import ROW, Exploding, loaded, ready_store
 
 
@@ -79,7 +79,7 @@ def test_metrics_have_process_gc_and_batcher_collectors(client: TestClient) -> N
 def test_real_server_logs_json_lines_with_request_ids(
         tracking_env: TrackingServer, models: Models, server: Server) -> None:
     serve_version(tracking_env, server, models, models.first)
-    record = holdout_rows(models.card, 1).to_dict(orient="records")[0]
+    record = validation_rows(models.card, 1).to_dict(orient="records")[0]
     marker = f"log-{uuid.uuid4().hex[:8]}"
     answer = requests.post(server.url + "/predict", json={"records": [record]}, timeout=30,
                            headers={"X-Request-ID": marker})

@@ -39,7 +39,7 @@ def _one_thread() -> Iterator[None]:
 def data() -> PreparedData:
     full = prepare(load_spec("diamonds"))
     return dataclasses.replace(full, train=full.train.sample(2000, random_state=0),
-                               holdout=full.holdout.head(500))
+                               validation=full.validation.head(500))
 
 
 def _fit(data: PreparedData, **params: object) -> Pipeline:
@@ -65,7 +65,7 @@ def _folder(root: Path, model: Pipeline, data: PreparedData, twin_bytes: bytes |
 
 
 def _own_twin(model: Pipeline, data: PreparedData) -> bytes:
-    twin = compile_twin(model, data.spec, data.x_holdout, data.y_holdout)
+    twin = compile_twin(model, data.spec, data.x_validation, data.y_validation)
     assert isinstance(twin, Twin)
     return twin.onnx_bytes
 
@@ -84,11 +84,11 @@ def test_a_verified_twin_serves_and_predicts_like_the_model(
     folder = _folder(tmp_path, model, data, _own_twin(model, data))
     loaded = _load(folder)
     assert (loaded.runtime, loaded.twin) == ("onnx", None)
-    rows = data.x_holdout.head(100).astype(object).where(data.x_holdout.head(100).notna(), None)
+    rows = data.x_validation.head(100).astype(object).where(data.x_validation.head(100).notna(), None)
     frame = scoring.frame_from_records(rows.to_dict(orient="records"), loaded)
     served = scoring.run(loaded, frame)
-    limit = 1e-6 * max(1.0, float(data.y_holdout.abs().max()))
-    assert np.max(np.abs(served - model.predict(data.x_holdout.head(100)))) <= limit
+    limit = 1e-6 * max(1.0, float(data.y_validation.abs().max()))
+    assert np.max(np.abs(served - model.predict(data.x_validation.head(100)))) <= limit
 
     app = create_app(ready_store(loaded), manage_store=False)
     with TestClient(app) as client:

@@ -69,6 +69,10 @@ def test_classification_policies_may_floor_probability_metrics() -> None:
     (lambda raw: raw["model"].update(candidate_run_id="not-a-run"), "model.candidate_run_id"),
     (lambda raw: raw["card"].update(limitations="  "), "card.limitations"),
     (lambda raw: raw["promotion"].update(surprise=1), "promotion.surprise"),
+    (lambda raw: raw["data"].update(test_fraction=1.0), "data.test_fraction"),
+
+    (lambda raw: raw["data"].update(validation_fraction=0.5, test_fraction=0.5),
+     "data: validation_fraction \\+ test_fraction must stay below 1"),
 ])
 def test_an_invalid_card_fails_with_the_field_path(tmp_path: Path, mutate: object,
                                                     where: str) -> None:

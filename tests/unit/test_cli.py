@@ -42,6 +42,21 @@ def test_an_invalid_card_names_the_field(tmp_path: Path,
     assert err.startswith(f"error: {card}: promotion.confidence: Input should be less than 1")
 
 
+def test_a_card_with_the_old_holdout_fraction_names_the_keys_that_replace_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    card = tmp_path / "card.yaml"
+    text = (REPO / "model_card.yaml").read_text()
+    old = text.split("  validation_fraction:")[0] + "  holdout_fraction: 0.2\n" + \
+        "\n".join(text.split("  test_fraction:")[1].splitlines()[1:]) + "\n"
+    card.write_text(old)
+    assert run(["train", "--card", str(card)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith(f"error: {card}: data: holdout_fraction is now two keys")
+    assert "validation_fraction" in err[0]
+    assert "test_fraction" in err[0]
+
+
 def test_help_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
     assert run(["--help"]) == 0
     assert "train" in capsys.readouterr().out

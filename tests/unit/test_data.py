@@ -9,7 +9,16 @@ import pandas as pd
 import pytest
 
 from pipeline.errors import ConfigError, DataError
-from pipeline.stages.data import BUILTIN, cleanse, data_hash, load, prepare, split, validate
+from pipeline.stages.data import (
+    BUILTIN,
+    cleanse,
+    data_hash,
+    load,
+    prepare,
+    row_keys,
+    split,
+    validate,
+)
 from pipeline.stages.datasets import DatasetSpec, load_spec
 
 
@@ -101,24 +110,47 @@ def test_cleansing_that_leaves_a_column_empty_is_an_error(tiny_spec: DatasetSpec
         cleanse(frame, tiny_spec)
 
 
-def test_split_holds_out_the_same_rows_whatever_their_order(
+def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.sort_values(["size", "grade", "y"]).reset_index(drop=True)
+
+
+def test_split_puts_each_row_in_the_same_set_whatever_their_order(
     tiny_spec: DatasetSpec, tiny_frame: pd.DataFrame
 ) -> None:
     clean, _ = cleanse(validate(tiny_frame, tiny_spec), tiny_spec)
-    _, holdout_a = split(clean, holdout_fraction=0.25)
+    sets_a = split(clean, validation_fraction=0.2, test_fraction=0.25)
     shuffled = clean.sample(frac=1.0, random_state=3).reset_index(drop=True)
-    _, holdout_b = split(shuffled, holdout_fraction=0.25)
-    key = ["size", "grade", "y"]
-    pd.testing.assert_frame_equal(
-        holdout_a.sort_values(key).reset_index(drop=True),
-        holdout_b.sort_values(key).reset_index(drop=True),
-    )
-    assert 0.15 < len(holdout_a) / len(clean) < 0.35
+    sets_b = split(shuffled, validation_fraction=0.2, test_fraction=0.25)
+    for a, b in zip(sets_a, sets_b, strict=True):
+        pd.testing.assert_frame_equal(_sorted(a), _sorted(b))
+    train, validation, test = sets_a
+    assert len(train) + len(validation) + len(test) == len(clean)
+    assert 0.15 < len(test) / len(clean) < 0.35
+    assert 0.1 < len(validation) / len(clean) < 0.3
+    train_keys, validation_keys, test_keys = (set(row_keys(part)) for part in sets_a)
+    assert not train_keys & validation_keys
+    assert not (train_keys | validation_keys) & test_keys
 
 
-def test_split_rejects_a_fraction_outside_0_1(tiny_frame: pd.DataFrame) -> None:
-    with pytest.raises(DataError, match="holdout_fraction"):
-        split(tiny_frame, holdout_fraction=1.0)
+def test_a_new_validation_fraction_never_moves_a_row_in_or_out_of_the_test_set(
+    tiny_spec: DatasetSpec, tiny_frame: pd.DataFrame
+) -> None:
+    clean, _ = cleanse(validate(tiny_frame, tiny_spec), tiny_spec)
+    _, _, test = split(clean, validation_fraction=0.2, test_fraction=0.25)
+    _, wider, same_test = split(clean, validation_fraction=0.4, test_fraction=0.25)
+    pd.testing.assert_frame_equal(_sorted(test), _sorted(same_test))
+    assert len(wider) > 0.3 * len(clean)
+
+
+@pytest.mark.parametrize(("validation", "test", "message"), [
+    (0.2, 1.0, "data.test_fraction"),
+    (0.0, 0.2, "data.validation_fraction"),
+    (0.5, 0.5, "leave no training rows"),
+])
+def test_split_rejects_fractions_that_leave_a_set_empty(
+        tiny_frame: pd.DataFrame, validation: float, test: float, message: str) -> None:
+    with pytest.raises(DataError, match=message):
+        split(tiny_frame, validation_fraction=validation, test_fraction=test)
 
 
 def test_data_hash_changes_with_the_data(tiny_frame: pd.DataFrame) -> None:
@@ -129,14 +161,17 @@ def test_data_hash_changes_with_the_data(tiny_frame: pd.DataFrame) -> None:
 
 
 def test_the_demo_dataset_prepares_with_its_known_flaws() -> None:
-    data = prepare(load_spec("diamonds"), source=BUILTIN, holdout_fraction=0.2)
+    data = prepare(load_spec("diamonds"), source=BUILTIN, validation_fraction=0.2,
+                   test_fraction=0.2)
     assert data.report.rows_in == 53_940
     assert data.report.counts["drop_duplicates"] == 146
     assert data.report.counts["blank_invalid_z"] >= 20  # zero depths
-    assert len(data.train) + len(data.holdout) == data.report.rows_out
+    assert len(data.train) + len(data.validation) + len(data.test) == data.report.rows_out
+    assert len(data.test) == 10_956, "the sealed test set is the one held out before"
     assert list(data.x_train.columns) == data.spec.feature_names
-    again = prepare(load_spec("diamonds"), source=BUILTIN, holdout_fraction=0.2)
-    pd.testing.assert_frame_equal(data.holdout, again.holdout)
+    again = prepare(load_spec("diamonds"), source=BUILTIN)
+    pd.testing.assert_frame_equal(data.test, again.test)
+    pd.testing.assert_frame_equal(data.validation, again.validation)
     assert data.data_hash == again.data_hash
 
 

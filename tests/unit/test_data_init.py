@@ -188,7 +188,7 @@ def test_the_builtin_classification_dataset_is_a_yaml_schema_with_real_flaws() -
     assert data.report.rows_in == 20_190
     assert data.report.counts["drop_duplicates"] == 11_065
     assert data.report.counts["blank_invalid_physical_limitation"] == 577
-    assert set(data.y_holdout) == {"excellent", "good", "fair", "poor"}
+    assert set(data.y_test) == {"excellent", "good", "fair", "poor"}
     example = load_card(REPO / "examples" / "rand_health" / "model_card.yaml")  # make demo's
     assert example.data.dataset == "rand_health"
     check_policy(example, task=spec.task)

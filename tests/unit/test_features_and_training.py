@@ -17,8 +17,9 @@ from pipeline.stages.train import ESTIMATORS, fit, make_estimator, parse_params,
 
 def _prepared(spec: DatasetSpec, frame: pd.DataFrame) -> PreparedData:
     clean, report = cleanse(validate(frame, spec), spec)
-    train, holdout = split(clean, holdout_fraction=0.25)
-    return PreparedData(spec=spec, train=train, holdout=holdout, report=report, data_hash="x")
+    train, validation, test = split(clean, validation_fraction=0.2, test_fraction=0.25)
+    return PreparedData(spec=spec, train=train, validation=validation, test=test, report=report,
+                        data_hash="x")
 
 
 def test_the_model_takes_raw_columns_with_gaps_and_new_categories(
@@ -34,8 +35,8 @@ def test_the_strong_default_beats_the_dummy_baseline(tiny_spec: DatasetSpec,
                                                      tiny_frame: pd.DataFrame) -> None:
     data = _prepared(tiny_spec, tiny_frame)
     scores = {
-        name: evaluate(fit(data, make_estimator("regression", name, {})), data.x_holdout,
-                       data.y_holdout, task="regression")
+        name: evaluate(fit(data, make_estimator("regression", name, {})), data.x_validation,
+                       data.y_validation, task="regression")
         for name in ("dummy", "hist_gradient_boosting")
     }
     assert scores["hist_gradient_boosting"]["rmse"] < scores["dummy"]["rmse"] / 3
@@ -54,7 +55,7 @@ def test_classification_reports_probability_metrics() -> None:
                                  Column(name="kind", kind="categorical")))
     data = _prepared(spec, frame)
     model = fit(data, make_estimator("classification", "logistic", {}))
-    scores = evaluate(model, data.x_holdout, data.y_holdout, task="classification")
+    scores = evaluate(model, data.x_validation, data.y_validation, task="classification")
     assert scores["accuracy"] > 0.9
     assert scores["roc_auc"] > 0.95
     assert {"f1_macro", "balanced_accuracy", "log_loss"} <= set(scores)
@@ -103,7 +104,7 @@ def test_trusted_types_are_exactly_what_skops_needs_to_load(
     model.fit(data.x_train, data.y_train)
     blob = skops.io.dumps(model)
     loaded = skops.io.loads(blob, trusted=trusted_types(model))
-    np.testing.assert_allclose(loaded.predict(data.x_holdout), model.predict(data.x_holdout))
+    np.testing.assert_allclose(loaded.predict(data.x_validation), model.predict(data.x_validation))
 
 
 def test_signature_sample_marks_columns_with_gaps_optional(

@@ -177,6 +177,7 @@ def test_the_report_starts_with_the_verdict_and_why() -> None:
     assert f"https://mlflow.example.org:8443/#/runs/{CANDIDATE}" in text
     assert f"https://mlflow.example.org:8443/#/runs/{PRODUCTION}" in text
     assert "secret" not in text
+    assert "on 10,956 sealed test rows" in lines[3]
     assert "PASS" in render(_verdict(True, ["ok"])).splitlines()[1]
 
 
@@ -199,6 +200,24 @@ def test_the_plot_is_predicted_vs_actual_or_roc() -> None:
     assert roc[1] == "roc.png"
     assert plot(task="classification", truth=labels, predictions={"candidate": labels},
                 probabilities={"candidate": None}, classes=[0, 1]) is None
+
+
+def test_on_actions_the_report_links_the_plot_in_the_workflow_runs_artifacts(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline.cli.gitops import _save_plot  # the gate command's own step
+
+    y = np.linspace(0, 10, 50)
+    drawn = plot(task="regression", truth=y, predictions={"candidate": y, "production": y + 1},
+                 probabilities={}, classes=None)
+    for key, value in {"GITHUB_SERVER_URL": "https://github.com", "GITHUB_RUN_ID": "4242",
+                       "GITHUB_REPOSITORY": "acme/models"}.items():
+        monkeypatch.setenv(key, value)
+    note = _save_plot(drawn, tmp_path / "gate" / "plot.png")
+    assert (tmp_path / "gate" / "plot.png").stat().st_size > 0
+    link = "[workflow run's artifacts](https://github.com/acme/models/actions/runs/4242)"
+    assert note == f"predicted vs actual in the {link}"
+    assert f"- plot: predicted vs actual in the {link}" in render(_verdict(True, ["ok"]),
+                                                                 plot_note=note)
 
 
 @pytest.mark.parametrize(("event", "number"), [

@@ -2,7 +2,7 @@
 
 The models are fitted on a sample of the demo data (diamonds as regression and as a
 three-band classification, and the built-in rand_health classification), so the module
-runs in seconds, and compared on held-out rows (for diamonds with gaps added in numbers
+runs in seconds, and compared on validation rows (for diamonds with gaps added in numbers
 and categories, the inputs the server accepts). A twin that does not match its model is refused: at training
 (`compile_twin`) and in the gate (`check_twin`, `with_twin`).
 """
@@ -51,8 +51,8 @@ def demo() -> dict[str, PreparedData]:
     """The demo data, as the regression it is and as a three-band classification."""
     full = prepare(load_spec("diamonds"))
     train = _with_gaps(full.train.sample(TRAIN_ROWS, random_state=0))
-    holdout = _with_gaps(full.holdout.head(CHECK_ROWS))
-    regression = dataclasses.replace(full, train=train, holdout=holdout)
+    validation = _with_gaps(full.validation.head(CHECK_ROWS))
+    regression = dataclasses.replace(full, train=train, validation=validation)
 
     def band(frame: pd.DataFrame) -> pd.DataFrame:
         price = frame["price"]
@@ -63,10 +63,10 @@ def demo() -> dict[str, PreparedData]:
         full.spec, task="classification",
         target=Column(name="band", kind="categorical", categories=("low", "mid", "high")))
     classification = dataclasses.replace(full, spec=spec, train=band(train),
-                                         holdout=band(holdout))
+                                         validation=band(validation))
     health = prepare(load_spec("rand_health"))  # the built-in classification demo
     rand_health = dataclasses.replace(health, train=health.train.sample(2500, random_state=0),
-                                      holdout=health.holdout.head(CHECK_ROWS))
+                                      validation=health.validation.head(CHECK_ROWS))
     return {"regression": regression, "classification": classification,
             "rand_health": rand_health}
 
@@ -85,21 +85,21 @@ def test_every_estimator_gets_a_twin_that_predicts_like_it(demo: dict[str, Prepa
                                                            dataset: str, name: str) -> None:
     data = demo[dataset]
     task = data.spec.task
-    assert len(data.holdout) == CHECK_ROWS
+    assert len(data.validation) == CHECK_ROWS
     model = fit(data, make_estimator(task, name, {}))
-    result = compile_twin(model, data.spec, data.x_holdout, data.y_holdout)
+    result = compile_twin(model, data.spec, data.x_validation, data.y_validation)
     assert isinstance(result, Twin), getattr(result, "reason", "")
     assert result.parity.rows == CHECK_ROWS
     twin = OnnxPredictor(result.onnx_bytes)
-    expected = model.predict(data.x_holdout)
+    expected = model.predict(data.x_validation)
     if task == "regression":
-        limit = 1e-6 * max(1.0, float(data.y_holdout.abs().max()))
-        assert np.max(np.abs(twin.predict(data.x_holdout) - expected)) <= limit
+        limit = 1e-6 * max(1.0, float(data.y_validation.abs().max()))
+        assert np.max(np.abs(twin.predict(data.x_validation) - expected)) <= limit
         assert twin.tolerance == pytest.approx(limit)
     else:
-        assert list(twin.predict(data.x_holdout)) == list(expected)
-        np.testing.assert_allclose(twin.predict_proba(data.x_holdout),
-                                   model.predict_proba(data.x_holdout), atol=1e-6, rtol=0)
+        assert list(twin.predict(data.x_validation)) == list(expected)
+        np.testing.assert_allclose(twin.predict_proba(data.x_validation),
+                                   model.predict_proba(data.x_validation), atol=1e-6, rtol=0)
 
 
 def test_tree_models_are_not_scaled_and_categories_carry_a_missing_marker(
@@ -126,7 +126,7 @@ def test_a_twin_that_disagrees_is_refused_at_training(demo: dict[str, PreparedDa
     data, model = demo["regression"], boosting
     wrong = _other_twin(data)
     monkeypatch.setattr(twin_stage, "convert", lambda *_: wrong)
-    result = compile_twin(model, data.spec, data.x_holdout, data.y_holdout)
+    result = compile_twin(model, data.spec, data.x_validation, data.y_validation)
     assert isinstance(result, TwinRefused)
     assert result.reason.startswith("the twin disagrees with the model: max abs difference")
     assert result.parity is not None
@@ -142,7 +142,7 @@ def test_a_model_that_cannot_be_converted_is_refused_in_one_line(
         raise RuntimeError("Unable to create node\n'TreeEnsembleRegressor'")
 
     monkeypatch.setattr(twin_stage, "convert", broken)
-    result = compile_twin(model, data.spec, data.x_holdout)
+    result = compile_twin(model, data.spec, data.x_validation)
     assert isinstance(result, TwinRefused)
     assert result.reason == ("cannot convert to ONNX: RuntimeError: Unable to create node "
                              "'TreeEnsembleRegressor'")
@@ -151,17 +151,17 @@ def test_a_model_that_cannot_be_converted_is_refused_in_one_line(
 def test_the_gate_fails_a_candidate_whose_twin_disagrees(demo: dict[str, PreparedData],
                                                          boosting: Pipeline) -> None:
     data, model = demo["regression"], boosting
-    own = compile_twin(model, data.spec, data.x_holdout, data.y_holdout)
+    own = compile_twin(model, data.spec, data.x_validation, data.y_validation)
     assert isinstance(own, Twin)
-    agrees = check_twin(own.onnx_bytes, model, data.x_holdout, data.y_holdout,
+    agrees = check_twin(own.onnx_bytes, model, data.x_validation, data.y_validation,
                         task="regression", declared=None)
-    disagrees = check_twin(_other_twin(data), model, data.x_holdout, data.y_holdout,
+    disagrees = check_twin(_other_twin(data), model, data.x_validation, data.y_validation,
                            task="regression", declared=None)
     assert agrees is not None
     assert agrees.ok
     assert disagrees is not None
     assert not disagrees.ok
-    assert check_twin(None, model, data.x_holdout, data.y_holdout, task="regression",
+    assert check_twin(None, model, data.x_validation, data.y_validation, task="regression",
                       declared=None) is None
 
     passing = Decision(passed=True, reasons=("floor: r2 is 0.97",), floors=(),
