@@ -188,7 +188,8 @@ def bench_estimator(estimator: str, home: Path, env: dict[str, str], card_text: 
 
 
 def main() -> None:
-    card = load_card(REPO / "model_card.yaml")
+    card_path = REPO / "model_card.yaml"
+    card = load_card(card_path)
     data = prepare_data(card)
     unseen = data.x_validation.dropna().reset_index(drop=True)
     frames = {rows: unseen.head(rows) for rows, _ in SCENARIOS}

@@ -2,9 +2,10 @@
 
 The models are fitted on a sample of the demo data (diamonds as regression and as a
 three-band classification, and the built-in rand_health classification), so the module
-runs in seconds, and compared on validation rows (for diamonds with gaps added in numbers
-and categories, the inputs the server accepts). A twin that does not match its model is refused: at training
-(`compile_twin`) and in the gate (`check_twin`, `with_twin`).
+runs in seconds, and compared on validation rows (for diamonds with gaps added in
+numbers and categories, the inputs the server accepts). A twin that does not match its
+model is refused: at training (`compile_twin`) and in the gate (`check_twin`,
+`with_twin`).
 """
 
 from __future__ import annotations
