@@ -1,10 +1,15 @@
-"""Writing files people and workflows read: all or nothing."""
+"""Files people edit and workflows read: written all or nothing, read with one-line errors."""
 
 from __future__ import annotations
 
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.errors import ConfigError
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -17,3 +22,23 @@ def atomic_write(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def read_yaml_mapping(path: Path, *, label: str, expected: str) -> dict[str, Any]:
+    """A YAML file that must hold a mapping (a card, a schema); each problem is one line
+    starting with `label`, and a syntax error names its line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as err:
+        raise ConfigError(f"{label}: no such file") from err
+    except OSError as err:
+        raise ConfigError(f"{label}: cannot read ({err.strerror})") from err
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{label}: not valid YAML{where}") from err
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{label}: expected a mapping with {expected}")
+    return raw

@@ -25,7 +25,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from pipeline.errors import ConfigError, format_validation_error
-from pipeline.files import atomic_write
+from pipeline.files import atomic_write, read_yaml_mapping
 
 if TYPE_CHECKING:
     from pipeline.stages.data import PreparedData
@@ -115,20 +115,7 @@ class ModelCard(_Strict):
 
 def load_card(path: Path) -> ModelCard:
     """Read and validate a card; every problem becomes one line naming the field."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as err:
-        raise ConfigError(f"{path}: no such file") from err
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read ({err.strerror})") from err
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}: not valid YAML{where}") from err
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping with model, promotion and card")
+    raw = read_yaml_mapping(path, label=str(path), expected="model, promotion and card")
     try:
         return ModelCard.model_validate(raw)
     except ValidationError as err:

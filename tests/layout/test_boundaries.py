@@ -22,7 +22,7 @@ SHARED_WITH_SERVING = ("serving.modelfiles", "serving.twin")
 # pipeline's parts and whom each may import (besides itself and the standard library).
 ALLOWED: dict[str, set[str]] = {
     "pipeline.errors": set(),
-    "pipeline.files": set(),
+    "pipeline.files": {"pipeline.errors"},
     "pipeline.progress": set(),
     "pipeline.settings": set(),
     "pipeline.stages": {"pipeline.errors", "pipeline.settings", "pipeline.files",

@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.errors import ConfigError, format_validation_error
+from pipeline.files import read_yaml_mapping
 from pipeline.stages.datasets import Column, DatasetSpec
 
 _NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.\- ]*$"
@@ -98,20 +99,8 @@ class SchemaEntry(_Strict):
 
 def read_schema(path: Path) -> DatasetSpec:
     """Read and check a schema file; every problem becomes part of one line."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as err:
-        raise ConfigError(f"data.dataset: no schema file {path}") from err
-    except OSError as err:
-        raise ConfigError(f"data.dataset: cannot read {path} ({err.strerror})") from err
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}: not valid YAML{where}") from err
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping with name, task, target and features")
+    raw = read_yaml_mapping(path, label=f"data.dataset: schema file {path}",
+                            expected="name, task, target and features")
     try:
         entry = SchemaEntry.model_validate(raw)
     except ValidationError as err:
