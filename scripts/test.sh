@@ -38,8 +38,10 @@ run_pytest() {
 side_log=$(mktemp)
 trap 'rm -f "$side_log"' EXIT
 (
-  MLOPS_MAIN_VENV="$(cd "$venv" && pwd)" run_pytest "$airflow_venv/bin/python" -m pytest tests/dags "$@"
-  run_pytest "$venv/bin/python" -m pytest tests/tracking_image "$@"
+  rc=0
+  MLOPS_MAIN_VENV="$(cd "$venv" && pwd)" run_pytest "$airflow_venv/bin/python" -m pytest tests/dags "$@" || rc=$?
+  run_pytest "$venv/bin/python" -m pytest tests/tracking_image "$@" || rc=$?
+  exit "$rc"
 ) >"$side_log" 2>&1 &
 side=$!
 main_rc=0
