@@ -107,9 +107,12 @@ def test_local_and_api_engines_score_the_same_rows_as_predict(scoring: Scoring,
                    for r in rows.to_dict(orient="records")]
         served = server.predict(records).json()["predictions"]
     api_scores = _read(tmp_path / "api")
+    # The server answers with the compiled twin, the local engine with sklearn: equal
+    # within the twin's verified tolerance, 1e-6 of the largest value.
+    tolerance = 1e-6 * max(1.0, float(local["prediction"].abs().max()))
     np.testing.assert_allclose(api_scores["prediction"], local["prediction"].head(500),
-                               rtol=1e-9)
-    np.testing.assert_allclose(served, local["prediction"].head(50), rtol=1e-9)
+                               rtol=0, atol=tolerance)
+    np.testing.assert_allclose(served, local["prediction"].head(50), rtol=0, atol=tolerance)
 
 
 @pytest.mark.parametrize(("make", "message"), [
