@@ -57,7 +57,10 @@ def test_train_register_promote_logs_validation_metrics_only(
     model = mlflow.sklearn.load_model("models:/it-train-bootstrap@production")
     data = prepare_data(load_card(card_path))
     assert run.data.tags["data_hash"] == data.data_hash
-    logged = {k: v for k, v in run.data.metrics.items() if not k.startswith("cleanse_")}
+    logged = {k: v for k, v in run.data.metrics.items()
+              if not k.startswith(("cleanse_", "twin_"))}
+    # The twin's parity is measured on the validation rows too, never on the sealed ones.
+    assert run.data.metrics["twin_rows"] == len(data.validation)
     on_validation_rows = on_validation(
         evaluate(model, data.x_validation, data.y_validation, task="regression"))
     assert set(logged) == set(on_validation_rows) == {"val_rmse", "val_mae", "val_r2"}
