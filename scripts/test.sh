@@ -32,23 +32,42 @@ run_pytest() {
   fi
   return "$rc"
 }
-# Two suites side by side, as they share nothing but the machine: the main one, and
-# the DAG tests (their own environment) followed by the cloud tracking image's (mostly a
-# Docker build). The second one's output follows the first's.
-side_log=$(mktemp)
-trap 'rm -f "$side_log"' EXIT
+# The suite in parallel streams that share nothing but the machine, each with its own
+# pytest folder: the main suite on SQLite (and every test that takes no backend); its
+# MariaDB-backend tests (`-k mysql`, when that backend is selected); and the DAG tests
+# (their own environment) followed by the cloud tracking image's (mostly a Docker
+# build). Much of each is waiting on servers, so two cores serve three streams well.
+# The first stream prints as it runs; the others' output follows it.
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+main=("$venv/bin/python" -m pytest --ignore=tests/tracking_image --ignore=tests/dags)
+backends=${MLOPS_TEST_BACKENDS:-sqlite,mysql}
 (
   rc=0
-  MLOPS_MAIN_VENV="$(cd "$venv" && pwd)" run_pytest "$airflow_venv/bin/python" -m pytest tests/dags "$@" || rc=$?
-  run_pytest "$venv/bin/python" -m pytest tests/tracking_image "$@" || rc=$?
+  MLOPS_MAIN_VENV="$(cd "$venv" && pwd)" run_pytest "$airflow_venv/bin/python" -m pytest \
+    tests/dags --basetemp="$work/dags" "$@" || rc=$?
+  run_pytest "$venv/bin/python" -m pytest tests/tracking_image --basetemp="$work/image" "$@" \
+    || rc=$?
   exit "$rc"
-) >"$side_log" 2>&1 &
+) >"$work/side.log" 2>&1 &
 side=$!
+mysql=
+if [[ ,$backends, == *,mysql,* ]]; then
+  run_pytest "${main[@]}" -k mysql --basetemp="$work/mysql" "$@" >"$work/mysql.log" 2>&1 &
+  mysql=$!
+fi
 main_rc=0
-run_pytest "$venv/bin/python" -m pytest --ignore=tests/tracking_image --ignore=tests/dags "$@" || main_rc=$?
+run_pytest "${main[@]}" ${mysql:+-k "not mysql"} --basetemp="$work/main" "$@" || main_rc=$?
+mysql_rc=0
+if [[ -n $mysql ]]; then
+  wait "$mysql" || mysql_rc=$?
+  echo "== the MariaDB-backend tests, run alongside:"
+  cat "$work/mysql.log"
+fi
 side_rc=0
 wait "$side" || side_rc=$?
 echo "== the DAG tests (.venv-airflow) and the tracking image's tests, run alongside:"
-cat "$side_log"
-if [[ $main_rc -ne 0 ]]; then exit "$main_rc"; fi
-exit "$side_rc"
+cat "$work/side.log"
+for rc in "$main_rc" "$mysql_rc" "$side_rc"; do
+  if [[ $rc -ne 0 ]]; then exit "$rc"; fi
+done
