@@ -88,14 +88,15 @@ class Registry:
     def model_id(self, run_id: str) -> str:
         return registry.logged_model_id(self.client, run_id)
 
-    def replace_model_file(self, victim_run: str, donor_run: str) -> None:
-        """A write to the artifact store: the victim's model.skops becomes the donor's."""
+    def replace_model_file(self, victim_run: str, donor_run: str,
+                           files: tuple[str, ...] = ("model.skops",)) -> None:
+        """A write to the artifact store: the victim's `files` become the donor's."""
         with tempfile.TemporaryDirectory() as tmp:
             donor = Path(mlflow.artifacts.download_artifacts(
                 artifact_uri=f"runs:/{donor_run}/model", dst_path=tmp,
                 tracking_uri=self.server.uri))
-            self.client.log_model_artifact(self.model_id(victim_run),
-                                           str(donor / "model.skops"))
+            for name in files:
+                self.client.log_model_artifact(self.model_id(victim_run), str(donor / name))
 
 
 @pytest.fixture
@@ -145,12 +146,14 @@ def test_a_model_file_replaced_after_the_gate_is_refused_by_promote(reg: Registr
     good, other = reg.train(*GOOD), reg.train("hist_gradient_boosting", "max_iter=25")
     reg.propose(good)
     assert reg.gate("good").returncode == 0
-    reg.replace_model_file(good, other)  # valid skops, same schema: it would serve fine
+    # Valid skops and its own matching twin, same schema: it would pass a gate and serve
+    # fine; only the manifest the PR's gate recorded tells the files apart.
+    reg.replace_model_file(good, other, files=("model.skops", "model.onnx"))
     done = reg.mlops("promote", "--verdict", str(reg.tmp / "good.json"))
     assert done.returncode == 2, done.stderr
     line = _one_error_line(done)
     assert line.startswith(f"error: run {good}: its model files changed after the PR's gate "
-                           "(model file model.skops: sha256 ")
+                           "(model file model.onnx: sha256 ")
     assert reg.production() == "1"
 
 
