@@ -12,6 +12,7 @@ MLflow's (`error_code`, `message`) on /invocations, the Open Inference Protocol'
 
 from __future__ import annotations
 
+import asyncio
 import importlib.metadata
 import logging
 import uuid
@@ -21,7 +22,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -44,7 +46,6 @@ from serving.store import ModelStore
 log = logging.getLogger("serving.app")
 
 Parse = Callable[[bytes, scoring.LoadedModel], list[Any]]
-Respond = Callable[[Any, scoring.LoadedModel], bytes]
 # Bodies up to this size are validated on the event loop (tens of microseconds in
 # pydantic-core); larger ones in a worker thread so they do not stall other requests.
 INLINE_PARSE_BYTES = 32 * 1024
@@ -75,6 +76,10 @@ class ModelRefOut(BaseModel):
 
 class PredictResponse(BaseModel):
     predictions: list[Any]
+    probabilities: list[list[float]] | None = Field(
+        default=None, description="with ?probabilities=true: each row's class probabilities")
+    classes: list[Any] | None = Field(
+        default=None, description="with ?probabilities=true: the labels of the columns")
     model: ModelRefOut = Field(description="the version that made these predictions")
 
 
@@ -175,7 +180,8 @@ def _install_routes(app: FastAPI, store: ModelStore, batcher: MicroBatcher, metr
     json_body: dict[str, Any] = {"requestBody": {"required": True, "content": {
         "application/json": {"schema": {"type": "object"}}}}}
 
-    async def score(request: Request, parse: Parse, respond: Respond) -> Response:
+    async def parsed(request: Request, parse: Parse) -> tuple[scoring.LoadedModel, bytes,
+                                                                 list[Any]]:
         model = store.current  # read once: this request is scored by this model only
         if model is None:
             raise NoModel
@@ -185,24 +191,41 @@ def _install_routes(app: FastAPI, store: ModelStore, batcher: MicroBatcher, metr
             rows = parse(body, model)
         else:
             rows = await run_in_threadpool(parse, body, model)
-        predictions = await batcher.predict(model, rows)
-        return Response(respond(predictions, model), media_type="application/json")
+        return model, body, rows
 
     @app.post("/predict", response_model=PredictResponse, openapi_extra=json_body,
               responses={422: {"model": InputErrorResponse}, 413: {"model": InputErrorResponse},
                          503: {"model": InputErrorResponse}},
               summary="Score rows; the answer names the model version that scored them")
-    async def predict(request: Request) -> Response:
-        return await score(request, scoring.rows_from_predict_body, scoring.predict_response)
+    async def predict(request: Request, probabilities: bool = Query(
+            False, description="a classifier also answers each row's class probabilities "
+            "(`probabilities`, columns in `classes` order); a regressor refuses (422)")
+            ) -> Response:
+        model, _, rows = await parsed(request, scoring.rows_from_predict_body)
+        if not probabilities:
+            predictions = await batcher.predict(model, rows)
+            return Response(scoring.predict_response(predictions, model),
+                            media_type="application/json")
+        scoring.check_method(model, scoring.PROBABILITIES, ("query", "probabilities"))
+        predictions, proba = await asyncio.gather(
+            batcher.predict(model, rows), batcher.predict(model, rows, scoring.PROBABILITIES))
+        return Response(scoring.predict_response(predictions, model, proba),
+                        media_type="application/json")
 
     @app.post("/invocations", response_model=InvocationsResponse, openapi_extra=json_body,
               responses={400: {"model": MlflowErrorResponse}, 413: {"model": MlflowErrorResponse},
                          503: {"model": MlflowErrorResponse}},
-              summary="MLflow's scoring protocol, as `mlflow models serve` answers it")
+              summary="MLflow's scoring protocol, as `mlflow models serve` answers it; a "
+              "classifier answers class probabilities for `params: {probabilities: true}`")
     async def invocations(request: Request) -> Response:
         parse = _invocations_parser(request.headers.get("content-type"))
-        return await score(request, parse,
-                           lambda predictions, _: scoring.invocations_response(predictions))
+        model, body, rows = await parsed(request, parse)
+        method = scoring.PREDICT
+        if parse is scoring.rows_from_mlflow_body:  # CSV bodies carry no params
+            method = scoring.method_of_mlflow_body(body, model)
+        predictions = await batcher.predict(model, rows, method)
+        return Response(scoring.invocations_response(predictions),
+                        media_type="application/json")
 
     @app.get("/ping", summary="MLflow's health check: 200 once a model is loaded (503 before)",
              response_class=Response)
@@ -326,10 +349,12 @@ def _install_v2_routes(app: FastAPI, store: ModelStore, batcher: MicroBatcher,
             raise scoring.InputError([scoring.Problem(
                 (), "Inference-Header-Content-Length must be a number", "oip_format")])
         length = int(header) if header is not None else None
-        rows, request_id = await run_in_threadpool(oip.rows_from_infer_body, body, length, model)
-        predictions = await batcher.predict(model, rows)
-        return Response(oip.infer_response(predictions, model, request_id),
-                        media_type="application/json")
+        asked = await run_in_threadpool(oip.rows_from_infer_body, body, length, model)
+        results = await asyncio.gather(*(batcher.predict(model, asked.rows, oip.METHODS[name])
+                                         for name in asked.outputs))
+        return Response(oip.infer_response(model, asked.id, dict(zip(asked.outputs, results,
+                                                                     strict=True))),
+            media_type="application/json")
 
     for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
         app.get(prefix, summary="Open Inference Protocol: model metadata")(model_metadata)
@@ -415,11 +440,19 @@ def _install_error_handlers(app: FastAPI, metrics: Metrics, retry_after: str) ->
     async def input_error(request: Request, err: scoring.InputError) -> Response:
         path = request.url.path
         status = 400 if path == "/invocations" or path.startswith("/v2/") else 422
-        # MLflow names a missing column INVALID_PARAMETER_VALUE, other input errors BAD_REQUEST.
-        code = ("INVALID_PARAMETER_VALUE" if any(p.type == "missing" for p in err.problems)
-                else "BAD_REQUEST")
+        # MLflow: a missing column or a bad param is INVALID_PARAMETER_VALUE, the rest BAD_REQUEST.
+        code = ("INVALID_PARAMETER_VALUE" if any(p.type in ("missing", "invalid_parameter")
+                                                 for p in err.problems) else "BAD_REQUEST")
         return answer(request, Refusal(status, code, "input"), str(err),
                       [p.as_dict() for p in err.problems])
+
+    @app.exception_handler(RequestValidationError)
+    async def query_error(request: Request, err: RequestValidationError) -> Response:
+        problems = [scoring.Problem(tuple(str(p)[:64] if not isinstance(p, int) else p
+                                          for p in e.get("loc", ())),
+                                    str(e.get("msg", "invalid")), str(e.get("type", "invalid")))
+                    for e in err.errors()]
+        return await input_error(request, scoring.InputError(problems))
 
     @app.exception_handler(scoring.ModelFailure)
     async def model_failure(request: Request, err: scoring.ModelFailure) -> Response:

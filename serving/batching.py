@@ -41,6 +41,7 @@ class _Job:
     future: asyncio.Future[Any]
     submitted: float  # time.monotonic()
     expires: float  # after this no one waits for the answer
+    method: str = scoring.PREDICT  # or scoring.PROBABILITIES
     predict_started: float | None = None  # when the predict scoring it began
 
 
@@ -88,8 +89,9 @@ class MicroBatcher:
         self._abandoned = [t for t in self._abandoned if t.is_alive()]
         return len(self._abandoned)
 
-    async def predict(self, model: scoring.LoadedModel, rows: list[Any]) -> Any:
-        """Predictions for `rows` (validated), computed off the event loop."""
+    async def predict(self, model: scoring.LoadedModel, rows: list[Any],
+                      method: str = scoring.PREDICT) -> Any:
+        """Predictions (or, by `method`, probabilities) for `rows` (validated), off the loop."""
         self._ensure_thread()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
@@ -100,7 +102,7 @@ class MicroBatcher:
             self._waiting += 1
         now = time.monotonic()
         job = _Job(model=model, rows=rows, loop=loop, future=future, submitted=now,
-                   expires=now + self.deadline_seconds)
+                   expires=now + self.deadline_seconds, method=method)
         self._queue.put(job)
         try:
             return await asyncio.wait_for(future, self.deadline_seconds)
@@ -251,7 +253,7 @@ class MicroBatcher:
             if generation == self._generation:
                 self._predict_started = started
             try:
-                predictions = scoring.run(model, frame)
+                predictions = scoring.run(model, frame, jobs[0].method)
             finally:
                 if generation == self._generation:
                     self._predict_started = None
@@ -276,9 +278,10 @@ class MicroBatcher:
 
 
 def _by_model(jobs: list[_Job]) -> list[list[_Job]]:
-    groups: dict[int, list[_Job]] = {}
+    """Jobs that can share one call: the same model, the same method."""
+    groups: dict[tuple[int, str], list[_Job]] = {}
     for job in jobs:
-        groups.setdefault(id(job.model), []).append(job)
+        groups.setdefault((id(job.model), job.method), []).append(job)
     return list(groups.values())
 
 

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from serving import modelfiles, scoring
@@ -154,6 +155,8 @@ def _assemble(ref: ModelRef, checked: modelfiles.CheckedModel, *, max_rows: int,
         example=example_records(example),
         runtime=getattr(predictor, "runtime", "sklearn"),
         twin=why_not,
+        classes=classes_of(sklearn_predictor.estimator),
+        params=getattr(meta.signature, "params", None),
     )
     return model, example
 
@@ -200,6 +203,13 @@ def twin_parity(estimator: Any, twin: OnnxPredictor, frame: pd.DataFrame) -> Par
     return parity(estimator, twin, frame, classification=classification, tolerance=tolerance)
 
 
+def classes_of(estimator: Any) -> tuple[Any, ...] | None:
+    """A classifier's labels in its probability columns' order; None for a regressor."""
+    if not hasattr(estimator, "predict_proba") or not hasattr(estimator, "classes_"):
+        return None
+    return tuple(np.asarray(estimator.classes_).tolist())
+
+
 def limit_sklearn_threads(threads: int) -> None:
     """Cap the OpenMP and BLAS pools sklearn uses, for the whole process.
 
@@ -226,6 +236,12 @@ class SklearnPredictor:
 
         with sklearn.config_context(skip_parameter_validation=True):
             return self.estimator.predict(frame)
+
+    def predict_proba(self, frame: pd.DataFrame) -> Any:
+        import sklearn
+
+        with sklearn.config_context(skip_parameter_validation=True):
+            return self.estimator.predict_proba(frame)
 
 
 def example_records(example: Any, rows: int = 3) -> list[dict[str, Any]] | None:

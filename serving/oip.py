@@ -12,16 +12,21 @@ rules apply. Answers are always JSON, which every client of the protocol reads.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from serving.scoring import InputError, LoadedModel, Problem, problems_of
+from serving.scoring import PREDICT, InputError, LoadedModel, Problem, problems_of
+from serving.scoring import PROBABILITIES as PREDICT_PROBA
 
 PLATFORM = "mlflow_sklearn"
 OUTPUT = "predictions"
+PROBABILITIES = "probabilities"
+METHODS = {OUTPUT: PREDICT, PROBABILITIES: PREDICT_PROBA}
+"""Each output tensor, and the model method that computes it."""
 # MLflow column type -> the protocol's datatype, and the datatypes a tensor may carry.
 DATATYPES: dict[str, str] = {
     "double": "FP64", "float": "FP32", "long": "INT64", "integer": "INT32",
@@ -59,13 +64,24 @@ def metadata(model: LoadedModel, output_datatype: str) -> dict[str, Any]:
         "platform": PLATFORM,
         "inputs": [{"name": c.name, "datatype": DATATYPES.get(c.type, "BYTES"),
                     "shape": [-1]} for c in columns],
-        "outputs": [{"name": OUTPUT, "datatype": output_datatype, "shape": [-1]}],
+        "outputs": [{"name": OUTPUT, "datatype": output_datatype, "shape": [-1]}]
+        + ([{"name": PROBABILITIES, "datatype": "FP64", "shape": [-1, len(model.classes)]}]
+           if model.classes is not None else []),
     }
 
 
+@dataclass(frozen=True)
+class InferRequest:
+    rows: list[Any]
+    id: str | None
+    """Echoed in the answer."""
+    outputs: tuple[str, ...] = (OUTPUT,)
+    """The output tensors asked for (`outputs`); by default the predictions."""
+
+
 def rows_from_infer_body(body: bytes, header_length: int | None,
-                         model: LoadedModel) -> tuple[list[Any], str | None]:
-    """The validated rows of an infer request, and its `id` (echoed in the answer)."""
+                         model: LoadedModel) -> InferRequest:
+    """The validated rows of an infer request, its `id` and the outputs it asks for."""
     if header_length is not None and not 0 < header_length <= len(body):
         raise _bad((), "Inference-Header-Content-Length does not fit the body")
     header = body if header_length is None else body[:header_length]
@@ -80,6 +96,7 @@ def rows_from_infer_body(body: bytes, header_length: int | None,
     request_id = payload.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise _bad(("id",), "must be a string")
+    outputs = _requested_outputs(payload.get("outputs"), model)
     columns, length = _columns(payload["inputs"], binary, model)
     records = [dict(zip(columns, cells, strict=True))
                for cells in zip(*columns.values(), strict=True)] if length else []
@@ -87,23 +104,48 @@ def rows_from_infer_body(body: bytes, header_length: int | None,
     if schema is None:
         if not 1 <= len(records) <= model.max_rows:
             raise _bad(("inputs",), f"1 to {model.max_rows} rows per request")
-        return records, request_id
+        return InferRequest(records, request_id, outputs)
     if not records:
         raise _bad(("inputs",), "at least 1 row is required")
     try:
         rows: list[BaseModel] = schema.records.validate_python(records)
     except ValidationError as err:
         raise InputError(problems_of(err)) from None
-    return rows, request_id
+    return InferRequest(rows, request_id, outputs)
 
 
-def infer_response(predictions: Any, model: LoadedModel, request_id: str | None) -> bytes:
-    """One output tensor, `predictions`, one element per row."""
-    datatype, data = tensor_of(predictions)
+def _requested_outputs(outputs: Any, model: LoadedModel) -> tuple[str, ...]:
+    """The names in the request's `outputs`: predictions, and a classifier's probabilities."""
+    if outputs is None:
+        return (OUTPUT,)
+    known = (OUTPUT, PROBABILITIES) if model.classes is not None else (OUTPUT,)
+    if not isinstance(outputs, list) or not outputs \
+            or not all(isinstance(o, dict) and isinstance(o.get("name"), str) for o in outputs):
+        raise _bad(("outputs",), "expected a non-empty list of objects with a name")
+    names = tuple(dict.fromkeys(o["name"] for o in outputs))
+    for index, name in enumerate(names):
+        if name not in known:
+            raise _bad(("outputs", index), "unknown output: this model has "
+                       + " and ".join(known))
+    return names
+
+
+def infer_response(model: LoadedModel, request_id: str | None, outputs: dict[str, Any]) -> bytes:
+    """The output tensors asked for: `predictions` (one element per row) and, for a
+    classifier that was asked, `probabilities` (FP64, [rows, classes], in the order of
+    the `classes` parameter)."""
+    tensors: list[dict[str, Any]] = []
+    if OUTPUT in outputs:
+        datatype, data = tensor_of(outputs[OUTPUT])
+        tensors.append({"name": OUTPUT, "datatype": datatype, "shape": [len(data)],
+                        "data": data})
+    if PROBABILITIES in outputs:
+        matrix = np.asarray(outputs[PROBABILITIES], dtype=np.float64)
+        tensors.append({"name": PROBABILITIES, "datatype": "FP64", "shape": list(matrix.shape),
+                        "data": matrix.ravel(),
+                        "parameters": {"classes": ",".join(str(c) for c in model.classes or ())}})
     answer: dict[str, Any] = {"model_name": model.info.name,
-                              "model_version": model.info.version or "",
-                              "outputs": [{"name": OUTPUT, "datatype": datatype,
-                                           "shape": [len(data)], "data": data}]}
+                              "model_version": model.info.version or "", "outputs": tensors}
     if request_id is not None:
         answer["id"] = request_id
     return orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)

@@ -30,6 +30,8 @@ MLFLOW_INPUT_KEYS = ("dataframe_split", "dataframe_records", "instances", "input
 class Predictor(Protocol):
     def predict(self, frame: pd.DataFrame) -> Any: ...
 
+    def predict_proba(self, frame: pd.DataFrame) -> Any: ...
+
 
 @dataclass(frozen=True)
 class ModelRef:
@@ -70,6 +72,10 @@ class LoadedModel:
     """`onnx` (the verified compiled twin) or `sklearn` (the skops model)."""
     twin: str | None = None
     """Why the twin does not serve (no twin, turned off, refused), or None when it does."""
+    classes: tuple[Any, ...] | None = None
+    """A classifier's labels, in the order of its probability columns; None: a regressor."""
+    params: Any = None
+    """The signature's `ParamSchema` (MLflow), or None: `params` sent are ignored."""
 
 
 @dataclass(frozen=True)
@@ -100,13 +106,31 @@ class ModelFailure(Exception):
     """The model raised or returned nonsense on valid input: our fault (5xx)."""
 
 
-def predict_response(predictions: Any, model: LoadedModel) -> bytes:
-    return orjson.dumps({"predictions": predictions, "model": model.info.ref()},
-                        option=orjson.OPT_SERIALIZE_NUMPY)
+PREDICT = "predict"
+PROBABILITIES = "predict_proba"
+PROBABILITIES_PARAM = "probabilities"
+"""The signature parameter a classifier declares: true asks for class probabilities."""
+
+
+def predict_response(predictions: Any, model: LoadedModel,
+                     probabilities: Any = None) -> bytes:
+    answer: dict[str, Any] = {"predictions": predictions}
+    if probabilities is not None:
+        answer["probabilities"] = probabilities
+        answer["classes"] = list(model.classes or ())
+    answer["model"] = model.info.ref()
+    return orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def invocations_response(predictions: Any) -> bytes:
     return orjson.dumps({"predictions": predictions}, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def check_method(model: LoadedModel, method: str, where: tuple[str | int, ...]) -> None:
+    """Probabilities only from a classifier: asking a regressor is the caller's mistake."""
+    if method == PROBABILITIES and model.classes is None:
+        raise InputError([Problem(where, "this model is a regressor: it has no class "
+                                  "probabilities", "not_a_classifier")])
 
 
 def frame_of(model: LoadedModel, rows: list[Any]) -> pd.DataFrame:
@@ -127,6 +151,49 @@ def rows_from_predict_body(body: bytes, model: LoadedModel) -> list[Any]:
         raise InputError(problems_of(err)) from None
     rows: list[Any] = request.__dict__["records"]
     return rows
+
+
+def method_of_mlflow_body(body: bytes, model: LoadedModel) -> str:
+    """`predict_proba` when the body's `params` ask a classifier for probabilities.
+
+    `params` follow MLflow's rules (`mlflow.models.utils._enforce_params_schema`): a
+    model whose signature declares none ignores them, as do unknown names; a declared
+    one of the wrong type is the caller's mistake (400, INVALID_PARAMETER_VALUE).
+    """
+    if model.params is None or b'"params"' not in body:
+        return PREDICT
+    payload = _loads(body)
+    params = payload.get("params") if isinstance(payload, dict) else None
+    if params is None:
+        return PREDICT
+    if not isinstance(params, dict):
+        raise InputError([Problem(("params",), "must be an object of parameter values",
+                                  "invalid_parameter")])
+    values = enforce_params(params, model.params)
+    if values.get(PROBABILITIES_PARAM) is not True:
+        return PREDICT
+    check_method(model, PROBABILITIES, ("params", PROBABILITIES_PARAM))
+    return PROBABILITIES
+
+
+def enforce_params(params: Mapping[str, Any], schema: Any) -> dict[str, Any]:
+    """The declared parameters' values (defaults filled in), each checked by MLflow's rule."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.types.schema import ParamSpec
+
+    values: dict[str, Any] = {}
+    for spec in schema.params:
+        if spec.name not in params:
+            values[spec.name] = spec.default
+            continue
+        try:
+            values[spec.name] = ParamSpec.validate_param_spec(params[spec.name], spec)
+        except MlflowException:
+            kind = getattr(spec.dtype, "name", spec.dtype)
+            shape = "value" if spec.shape is None else "list"
+            raise InputError([Problem(("params", spec.name), f"expected a {kind} {shape}",
+                                      "invalid_parameter")]) from None
+    return values
 
 
 def rows_from_mlflow_body(body: bytes, model: LoadedModel) -> list[Any]:
@@ -220,8 +287,11 @@ def frame_from_records(records: list[dict[str, Any]], model: LoadedModel) -> pd.
     return frame_of(model, rows_from_predict_body(body, model))
 
 
-def run(model: LoadedModel, frame: pd.DataFrame) -> Any:
+def run(model: LoadedModel, frame: pd.DataFrame, method: str = PREDICT) -> Any:
     """Call the model; what it raises is our failure, unless an input is out of its range.
+
+    `method` is `predict` (labels or values) or `predict_proba` (a classifier's class
+    probabilities, one row each, columns in `model.classes` order).
 
     A finite input can still overflow inside the model (1e308 through a scaler) and make
     it raise or predict infinity. That is the caller's input, so the rows (and, for a
@@ -231,7 +301,8 @@ def run(model: LoadedModel, frame: pd.DataFrame) -> Any:
     """
     try:
         with np.errstate(over="ignore", invalid="ignore"):  # judged below, not warned about
-            output = model.predictor.predict(frame)
+            output = model.predictor.predict_proba(frame) if method == PROBABILITIES \
+                else model.predictor.predict(frame)
     except Exception as err:
         problems = _out_of_range(model, frame)
         if problems:

@@ -43,6 +43,7 @@ from pipeline.stages.evaluate import evaluate, on_validation
 from pipeline.stages.features import build_model
 from pipeline.stages.twin import Twin, TwinRefused, compile_twin
 from serving import modelfiles
+from serving.scoring import PROBABILITIES_PARAM
 from serving.twin import TWIN_FILE
 
 log = logging.getLogger(__name__)
@@ -180,8 +181,7 @@ def log_run(*, data: PreparedData, model: Pipeline, estimator_name: str,
     as the run's `twin` tag and its parity figures, when measured, as metrics.
     """
     mlflow.set_experiment(experiment)
-    sample = signature_sample(data.x_train)
-    signature = infer_signature(sample, model.predict(sample))
+    signature = model_signature(model, data.x_train)
     with mlflow.start_run() as run:
         try:
             mlflow.set_tags(_tags(data, estimator_name))
@@ -205,6 +205,21 @@ def log_run(*, data: PreparedData, model: Pipeline, estimator_name: str,
             mlflow.delete_run(run.info.run_id)
             raise
     return str(run.info.run_id)
+
+
+def model_signature(model: Pipeline, x_train: pd.DataFrame) -> Any:
+    """Input columns (with which may be missing), the output, and a classifier's params."""
+    sample = signature_sample(x_train)
+    return infer_signature(sample, model.predict(sample), params=signature_params(model))
+
+
+def signature_params(model: Pipeline) -> dict[str, Any] | None:
+    """A classifier declares `probabilities` (default false): our server, asked with
+    `params: {"probabilities": true}`, answers class probabilities. MLflow's own sklearn
+    flavor accepts the parameter and ignores it (its pyfunc always predicts labels)."""
+    if not hasattr(model, "predict_proba"):
+        return None
+    return {PROBABILITIES_PARAM: False}
 
 
 def twin_metrics(twin: Twin | TwinRefused | None) -> dict[str, float]:
