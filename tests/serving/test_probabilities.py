@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import mlflow.sklearn
 import numpy as np
 import pandas as pd
 import pytest
@@ -29,13 +28,11 @@ from threadpoolctl import threadpool_limits
 
 from pipeline.stages.data import PreparedData, prepare
 from pipeline.stages.datasets import load_spec
-from pipeline.stages.train import fit, make_estimator, model_signature, trusted_types
-from pipeline.stages.twin import Twin, compile_twin
-from serving import modelfiles, scoring
+from pipeline.stages.train import fit, make_estimator
+from serving import scoring
 from serving.app import create_app
-from serving.loader import _assemble, _check
-from serving.scoring import ModelRef
 from tests.serving.helpers import ROW, loaded, ready_store
+from tests.serving.model_folders import load_folder, own_twin, save_like_training
 from tests.utils import free_port
 
 PROBABILITY_TOLERANCE = 1e-6  # what the twin is verified to at training
@@ -64,22 +61,12 @@ def classifier(data: PreparedData) -> Pipeline:
 def folder(tmp_path_factory: pytest.TempPathFactory, classifier: Pipeline,
            data: PreparedData) -> Path:
     """The model folder `mlops train` logs: skops file, signature with params, twin."""
-    folder = tmp_path_factory.mktemp("classifier") / "model"
-    mlflow.sklearn.save_model(classifier, str(folder), serialization_format="skops",
-                              signature=model_signature(classifier, data.x_train),
-                              input_example=data.x_train.head(5), pip_requirements=["sklearn"],
-                              skops_trusted_types=trusted_types(classifier))
-    twin = compile_twin(classifier, data.spec, data.x_validation, data.y_validation)
-    assert isinstance(twin, Twin)
-    (folder / modelfiles.TWIN_FILE).write_bytes(twin.onnx_bytes)
-    return folder
+    return save_like_training(tmp_path_factory.mktemp("classifier"), classifier, data,
+                              own_twin(classifier, data))
 
 
 def _load(folder: Path, runtime: str) -> scoring.LoadedModel:
-    ref = ModelRef(name="health", version="3", run_id="r", uri="models:/health/3",
-                   manifest=modelfiles.dump_manifest(modelfiles.manifest(folder)), verify=True)
-    model, _ = _assemble(ref, _check(ref, folder), max_rows=500, runtime=runtime)
-    return model
+    return load_folder(folder, name="health", runtime=runtime, max_rows=500)
 
 
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:

@@ -1,0 +1,48 @@
+"""Model folders as `mlops train` logs them, loaded the way the server loads them.
+
+MLflow writes the folder (skops file, the signature training writes, the input
+example); the twin training compiles goes next to the skops file; the server's own
+`_check` + `_assemble` load it against a manifest of its files (no registry).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow.sklearn
+from sklearn.pipeline import Pipeline
+
+from pipeline.stages.data import PreparedData
+from pipeline.stages.train import model_signature, trusted_types
+from pipeline.stages.twin import Twin, compile_twin
+from serving import modelfiles, scoring
+from serving.loader import _assemble, _check
+from serving.scoring import ModelRef
+
+
+def own_twin(model: Pipeline, data: PreparedData) -> bytes:
+    """The twin training would log for `model`: verified on the validation rows."""
+    twin = compile_twin(model, data.spec, data.x_validation, data.y_validation)
+    assert isinstance(twin, Twin), twin
+    return twin.onnx_bytes
+
+
+def save_like_training(root: Path, model: Pipeline, data: PreparedData,
+                       twin_bytes: bytes | None) -> Path:
+    folder = root / "model"
+    mlflow.sklearn.save_model(model, str(folder), serialization_format="skops",
+                              signature=model_signature(model, data.x_train),
+                              input_example=data.x_train.head(5), pip_requirements=["sklearn"],
+                              skops_trusted_types=trusted_types(model))
+    if twin_bytes is not None:
+        (folder / modelfiles.TWIN_FILE).write_bytes(twin_bytes)
+    return folder
+
+
+def load_folder(folder: Path, *, name: str = "m", manifest: dict[str, str] | None = None,
+                runtime: str = "auto", max_rows: int = 100) -> scoring.LoadedModel:
+    ref = ModelRef(name=name, version="1", run_id="r", uri=f"models:/{name}/1",
+                   manifest=modelfiles.dump_manifest(manifest or modelfiles.manifest(folder)),
+                   verify=True)
+    loaded, _ = _assemble(ref, _check(ref, folder), max_rows=max_rows, runtime=runtime)
+    return loaded
