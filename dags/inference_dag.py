@@ -1,11 +1,12 @@
 """Batch inference on a schedule: score a batch through the serving API, or on Spark.
 
 One task calls `pipeline.stages.score_batch.score_batch` with the serving API's client
-(`pipeline.serving_client`): it waits for `GET /ready`, reads the
-batch (CSV or Parquet, local or s3://), posts it to `POST /predict` in chunks with
-timeouts and retries, and writes every input row with its prediction and the model
-version that produced it to one file per logical date. Re-running a date replaces
-that file. The serving API always answers with the registry's Production model, so
+(`pipeline.serving_client`): it waits for `GET /ready`, reads the batch (CSV or
+Parquet, local or s3://), posts it to `POST /predict` in chunks with timeouts and
+retries, and writes every input row with its prediction (and, for a classifier, its
+class probabilities as `probability_<label>` columns, as every engine writes them) and
+the model version that produced it to one file per logical date. Re-running a date
+replaces that file. The serving API always answers with the registry's Production model, so
 the api engine needs no MLflow access of its own.
 
 With `engine: spark` the task fetches the Production model from the registry itself
@@ -118,7 +119,8 @@ def mlops_inference() -> None:
         spec = load_spec(card.data.dataset)
         retry = RetryPolicy(attempts=params["attempts"], backoff_seconds=params["backoff_seconds"],
                             timeout_seconds=params["timeout_seconds"])
-        client = ServingClient(params["serving_url"], retry=retry)
+        client = ServingClient(params["serving_url"], retry=retry,
+                               probabilities=spec.task == "classification")
         result = score_batch(source=params["input"], output_dir=params["output_dir"],
                              logical_date=logical_date, scorer=client,
                              features=spec.feature_names, chunk_size=params["chunk_size"])

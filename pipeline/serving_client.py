@@ -85,14 +85,29 @@ def parse_prediction_response(body: Any, *, rows: int) -> tuple[list[Any], dict[
     }
 
 
+def parse_probabilities(body: dict[str, Any], *, rows: int) -> dict[str, list[float]]:
+    """Each class's probabilities (by label) from `/predict?probabilities=true`'s answer."""
+    classes, matrix = body.get("classes"), body.get("probabilities")
+    if not isinstance(classes, list) or not isinstance(matrix, list) or len(matrix) != rows \
+            or not all(isinstance(r, list) and len(r) == len(classes) for r in matrix):
+        raise ServingError("serving API: /predict?probabilities=true did not answer one "
+                           "probability per class for each row")
+    return {str(label): [float(r[i]) for r in matrix] for i, label in enumerate(classes)}
+
+
 @dataclass
 class ServingClient:
-    """Calls one serving API with timeouts and retries; `sleep` is injectable for tests."""
+    """Calls one serving API with timeouts and retries; `sleep` is injectable for tests.
+
+    With `probabilities` (for a classifier) `score` also answers each class's
+    probability; the server refuses it for a regressor (a 4xx: fails at once).
+    """
 
     base_url: str = DEFAULT_URL
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     session: requests.Session = field(default_factory=requests.Session)
     sleep: Callable[[float], None] = time.sleep
+    probabilities: bool = False
 
     def url(self, path: str) -> str:
         return f"{self.base_url.rstrip('/')}/{path.lstrip('/')}"
@@ -117,18 +132,34 @@ class ServingClient:
                            f"attempt(s): {last}")
 
     def predict(self, records: list[dict[str, Any]]) -> tuple[list[Any], dict[str, str]]:
+        """POST rows to /predict: the predictions and the model that made them."""
+        return parse_prediction_response(self._post_predict(records), rows=len(records))
+
+    def score(self, rows: pd.DataFrame
+              ) -> tuple[list[Any], dict[str, str], dict[str, list[float]]]:
+        """The batch stage's `Scorer`: one chunk of a frame through `/predict`; with
+        `probabilities`, each class's too (by label)."""
+        records = to_records(rows)
+        body = self._post_predict(records)
+        predictions, model = parse_prediction_response(body, rows=len(records))
+        probabilities = parse_probabilities(body, rows=len(records)) if self.probabilities \
+            else {}
+        return predictions, model, probabilities
+
+    def _post_predict(self, records: list[dict[str, Any]]) -> Any:
         """POST rows to /predict; retry what may pass on a second try, nothing else."""
         url = self.url("/predict")
+        query = {"probabilities": "true"} if self.probabilities else None
         last = "no answer"
         for delay in [*self.retry.delays(), None]:
             try:
-                response = self.session.post(url, json={"records": records},
+                response = self.session.post(url, json={"records": records}, params=query,
                                              timeout=self.retry.timeout_seconds)
             except requests.RequestException as err:
                 last = _describe_exception(err)
             else:
                 if response.status_code == 200:
-                    return parse_prediction_response(_json_or_empty(response), rows=len(records))
+                    return _json_or_empty(response)
                 last = f"HTTP {response.status_code}{_detail(response)}"
                 if response.status_code not in _RETRY_STATUSES:
                     raise ServingError(f"serving API at {url} rejected the batch: {last}")
@@ -136,10 +167,6 @@ class ServingClient:
                 self.sleep(delay)
         raise ServingError(f"serving API at {url} failed after {self.retry.attempts} "
                            f"attempt(s): {last}")
-
-    def score(self, rows: pd.DataFrame) -> tuple[list[Any], dict[str, str]]:
-        """The batch stage's `Scorer`: one chunk of a frame through `/predict`."""
-        return self.predict(to_records(rows))
 
     def model(self) -> dict[str, Any]:
         """What `GET /model` says is being served (one try: callers poll)."""

@@ -49,6 +49,10 @@ it can do when loaded."""
 TWIN_FILE = "model.onnx"
 """The model's compiled twin (ONNX, data only), next to the skops file."""
 
+PROBABILITIES_PARAM = "probabilities"
+"""The signature parameter training declares for a classifier (boolean, default false):
+true asks the server for each row's class probabilities."""
+
 LOCAL_ONLY_FILES = frozenset({"registered_model_meta"})
 """Written by MLflow's client into a downloaded `models:/` folder, never stored."""
 

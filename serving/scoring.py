@@ -21,6 +21,7 @@ import orjson
 import pandas as pd
 from pydantic import BaseModel, ValidationError
 
+from serving.modelfiles import PROBABILITIES_PARAM
 from serving.schema import FeatureSchema
 
 MAX_PROBLEMS = 20
@@ -108,8 +109,6 @@ class ModelFailure(Exception):
 
 PREDICT = "predict"
 PROBABILITIES = "predict_proba"
-PROBABILITIES_PARAM = "probabilities"
-"""The signature parameter a classifier declares: true asks for class probabilities."""
 
 
 def predict_response(predictions: Any, model: LoadedModel,

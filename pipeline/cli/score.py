@@ -58,7 +58,7 @@ def score_command(
         spec = load_spec(card.data.dataset)
         columns = [InputColumn(c.name, "double" if c.kind == "numeric" else "string")
                    for c in spec.features]
-        client = ServingClient(url)
+        client = ServingClient(url, probabilities=spec.task == "classification")
         client.wait_ready()
         with _progress(as_json) as on_rows:
             result = score_files(source=source, output=output, engine="api", keys=key,

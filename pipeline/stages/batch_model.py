@@ -8,6 +8,7 @@ The Spark engine builds one of these in every executor process from the shipped 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,11 @@ import pandas as pd
 
 from pipeline.errors import DataError, RegistryError
 from pipeline.stages.batch_files import InputColumn
+from pipeline.stages.data import as_categories
 from serving import modelfiles
+
+PROBABILITY_PREFIX = "probability_"
+"""A classifier's score columns: `probability_<label>` per class, from every engine."""
 
 
 @dataclass(frozen=True)
@@ -63,16 +68,13 @@ class BatchModel:
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Prediction (and one probability column per class) for each row, same index."""
-        x = frame[self.feature_names].copy()
-        for column in self.columns:
-            if column.type in {"double", "float"}:
-                x[column.name] = pd.to_numeric(x[column.name], errors="coerce").astype(float)
+        x = model_inputs(frame, self.columns)
         try:
             out = pd.DataFrame({"prediction": self.estimator.predict(x)}, index=frame.index)
             if hasattr(self.estimator, "predict_proba"):
                 proba = np.asarray(self.estimator.predict_proba(x))
                 for index, label in enumerate(self.estimator.classes_):
-                    out[f"probability_{label}"] = proba[:, index]
+                    out[f"{PROBABILITY_PREFIX}{label}"] = proba[:, index]
         except (ValueError, TypeError) as err:
             raise DataError(f"score: the model cannot score these rows: "
                             f"{str(err).splitlines()[0][:200]}") from err
@@ -80,3 +82,15 @@ class BatchModel:
         out["model_version"] = self.identity.version
         out["model_run_id"] = self.identity.run_id
         return out
+
+
+def model_inputs(frame: pd.DataFrame, columns: Sequence[InputColumn]) -> pd.DataFrame:
+    """The model's columns as training gave them to it: numbers as floats, the rest as
+    text (`data.as_categories`), whatever types the file had."""
+    x = frame[[column.name for column in columns]].copy()
+    for column in columns:
+        if column.type in {"double", "float"}:
+            x[column.name] = pd.to_numeric(x[column.name], errors="coerce").astype(float)
+        elif column.type == "string":
+            x[column.name] = as_categories(x[column.name])
+    return x

@@ -154,6 +154,15 @@ def _canonical(values: pd.Series, column: Column) -> pd.Series:
         ptypes.is_bool_dtype(values) or ptypes.is_integer_dtype(values)
     ):  # whole-number codes (labels 0/1, grades 1-5) are categories; 1.5 is not
         raise DataError(f"column {column.name!r}: expected categories (text), found {values.dtype}")
+    return as_categories(values)
+
+
+def as_categories(values: pd.Series) -> pd.Series:
+    """Categories as text, missing as None: `True` becomes "True", 3 becomes "3".
+
+    What training does to a categorical column, so scoring does it too: a boolean or
+    integer column read from a file must reach the model as the text it learned.
+    """
     return values.astype("object").where(values.notna(), None).map(
         lambda v: v if v is None else str(v)
     )

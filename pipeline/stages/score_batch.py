@@ -37,6 +37,7 @@ from pipeline.stages.batch_files import (
     publish,
     staging_dir,
 )
+from pipeline.stages.batch_model import PROBABILITY_PREFIX, model_inputs
 
 OUTPUT_FILE = "scores.parquet"
 SCORE_COLUMNS = ("prediction", "model_name", "model_version", "model_run_id")
@@ -47,8 +48,10 @@ class Scorer(Protocol):
 
     def wait_ready(self) -> dict[str, Any]: ...
 
-    def score(self, rows: pd.DataFrame) -> tuple[list[Any], dict[str, str]]:
-        """Predictions for the rows, and the model that made them (name, version, run ID)."""
+    def score(self, rows: pd.DataFrame
+              ) -> tuple[list[Any], dict[str, str], dict[str, list[float]]]:
+        """Predictions for the rows, the model that made them (name, version, run ID),
+        and a classifier's probabilities by class label when asked (else empty)."""
         ...
 
 
@@ -121,20 +124,30 @@ def read_batch(source: str) -> pd.DataFrame:
 
 def score_frame(frame: pd.DataFrame, *, scorer: Scorer,
                 features: Sequence[str] | None = None, chunk_size: int = 500) -> pd.DataFrame:
-    """The input rows plus one prediction each and the model that produced it."""
+    """The input rows plus one prediction each (and a classifier's probabilities, when
+    the scorer answers them) and the model that produced it."""
     inputs = select_features(frame, features)
     parts: list[pd.DataFrame] = []
     for start, stop in chunk_bounds(len(inputs), chunk_size):
-        predictions, model = scorer.score(inputs.iloc[start:stop])
-        part = pd.DataFrame({"prediction": predictions}, index=frame.index[start:stop])
+        predictions, model, probabilities = scorer.score(inputs.iloc[start:stop])
+        part = pd.DataFrame({"prediction": predictions,
+                             **{f"{PROBABILITY_PREFIX}{label}": values
+                                for label, values in probabilities.items()}},
+                            index=frame.index[start:stop])
         for key, value in model.items():
             part[key] = value
         parts.append(part)
     scores = pd.concat(parts)
     out = frame.copy()
-    for column in SCORE_COLUMNS:
+    for column in score_columns(scores):
         out[column] = scores[column]
     return out.reset_index(drop=True)
+
+
+def score_columns(scores: pd.DataFrame) -> list[str]:
+    """The prediction, any probabilities, then the model: the order every engine writes."""
+    probabilities = [c for c in scores.columns if c.startswith(PROBABILITY_PREFIX)]
+    return ["prediction", *probabilities, *SCORE_COLUMNS[1:]]
 
 
 def write_scores(frame: pd.DataFrame, location: str) -> None:
@@ -258,10 +271,10 @@ def score_files(*, source: str, output: str, predict: Predict, columns: Sequence
 
 def api_predict(scorer: Scorer, columns: Sequence[InputColumn], *, chunk_rows: int) -> Predict:
     """The serving API as a `Predict`: chunks of the features to `/predict`."""
-    names = [column.name for column in columns]
 
     def predict(frame: pd.DataFrame) -> pd.DataFrame:
-        scored = score_frame(frame[names], scorer=scorer, chunk_size=chunk_rows)
-        return scored[list(SCORE_COLUMNS)].set_axis(frame.index)
+        scored = score_frame(model_inputs(frame, columns), scorer=scorer,
+                             chunk_size=chunk_rows)
+        return scored[score_columns(scored)].set_axis(frame.index)
 
     return predict

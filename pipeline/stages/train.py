@@ -43,7 +43,7 @@ from pipeline.stages.evaluate import evaluate, on_validation
 from pipeline.stages.features import build_model
 from pipeline.stages.twin import Twin, TwinRefused, compile_twin
 from serving import modelfiles
-from serving.scoring import PROBABILITIES_PARAM
+from serving.modelfiles import PROBABILITIES_PARAM
 from serving.twin import TWIN_FILE
 
 log = logging.getLogger(__name__)

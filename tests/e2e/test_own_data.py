@@ -3,7 +3,8 @@
 A CSV the test writes (not a built-in dataset) -> `mlops data init` -> bootstrap a
 dummy Production -> serve it -> train the default classifier -> propose -> gate
 (f1_macro primary, an accuracy floor, the ROC plot recorded on the run) -> promote ->
-the running server swaps to it -> /predict and /invocations answer with labels.
+the running server swaps to it -> /predict and /invocations answer with labels (and
+probabilities on request) -> `mlops score` through the API and in process agree.
 On both backends (the `tracking_server` fixture is parametrized over them).
 """
 
@@ -103,3 +104,29 @@ def test_own_csv_classification_through_the_whole_loop(tracking_server: Tracking
                                      json={"dataframe_records": records}, timeout=30)
         assert mlflow_style.status_code == 200, mlflow_style.text
         assert mlflow_style.json()["predictions"] == labels
+
+        asked = requests.post(server.url + "/predict", params={"probabilities": "true"},
+                              json={"records": records}, timeout=30).json()
+        assert asked["predictions"] == labels
+        assert sorted(asked["classes"]) == sorted(LABELS)
+        proba = np.asarray(asked["probabilities"])
+        np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-6)
+        assert [asked["classes"][i] for i in proba.argmax(axis=1)] == labels
+
+        # Batch scoring: through the API and in this process, the same labels and
+        # probabilities (the server's twin is verified to 1e-6 of sklearn's).
+        promoted = client.get_model_version_by_alias(model, "production").version
+        scored = {}
+        for engine in ("api", "local"):
+            out = tmp_path / f"scores-{engine}"
+            mlops("score", "loans.csv", str(out), "--engine", engine, "--url", server.url,
+                  "--key", "customer_id", "--json")
+            scored[engine] = pd.read_parquet(out).sort_values("customer_id", ignore_index=True)
+        columns = [f"probability_{label}" for label in sorted(LABELS)]
+        for frame in scored.values():
+            assert list(frame.columns[:2]) == ["customer_id", "prediction"]
+            assert set(columns) <= set(frame.columns)
+            assert set(frame["model_version"]) == {promoted}
+        assert scored["api"]["prediction"].tolist() == scored["local"]["prediction"].tolist()
+        np.testing.assert_allclose(scored["api"][columns], scored["local"][columns],
+                                   atol=1e-6, rtol=0)

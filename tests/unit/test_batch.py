@@ -26,6 +26,8 @@ from pipeline.serving_client import (
     parse_prediction_response,
     to_records,
 )
+from pipeline.stages.batch_files import InputColumn
+from pipeline.stages.batch_model import model_inputs
 from pipeline.stages.score_batch import (
     chunk_bounds,
     date_key,
@@ -71,10 +73,15 @@ def _handler(state: FakeState) -> type[BaseHTTPRequestHandler]:
             records = body["records"]
             state.chunks.append(len(records))
             version = state.versions[min(len(state.chunks) - 1, len(state.versions) - 1)]
-            self.send_json(200, {
+            answer: dict[str, Any] = {
                 "predictions": [1000.0 * r["carat"] + (r["depth"] or 0.0) for r in records],
-                "model": {"name": "diamond-price", "version": version, "run_id": "r" * 32},
-            })
+                "model": {"name": "diamond-price", "version": version, "run_id": "r" * 32}}
+            if self.path == "/predict?probabilities=true":  # a classifier: big or small
+                answer["predictions"] = ["big" if r["carat"] > 1 else "small" for r in records]
+                answer["classes"] = ["big", "small"]
+                answer["probabilities"] = [[min(r["carat"] / 2, 1), 1 - min(r["carat"] / 2, 1)]
+                                           for r in records]
+            self.send_json(200, answer)
 
     return Handler
 
@@ -106,6 +113,20 @@ def batch_csv(tmp_path: Path) -> Path:
 
 
 # --- pure helpers ---------------------------------------------------------------------------
+
+
+def test_model_inputs_give_categories_as_the_text_training_learned() -> None:
+    frame = pd.DataFrame({"has_card": [True, False, None], "grade": [3, 4, 5],
+                          "income": ["1.5", None, "2"], "unused": [1, 2, 3]})
+    columns = [InputColumn("has_card", "string"), InputColumn("grade", "string"),
+               InputColumn("income", "double")]
+    x = model_inputs(frame, columns)
+    assert list(x.columns) == ["has_card", "grade", "income"]
+    assert x["has_card"].tolist()[:2] == ["True", "False"]
+    assert pd.isna(x["has_card"][2])
+    assert x["grade"].tolist() == ["3", "4", "5"]
+    assert x["income"].tolist()[::2] == [1.5, 2.0]
+    assert pd.isna(x["income"][1])
 
 
 def test_chunk_bounds_cover_every_row_once() -> None:
@@ -178,6 +199,20 @@ def test_scores_every_row_once_in_chunks_with_its_model_version(
     assert out["model_version"].tolist() == ["3"] * 6 + ["4"]
     assert result.model_versions == ["3", "4"]
     assert set(out["model_name"]) == {"diamond-price"}
+
+
+def test_a_classifiers_probabilities_become_one_column_per_class(
+        fake_api: tuple[str, FakeState], batch_csv: Path, tmp_path: Path) -> None:
+    url, _ = fake_api
+    result = score_batch(source=str(batch_csv), output_dir=str(tmp_path / "out"),
+                         logical_date=DATE,
+                         scorer=ServingClient(url, retry=FAST, probabilities=True),
+                         features=["carat", "cut", "depth"], chunk_size=3)
+    out = pd.read_parquet(result.output)
+    assert list(out.columns[-6:]) == ["prediction", "probability_big", "probability_small",
+                                      "model_name", "model_version", "model_run_id"]
+    assert out["prediction"].tolist() == ["small"] * 3 + ["big", "small", "big", "small"]
+    assert out["probability_big"].tolist() == pytest.approx(out["carat"] / 2)
 
 
 def test_rerunning_a_logical_date_replaces_its_output(
