@@ -94,6 +94,11 @@ def line(text: str) -> bool:
     return _display.line(text)
 
 
+def drawing() -> bool:
+    """True while stages and bars are drawn (a person watches): worth reporting detail."""
+    return isinstance(_display, _Rich)
+
+
 def on_terminal() -> bool:
     """A person is watching: stderr is a terminal, not CI, not a dumb terminal."""
     return (sys.stderr.isatty() and not os.environ.get("CI")

@@ -34,13 +34,18 @@ run_pytest() {
 }
 # The suite in parallel streams that share nothing but the machine, each with its own
 # pytest folder: the main suite on SQLite (and every test that takes no backend); its
-# MariaDB-backend tests (`-k mysql`, when that backend is selected); and the DAG tests
-# (their own environment) followed by the cloud tracking image's (mostly a Docker
-# build). Much of each is waiting on servers, so two cores serve three streams well.
-# The first stream prints as it runs; the others' output follows it.
+# MariaDB-backend tests (`-k mysql`, when that backend is selected); and a side stream:
+# the DAG tests (their own environment), the cloud tracking image's (mostly a Docker
+# build), then a few long tests moved out of the main suite (`SIDE_TESTS`, on every
+# backend) so the three streams end at about the same time. Much of each is waiting on
+# servers, so two cores serve three streams well. The first stream prints as it runs;
+# the others' output follows it.
+SIDE_TESTS=(tests/notebooks tests/serving/test_memory.py tests/serving/test_schemathesis.py
+            tests/serving/test_image.py)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 main=("$venv/bin/python" -m pytest --ignore=tests/tracking_image --ignore=tests/dags)
+for path in "${SIDE_TESTS[@]}"; do main+=("--ignore=$path"); done
 backends=${MLOPS_TEST_BACKENDS:-sqlite,mysql}
 (
   rc=0
@@ -48,6 +53,8 @@ backends=${MLOPS_TEST_BACKENDS:-sqlite,mysql}
     tests/dags --basetemp="$work/dags" "$@" || rc=$?
   run_pytest "$venv/bin/python" -m pytest tests/tracking_image --basetemp="$work/image" "$@" \
     || rc=$?
+  run_pytest "$venv/bin/python" -m pytest "${SIDE_TESTS[@]}" \
+    --basetemp="$work/moved" "$@" || rc=$?
   exit "$rc"
 ) >"$work/side.log" 2>&1 &
 side=$!
@@ -66,7 +73,7 @@ if [[ -n $mysql ]]; then
 fi
 side_rc=0
 wait "$side" || side_rc=$?
-echo "== the DAG tests (.venv-airflow) and the tracking image's tests, run alongside:"
+echo "== the DAG tests (.venv-airflow), the tracking image's tests and ${SIDE_TESTS[*]}, run alongside:"
 cat "$work/side.log"
 for rc in "$main_rc" "$mysql_rc" "$side_rc"; do
   if [[ $rc -ne 0 ]]; then exit "$rc"; fi

@@ -7,8 +7,11 @@ half-logged run is ever left behind.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import io
 import logging
+import re
 import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -121,6 +124,50 @@ def fit(data: PreparedData, estimator: BaseEstimator) -> Pipeline:
     except InvalidParameterError as err:
         raise ConfigError(f"--param: {str(err).splitlines()[0]}") from err
     return model
+
+
+HGB_ITERATION = re.compile(r"^\[(\d+)/(\d+)\]")
+"""What histogram gradient boosting prints per iteration with `verbose=1`: `[12/100] ...`."""
+
+
+def fit_with_progress(data: PreparedData, estimator: BaseEstimator) -> Pipeline:
+    """`fit`, with a bar of boosting iterations while a person watches.
+
+    Histogram gradient boosting reports each iteration only as a printed line (it has
+    no callback), so for the length of the fit its `verbose` is on and stdout is read
+    line by line into the bar; `verbose` is back to 0 before anything is logged, so
+    the run's parameters are the same with or without a terminal.
+    """
+    total = getattr(estimator, "max_iter", None)
+    if not progress.drawing() or not isinstance(
+            estimator, HistGradientBoostingRegressor | HistGradientBoostingClassifier) \
+            or not isinstance(total, int):
+        return fit(data, estimator)
+    with progress.steps("boosting iterations (early stopping may end sooner)", total) \
+            as advance:
+        estimator.set_params(verbose=1)
+        try:
+            with contextlib.redirect_stdout(_IterationReader(advance)):
+                model = fit(data, estimator)
+        finally:
+            estimator.set_params(verbose=0)
+    return model
+
+
+class _IterationReader(io.TextIOBase):
+    """A stdout that turns `[i/n]` lines into `advance(1)` and drops everything else."""
+
+    def __init__(self, advance: Callable[[int], None]) -> None:
+        self.advance = advance
+        self.pending = ""
+
+    def write(self, text: str) -> int:
+        self.pending += text
+        *lines, self.pending = self.pending.split("\n")
+        for line in lines:
+            if HGB_ITERATION.match(line):
+                self.advance(1)
+        return len(text)
 
 
 def git_commit() -> str:
@@ -289,7 +336,7 @@ def train(*, data: PreparedData, estimator: BaseEstimator, estimator_name: str,
     validation rows; without one the model serves through sklearn.
     """
     with progress.stage(f"fitting {estimator_name} on {len(data.train):,} rows"):
-        model = fit(data, estimator)
+        model = fit_with_progress(data, estimator)
     x_eval, y_eval = data.x_validation, data.y_validation
     with progress.stage(f"evaluating on {len(data.validation):,} validation rows"):
         metrics = on_validation(evaluate(model, x_eval, y_eval, task=data.spec.task))

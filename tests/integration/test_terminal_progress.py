@@ -14,6 +14,7 @@ import re
 import subprocess
 from pathlib import Path
 
+import mlflow
 import pytest
 
 from tests.utils import MLOPS, REPO
@@ -24,7 +25,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
-def train_on_a_terminal(tmp_path: Path, *args: str) -> tuple[int, str, str]:
+def train_on_a_terminal(tmp_path: Path, *args: str, estimator: str = "dummy"
+                        ) -> tuple[int, str, str]:
     """(exit code, stdout, what the terminal showed) of `mlops train` with stderr on a pty."""
     card = write_card(tmp_path, "terminal-progress")
     env = {key: value for key, value in os.environ.items() if key not in {"CI", "GITHUB_ACTIONS"}}
@@ -33,8 +35,8 @@ def train_on_a_terminal(tmp_path: Path, *args: str) -> tuple[int, str, str]:
                 "MLOPS_EXPERIMENT": "terminal"})
     leader, follower = pty.openpty()
     try:
-        process = subprocess.Popen([MLOPS, "train", "--estimator", "dummy", "--card", str(card),
-                                    *args], stdout=subprocess.PIPE, stderr=follower,
+        process = subprocess.Popen([MLOPS, "train", "--estimator", estimator, "--card",
+                                    str(card), *args], stdout=subprocess.PIPE, stderr=follower,
                                    stdin=subprocess.DEVNULL, env=env, cwd=REPO)
         os.close(follower)
         shown = b""
@@ -70,3 +72,16 @@ def test_with_json_the_terminal_gets_lines_and_stdout_one_object(tmp_path: Path)
     assert json.loads(out)["estimator"] == "dummy"
     assert "fitting dummy" not in shown
     assert "trained dummy:" in shown
+
+
+def test_boosting_shows_a_bar_of_its_iterations_and_logs_the_same_params(
+        tmp_path: Path) -> None:
+    code, out, shown = train_on_a_terminal(tmp_path, "--param", "max_iter=15",
+                                           "--param", "early_stopping=false",
+                                           estimator="hist_gradient_boosting")
+    assert code == 0, shown
+    assert "boosting iterations" in shown, shown
+    assert "15/15" in shown, shown
+    assert "[15/15]" not in shown  # the estimator's own lines are read, not printed
+    run = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}").get_run(out.strip())
+    assert run.data.params["estimator.verbose"] == "0"
