@@ -60,10 +60,11 @@ def health_serving(health_card: tuple[Path, str], tracking_server: TrackingServe
         run = load_dag("training_dag", "training_dag").test(logical_date=DATE, run_conf={
             "card": str(card), "estimator": "hist_gradient_boosting",
             "params": {"max_iter": 20}, "work_root": str(tmp_path_factory.mktemp("work"))})
-    assert str(run.state) == "success"
-    (version,) = MlflowClient(tracking_server.uri).search_model_versions(f"name='{name}'")
-    move_production(registry.client(tracking_server.uri), name, version.version,
-                    tracking_uri=tracking_server.uri)
+        assert str(run.state) == "success"
+        (version,) = MlflowClient(tracking_server.uri).search_model_versions(f"name='{name}'")
+        # The manifest's download resolves mlflow-artifacts: URIs by the environment's server.
+        move_production(registry.client(tracking_server.uri), name, version.version,
+                        tracking_uri=tracking_server.uri)
     api = start_serving(home=tmp_path_factory.mktemp("serving"), env=tracking_server.env,
                         model_name=name)
     try:
