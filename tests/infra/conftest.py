@@ -8,6 +8,7 @@ read like policies over that record and name the resource URN when a rule is bro
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from collections.abc import Callable
@@ -148,7 +149,12 @@ class Deployment:
 
 
 def deploy(settings: StackSettings) -> Deployment:
-    """Run the program once under fresh mocks and return what it registered."""
+    """Run the program once under fresh mocks and return what it registered.
+
+    Pulumi's mocks run on the main thread's current event loop; a test that ran
+    `asyncio.run` earlier in the session leaves none, so each deployment gets its own.
+    """
+    asyncio.set_event_loop(asyncio.new_event_loop())
     pulumi.runtime.set_mocks(StackMocks(), project="mlops", stack="test", preview=False)
     monitor = pulumi.runtime.settings.get_monitor()
     protected: dict[tuple[str, str], bool] = {}

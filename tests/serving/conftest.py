@@ -189,3 +189,12 @@ def serve_version(tracking: TrackingServer, server: Server, models: Models, vers
     """Point the alias at `version` and wait until the server answers with it."""
     move_production(registry(tracking), models.name, version, tracking_uri=tracking.uri)
     wait_for(lambda: server.get("/model")["version"] == version, what=f"version {version}")
+
+
+@pytest.fixture(scope="module")
+def one_sklearn_thread() -> Iterator[None]:
+    """sklearn and OpenMP on one thread, as the server runs them (`limit_sklearn_threads`)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        yield

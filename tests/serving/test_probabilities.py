@@ -8,7 +8,6 @@ clients (MLflow's `ScoringServerClient`, `tritonclient.http`) talk to it through
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 from collections.abc import Iterator
@@ -24,31 +23,24 @@ import uvicorn
 from fastapi.testclient import TestClient
 from mlflow.pyfunc.scoring_server.client import ScoringServerClient
 from sklearn.pipeline import Pipeline
-from threadpoolctl import threadpool_limits
 
-from pipeline.stages.data import PreparedData, prepare
-from pipeline.stages.datasets import load_spec
+from pipeline.stages.data import PreparedData
 from pipeline.stages.train import fit, make_estimator
 from serving import scoring
 from serving.app import create_app
 from tests.serving.helpers import ROW, loaded, ready_store
-from tests.serving.model_folders import load_folder, own_twin, save_like_training
+from tests.serving.model_folders import load_folder, own_twin, sampled, save_like_training
 from tests.utils import free_port
 
 PROBABILITY_TOLERANCE = 1e-6  # what the twin is verified to at training
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    with threadpool_limits(limits=1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_sklearn_thread")
 
 
 @pytest.fixture(scope="module")
 def data() -> PreparedData:
-    full = prepare(load_spec("rand_health"))
-    return dataclasses.replace(full, train=full.train.sample(2500, random_state=0),
-                               validation=full.validation.head(400))
+    return sampled("rand_health", train=2500, validation=400)
 
 
 @pytest.fixture(scope="module")

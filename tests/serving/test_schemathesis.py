@@ -9,7 +9,6 @@ the diamonds regressor and the rand_health classifier, whose `/predict` also tak
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +18,10 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.generation import GenerationMode
 
-from pipeline.stages.data import prepare
-from pipeline.stages.datasets import load_spec
 from pipeline.stages.train import DEFAULT_ESTIMATOR, fit, make_estimator
 from serving.app import create_app
 from tests.serving.helpers import loaded, ready_store, ridge_pipeline
-from tests.serving.model_folders import load_folder, own_twin, save_like_training
+from tests.serving.model_folders import load_folder, own_twin, sampled, save_like_training
 
 app = create_app(ready_store(loaded(max_rows=50)), max_body_bytes=64 * 1024,
                  manage_store=False)
@@ -50,9 +47,7 @@ def test_no_server_error_on_a_ridge_pipeline(case: schemathesis.Case) -> None:
 
 def default_model_schema(dataset: str, root: Path) -> Any:
     """The app serving the dataset's default model, loaded from its folder (twin and all)."""
-    full = prepare(load_spec(dataset))
-    data = dataclasses.replace(full, train=full.train.sample(2000, random_state=0),
-                               validation=full.validation.head(300))
+    data = sampled(dataset, train=2000, validation=300)
     model = fit(data, make_estimator(data.spec.task, DEFAULT_ESTIMATOR, {"max_iter": 30}))
     served = load_folder(save_like_training(root, model, data, own_twin(model, data)),
                          name=dataset, max_rows=50)

@@ -6,38 +6,28 @@ to the skops file; loaded by the server's own `_check` + `_assemble` (no registr
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from sklearn.pipeline import Pipeline
-from threadpoolctl import threadpool_limits
 
-from pipeline.stages.data import PreparedData, prepare
-from pipeline.stages.datasets import load_spec
+from pipeline.stages.data import PreparedData
 from pipeline.stages.train import fit, make_estimator
 from pipeline.stages.twin import convert
 from serving import modelfiles, scoring
 from serving.app import create_app
 from serving.loader import Refused
 from tests.serving.helpers import ready_store
-from tests.serving.model_folders import load_folder, own_twin, save_like_training
+from tests.serving.model_folders import load_folder, own_twin, sampled, save_like_training
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    with threadpool_limits(limits=1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_sklearn_thread")
 
 
 @pytest.fixture(scope="module")
 def data() -> PreparedData:
-    full = prepare(load_spec("diamonds"))
-    return dataclasses.replace(full, train=full.train.sample(2000, random_state=0),
-                               validation=full.validation.head(500))
+    return sampled("diamonds", train=2000, validation=500)
 
 
 def _fit(data: PreparedData, **params: object) -> Pipeline:
