@@ -144,6 +144,11 @@ def improvement_ends(low: float, high: float, greater_is_better: bool) -> tuple[
     return (low, high) if greater_is_better else (-high, -low)
 
 
+CHART_SIZE = '%%{init: {"xyChart": {"width": 640, "height": 240}}}%%'
+"""Short and wide: the default chart is taller than the rest of the comment and cuts a
+long title at both ends (seen rendered by Chromium with the mermaid package)."""
+
+
 def chart(verdict: Verdict) -> list[str]:
     """A Mermaid chart per metric: the interval's ends and the observed improvement as bars,
     the bar to clear (`min_improvement` for the primary metric, 0 for the others) as a line.
@@ -163,17 +168,19 @@ def chart(verdict: Verdict) -> list[str]:
         values = [pessimistic, observed, optimistic, bar]
         span = max(values) - min(values) or 1.0
         low_axis, high_axis = min(values) - 0.1 * span, max(values) + 0.1 * span
-        label = "min_improvement" if name == verdict.metric else "no change"
+        label = f"min_improvement {_num(bar)}" if name == verdict.metric else "no change"
         lines += [
             "```mermaid",
+            CHART_SIZE,
             "xychart-beta",
-            f'    title "{name}: improvement over Production (positive = better), '
-            f'{verdict.confidence:.0%} interval; line = {label}"',
+            f'    title "{name}: improvement over Production, {verdict.confidence:.0%} interval"',
             '    x-axis ["pessimistic end", "observed", "optimistic end"]',
             f'    y-axis "improvement in {name}" {_num(low_axis)} --> {_num(high_axis)}',
             f"    bar [{', '.join(_num(v) for v in values[:3])}]",
             f"    line [{', '.join(_num(bar) for _ in range(3))}]",
             "```",
+            f"<sub>{name}: the bars are the improvement over Production (positive = better) "
+            f"at the interval's ends and as observed; the line is {label}.</sub>",
             "",
         ]
     return lines

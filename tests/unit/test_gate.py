@@ -14,7 +14,14 @@ from pipeline.gitops.card import PromotionPolicy
 from pipeline.gitops.gate import Decision, Evaluation, FloorCheck, decide
 from pipeline.gitops.github import audit_from_env, pr_number_from_event
 from pipeline.gitops.registry import public_uri
-from pipeline.gitops.report import MARKER, embedded_verdict, interval_sentence, plot, render
+from pipeline.gitops.report import (
+    CHART_SIZE,
+    MARKER,
+    embedded_verdict,
+    interval_sentence,
+    plot,
+    render,
+)
 from pipeline.gitops.stats import Interval
 from pipeline.gitops.verdict import MetricRow, Verdict
 
@@ -287,9 +294,12 @@ def test_the_report_draws_each_interval_and_min_improvement_as_mermaid() -> None
     blocks = re.findall(r"```mermaid\n(.*?)```", text, flags=re.DOTALL)
     assert len(blocks) == 2
     rmse, r2 = blocks
-    assert rmse.splitlines()[0] == "xychart-beta"
-    assert 'title "rmse: improvement over Production' in rmse
-    assert "line = min_improvement" in rmse
+    assert rmse.splitlines()[:2] == [CHART_SIZE, "xychart-beta"]
+    assert 'title "rmse: improvement over Production, 95% interval"' in rmse
+    assert "rmse: the bars are the improvement over Production (positive = better) at the " \
+           "interval's ends and as observed; the line is min_improvement 2.</sub>" in text
+    assert "r2: the bars are the improvement over Production (positive = better) at the " \
+           "interval's ends and as observed; the line is no change.</sub>" in text
     # Improvements (positive = better): pessimistic end, observed, optimistic end.
     assert "    bar [4.5, 20, 27.3]" in rmse.splitlines()
     assert "    line [2, 2, 2]" in rmse.splitlines()
