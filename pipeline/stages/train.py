@@ -141,8 +141,8 @@ def fit_with_progress(data: PreparedData, estimator: BaseEstimator) -> Pipeline:
     total = getattr(estimator, "max_iter", None)
     if not progress.drawing() or not isinstance(
             estimator, HistGradientBoostingRegressor | HistGradientBoostingClassifier) \
-            or not isinstance(total, int):
-        return fit(data, estimator)
+            or not isinstance(total, int) or estimator.get_params()["verbose"]:
+        return fit(data, estimator)  # nothing to draw, or `--param verbose=…` asked for its own
     with progress.steps("boosting iterations (early stopping may end sooner)", total) \
             as advance:
         estimator.set_params(verbose=1)
