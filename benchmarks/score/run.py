@@ -8,6 +8,12 @@ BENCH_API_ROWS rows, default 200,000: its rate is what counts). Each engine runs
 own `mlops score` process under /usr/bin/time, which reports its peak resident memory
 (for spark: the Python driver; the JVM is reported separately from its own process).
 
+Every engine also scores BENCH_SMALL_ROWS (default 10,000) rows, which takes about its
+fixed cost (process start, imports, model fetch and verification, Spark's session and
+workers). The marginal rate, (large - small rows) / (large - small seconds), is what a
+file of hundreds of millions of rows would see; the end-to-end rate includes the fixed
+cost once.
+
 Usage: .venv/bin/python benchmarks/score/run.py   (make bench-score)
 Timings on shared machines are noisy: compare the ratios measured in one run.
 """
@@ -38,6 +44,10 @@ from pipeline.stages.datasets import load_spec  # noqa: E402
 ROWS = int(os.environ.get("BENCH_ROWS", "1000000"))
 API_ROWS = int(os.environ.get("BENCH_API_ROWS", "200000"))
 BATCH_ROWS = int(os.environ.get("BENCH_BATCH_ROWS", "50000"))
+SMALL_ROWS = int(os.environ.get("BENCH_SMALL_ROWS", "10000"))
+
+Run = tuple[int, float, int]
+"""(rows, seconds, peak RSS in MB) of one `mlops score` process."""
 
 
 def write_batch(path: Path, rows: int) -> Path:
@@ -79,13 +89,22 @@ def main() -> None:
             batch = write_batch(home / "batch.parquet", ROWS)
             api_batch = home / "api.parquet"
             pd.read_parquet(batch).head(API_ROWS).to_parquet(api_batch, index=False)
-            results: dict[str, tuple[int, float, int]] = {}
+            small = home / "small.parquet"
+            pd.read_parquet(batch).head(SMALL_ROWS).to_parquet(small, index=False)
+            results: dict[str, tuple[Run, Run]] = {}
             score = [venv_bin("mlops"), "score"]
+
+            def measure(source: Path, engine: str, extra: list[str],
+                        env_extra: dict[str, str]) -> Run:
+                seconds, peak, out = timed([*score, str(source), str(home / engine / source.stem),
+                                            "--engine", engine, *extra, "--json"],
+                                           {**env, **env_extra})
+                return int(out["rows"]), seconds, peak  # type: ignore[call-overload]
+
             for engine, extra in (("local", ["--batch-rows", str(BATCH_ROWS)]),
                                   ("spark", ["--spark-master", "local[2]"])):
-                seconds, peak, out = timed([*score, str(batch), str(home / engine),
-                                            "--engine", engine, *extra, "--json"], env)
-                results[engine] = (int(out["rows"]), seconds, peak)  # type: ignore[arg-type]
+                results[engine] = (measure(small, engine, extra, {}),
+                                   measure(batch, engine, extra, {}))
             serving_port = free_port()
             serving = ManagedProcess(name="serving", home=home,
                                      health_url=f"http://127.0.0.1:{serving_port}/health")
@@ -97,9 +116,9 @@ def main() -> None:
                 if time.monotonic() > deadline:
                     raise SystemExit("error: the serving API never became ready")
                 time.sleep(0.5)
-            seconds, peak, out = timed([*score, str(api_batch), str(home / "api"), "--engine",
-                                        "api", "--json"], {**env, "MLOPS_SERVING_URL": url})
-            results["api"] = (int(out["rows"]), seconds, peak)  # type: ignore[arg-type]
+            on_api = {"MLOPS_SERVING_URL": url}
+            results["api"] = (measure(small, "api", [], on_api),
+                              measure(api_batch, "api", [], on_api))
         finally:
             if serving is not None:
                 serving.stop()
@@ -107,20 +126,29 @@ def main() -> None:
     report(results)
 
 
-def report(results: dict[str, tuple[int, float, int]]) -> None:
-    api_rate = results["api"][0] / results["api"][1]
+def marginal_rate(small: Run, large: Run) -> float:
+    """Rows per second beyond the fixed cost: what a much larger input would see."""
+    return (large[0] - small[0]) / max(large[1] - small[1], 1e-9)
+
+
+def report(results: dict[str, tuple[Run, Run]]) -> None:
+    api_rate = results["api"][1][0] / results["api"][1][1]
+    api_marginal = marginal_rate(*results["api"])
     print(f"\n{'engine':<8}{'rows':>12}{'seconds':>10}{'rows/s':>12}{'vs api':>9}"
-          f"{'peak MB':>9}")
-    for engine, (rows, seconds, peak) in results.items():
-        rate = rows / seconds
+          f"{'fixed s':>9}{'marginal rows/s':>17}{'vs api':>9}{'peak MB':>9}")
+    for engine, (small, (rows, seconds, peak)) in results.items():
+        rate, marginal = rows / seconds, marginal_rate(small, (rows, seconds, peak))
         print(f"{engine:<8}{rows:>12,}{seconds:>10.1f}{rate:>12,.0f}{rate / api_rate:>8.1f}x"
-              f"{peak:>9}")
+              f"{small[1]:>9.1f}{marginal:>17,.0f}{marginal / api_marginal:>8.1f}x{peak:>9}")
     print(f"\nlocal engine batch size {BATCH_ROWS:,} rows; input {ROWS:,} rows "
-          f"({results['local'][0]:,} scored); seconds include process start and model fetch")
-    for engine, (rows, seconds, peak) in results.items():
+          f"({results['local'][1][0]:,} scored); seconds include process start and model "
+          f"fetch; fixed s is the time to score {SMALL_ROWS:,} rows")
+    for engine, (small, (rows, seconds, peak)) in results.items():
+        marginal = marginal_rate(small, (rows, seconds, peak))
         print(f"RESULT engine={engine} rows={rows} seconds={seconds:.2f} "
               f"rows_per_s={rows / seconds:.0f} ratio_vs_api={rows / seconds / api_rate:.2f} "
-              f"peak_rss_mb={peak}")
+              f"fixed_s={small[1]:.2f} marginal_rows_per_s={marginal:.0f} "
+              f"marginal_ratio_vs_api={marginal / api_marginal:.2f} peak_rss_mb={peak}")
 
 
 if __name__ == "__main__":

@@ -51,6 +51,11 @@ def _executor_model(folder_name: str, identity: dict[str, str],
     from pyspark import SparkFiles
 
     if folder_name not in _LOADED:
+        # One task per core: the model's own thread pools would only compete with the
+        # other tasks on the same machine.
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
         folder = Path(SparkFiles.get(folder_name))
         _LOADED[folder_name] = BatchModel.load(folder, identity=ModelIdentity(**identity),
                                                manifest=manifest)
@@ -75,8 +80,23 @@ def _ship(spark: Any, folder: Path) -> str:
 
 def _read(spark: Any, source: str) -> Any:
     if file_format(source) == "parquet":
-        return spark.read.parquet(source)
-    return spark.read.option("header", "true").option("inferSchema", "true").csv(source)
+        frame = spark.read.parquet(source)
+    else:
+        frame = spark.read.option("header", "true").option("inferSchema", "true").csv(source)
+    return _spread(spark, frame)
+
+
+def _spread(spark: Any, frame: Any) -> Any:
+    """Every core busy even on an input of fewer files than cores.
+
+    Spark splits Parquet by row group: one file written by pandas is one row group, so
+    it would be scored by one task however many cores there are. An input of at least
+    as many files as cores is left as it is (no shuffle on a large, partitioned input).
+    """
+    cores = spark.sparkContext.defaultParallelism
+    if len(frame.inputFiles()) < cores:
+        return frame.repartition(cores)
+    return frame
 
 
 def score_with_spark(*, source: str, output: str, model: BatchModel, master: str = "local[*]",
@@ -108,15 +128,15 @@ def score_with_spark(*, source: str, output: str, model: BatchModel, master: str
             scored.write.mode("overwrite").parquet(staging)
         except Exception as err:  # a failure inside an executor comes back as Spark's error
             raise _job_failure(err) from err
-        written = spark.read.parquet(staging)
-        rows = written.count()
-        versions = sorted({str(r[0]) for r in written.select("model_version").distinct()
-                           .collect()})
+        # Counted from what was written (Parquet footers only: no second scoring pass).
+        rows = spark.read.parquet(staging).count()
         publish(staging, output)
     except BaseException:
         discard(staging)
         raise
-    return ScoreResult(output=output, rows=rows, engine="spark", model_versions=versions)
+    # One verified model scores every row of a Spark job: its version is the only one.
+    return ScoreResult(output=output, rows=rows, engine="spark",
+                       model_versions=[model.identity.version])
 
 
 def _job_failure(err: Exception) -> Exception:
