@@ -38,16 +38,20 @@ SCORES_DIR = os.environ.get("MLOPS_SCORES_DIR", str(REPO / ".mlops" / "scores"))
 SPARK_MASTER = os.environ.get("MLOPS_SPARK_MASTER", "local[*]")
 """Where the inference DAG's spark engine runs: Spark in the worker by default."""
 
-# The `emr-serverless` engine of the inference DAG. The cloud stack sets these in MWAA's
-# Airflow configuration (section `mlops`), which Airflow exposes as AIRFLOW__MLOPS__*.
+# The `emr-serverless` engines of the inference and training DAGs. The cloud stack sets
+# these in MWAA's Airflow configuration (section `mlops`), which Airflow exposes as
+# AIRFLOW__MLOPS__*.
 EMR_APPLICATION_ID = os.environ.get("AIRFLOW__MLOPS__EMR_APPLICATION_ID", "")
 """The EMR Serverless Spark application (the stack's `sparkApplicationId`)."""
 
 EMR_JOB_ROLE_ARN = os.environ.get("AIRFLOW__MLOPS__EMR_JOB_ROLE_ARN", "")
 """The job's role: reads the batch bucket's input/ and writes its scores/ only."""
 
+EMR_TRAIN_JOB_ROLE_ARN = os.environ.get("AIRFLOW__MLOPS__EMR_TRAIN_JOB_ROLE_ARN", "")
+"""The training job's role: reads the batch bucket's training/ only, logs to the tracking server."""
+
 EMR_ENTRY_POINT = os.environ.get("AIRFLOW__MLOPS__EMR_ENTRY_POINT", "")
-"""s3:// URI of dags/emr/score_entry.py as synced to the DAGs bucket."""
+"""s3:// URI of dags/emr/mlops_entry.py as synced to the DAGs bucket."""
 
 EMR_SPARK_PARAMETERS = os.environ.get("AIRFLOW__MLOPS__EMR_SPARK_PARAMETERS", "")
 """spark-submit settings of the job: the packed environment (`spark.archives`) and the

@@ -46,10 +46,9 @@ from _defaults import (
 from airflow.providers.amazon.aws.operators.emr import EmrServerlessStartJobOperator
 from airflow.sdk import Param, dag, get_current_context, task
 
-from pipeline.gitops import registry
+from pipeline.gitops import emr, registry
 from pipeline.gitops.card import load_card
 from pipeline.gitops.scoring import (
-    emr_serverless_job_driver,
     production_model_uri,
     score_with_model,
     spark_job_arguments,
@@ -59,6 +58,10 @@ from pipeline.serving_client import RetryPolicy, ServingClient
 from pipeline.settings import load_settings
 from pipeline.stages.datasets import load_spec
 from pipeline.stages.score_batch import score_batch, spark_output
+
+EMR_SETTINGS = {"emr_application_id": "EMR_APPLICATION_ID",
+                "emr_job_role_arn": "EMR_JOB_ROLE_ARN", "emr_entry_point": "EMR_ENTRY_POINT"}
+"""The emr-serverless engine's params that must not be empty, and their Airflow settings."""
 
 
 @dag(
@@ -90,7 +93,7 @@ from pipeline.stages.score_batch import score_batch, spark_output
         "emr_job_role_arn": Param(EMR_JOB_ROLE_ARN, type="string",
                                   description="emr-serverless: the job's role"),
         "emr_entry_point": Param(EMR_ENTRY_POINT, type="string",
-                                 description="emr-serverless: s3:// URI of score_entry.py"),
+                                 description="emr-serverless: s3:// URI of mlops_entry.py"),
         "emr_spark_parameters": Param(EMR_SPARK_PARAMETERS, type="string",
                                       description="emr-serverless: spark-submit settings"),
         "emr_card": Param(EMR_CARD, type="string",
@@ -132,7 +135,7 @@ def mlops_inference() -> None:
         context = get_current_context()
         params = context["params"]
         logical_date = context.get("logical_date") or context["dag_run"].run_after
-        _require_emr_params(params)
+        emr.require_params(params, EMR_SETTINGS)
         settings = load_settings()
         card = load_card(Path(params["card"]))
         model_uri = production_model_uri(registry.client(settings.mlflow_tracking_uri),
@@ -140,9 +143,8 @@ def mlops_inference() -> None:
         arguments = spark_job_arguments(source=params["input"], model_uri=model_uri,
                                         output=spark_output(params["output_dir"], logical_date),
                                         card=params["emr_card"])
-        return emr_serverless_job_driver(entry_point=params["emr_entry_point"],
-                                         arguments=arguments,
-                                         spark_parameters=params["emr_spark_parameters"])
+        return emr.job_driver(entry_point=params["emr_entry_point"], arguments=arguments,
+                              spark_parameters=params["emr_spark_parameters"])
 
     driver = emr_job_driver()
     EmrServerlessStartJobOperator(
@@ -152,16 +154,6 @@ def mlops_inference() -> None:
         job_driver=driver, name="mlops-score-{{ ds_nodash }}",
         wait_for_completion=True, waiter_delay=EMR_POLL_SECONDS, retries=0)
     choose_engine() >> [score(), driver]
-
-
-def _require_emr_params(params: dict[str, Any]) -> None:
-    """Each missing setting named in one line, before anything is submitted."""
-    for key, setting in (("emr_application_id", "EMR_APPLICATION_ID"),
-                         ("emr_job_role_arn", "EMR_JOB_ROLE_ARN"),
-                         ("emr_entry_point", "EMR_ENTRY_POINT")):
-        if not str(params.get(key, "")).strip():
-            raise ValueError(f"engine emr-serverless: param {key} is empty (set it, or "
-                             f"AIRFLOW__MLOPS__{setting} in the Airflow environment)")
 
 
 def _score_on_spark(model_name: str, params: dict[str, Any],

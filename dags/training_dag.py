@@ -8,6 +8,13 @@ gate (`mlops gate`) and the merge (`mlops promote`).
 
 Hyperparameters are DAG params (estimator and its parameters), so a run can be
 triggered with `{"estimator": "random_forest", "params": {"n_estimators": 200}}`.
+
+With `engine: emr-serverless` (the cloud) the training runs where the data is: the
+Amazon provider's operator submits `mlops train --register` to the stack's EMR
+Serverless application under the training job role (which reads the batch bucket's
+`training/` prefix and nothing else of it), and waits for the job. The job runs the
+same stages, logs the same run and registers the version, tagged with this DAG run,
+never Production. The early floor check on validation is then the gate's alone.
 """
 
 from __future__ import annotations
@@ -16,11 +23,33 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-from _defaults import CARD, TRAINING_SCHEDULE, WORK_ROOT
+from _defaults import (
+    AWS_CONN_ID,
+    CARD,
+    EMR_APPLICATION_ID,
+    EMR_CARD,
+    EMR_ENTRY_POINT,
+    EMR_POLL_SECONDS,
+    EMR_SPARK_PARAMETERS,
+    EMR_TRAIN_JOB_ROLE_ARN,
+    TRAINING_SCHEDULE,
+    WORK_ROOT,
+)
+from airflow.providers.amazon.aws.operators.emr import EmrServerlessStartJobOperator
 from airflow.sdk import Param, dag, get_current_context, task
 
+from pipeline.gitops import emr
 from pipeline.gitops import training as steps
 from pipeline.stages.train import DEFAULT_ESTIMATOR
+
+EMR_SETTINGS = {"emr_application_id": "EMR_APPLICATION_ID",
+                "emr_train_job_role_arn": "EMR_TRAIN_JOB_ROLE_ARN",
+                "emr_entry_point": "EMR_ENTRY_POINT"}
+"""The emr-serverless engine's params that must not be empty, and their Airflow settings."""
+
+
+def _registered_by(run_id: str) -> str:
+    return f"airflow mlops_training {run_id}"
 
 
 def _work_dir() -> str:
@@ -44,10 +73,43 @@ def _work_dir() -> str:
         "work_root": Param(WORK_ROOT, type="string",
                            description="folder or s3:// prefix for the data handed between "
                                        "tasks (shared storage when workers differ)"),
+        "engine": Param("local", type="string", enum=["local", "emr-serverless"],
+                        description="local: the stages as tasks of this DAG; emr-serverless: "
+                                    "`mlops train` as a job on the stack's EMR Serverless "
+                                    "application, where the data is"),
+        "emr_application_id": Param(EMR_APPLICATION_ID, type="string",
+                                    description="emr-serverless: the Spark application"),
+        "emr_train_job_role_arn": Param(EMR_TRAIN_JOB_ROLE_ARN, type="string",
+                                        description="emr-serverless: the training job's role"),
+        "emr_entry_point": Param(EMR_ENTRY_POINT, type="string",
+                                 description="emr-serverless: s3:// URI of mlops_entry.py"),
+        "emr_spark_parameters": Param(EMR_SPARK_PARAMETERS, type="string",
+                                      description="emr-serverless: spark-submit settings"),
+        "emr_card": Param(EMR_CARD, type="string",
+                          description="emr-serverless: the card's path on the job's side"),
     },
     doc_md=__doc__,
 )
 def mlops_training() -> None:
+    @task.branch
+    def choose_engine() -> str:
+        """emr-serverless submits one job; local runs the stages as this DAG's tasks."""
+        engine = get_current_context()["params"]["engine"]
+        return "emr_train_driver" if engine == "emr-serverless" else "prepare"
+
+    @task(retries=0)
+    def emr_train_driver() -> dict[str, object]:
+        """The job: `mlops train --register` with this run's estimator and parameters."""
+        context = get_current_context()
+        params = context["params"]
+        emr.require_params(params, EMR_SETTINGS)
+        arguments = steps.train_job_arguments(card=params["emr_card"],
+                                              estimator=params["estimator"],
+                                              params=params["params"],
+                                              registered_by=_registered_by(context["run_id"]))
+        return emr.job_driver(entry_point=params["emr_entry_point"], arguments=arguments,
+                              spark_parameters=params["emr_spark_parameters"])
+
     @task
     def prepare() -> dict[str, Any]:
         params = get_current_context()["params"]
@@ -78,13 +140,21 @@ def mlops_training() -> None:
         context = get_current_context()
         return steps.register_step(card_path=Path(context["params"]["card"]),
                                    run_id=evaluated["run_id"],
-                                   registered_by=f"airflow mlops_training {context['run_id']}")
+                                   registered_by=_registered_by(context["run_id"]))
 
     @task(trigger_rule="all_done", retries=0)
     def cleanup() -> dict[str, Any]:
         return steps.cleanup_step(work_dir=_work_dir())
 
+    driver = emr_train_driver()
+    EmrServerlessStartJobOperator(
+        task_id="emr_train", aws_conn_id=AWS_CONN_ID,
+        application_id="{{ params.emr_application_id }}",
+        execution_role_arn="{{ params.emr_train_job_role_arn }}",
+        job_driver=driver, name="mlops-train-{{ ds_nodash }}",
+        wait_for_completion=True, waiter_delay=EMR_POLL_SECONDS, retries=0)
     prepared = prepare()
+    choose_engine() >> [prepared, driver]
     run_id = train(prepared)
     features(prepared) >> run_id
     evaluated = evaluate(prepared, run_id)

@@ -4,7 +4,9 @@ MWAA runs the repository's DAGs (training on a schedule, batch inference) in the
 subnets with a private web server; its DAGs and requirements come from a private,
 encrypted, versioned bucket. EMR Serverless runs `mlops score --engine spark` on big
 batches: its job role reads only the input prefix and writes only the output prefix of
-the batch bucket. Each role names the actions it needs, on the resources it needs.
+the batch bucket. It also runs `mlops train` where the training data is, under a role
+of its own that reads only the training prefix. Each role names the actions it needs,
+on the resources it needs.
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ from mlops_stack.artifacts import ArtifactStore, ArtifactStoreArgs
 
 BATCH_INPUT_PREFIX = "input/"
 BATCH_OUTPUT_PREFIX = "scores/"
+TRAINING_PREFIX = "training/"
+"""Where the training data lies in the batch bucket (a card's `data.source` under it)."""
 DAGS_PREFIX = "dags"
 REQUIREMENTS_KEY = "requirements.txt"
 EMR_PREFIX = "emr/"
 """Where the Spark job's packed environment lives in the DAGs bucket (docs/orchestration.md)."""
-ENTRY_POINT_KEY = f"{DAGS_PREFIX}/emr/score_entry.py"
-"""The job's entry point, as the DAGs sync uploads dags/emr/score_entry.py."""
+ENTRY_POINT_KEY = f"{DAGS_PREFIX}/emr/mlops_entry.py"
+"""The job's entry point, as the DAGs sync uploads dags/emr/mlops_entry.py."""
 
 
 @dataclass
@@ -60,11 +64,13 @@ class Orchestration(pulumi.ComponentResource):
         self.security_group = self._security_group()
         self.spark = self._spark_application()
         self.job_role = self._job_role()
+        self.train_job_role = self._train_job_role()
         self.execution_role = self._execution_role()
         self.airflow = self._airflow()
         self.register_outputs({
             "dags_bucket": self.dags.bucket_name, "batch_bucket": self.batch.bucket_name,
             "spark_application_id": self.spark.id, "job_role_arn": self.job_role.arn,
+            "train_job_role_arn": self.train_job_role.arn,
             "airflow_webserver_url": self.airflow.webserver_url,
         })
 
@@ -116,6 +122,20 @@ class Orchestration(pulumi.ComponentResource):
                            opts=self._child)
         return role
 
+    def _train_job_role(self) -> aws.iam.Role:
+        """The training job: the training prefix read, the tracking login, nothing else."""
+        role = aws.iam.Role(
+            f"{self._name}-train-job", name=f"{self._args.prefix}-train-job",
+            assume_role_policy=json.dumps(_assumed_by("emr-serverless.amazonaws.com")),
+            tags=self._args.tags, opts=self._child)
+        policy = pulumi.Output.all(bucket=self.batch.bucket_arn, dags=self.dags.bucket_arn,
+                                   secret=self._args.tracking_secret_arn).apply(
+            lambda a: json.dumps(train_job_policy(a["bucket"], a["secret"],
+                                                  dags_bucket_arn=a["dags"])))
+        aws.iam.RolePolicy(f"{self._name}-train-job-policy", role=role.id, policy=policy,
+                           opts=self._child)
+        return role
+
     def _execution_role(self) -> aws.iam.Role:
         args = self._args
         environment = f"{args.prefix}-airflow"
@@ -126,10 +146,12 @@ class Orchestration(pulumi.ComponentResource):
             tags=args.tags, opts=self._child)
         policy = pulumi.Output.all(
             dags=self.dags.bucket_arn, app=self.spark.arn, job_role=self.job_role.arn,
+            train_role=self.train_job_role.arn,
             secret=args.tracking_secret_arn).apply(lambda a: json.dumps(airflow_policy(
                 region=args.region, account_id=args.account_id, environment=environment,
                 dags_bucket_arn=a["dags"], application_arn=a["app"],
-                job_role_arn=a["job_role"], tracking_secret_arn=a["secret"])))
+                job_role_arns=[a["job_role"], a["train_role"]],
+                tracking_secret_arn=a["secret"])))
         aws.iam.RolePolicy(f"{self._name}-airflow-exec-policy", role=role.id, policy=policy,
                            opts=self._child)
         return role
@@ -155,12 +177,14 @@ class Orchestration(pulumi.ComponentResource):
 
 
     def _emr_settings(self) -> pulumi.Output[dict[str, str]]:
-        """What the inference DAG's emr-serverless engine reads (AIRFLOW__MLOPS__* on the
-        workers): the application, the job role, the entry point and packed environment."""
+        """What the DAGs' emr-serverless engines read (AIRFLOW__MLOPS__* on the workers):
+        the application, the job roles, the entry point and packed environment."""
         return pulumi.Output.all(app=self.spark.id, role=self.job_role.arn,
+                                 train_role=self.train_job_role.arn,
                                  bucket=self.dags.bucket_name).apply(lambda a: {
             "mlops.emr_application_id": a["app"],
             "mlops.emr_job_role_arn": a["role"],
+            "mlops.emr_train_job_role_arn": a["train_role"],
             "mlops.emr_entry_point": f"s3://{a['bucket']}/{ENTRY_POINT_KEY}",
             "mlops.emr_spark_parameters": emr_spark_parameters(a["bucket"]),
         })
@@ -183,14 +207,39 @@ def _assumed_by(*services: str) -> dict[str, object]:
         "Action": "sts:AssumeRole"}]}
 
 
+def _job_code(dags_bucket_arn: str) -> dict[str, object]:
+    """A job reads its own entry point and packed environment from the DAGs bucket."""
+    return {"Sid": "ReadJobCode", "Effect": "Allow", "Action": ["s3:GetObject"],
+            "Resource": [f"{dags_bucket_arn}/{ENTRY_POINT_KEY}",
+                         f"{dags_bucket_arn}/{EMR_PREFIX}*"]}
+
+
+def _tracking_login(tracking_secret_arn: str) -> dict[str, object]:
+    return {"Sid": "TrackingLogin", "Effect": "Allow",
+            "Action": ["secretsmanager:GetSecretValue"], "Resource": [tracking_secret_arn]}
+
+
+def train_job_policy(bucket_arn: str, tracking_secret_arn: str, *,
+                     dags_bucket_arn: str) -> dict[str, object]:
+    """Read `training/`, read the tracking login (the run and its model go to the tracking
+    server, which stores the artifacts), and the job's own code."""
+    return {"Version": "2012-10-17", "Statement": [
+        _job_code(dags_bucket_arn),
+        {"Sid": "ListTrainingData", "Effect": "Allow", "Action": ["s3:ListBucket"],
+         "Resource": [bucket_arn], "Condition": {"StringLike": {
+             "s3:prefix": [f"{TRAINING_PREFIX}*"]}}},
+        {"Sid": "ReadTrainingData", "Effect": "Allow", "Action": ["s3:GetObject"],
+         "Resource": [f"{bucket_arn}/{TRAINING_PREFIX}*"]},
+        _tracking_login(tracking_secret_arn),
+    ]}
+
+
 def spark_job_policy(bucket_arn: str, tracking_secret_arn: str, *,
                      dags_bucket_arn: str) -> dict[str, object]:
     """Read `input/`, write `scores/`, read the tracking login, and its own entry point
     and packed environment from the DAGs bucket."""
     return {"Version": "2012-10-17", "Statement": [
-        {"Sid": "ReadJobCode", "Effect": "Allow", "Action": ["s3:GetObject"],
-         "Resource": [f"{dags_bucket_arn}/{ENTRY_POINT_KEY}",
-                      f"{dags_bucket_arn}/{EMR_PREFIX}*"]},
+        _job_code(dags_bucket_arn),
         {"Sid": "ListBatchPrefixes", "Effect": "Allow", "Action": ["s3:ListBucket"],
          "Resource": [bucket_arn], "Condition": {"StringLike": {
              "s3:prefix": [f"{BATCH_INPUT_PREFIX}*", f"{BATCH_OUTPUT_PREFIX}*"]}}},
@@ -200,15 +249,15 @@ def spark_job_policy(bucket_arn: str, tracking_secret_arn: str, *,
          "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject",
                     "s3:AbortMultipartUpload"],
          "Resource": [f"{bucket_arn}/{BATCH_OUTPUT_PREFIX}*"]},
-        {"Sid": "TrackingLogin", "Effect": "Allow", "Action": ["secretsmanager:GetSecretValue"],
-         "Resource": [tracking_secret_arn]},
+        _tracking_login(tracking_secret_arn),
     ]}
 
 
 def airflow_policy(*, region: str, account_id: str, environment: str, dags_bucket_arn: str,
-                   application_arn: str, job_role_arn: str,
+                   application_arn: str, job_role_arns: list[str],
                    tracking_secret_arn: str) -> dict[str, object]:
-    """What MWAA needs to run the DAGs and submit the scoring job, and nothing else."""
+    """What MWAA needs to run the DAGs and submit the scoring and training jobs, and
+    nothing else."""
     logs = f"arn:aws:logs:{region}:{account_id}:log-group:airflow-{environment}-*"
     queue = f"arn:aws:sqs:{region}:*:airflow-celery-*"  # MWAA's own queues, in its account
     return {"Version": "2012-10-17", "Statement": [
@@ -230,13 +279,12 @@ def airflow_policy(*, region: str, account_id: str, environment: str, dags_bucke
                     "sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:ReceiveMessage",
                     "sqs:SendMessage"],
          "Resource": [queue]},
-        {"Sid": "SubmitScoring", "Effect": "Allow",
+        {"Sid": "SubmitJobs", "Effect": "Allow",
          "Action": ["emr-serverless:StartJobRun", "emr-serverless:GetJobRun",
                     "emr-serverless:CancelJobRun", "emr-serverless:GetApplication"],
          "Resource": [application_arn, f"{application_arn}/jobruns/*"]},
-        {"Sid": "PassJobRole", "Effect": "Allow", "Action": ["iam:PassRole"],
-         "Resource": [job_role_arn], "Condition": {"StringEquals": {
+        {"Sid": "PassJobRoles", "Effect": "Allow", "Action": ["iam:PassRole"],
+         "Resource": job_role_arns, "Condition": {"StringEquals": {
              "iam:PassedToService": "emr-serverless.amazonaws.com"}}},
-        {"Sid": "TrackingLogin", "Effect": "Allow", "Action": ["secretsmanager:GetSecretValue"],
-         "Resource": [tracking_secret_arn]},
+        _tracking_login(tracking_secret_arn),
     ]}

@@ -182,6 +182,7 @@ def build(settings: StackSettings) -> Stack:
             "batchBucket": orchestration.batch.bucket_name,
             "sparkApplicationId": orchestration.spark.id,
             "sparkJobRoleArn": orchestration.job_role.arn,
+            "trainJobRoleArn": orchestration.train_job_role.arn,
             "airflowWebserverUrl": orchestration.airflow.webserver_url,
         })
     return Stack(network, artifacts, database, tracking, serving, ci, outputs, orchestration)

@@ -12,6 +12,7 @@ from pipeline.cli.app import CardOption, app, say, settings_and_card, use_tracki
 from pipeline.errors import MlopsError
 from pipeline.gitops import registry
 from pipeline.gitops.card import prepare_data
+from pipeline.gitops.training import tag_registered_by
 from pipeline.stages.datasets import load_spec
 from pipeline.stages.train import DEFAULT_ESTIMATOR, make_estimator, parse_params, train
 
@@ -26,12 +27,17 @@ def train_command(
     register: Annotated[bool, typer.Option(help="register the model under model.name")] = False,
     promote: Annotated[bool, typer.Option(
         help="with --register: make it Production when the registry has none yet")] = False,
+    registered_by: Annotated[str | None, typer.Option(
+        help="with --register: who asked (a DAG run, a job), kept as the version's "
+             "registered_by tag")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
     card_path: CardOption = None,
 ) -> None:
     """Train one model on the card's dataset and log it as an MLflow run."""
     if promote and not register:
         raise MlopsError("--promote needs --register")
+    if registered_by is not None and not register:
+        raise MlopsError("--registered-by needs --register")
     settings, card = settings_and_card(card_path)
     spec = load_spec(card.data.dataset)
     params = parse_params(param or [])
@@ -63,6 +69,8 @@ def train_command(
                                             tracking_uri=settings.mlflow_tracking_uri)
                    if promote else
                    registry.register_run(mlflow_client, card.model.name, result.run_id))
+        if registered_by is not None:
+            tag_registered_by(mlflow_client, card.model.name, version.version, registered_by)
         summary["version"] = version.version
         say(f"registered {card.model.name} version {version.version}")
         if promote:

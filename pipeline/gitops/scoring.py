@@ -75,14 +75,3 @@ def spark_job_arguments(*, source: str, output: str, model_uri: str, card: str) 
     command, checks and engine as on this machine."""
     return ["score", source, output, "--engine", "spark", "--model-uri", model_uri,
             "--card", card, "--json"]
-
-
-def emr_serverless_job_driver(*, entry_point: str, arguments: Sequence[str],
-                              spark_parameters: str) -> dict[str, object]:
-    """EMR Serverless's `jobDriver`: the entry point (which calls `mlops`) with the command
-    line, and the Spark settings that bring the packed environment along."""
-    submit: dict[str, object] = {"entryPoint": entry_point,
-                                 "entryPointArguments": list(arguments)}
-    if spark_parameters.strip():
-        submit["sparkSubmitParameters"] = spark_parameters.strip()
-    return {"sparkSubmit": submit}

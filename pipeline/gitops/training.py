@@ -20,11 +20,14 @@ at the tracking server; these functions never change MLflow's global state.
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import mlflow
+from mlflow.tracking import MlflowClient
 
 from pipeline.errors import NegativeVerdict
 from pipeline.gitops import registry
@@ -45,7 +48,8 @@ from pipeline.stages.handover import (
 from pipeline.stages.train import make_estimator, train
 
 __all__ = ["cleanup_step", "evaluate_step", "features_step", "load_prepared", "prepare_step",
-           "register_step", "train_step", "work_dir_for"]
+           "register_step", "tag_registered_by", "train_job_arguments", "train_step",
+           "work_dir_for"]
 
 REGISTERED_BY_TAG = "registered_by"
 
@@ -119,6 +123,23 @@ def register_step(*, card_path: Path, run_id: str, registered_by: str) -> dict[s
     card = load_card(card_path)
     client = registry.client(load_settings().mlflow_tracking_uri)
     version = registry.register_run(client, card.model.name, run_id)
-    client.set_model_version_tag(card.model.name, version.version, REGISTERED_BY_TAG,
-                                 registered_by)
+    tag_registered_by(client, card.model.name, version.version, registered_by)
     return {"name": card.model.name, "version": str(version.version), "run_id": run_id}
+
+
+def tag_registered_by(client: MlflowClient, name: str, version: str,
+                      registered_by: str) -> None:
+    """Who registered the version (a DAG run, a job): the audit trail before any gate."""
+    client.set_model_version_tag(name, version, REGISTERED_BY_TAG, registered_by)
+
+
+def train_job_arguments(*, card: str, estimator: str, params: Mapping[str, Any],
+                        registered_by: str) -> list[str]:
+    """The `mlops train` command line a remote job (EMR Serverless) runs: the same stages
+    and three sets as this DAG's tasks, one logged run, a version registered and tagged
+    `registered_by`, never Production."""
+    arguments = ["train", "--estimator", estimator]
+    for key, value in params.items():
+        arguments += ["--param", f"{key}={json.dumps(value)}"]  # JSON scalars are YAML
+    return [*arguments, "--register", "--registered-by", registered_by, "--card", card,
+            "--json"]

@@ -151,12 +151,17 @@ def test_the_dag_files_parse_as_the_scheduler_sees_them(airflow_home: Path) -> N
         "emr_job_driver": {"choose_engine"}, "emr_score": {"emr_job_driver"}}
     training = bag.dags["mlops_training"]
     order = ["prepare", "features", "train", "evaluate", "register"]
-    assert {t.task_id for t in training.tasks} == {*order, "cleanup"}
+    assert {t.task_id for t in training.tasks} == {*order, "cleanup", "choose_engine",
+                                                    "emr_train_driver", "emr_train"}
+    assert training.task_dict["prepare"].upstream_task_ids == {"choose_engine"}
+    assert training.task_dict["emr_train"].upstream_task_ids == {"emr_train_driver"}
     assert "prepare" in training.task_dict["features"].upstream_task_ids
     assert {"prepare", "features"} <= training.task_dict["train"].upstream_task_ids
     assert training.task_dict["evaluate"].upstream_task_ids == {"prepare", "train"}
     assert training.task_dict["register"].upstream_task_ids == {"evaluate"}
-    assert set(training.params) == {"card", "estimator", "params", "work_root"}
+    assert set(training.params) == {"card", "estimator", "params", "work_root", "engine",
+                                    "emr_application_id", "emr_train_job_role_arn",
+                                    "emr_entry_point", "emr_spark_parameters", "emr_card"}
 
 
 # --- training ------------------------------------------------------------------------------
@@ -178,6 +183,77 @@ def test_training_dag_logs_a_run_with_a_model_and_registers_it_without_promoting
     assert version.tags.get("registered_by", "").startswith("airflow mlops_training ")
     assert registry.production_version(client, trained.model_name) is None
     assert list(trained.work_root.iterdir()) == [], "the work dir of the run is removed"
+
+
+def test_training_dag_on_emr_serverless_submits_mlops_train_where_the_data_is(
+        tracking_server: TrackingServer, emr_serverless: EmrServerless, tmp_path: Path,
+        airflow_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """engine=emr-serverless: EMR gets `mlops train --register` with the run's estimator
+    and parameters under the training job role, and no stage runs in the worker; run here
+    as EMR runs it, it logs and registers a version tagged with the DAG run, not Production."""
+    for key, value in {**tracking_server.env, **emr_serverless.connection_env}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("MLOPS_EXPERIMENT", f"dags-emr-{uuid.uuid4().hex[:8]}")
+    card = write_card(tmp_path, unique_name("dag-emr-train"))  # a model of its own
+    role = "arn:aws:iam::123456789012:role/mlops-train-job"
+    entry = "s3://mlops-dags/dags/emr/mlops_entry.py"
+    archives = "--conf spark.archives=s3://mlops-dags/emr/mlops-venv.tar.gz#environment"
+    work_root = tmp_path / "work"
+    submitted_before = len(_job_runs(emr_serverless))
+    run = load_dag("training_dag", "training_dag").test(
+        logical_date=DATE + dt.timedelta(days=1), run_conf={
+            "card": str(card), "estimator": "hist_gradient_boosting",
+            "params": {"max_iter": 20, "learning_rate": 0.2}, "work_root": str(work_root),
+            "engine": "emr-serverless", "emr_application_id": emr_serverless.application_id,
+            "emr_train_job_role_arn": role, "emr_entry_point": entry,
+            "emr_spark_parameters": archives, "emr_card": str(card)})
+    assert str(run.state) == "success"
+    assert run.get_task_instance("prepare").state == "skipped"
+    assert not work_root.exists() or not any(work_root.iterdir())
+
+    assert len(_job_runs(emr_serverless)) == submitted_before + 1, "the run submits one job"
+    job_id = run.get_task_instance("emr_train").xcom_pull(task_ids="emr_train")
+    job = emr_serverless.client.get_job_run(applicationId=emr_serverless.application_id,
+                                            jobRunId=job_id)["jobRun"]
+    assert job["executionRole"] == role
+    submit = job["jobDriver"]["sparkSubmit"]
+    assert (submit["entryPoint"], submit["sparkSubmitParameters"]) == (entry, archives)
+    arguments = submit["entryPointArguments"]
+    assert arguments[:3] == ["train", "--estimator", "hist_gradient_boosting"]
+    registered_by = arguments[arguments.index("--registered-by") + 1]
+    assert registered_by == f"airflow mlops_training {run.run_id}"
+
+    # What EMR runs, run here: the entry point with the submitted arguments.
+    done = subprocess.run([main_venv_bin("python"), str(DAGS / "emr" / "mlops_entry.py"),
+                           *arguments], env=dict(os.environ), capture_output=True, text=True,
+                          timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(done.stdout)
+    client = MlflowClient(tracking_server.uri)
+    (version,) = client.search_model_versions(f"name='{_model_name(card)}'")
+    assert (str(version.version), version.run_id) == (str(summary["version"]), summary["run_id"])
+    assert version.tags["registered_by"] == registered_by
+    logged = client.get_run(version.run_id).data
+    assert (logged.params["estimator.max_iter"], logged.params["estimator.learning_rate"]) == (
+        "20", "0.2")
+    assert set(logged.metrics) >= {"val_rmse", "val_r2"}
+    assert not set(logged.metrics) & {"rmse", "mae", "r2"}, "test-set names are the gate's"
+    assert registry.production_version(client, _model_name(card)) is None
+
+
+def test_training_dag_names_a_missing_emr_setting(
+        trained: Trained, tmp_path: Path, airflow_home: Path,
+        capfd: pytest.CaptureFixture[str]) -> None:
+    run = load_dag("training_dag", "training_dag").test(
+        logical_date=DATE + dt.timedelta(days=2), run_conf={
+            "card": str(trained.card), "estimator": "hist_gradient_boosting", "params": {},
+            "work_root": str(tmp_path), "engine": "emr-serverless",
+            "emr_application_id": "app", "emr_train_job_role_arn": "",
+            "emr_entry_point": "s3://b/e.py", "emr_spark_parameters": "",
+            "emr_card": "model_card.yaml"})
+    assert str(run.state) == "failed"
+    assert ("param emr_train_job_role_arn is empty (set it, or "
+            "AIRFLOW__MLOPS__EMR_TRAIN_JOB_ROLE_ARN") in "".join(capfd.readouterr())
 
 
 # --- inference -----------------------------------------------------------------------------
@@ -243,7 +319,7 @@ def test_inference_dag_on_emr_serverless_submits_the_spark_command_for_productio
     for key, value in {**tracking_server.env, **emr_serverless.connection_env}.items():
         monkeypatch.setenv(key, value)
     role = "arn:aws:iam::123456789012:role/mlops-spark-job"
-    entry = "s3://mlops-dags/dags/emr/score_entry.py"
+    entry = "s3://mlops-dags/dags/emr/mlops_entry.py"
     archives = "--conf spark.archives=s3://mlops-dags/emr/mlops-venv.tar.gz#environment"
     day = DATE + dt.timedelta(days=14)
     submitted_before = len(_job_runs(emr_serverless))  # one moto server per session
@@ -271,7 +347,7 @@ def test_inference_dag_on_emr_serverless_submits_the_spark_command_for_productio
 
     # What EMR runs, run here: the entry point with the submitted arguments, local Spark.
     python = main_venv_bin("python")
-    done = subprocess.run([python, str(DAGS / "emr" / "score_entry.py"), *arguments,
+    done = subprocess.run([python, str(DAGS / "emr" / "mlops_entry.py"), *arguments,
                            "--spark-master", "local[2]"],
                           env={**os.environ, "PYSPARK_PYTHON": python}, capture_output=True,
                           text=True, timeout=600, check=False)

@@ -75,7 +75,23 @@ def test_the_spark_job_role_reads_input_and_writes_scores_only(batch_stack: Depl
     code = statements["ReadJobCode"]
     assert code["Action"] == ["s3:GetObject"]
     assert [r.split(":::", 1)[1].split("/", 1)[1] for r in code["Resource"]] == [
-        "dags/emr/score_entry.py", "emr/*"]
+        "dags/emr/mlops_entry.py", "emr/*"]
+
+
+def test_the_training_job_role_reads_the_training_prefix_only(batch_stack: Deployment) -> None:
+    """The training DAG's emr-serverless engine: its job reads training/ and writes no
+    object at all (the run and the model go to the tracking server)."""
+    statements = {s["Sid"]: s for s in
+                  _policy(batch_stack, "orchestration-train-job-policy")["Statement"]}
+    assert set(statements) == {"ReadJobCode", "ListTrainingData", "ReadTrainingData",
+                               "TrackingLogin"}
+    assert statements["ReadTrainingData"]["Action"] == ["s3:GetObject"]
+    bucket = batch_stack.named(rules.S3_BUCKET, "orchestration-batch-bucket").state["arn"]
+    assert statements["ReadTrainingData"]["Resource"] == [f"{bucket}/training/*"]
+    assert statements["ListTrainingData"]["Condition"]["StringLike"]["s3:prefix"] == [
+        "training/*"]
+    actions = {a for s in statements.values() for a in s["Action"]}
+    assert actions == {"s3:GetObject", "s3:ListBucket", "secretsmanager:GetSecretValue"}
 
 
 def test_airflow_knows_where_to_submit_the_scoring_job(batch_stack: Deployment) -> None:
@@ -87,16 +103,19 @@ def test_airflow_knows_where_to_submit_the_scoring_job(batch_stack: Deployment) 
     job_role = batch_stack.named(rules.IAM_ROLE, "orchestration-spark-job")
     assert options["mlops.emr_application_id"] == spark.id
     assert options["mlops.emr_job_role_arn"] == job_role.state["arn"]
-    assert options["mlops.emr_entry_point"].endswith("/dags/emr/score_entry.py")
+    assert options["mlops.emr_train_job_role_arn"] == batch_stack.named(
+        rules.IAM_ROLE, "orchestration-train-job").state["arn"]
+    assert options["mlops.emr_entry_point"].endswith("/dags/emr/mlops_entry.py")
     assert "spark.archives=s3://" in options["mlops.emr_spark_parameters"]
 
 
 def test_airflow_may_submit_the_job_and_pass_only_its_role(batch_stack: Deployment) -> None:
     statements = {s["Sid"]: s for s in
                   _policy(batch_stack, "orchestration-airflow-exec-policy")["Statement"]}
-    job_role = batch_stack.named(rules.IAM_ROLE, "orchestration-spark-job")
-    assert statements["PassJobRole"]["Resource"] == [job_role.state["arn"]]
-    assert "emr-serverless:StartJobRun" in statements["SubmitScoring"]["Action"]
+    roles = [batch_stack.named(rules.IAM_ROLE, name).state["arn"]
+             for name in ("orchestration-spark-job", "orchestration-train-job")]
+    assert statements["PassJobRoles"]["Resource"] == roles
+    assert "emr-serverless:StartJobRun" in statements["SubmitJobs"]["Action"]
     assert not any("*" in a for s in statements.values() for a in s["Action"])
 
 

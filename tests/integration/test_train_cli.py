@@ -98,6 +98,7 @@ def test_plain_train_prints_only_the_run_id_on_stdout(
         (["--register", "--param", "depth=3"], "--param depth: HistGradientBoosting"),
         (["--register", "--param", "max_iter=-5"], "'max_iter' parameter"),
         (["--promote"], "--promote needs --register"),
+        (["--registered-by", "a job"], "--registered-by needs --register"),
     ],
 )
 def test_bad_input_fails_in_one_line_and_logs_nothing(
