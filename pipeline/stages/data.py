@@ -158,13 +158,14 @@ def _canonical(values: pd.Series, column: Column) -> pd.Series:
 
 
 def as_categories(values: pd.Series) -> pd.Series:
-    """Categories as text, missing as None: `True` becomes "True", 3 becomes "3".
+    """Categories as text, missing stays missing: `True` becomes "True", 3 becomes "3".
 
     What training does to a categorical column, so scoring does it too: a boolean or
     integer column read from a file must reach the model as the text it learned.
     """
     # Vectorized (str() per value in C, not a Python lambda): batch scoring calls this on
-    # every batch; `infer_objects` gives the dtype a per-value map would have inferred.
+    # every batch; `infer_objects` gives the dtype a per-value map would have inferred
+    # (pandas' text dtype, where a missing value reads as NaN, not None).
     text = values.astype(str).astype("object")
     return text.where(values.notna(), None).infer_objects()
 
