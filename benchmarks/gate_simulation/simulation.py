@@ -12,8 +12,9 @@ depend on noise). Beside it, the anchors' point rules see the same rows:
 
 A model is a vector of per-row errors (truth 0, prediction = error), so RMSE is the
 root mean square of the vector. Each scenario draws, for one simulated pull request,
-Production's and `k` candidates' errors on a validation sample and on a test sample;
-every candidate has the same true RMSE as Production minus `effect` dollars.
+Production's and `k` candidates' errors on a validation sample and on a test sample,
+independent of each other as the pipeline's disjoint sets are; every candidate has the
+same true RMSE as Production minus `effect` dollars.
 Selection picks the candidate with the lowest RMSE on the validation rows (what the
 three sets allow) or on the test rows (what the gate's own rows invite), and the gate
 then scores the winner on the test rows.
@@ -36,6 +37,7 @@ from pipeline.gitops.stats import Method, paired_bootstrap
 
 RULES = ("gate", "mlflow_threshold", "zenml_ge")
 Selection = Literal["none", "validation", "test"]
+Part = Literal["validation", "test"]
 
 
 class Scenario(Protocol):
@@ -49,8 +51,10 @@ class Scenario(Protocol):
         """Production's true RMSE, in dollars."""
         ...
 
-    def draw(self, rng: np.random.Generator, *, models: int, rows: int) -> np.ndarray:
-        """An array [models, rows] of errors; every model's true RMSE is `rmse`."""
+    def draw(self, rng: np.random.Generator, *, models: int, rows: int,
+             part: Part) -> np.ndarray:
+        """An array [models, rows] of errors on `part`'s rows; every model's true RMSE on
+        the test rows is `rmse`."""
         ...
 
 
@@ -70,7 +74,9 @@ class Synthetic:
     df: float = 4.0
     log_scale_sd: float = 0.6
 
-    def draw(self, rng: np.random.Generator, *, models: int, rows: int) -> np.ndarray:
+    def draw(self, rng: np.random.Generator, *, models: int, rows: int,
+             part: Part) -> np.ndarray:
+        """Every draw is fresh rows of a continuous world, whichever part it is for."""
         unit = math.sqrt(self.df / (self.df - 2))
         z = rng.standard_t(self.df, rows) / unit
         w = rng.standard_t(self.df, (models, rows)) / unit
@@ -84,25 +90,34 @@ class Synthetic:
 class Resampled:
     """Rows drawn with replacement from real per-row errors of trained models.
 
-    `population[m]` holds model m's errors on the demo's non-training rows; each model's
-    errors are rescaled so that its RMSE on the population equals Production's (row 0):
-    the true difference is zero, the shape and the row-by-row correlation are real.
+    `test[m]` holds model m's errors on the demo's sealed test rows and `validation[m]`
+    on its validation rows: two disjoint pools, as the pipeline's sets are, so that a
+    validation winner is the candidate that looked best on other rows, as in a real
+    search. Each model's errors are rescaled, in both pools by the same factor, so that
+    its RMSE on the test pool equals Production's (row 0): the true difference on the
+    gate's rows is zero, the shape and the row-by-row correlation are real.
     """
 
-    population: np.ndarray
+    test: np.ndarray
+    validation: np.ndarray
     name: str = "diamonds"
     rmse: float = field(init=False)
 
     def __post_init__(self) -> None:
-        rms = np.sqrt((self.population ** 2).mean(axis=1))
-        object.__setattr__(self, "population", self.population * (rms[0] / rms)[:, None])
+        if self.test.shape[0] != self.validation.shape[0]:
+            raise ValueError(f"{self.name}: the two pools hold different models")
+        rms = np.sqrt((self.test ** 2).mean(axis=1))
+        scale = (rms[0] / rms)[:, None]
+        object.__setattr__(self, "test", self.test * scale)
+        object.__setattr__(self, "validation", self.validation * scale)
         object.__setattr__(self, "rmse", float(rms[0]))
 
-    def draw(self, rng: np.random.Generator, *, models: int, rows: int) -> np.ndarray:
-        if models > len(self.population):
-            raise ValueError(f"{self.name}: {len(self.population)} models, {models} asked")
-        picked: np.ndarray = self.population[:models, rng.integers(0, self.population.shape[1],
-                                                                   rows)]
+    def draw(self, rng: np.random.Generator, *, models: int, rows: int,
+             part: Part) -> np.ndarray:
+        pool = self.test if part == "test" else self.validation
+        if models > len(pool):
+            raise ValueError(f"{self.name}: {len(pool)} models, {models} asked")
+        picked: np.ndarray = pool[:models, rng.integers(0, pool.shape[1], rows)]
         return picked
 
 
@@ -161,10 +176,11 @@ def one_pull_request(setting: Setting, policy: PromotionPolicy, index: int) -> d
     rng = np.random.default_rng([setting.seed, index])
     models = setting.k + 1
     shrink = 1.0 - setting.effect / setting.scenario.rmse
-    test = setting.scenario.draw(rng, models=models, rows=setting.test_rows)
+    test = setting.scenario.draw(rng, models=models, rows=setting.test_rows, part="test")
     test[1:] *= shrink
     if setting.selection == "validation":
-        validation = setting.scenario.draw(rng, models=models, rows=setting.validation_rows)
+        validation = setting.scenario.draw(rng, models=models, rows=setting.validation_rows,
+                                           part="validation")
         validation[1:] *= shrink
         winner = 1 + int(np.argmin(_rmse(validation[1:])))
     elif setting.selection == "test":

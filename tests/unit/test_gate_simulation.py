@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from benchmarks.gate_simulation import run
-from benchmarks.gate_simulation.simulation import smallest_effect, wilson
+from benchmarks.gate_simulation.simulation import Resampled, smallest_effect, wilson
 
 
 def _parse(lines: list[str]) -> dict[tuple[str, str], dict[str, float]]:
@@ -72,3 +73,19 @@ def test_wilson_interval_and_interpolation() -> None:
     assert low < 0.5 < high
     assert smallest_effect([10, 20], [0.6, 1.0]) == pytest.approx(15.0)
     assert smallest_effect([10, 20], [0.1, 0.2]) is None
+
+
+def test_the_real_error_scenario_draws_validation_and_test_rows_from_disjoint_pools() -> None:
+    """Validation draws never reuse a test row (the pipeline's sets are disjoint), and
+    every model's RMSE on the test pool equals Production's: a true difference of zero."""
+    rng = np.random.default_rng(0)
+    test = rng.normal(0, [[1.0], [2.0], [0.5]], (3, 500))
+    validation = rng.normal(0, 1, (3, 300)) + 1000.0  # values no test row has
+    scenario = Resampled(test=test, validation=validation)
+    rms = np.sqrt((scenario.test ** 2).mean(axis=1))
+    assert rms == pytest.approx([scenario.rmse] * 3)
+    drawn_test = scenario.draw(rng, models=3, rows=400, part="test")
+    drawn_validation = scenario.draw(rng, models=3, rows=400, part="validation")
+    assert np.isin(drawn_test[0], scenario.test[0]).all()
+    assert not np.isin(drawn_validation[0], scenario.test[0]).any()
+    assert np.isin(drawn_validation[1], scenario.validation[1]).all()
