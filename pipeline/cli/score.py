@@ -46,7 +46,8 @@ def score_command(
     batch_rows: Annotated[int, typer.Option(min=1, max=5_000_000,
                                             help="rows per batch (bounds memory)")] = 50_000,
     spark_master: Annotated[str, typer.Option(
-        "--spark-master", envvar="MLOPS_SPARK_MASTER", help="spark: the master URL")]
+        "--spark-master", envvar="MLOPS_SPARK_MASTER",
+        help="spark: the master URL, or `submit` for the one spark-submit set (EMR)")]
     = "local[*]",
     url: ServingUrlOption = DEFAULT_URL,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,

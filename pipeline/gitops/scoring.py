@@ -20,6 +20,7 @@ from pipeline.errors import RegistryError
 from pipeline.gitops import registry
 from pipeline.stages.batch_model import BatchModel, ModelIdentity
 from pipeline.stages.score_batch import ScoreResult, score_files
+from pipeline.stages.score_spark import SUBMITTED
 
 ENGINES = ("local", "spark")
 """The engines that load the model themselves (the `api` engine asks the server)."""
@@ -74,4 +75,4 @@ def spark_job_arguments(*, source: str, output: str, model_uri: str, card: str) 
     """The `mlops score` command line a remote Spark job (EMR Serverless) runs: the same
     command, checks and engine as on this machine."""
     return ["score", source, output, "--engine", "spark", "--model-uri", model_uri,
-            "--card", card, "--json"]
+            "--spark-master", SUBMITTED, "--card", card, "--json"]

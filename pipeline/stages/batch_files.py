@@ -6,8 +6,10 @@ pyarrow's dataset reader, so a file larger than memory streams batch by batch). 
 model's input columns are checked against the input's schema before any row is scored,
 so bad input fails with one line and nothing is written. Output is a folder of Parquet
 parts: written under a hidden staging name beside its target and renamed into place (a
-failed or killed job leaves nothing where readers look); on `s3://`, uploaded with a
-`_SUCCESS` marker written last, the convention Spark readers follow.
+failed or killed job leaves nothing where readers look); on `s3://`, uploaded (or
+copied from a hidden staging prefix beside the target, when the writers are Spark
+executors on other machines) with a `_SUCCESS` marker written last, the convention
+Spark readers follow.
 """
 
 from __future__ import annotations
@@ -100,9 +102,17 @@ def batches(dataset: ds.Dataset, *, rows: int) -> Iterator[pa.RecordBatch]:
         raise DataError(f"score: cannot read the input: {_first(err)}") from err
 
 
-def staging_dir(output: str) -> str:
-    """Where a job writes before publishing: hidden, beside the target (same filesystem)."""
+def staging_dir(output: str, *, shared: bool = False) -> str:
+    """Where a job writes before publishing: hidden, beside the target (same filesystem).
+
+    For an `s3://` target, a local temporary folder that this process uploads; with
+    `shared` (writers on other machines: Spark executors on a cluster) a hidden prefix
+    beside the target in the same bucket, which every writer can reach.
+    """
     if output.startswith("s3://"):
+        if shared:
+            parent, name = output.rstrip("/").rsplit("/", 1)
+            return f"{parent}/.{name}.staging-{uuid.uuid4().hex[:8]}"
         return tempfile.mkdtemp(prefix="mlops-score-")
     target = Path(output).resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -110,18 +120,11 @@ def staging_dir(output: str) -> str:
 
 
 def publish(staging: str, output: str) -> None:
-    """Move the finished parts where readers look, in one rename (local) or upload + marker."""
-    Path(staging, SUCCESS).touch()
+    """Move the finished parts where readers look, in one rename (local) or copy + marker."""
     if output.startswith("s3://"):
-        fs, path = fsspec.core.url_to_fs(output)
-        if fs.exists(path):
-            fs.rm(path, recursive=True)
-        parts = sorted(p for p in Path(staging).iterdir() if p.name != SUCCESS)
-        for part in parts:
-            fs.put_file(str(part), f"{path}/{part.name}")
-        fs.put_file(str(Path(staging, SUCCESS)), f"{path}/{SUCCESS}")
-        shutil.rmtree(staging, ignore_errors=True)
+        _publish_to_s3(staging, output)
         return
+    Path(staging, SUCCESS).touch()
     target = Path(output).resolve()
     if target.exists():
         old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
@@ -132,7 +135,33 @@ def publish(staging: str, output: str) -> None:
         os.replace(staging, target)
 
 
+def _publish_to_s3(staging: str, output: str) -> None:
+    """S3 has no rename: the parts are uploaded (or copied within S3 from a shared
+    staging prefix) and `_SUCCESS` goes last, which readers wait for."""
+    fs, path = fsspec.core.url_to_fs(output)
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
+    if staging.startswith("s3://"):
+        _, staged = fsspec.core.url_to_fs(staging)
+        for part in sorted(fs.find(staged)):
+            if Path(part).name != SUCCESS:
+                fs.copy(part, f"{path}/{part[len(staged):].lstrip('/')}")
+        fs.pipe_file(f"{path}/{SUCCESS}", b"")
+        fs.rm(staged, recursive=True)
+        return
+    for part in sorted(p for p in Path(staging).iterdir() if p.name != SUCCESS):
+        fs.put_file(str(part), f"{path}/{part.name}")
+    fs.pipe_file(f"{path}/{SUCCESS}", b"")
+    shutil.rmtree(staging, ignore_errors=True)
+
+
 def discard(staging: str) -> None:
+    """Remove a staging folder or prefix that will not be published."""
+    if staging.startswith("s3://"):
+        fs, staged = fsspec.core.url_to_fs(staging)
+        if fs.exists(staged):
+            fs.rm(staged, recursive=True)
+        return
     shutil.rmtree(staging, ignore_errors=True)
 
 

@@ -6,7 +6,10 @@ executor process verifies them against the manifest and the data-only rules
 (`BatchModel.load`, the server's rules) before reading the estimator, once per process.
 Spark writes the output to a staging folder beside the target, which is renamed into
 place only after the job succeeded, so a failed or killed job leaves nothing where
-readers look. `local[*]` here; any master (`--spark-master`, e.g. on EMR) by setting.
+readers look. For an `s3://` target on a cluster, where the executors share no disk
+with the driver, the staging folder is a hidden prefix beside the target in the same
+bucket, copied into place with `_SUCCESS` last. `local[*]` here; any master
+(`--spark-master`) by setting, or `submit` for the one `spark-submit` set (EMR).
 """
 
 from __future__ import annotations
@@ -35,11 +38,19 @@ from serving import modelfiles
 _LOADED: dict[str, BatchModel] = {}  # per executor process: verified and read once
 
 
+SUBMITTED = "submit"
+"""The master `spark-submit` launched this process with (EMR Serverless runs the job
+that way): the session sets none of its own."""
+
+
 def spark_session(master: str) -> Any:
     """A session with Arrow on and the UI off (the caller sets PYSPARK_PYTHON)."""
     from pyspark.sql import SparkSession
 
-    return (SparkSession.builder.master(master).appName("mlops-score")
+    builder = SparkSession.builder
+    if master != SUBMITTED:
+        builder = builder.master(master)
+    return (builder.appName("mlops-score")
             .config("spark.ui.enabled", "false")
             .config("spark.sql.execution.arrow.pyspark.enabled", "true")
             .config("spark.sql.session.timeZone", "UTC")
@@ -121,7 +132,8 @@ def score_with_spark(*, source: str, output: str, model: BatchModel, master: str
             yield pd.concat([part[kept].reset_index(drop=True),
                              executor.predict(part.reset_index(drop=True))], axis=1)
 
-    staging = staging_dir(output)
+    # In local mode the executors share this machine's disk; on a cluster they do not.
+    staging = staging_dir(output, shared=not spark.sparkContext.master.startswith("local"))
     try:
         scored = frame.mapInPandas(score_partition, schema=out_schema)
         try:

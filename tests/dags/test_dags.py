@@ -344,8 +344,11 @@ def test_inference_dag_on_emr_serverless_submits_the_spark_command_for_productio
     assert arguments[:4] == ["score", str(path), spark_output(str(tmp_path), day), "--engine"]
     assert arguments[arguments.index("--model-uri") + 1] == (
         f"models:/{trained.model_name}/{production.version}")
+    assert arguments[arguments.index("--spark-master") + 1] == "submit", \
+        "on EMR the master is the one spark-submit set, not local mode"
 
-    # What EMR runs, run here: the entry point with the submitted arguments, local Spark.
+    # What EMR runs, run here: the entry point with the submitted arguments, local Spark
+    # (the last --spark-master wins).
     python = main_venv_bin("python")
     done = subprocess.run([python, str(DAGS / "emr" / "mlops_entry.py"), *arguments,
                            "--spark-master", "local[2]"],

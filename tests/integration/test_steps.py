@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import fsspec
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
@@ -18,6 +19,7 @@ from pipeline.gitops import training as steps
 from pipeline.gitops.card import load_card
 from pipeline.localstack.mysql import rclone_binary
 from pipeline.localstack.process import ManagedProcess
+from pipeline.stages.batch_files import discard, publish, staging_dir
 from pipeline.stages.data import prepare
 from pipeline.stages.datasets import load_spec
 from pipeline.stages.score_batch import output_location, read_batch, write_scores
@@ -93,6 +95,9 @@ def s3_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
                        "AWS_RESPONSE_CHECKSUM_VALIDATION": "when_required",
                        "AWS_REQUEST_CHECKSUM_CALCULATION": "when_required"}.items():
         monkeypatch.setenv(key, value)
+    # fsspec keeps one S3 filesystem per argument set: one made for another test's server
+    # would still point there.
+    fsspec.get_filesystem_class("s3").clear_instance_cache()
     try:
         yield "s3://work"
     finally:
@@ -122,3 +127,38 @@ def test_the_work_dir_and_batches_can_live_on_s3(s3_env: str, tmp_path: Path) ->
     location = output_location(f"{s3_env}/scores", dt.datetime(2026, 11, 27, tzinfo=dt.UTC))
     write_scores(scores, location)
     pd.testing.assert_frame_equal(read_batch(location), scores)
+
+
+def test_spark_staging_on_s3_is_published_whole_or_discarded(s3_env: str, tmp_path: Path) -> None:
+    """Executors on a cluster share no disk with the driver: they write their parts to a
+    hidden prefix beside the target, and publishing copies them into place with
+    `_SUCCESS` last; a failed job's prefix is removed and the published scores stay."""
+    output = f"{s3_env}/scores/logical_date=20261127/scores"
+    staging = staging_dir(output, shared=True)
+    assert staging.startswith(f"{s3_env}/scores/logical_date=20261127/.scores.staging-")
+    fs, target = fsspec.core.url_to_fs(output)
+    parts = [pd.DataFrame({"id": [i, i + 10], "prediction": [i * 1.5, i * 2.5]})
+             for i in range(3)]
+    for i, part in enumerate(parts):  # as Spark's executors write them, and its marker
+        fs.pipe_file(f"{_key(staging)}/part-{i:05d}.parquet", part.to_parquet())
+    fs.pipe_file(f"{_key(staging)}/_SUCCESS", b"")
+    assert not fs.exists(target), "nothing where readers look before publishing"
+
+    publish(staging, output)
+    assert sorted(Path(p).name for p in fs.find(target)) == [
+        "_SUCCESS", "part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(output).sort_values("id").reset_index(drop=True),
+        pd.concat(parts).sort_values("id").reset_index(drop=True))
+    assert fs.find(_key(staging)) == []
+
+    failed = staging_dir(output, shared=True)
+    fs.pipe_file(f"{_key(failed)}/part-00000.parquet", parts[0].to_parquet())
+    discard(failed)
+    assert fs.find(_key(failed)) == []
+    assert len(pd.read_parquet(output)) == 6, "a failed job leaves the published scores alone"
+
+
+def _key(url: str) -> str:
+    """bucket/key of an s3:// URL, as fsspec's S3 filesystem names it."""
+    return str(fsspec.core.url_to_fs(url)[1])
