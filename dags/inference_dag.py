@@ -29,21 +29,15 @@ from typing import Any
 
 import mlflow
 from _defaults import (
-    AWS_CONN_ID,
     BATCH_INPUT,
     CARD,
-    EMR_APPLICATION_ID,
-    EMR_CARD,
-    EMR_ENTRY_POINT,
     EMR_JOB_ROLE_ARN,
-    EMR_POLL_SECONDS,
-    EMR_SPARK_PARAMETERS,
     INFERENCE_SCHEDULE,
     SCORES_DIR,
     SERVING_URL,
     SPARK_MASTER,
 )
-from airflow.providers.amazon.aws.operators.emr import EmrServerlessStartJobOperator
+from _emr import emr_params, submit_job
 from airflow.sdk import Param, dag, get_current_context, task
 
 from pipeline.gitops import emr, registry
@@ -88,16 +82,8 @@ EMR_SETTINGS = {"emr_application_id": "EMR_APPLICATION_ID",
                                     "job on the stack's EMR Serverless application"),
         "spark_master": Param(SPARK_MASTER, type="string",
                               description="spark: the master URL (local[*] on the worker)"),
-        "emr_application_id": Param(EMR_APPLICATION_ID, type="string",
-                                    description="emr-serverless: the Spark application"),
-        "emr_job_role_arn": Param(EMR_JOB_ROLE_ARN, type="string",
-                                  description="emr-serverless: the job's role"),
-        "emr_entry_point": Param(EMR_ENTRY_POINT, type="string",
-                                 description="emr-serverless: s3:// URI of mlops_entry.py"),
-        "emr_spark_parameters": Param(EMR_SPARK_PARAMETERS, type="string",
-                                      description="emr-serverless: spark-submit settings"),
-        "emr_card": Param(EMR_CARD, type="string",
-                          description="emr-serverless: the card's path on the job's side"),
+        **emr_params(role_param="emr_job_role_arn", role_default=EMR_JOB_ROLE_ARN,
+                     role_description="the job's role"),
     },
     doc_md=__doc__,
 )
@@ -147,12 +133,8 @@ def mlops_inference() -> None:
                               spark_parameters=params["emr_spark_parameters"])
 
     driver = emr_job_driver()
-    EmrServerlessStartJobOperator(
-        task_id="emr_score", aws_conn_id=AWS_CONN_ID,
-        application_id="{{ params.emr_application_id }}",
-        execution_role_arn="{{ params.emr_job_role_arn }}",
-        job_driver=driver, name="mlops-score-{{ ds_nodash }}",
-        wait_for_completion=True, waiter_delay=EMR_POLL_SECONDS, retries=0)
+    submit_job(task_id="emr_score", role_param="emr_job_role_arn", driver=driver,
+               name="mlops-score")
     choose_engine() >> [score(), driver]
 
 

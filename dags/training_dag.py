@@ -23,19 +23,8 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-from _defaults import (
-    AWS_CONN_ID,
-    CARD,
-    EMR_APPLICATION_ID,
-    EMR_CARD,
-    EMR_ENTRY_POINT,
-    EMR_POLL_SECONDS,
-    EMR_SPARK_PARAMETERS,
-    EMR_TRAIN_JOB_ROLE_ARN,
-    TRAINING_SCHEDULE,
-    WORK_ROOT,
-)
-from airflow.providers.amazon.aws.operators.emr import EmrServerlessStartJobOperator
+from _defaults import CARD, EMR_TRAIN_JOB_ROLE_ARN, TRAINING_SCHEDULE, WORK_ROOT
+from _emr import emr_params, submit_job
 from airflow.sdk import Param, dag, get_current_context, task
 
 from pipeline.gitops import emr
@@ -77,16 +66,8 @@ def _work_dir() -> str:
                         description="local: the stages as tasks of this DAG; emr-serverless: "
                                     "`mlops train` as a job on the stack's EMR Serverless "
                                     "application, where the data is"),
-        "emr_application_id": Param(EMR_APPLICATION_ID, type="string",
-                                    description="emr-serverless: the Spark application"),
-        "emr_train_job_role_arn": Param(EMR_TRAIN_JOB_ROLE_ARN, type="string",
-                                        description="emr-serverless: the training job's role"),
-        "emr_entry_point": Param(EMR_ENTRY_POINT, type="string",
-                                 description="emr-serverless: s3:// URI of mlops_entry.py"),
-        "emr_spark_parameters": Param(EMR_SPARK_PARAMETERS, type="string",
-                                      description="emr-serverless: spark-submit settings"),
-        "emr_card": Param(EMR_CARD, type="string",
-                          description="emr-serverless: the card's path on the job's side"),
+        **emr_params(role_param="emr_train_job_role_arn", role_default=EMR_TRAIN_JOB_ROLE_ARN,
+                     role_description="the training job's role"),
     },
     doc_md=__doc__,
 )
@@ -147,12 +128,8 @@ def mlops_training() -> None:
         return steps.cleanup_step(work_dir=_work_dir())
 
     driver = emr_train_driver()
-    EmrServerlessStartJobOperator(
-        task_id="emr_train", aws_conn_id=AWS_CONN_ID,
-        application_id="{{ params.emr_application_id }}",
-        execution_role_arn="{{ params.emr_train_job_role_arn }}",
-        job_driver=driver, name="mlops-train-{{ ds_nodash }}",
-        wait_for_completion=True, waiter_delay=EMR_POLL_SECONDS, retries=0)
+    submit_job(task_id="emr_train", role_param="emr_train_job_role_arn", driver=driver,
+               name="mlops-train")
     prepared = prepare()
     choose_engine() >> [prepared, driver]
     run_id = train(prepared)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import pulumi
 import pulumi_aws as aws
@@ -30,6 +31,13 @@ EMR_PREFIX = "emr/"
 """Where the Spark job's packed environment lives in the DAGs bucket (docs/orchestration.md)."""
 ENTRY_POINT_KEY = f"{DAGS_PREFIX}/emr/mlops_entry.py"
 """The job's entry point, as the DAGs sync uploads dags/emr/mlops_entry.py."""
+
+
+class JobPolicy(Protocol):
+    """Writes a job role's policy document from the bucket, secret and DAGs bucket ARNs."""
+
+    def __call__(self, bucket_arn: str, tracking_secret_arn: str, *,
+                 dags_bucket_arn: str) -> dict[str, object]: ...
 
 
 @dataclass
@@ -110,29 +118,24 @@ class Orchestration(pulumi.ComponentResource):
 
     def _job_role(self) -> aws.iam.Role:
         """The Spark job: the input prefix read, the output prefix written, nothing else."""
-        role = aws.iam.Role(
-            f"{self._name}-spark-job", name=f"{self._args.prefix}-spark-job",
-            assume_role_policy=json.dumps(_assumed_by("emr-serverless.amazonaws.com")),
-            tags=self._args.tags, opts=self._child)
-        policy = pulumi.Output.all(bucket=self.batch.bucket_arn, dags=self.dags.bucket_arn,
-                                   secret=self._args.tracking_secret_arn).apply(
-            lambda a: json.dumps(spark_job_policy(a["bucket"], a["secret"],
-                                                  dags_bucket_arn=a["dags"])))
-        aws.iam.RolePolicy(f"{self._name}-spark-job-policy", role=role.id, policy=policy,
-                           opts=self._child)
-        return role
+        return self._emr_role("spark-job", spark_job_policy)
 
     def _train_job_role(self) -> aws.iam.Role:
         """The training job: the training prefix read, the tracking login, nothing else."""
+        return self._emr_role("train-job", train_job_policy)
+
+    def _emr_role(self, kind: str, policy_for: JobPolicy) -> aws.iam.Role:
+        """A role EMR Serverless jobs assume, with the one inline policy `policy_for` writes
+        from the batch bucket, the tracking login and the DAGs bucket."""
         role = aws.iam.Role(
-            f"{self._name}-train-job", name=f"{self._args.prefix}-train-job",
+            f"{self._name}-{kind}", name=f"{self._args.prefix}-{kind}",
             assume_role_policy=json.dumps(_assumed_by("emr-serverless.amazonaws.com")),
             tags=self._args.tags, opts=self._child)
         policy = pulumi.Output.all(bucket=self.batch.bucket_arn, dags=self.dags.bucket_arn,
                                    secret=self._args.tracking_secret_arn).apply(
-            lambda a: json.dumps(train_job_policy(a["bucket"], a["secret"],
-                                                  dags_bucket_arn=a["dags"])))
-        aws.iam.RolePolicy(f"{self._name}-train-job-policy", role=role.id, policy=policy,
+            lambda a: json.dumps(policy_for(a["bucket"], a["secret"],
+                                            dags_bucket_arn=a["dags"])))
+        aws.iam.RolePolicy(f"{self._name}-{kind}-policy", role=role.id, policy=policy,
                            opts=self._child)
         return role
 

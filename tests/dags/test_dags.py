@@ -212,13 +212,8 @@ def test_training_dag_on_emr_serverless_submits_mlops_train_where_the_data_is(
     assert not work_root.exists() or not any(work_root.iterdir())
 
     assert len(_job_runs(emr_serverless)) == submitted_before + 1, "the run submits one job"
-    job_id = run.get_task_instance("emr_train").xcom_pull(task_ids="emr_train")
-    job = emr_serverless.client.get_job_run(applicationId=emr_serverless.application_id,
-                                            jobRunId=job_id)["jobRun"]
-    assert job["executionRole"] == role
-    submit = job["jobDriver"]["sparkSubmit"]
-    assert (submit["entryPoint"], submit["sparkSubmitParameters"]) == (entry, archives)
-    arguments = submit["entryPointArguments"]
+    arguments = _submitted(emr_serverless, run, "emr_train", role=role, entry=entry,
+                           spark_parameters=archives)
     assert arguments[:3] == ["train", "--estimator", "hist_gradient_boosting"]
     registered_by = arguments[arguments.index("--registered-by") + 1]
     assert registered_by == f"airflow mlops_training {run.run_id}"
@@ -331,13 +326,8 @@ def test_inference_dag_on_emr_serverless_submits_the_spark_command_for_productio
     assert str(run.state) == "success"
 
     assert len(_job_runs(emr_serverless)) == submitted_before + 1, "the run submits one job"
-    job_id = run.get_task_instance("emr_score").xcom_pull(task_ids="emr_score")
-    job = emr_serverless.client.get_job_run(applicationId=emr_serverless.application_id,
-                                            jobRunId=job_id)["jobRun"]
-    assert job["executionRole"] == role
-    submit = job["jobDriver"]["sparkSubmit"]
-    assert (submit["entryPoint"], submit["sparkSubmitParameters"]) == (entry, archives)
-    arguments = submit["entryPointArguments"]
+    arguments = _submitted(emr_serverless, run, "emr_score", role=role, entry=entry,
+                           spark_parameters=archives)
     production = registry.production_version(registry.client(tracking_server.uri),
                                              trained.model_name)
     assert production is not None
@@ -362,6 +352,19 @@ def test_inference_dag_on_emr_serverless_submits_the_spark_command_for_productio
     assert scores["prediction"].tolist() == pytest.approx(direct.json()["predictions"],
                                                           rel=TWIN_REL)
     assert set(scores["model_version"]) == {str(production.version)}
+
+
+def _submitted(emr: EmrServerless, run: Any, task_id: str, *, role: str, entry: str,
+               spark_parameters: str) -> list[str]:
+    """The job `task_id` started: checked for its role, entry point and Spark settings;
+    its command line returned."""
+    job_id = run.get_task_instance(task_id).xcom_pull(task_ids=task_id)
+    job = emr.client.get_job_run(applicationId=emr.application_id, jobRunId=job_id)["jobRun"]
+    assert job["executionRole"] == role
+    submit = job["jobDriver"]["sparkSubmit"]
+    assert (submit["entryPoint"], submit["sparkSubmitParameters"]) == (entry, spark_parameters)
+    arguments: list[str] = submit["entryPointArguments"]
+    return arguments
 
 
 def _job_runs(emr: EmrServerless) -> list[dict[str, Any]]:
