@@ -87,7 +87,8 @@ def trained(dags_env: dict[str, str], card: Path,
     work_root = tmp_path_factory.mktemp("work")
     run = dag.test(logical_date=DATE, run_conf={
         "card": str(card), "estimator": "hist_gradient_boosting",
-        "params": {"max_iter": 30}, "work_root": str(work_root)})
+        "params": {"max_iter": 30}, "work_root": str(work_root),
+        "engine": "local"})  # dag.test keeps a param an earlier run of the DAG set
     train_ti = run.get_task_instance("train")
     return Trained(state=str(run.state), model_name=_model_name(card), card=card,
                    work_root=work_root,
