@@ -246,7 +246,7 @@ class MicroBatcher:
     def _score(self, jobs: list[_Job], generation: int) -> None:
         model = jobs[0].model
         try:
-            frame = scoring.frame_of(model, [row for job in jobs for row in job.rows])
+            frame = scoring.inputs_of(model, [row for job in jobs for row in job.rows])
             started = time.monotonic()
             for job in jobs:
                 job.predict_started = started

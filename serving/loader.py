@@ -261,7 +261,7 @@ def warm_up(model: scoring.LoadedModel, example: Any) -> None:
     frame = example if isinstance(example, pd.DataFrame) else pd.DataFrame(example)
     records = frame.to_dict(orient="records")
     try:
-        rows = scoring.frame_from_records(records, model)
+        rows = scoring.inputs_from_records(records, model)
     except scoring.InputError as err:
         raise LoadError(f"its input example does not match its signature: {err}") from err
     try:

@@ -1,6 +1,6 @@
 """The pure scoring core: a request body and a loaded model in, rows, predictions, bytes out.
 
-The app composes these steps (`rows_from_*_body` → the batcher's `frame_of` + `run` →
+The app composes these steps (`rows_from_*_body` → the batcher's `inputs_of` + `run` →
 `*_response`) so that concurrent requests can share one `predict`. Nothing here knows
 about FastAPI: the routes only translate `InputError` (the caller's
 mistake, 4xx) and `ModelFailure` (ours, 5xx). Messages name the column and the rule
@@ -14,7 +14,7 @@ import datetime as dt
 import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias
 
 import numpy as np
 import orjson
@@ -22,16 +22,20 @@ import pandas as pd
 from pydantic import BaseModel, ValidationError
 
 from serving.modelfiles import PROBABILITIES_PARAM
-from serving.schema import FeatureSchema
+from serving.schema import ColumnBatch, FeatureSchema
 
 MAX_PROBLEMS = 20
 MLFLOW_INPUT_KEYS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 
 
-class Predictor(Protocol):
-    def predict(self, frame: pd.DataFrame) -> Any: ...
+Inputs: TypeAlias = pd.DataFrame | ColumnBatch
+"""Rows as a predictor takes them: a frame, or column arrays where it `takes_columns`."""
 
-    def predict_proba(self, frame: pd.DataFrame) -> Any: ...
+
+class Predictor(Protocol):
+    def predict(self, frame: Inputs) -> Any: ...
+
+    def predict_proba(self, frame: Inputs) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -137,6 +141,20 @@ def frame_of(model: LoadedModel, rows: list[Any]) -> pd.DataFrame:
     if model.schema is None:
         return pd.DataFrame.from_records(rows)
     return model.schema.frame(rows)
+
+
+def inputs_of(model: LoadedModel, rows: list[Any]) -> Inputs:
+    """Validated rows as the model's predictor takes them.
+
+    The compiled twin (`takes_columns`) takes one array per column; sklearn a frame.
+    """
+    if model.schema is not None and getattr(model.predictor, "takes_columns", False):
+        return model.schema.batch(rows)
+    return frame_of(model, rows)
+
+
+def as_frame(inputs: Inputs) -> pd.DataFrame:
+    return inputs.frame() if isinstance(inputs, ColumnBatch) else inputs
 
 
 def rows_from_predict_body(body: bytes, model: LoadedModel) -> list[Any]:
@@ -280,13 +298,13 @@ def _cell(cell: str, kind: str | None, loc: tuple[str | int, ...]) -> Any:
     return cell
 
 
-def frame_from_records(records: list[dict[str, Any]], model: LoadedModel) -> pd.DataFrame:
+def inputs_from_records(records: list[dict[str, Any]], model: LoadedModel) -> Inputs:
     """Validate plain rows (the input example at warm-up) the way requests are validated."""
     body = orjson.dumps({"records": records}, option=orjson.OPT_SERIALIZE_NUMPY)
-    return frame_of(model, rows_from_predict_body(body, model))
+    return inputs_of(model, rows_from_predict_body(body, model))
 
 
-def run(model: LoadedModel, frame: pd.DataFrame, method: str = PREDICT) -> Any:
+def run(model: LoadedModel, frame: Inputs, method: str = PREDICT) -> Any:
     """Call the model; what it raises is our failure, unless an input is out of its range.
 
     `method` is `predict` (labels or values) or `predict_proba` (a classifier's class
@@ -324,12 +342,13 @@ NOT_FINITE_PREDICTION = "out of the model's range: the prediction is not a finit
 NOT_FINITE_FEATURE = "out of the model's range: the model's transformed value is not finite"
 
 
-def _out_of_range(model: LoadedModel, frame: pd.DataFrame) -> list[Problem]:
+def _out_of_range(model: LoadedModel, inputs: Inputs) -> list[Problem]:
     """Rows (and input columns) a pipeline's transformers turn into non-finite numbers."""
     estimator: Any = getattr(model.predictor, "estimator", model.predictor)
     if len(getattr(estimator, "steps", ())) < 2:
         return []
     try:
+        frame = as_frame(inputs)
         transformers = estimator[:-1]
         with np.errstate(all="ignore"):
             transformed = transformers.transform(frame)

@@ -19,6 +19,7 @@ from pipeline.stages.twin import convert
 from serving import modelfiles, scoring
 from serving.app import create_app
 from serving.loader import Refused
+from serving.schema import ColumnBatch
 from tests.serving.helpers import ready_store
 from tests.serving.model_folders import load_folder, own_twin, sampled, save_like_training
 
@@ -47,7 +48,8 @@ def test_a_verified_twin_serves_and_predicts_like_the_model(
     assert (loaded.runtime, loaded.twin) == ("onnx", None)
     head = data.x_validation.head(100)
     rows = head.astype(object).where(head.notna(), None)
-    frame = scoring.frame_from_records(rows.to_dict(orient="records"), loaded)
+    frame = scoring.inputs_from_records(rows.to_dict(orient="records"), loaded)
+    assert isinstance(frame, ColumnBatch)  # the twin takes column arrays, not a frame
     served = scoring.run(loaded, frame)
     limit = 1e-6 * max(1.0, float(data.y_validation.abs().max()))
     assert np.max(np.abs(served - model.predict(data.x_validation.head(100)))) <= limit
