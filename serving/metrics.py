@@ -107,6 +107,9 @@ class BatcherCollector(Collector):
                        self.batcher.batches)
         yield _counter("serving_batched_requests", "Requests scored in those batches",
                        self.batcher.batched_requests)
+        yield _counter("serving_inline_requests",
+                       "Of those, small twin requests scored on the event loop (thread idle)",
+                       self.batcher.inline)
         yield GaugeMetricFamily("serving_queue_depth", "Requests waiting for the scoring thread",
                                 value=self.batcher.queue_depth)
         yield GaugeMetricFamily("serving_queue_limit", "Requests that may wait (SERVING_QUEUE_MAX)",
