@@ -25,7 +25,7 @@ import pandas as pd
 from serving import modelfiles, scoring
 from serving.schema import from_signature
 from serving.scoring import ModelRef
-from serving.twin import OnnxPredictor, Parity, parity, regression_tolerance
+from serving.twin import checked_twin
 
 # An unreachable registry should show up in seconds, not after MLflow's minutes of retries.
 MLFLOW_HTTP_DEFAULTS = {
@@ -166,41 +166,13 @@ def choose_predictor(checked: modelfiles.CheckedModel, sklearn_predictor: Sklear
     """The twin when the version has one and it agrees with sklearn on the input example.
 
     A twin that fails to load or disagrees is not served (the version is: through
-    sklearn), and the reason is what `/model` shows as `twin`. The twin file was
-    verified by the manifest with every other file (`modelfiles.check_model`).
+    sklearn), and the reason is what `/model` shows as `twin`.
     """
     if runtime == "sklearn":
         return sklearn_predictor, "turned off (SERVING_RUNTIME=sklearn)"
-    if checked.twin_file is None:
-        return sklearn_predictor, "this version has no compiled twin"
-    try:
-        twin = OnnxPredictor.from_file(checked.twin_file, threads=threads)
-        twin.estimator = sklearn_predictor.estimator
-    except Exception as err:
-        return sklearn_predictor, f"refused: cannot load {modelfiles.TWIN_FILE}: {one_line(err)}"
-    if example is not None:
-        frame = example if isinstance(example, pd.DataFrame) else pd.DataFrame(example)
-        try:
-            measured = twin_parity(sklearn_predictor.estimator, twin, frame)
-        except Exception as err:
-            return sklearn_predictor, f"refused: the twin fails on the input example: " \
-                                      f"{one_line(err)}"
-        if not measured.ok:
-            return sklearn_predictor, f"refused: the twin disagrees with the model on the " \
-                                      f"input example: {measured.line()}"
-    return twin, None
-
-
-def twin_parity(estimator: Any, twin: OnnxPredictor, frame: pd.DataFrame) -> Parity:
-    """The twin against the sklearn model, with the tolerance it was verified with."""
-    classification = twin.classifier
-    tolerance = 0.0
-    if not classification:
-        import sklearn
-
-        with sklearn.config_context(skip_parameter_validation=True):
-            tolerance = regression_tolerance(estimator.predict(frame), twin.tolerance)
-    return parity(estimator, twin, frame, classification=classification, tolerance=tolerance)
+    twin, why_not = checked_twin(checked.twin_file, sklearn_predictor.estimator, example,
+                                 threads=threads)
+    return (twin, None) if twin is not None else (sklearn_predictor, why_not)
 
 
 def classes_of(estimator: Any) -> tuple[Any, ...] | None:

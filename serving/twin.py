@@ -23,7 +23,8 @@ import pandas as pd
 
 from serving.modelfiles import TWIN_FILE
 
-__all__ = ["TWIN_FILE", "OnnxPredictor", "Parity", "parity", "regression_tolerance"]
+__all__ = ["TWIN_FILE", "OnnxPredictor", "Parity", "checked_twin", "example_parity", "parity",
+           "regression_tolerance"]
 
 TOLERANCE_KEY = "mlops.parity_tolerance"
 """ONNX metadata: the tolerance the twin was verified with at training (target units)."""
@@ -159,3 +160,48 @@ def parity(model: Any, twin: Any, frame: pd.DataFrame, *, classification: bool,
     diff = np.abs(np.asarray(expected_proba, dtype=np.float64) - twin.predict_proba(frame))
     return Parity(rows=len(frame), max_abs=float(diff.max()) if diff.size else 0.0,
                   tolerance=PROBABILITY_TOLERANCE, labels_differ=labels_differ)
+
+
+def example_parity(estimator: Any, twin: OnnxPredictor, frame: pd.DataFrame) -> Parity:
+    """The twin against the sklearn model, with the tolerance it was verified with."""
+    classification = twin.classifier
+    tolerance = 0.0
+    if not classification:
+        import sklearn
+
+        with sklearn.config_context(skip_parameter_validation=True):
+            tolerance = regression_tolerance(estimator.predict(frame), twin.tolerance)
+    return parity(estimator, twin, frame, classification=classification, tolerance=tolerance)
+
+
+def checked_twin(twin_file: Path | None, estimator: Any, example: Any, *,
+                 threads: int = DEFAULT_THREADS) -> tuple[OnnxPredictor | None, str | None]:
+    """The twin, when the model has one and it agrees with sklearn on the input example;
+    else None and why not, in one line.
+
+    Wherever a model is loaded (the server, batch scoring, a Spark executor) its twin is
+    taken only through here: its file was verified by the manifest with every other
+    file (`modelfiles.check_model`), and this re-checks it against the model it twins.
+    """
+    if twin_file is None:
+        return None, "this version has no compiled twin"
+    try:
+        twin = OnnxPredictor.from_file(twin_file, threads=threads)
+        twin.estimator = estimator
+    except Exception as err:
+        return None, f"refused: cannot load {TWIN_FILE}: {_one_line(err)}"
+    if example is not None:
+        frame = example if isinstance(example, pd.DataFrame) else pd.DataFrame(example)
+        try:
+            measured = example_parity(estimator, twin, frame)
+        except Exception as err:
+            return None, f"refused: the twin fails on the input example: {_one_line(err)}"
+        if not measured.ok:
+            return None, f"refused: the twin disagrees with the model on the input " \
+                         f"example: {measured.line()}"
+    return twin, None
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    return f"{type(err).__name__}: {text}"[:300]

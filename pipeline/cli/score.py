@@ -26,6 +26,11 @@ from pipeline.stages.datasets import load_spec
 from pipeline.stages.score_batch import ScoreResult, api_predict, score_files
 
 
+class Runtime(StrEnum):
+    auto = "auto"
+    sklearn = "sklearn"
+
+
 class Engine(StrEnum):
     local = "local"
     api = "api"
@@ -49,6 +54,9 @@ def score_command(
         "--spark-master", envvar="MLOPS_SPARK_MASTER",
         help="spark: the master URL, or `submit` for the one spark-submit set (EMR)")]
     = "local[*]",
+    runtime: Annotated[Runtime, typer.Option(
+        help="local, spark: auto scores with the version's verified compiled twin when it "
+        "has one (as the server does), sklearn always with sklearn")] = Runtime.auto,
     url: ServingUrlOption = DEFAULT_URL,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
     card_path: CardOption = None,
@@ -76,6 +84,7 @@ def score_command(
                                   card.model.name, source=source, output=output,
                                   engine=engine.value, model_uri=model_uri, keys=key,
                                   batch_rows=batch_rows, spark_master=spark_master,
+                                  runtime=runtime.value,
                                   tracking_uri=settings.mlflow_tracking_uri,
                                   progress=on_rows, announce=say)
     _report(result, as_json)
@@ -98,5 +107,6 @@ def _report(result: ScoreResult, as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(result.as_dict()))
         return
-    typer.echo(f"scored {result.rows:,} rows with the {result.engine} engine "
+    runtime = f" on {result.runtime}" if result.runtime else ""
+    typer.echo(f"scored {result.rows:,} rows with the {result.engine} engine{runtime} "
                f"(model version(s) {', '.join(result.model_versions)}) into {result.output}")

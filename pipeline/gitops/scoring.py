@@ -29,7 +29,7 @@ ENGINES = ("local", "spark")
 def score_with_model(mlflow_client: MlflowClient, model_name: str, *, source: str,
                      output: str, engine: str, tracking_uri: str, model_uri: str | None = None,
                      keys: Sequence[str] | None = None, batch_rows: int = 50_000,
-                     spark_master: str = "local[*]",
+                     spark_master: str = "local[*]", runtime: str = "auto",
                      progress: Callable[[int], None] | None = None,
                      announce: Callable[[str], None] | None = None) -> ScoreResult:
     """Production (or `model_uri`) scores `source` into `output` on `engine`."""
@@ -38,13 +38,14 @@ def score_with_model(mlflow_client: MlflowClient, model_name: str, *, source: st
     with tempfile.TemporaryDirectory(prefix="mlops-score-") as tmp:
         fetched = registry.fetch_for_scoring(mlflow_client, model_name, model_uri=model_uri,
                                              workdir=Path(tmp), tracking_uri=tracking_uri)
-        model = BatchModel.load(fetched.folder, manifest=fetched.manifest,
+        model = BatchModel.load(fetched.folder, manifest=fetched.manifest, runtime=runtime,
+                                threads=os.cpu_count() or 1,
                                 identity=ModelIdentity(name=fetched.name,
                                                        version=fetched.version,
                                                        run_id=fetched.run_id))
         if announce is not None:
             announce(f"score: {fetched.name} version {fetched.version} (run {fetched.run_id}),"
-                     f" verified, on the {engine} engine")
+                     f" verified, on the {engine} engine with {_runtime_line(model)}")
         if engine == "spark":
             from pipeline.stages.score_spark import score_with_spark
 
@@ -52,7 +53,13 @@ def score_with_model(mlflow_client: MlflowClient, model_name: str, *, source: st
                                     master=spark_master, keys=keys)
         return score_files(source=source, output=output, engine="local",
                            predict=model.predict, columns=model.columns, keys=keys,
-                           batch_rows=batch_rows, progress=progress)
+                           batch_rows=batch_rows, progress=progress, runtime=model.runtime)
+
+
+def _runtime_line(model: BatchModel) -> str:
+    if model.twin is not None:
+        return "its compiled twin (onnxruntime)"
+    return f"sklearn ({model.why_no_twin})"
 
 
 def spark_python() -> dict[str, str]:

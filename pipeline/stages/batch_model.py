@@ -4,6 +4,10 @@ The same rules as the server (`serving.modelfiles`): the files must match the ma
 promotion recorded (when the model is a registry version), MLmodel must describe a
 skops sklearn model, and its types must be on our allowlist; only then is it read.
 The Spark engine builds one of these in every executor process from the shipped files.
+
+Like the server, it scores with the version's compiled twin (onnxruntime) when it has
+one that agrees with sklearn on the input example (`serving.twin.checked_twin`), so a
+batch's predictions are the ones `/predict` answers, and sklearn otherwise.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pipeline.errors import DataError, RegistryError
 from pipeline.stages.batch_files import InputColumn
 from pipeline.stages.data import as_categories
 from serving import modelfiles
+from serving.twin import OnnxPredictor, checked_twin
 
 PROBABILITY_PREFIX = "probability_"
 """A classifier's score columns: `probability_<label>` per class, from every engine."""
@@ -41,11 +46,16 @@ class BatchModel:
     columns: tuple[InputColumn, ...]
     manifest: dict[str, str] | None = None
     estimator: Any = field(default=None, repr=False)
+    twin: OnnxPredictor | None = field(default=None, repr=False)
+    why_no_twin: str | None = None
+    """Why sklearn scores (no twin, turned off, or the twin refused), in one line."""
 
     @classmethod
-    def load(cls, folder: Path, *, identity: ModelIdentity,
-             manifest: dict[str, str] | None) -> BatchModel:
-        """Check every rule, then read the estimator; a refusal is one line (exit 2)."""
+    def load(cls, folder: Path, *, identity: ModelIdentity, manifest: dict[str, str] | None,
+             runtime: str = "auto", threads: int = 1) -> BatchModel:
+        """Check every rule, then read the estimator (and its twin); a refusal is one line
+        (exit 2). `threads` is the twin's intra-op pool: the machine's cores in this
+        process, one in a Spark task (one task per core)."""
         from mlflow.models import Model  # MLmodel as YAML: the signature
 
         try:
@@ -53,26 +63,40 @@ class BatchModel:
         except modelfiles.ModelRefused as err:
             raise RegistryError(f"model {identity.name} version {identity.version} refused: "
                                 f"{err}") from err
-        signature = Model.load(str(folder)).signature
+        meta = Model.load(str(folder))
+        signature = meta.signature
         if signature is None or signature.inputs is None:
             raise RegistryError(f"model {identity.name}: no signature, so no input columns")
         columns = tuple(InputColumn(name=str(spec.name), type=str(getattr(spec.type, "name",
                                                                           spec.type)))
                         for spec in signature.inputs.inputs)
+        estimator = modelfiles.load_sklearn(checked)
+        twin: OnnxPredictor | None = None
+        why_not: str | None = "turned off (--runtime sklearn)"
+        if runtime != "sklearn":
+            example = meta.load_input_example(str(folder))
+            if example is not None:
+                example = model_inputs(pd.DataFrame(example), columns)
+            twin, why_not = checked_twin(checked.twin_file, estimator, example, threads=threads)
         return cls(folder=folder, identity=identity, columns=columns, manifest=manifest,
-                   estimator=modelfiles.load_sklearn(checked))
+                   estimator=estimator, twin=twin, why_no_twin=why_not)
 
     @property
     def feature_names(self) -> list[str]:
         return [column.name for column in self.columns]
 
+    @property
+    def runtime(self) -> str:
+        return "sklearn" if self.twin is None else self.twin.runtime
+
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Prediction (and one probability column per class) for each row, same index."""
         x = model_inputs(frame, self.columns)
+        scorer = self.twin if self.twin is not None else self.estimator
         try:
-            out = pd.DataFrame({"prediction": self.estimator.predict(x)}, index=frame.index)
+            out = pd.DataFrame({"prediction": scorer.predict(x)}, index=frame.index)
             if hasattr(self.estimator, "predict_proba"):
-                proba = np.asarray(self.estimator.predict_proba(x))
+                proba = np.asarray(scorer.predict_proba(x))
                 for index, label in enumerate(self.estimator.classes_):
                     out[f"{PROBABILITY_PREFIX}{label}"] = proba[:, index]
         except (ValueError, TypeError) as err:

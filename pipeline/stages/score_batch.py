@@ -207,10 +207,12 @@ class ScoreResult:
     rows: int
     engine: str
     model_versions: list[str]
+    runtime: str | None = None
+    """onnx or sklearn where this process chose (local, spark); the server's choice else."""
 
     def as_dict(self) -> dict[str, Any]:
         return {"output": self.output, "rows": self.rows, "engine": self.engine,
-                "model_versions": self.model_versions}
+                "model_versions": self.model_versions, "runtime": self.runtime}
 
 
 Predict = Callable[[pd.DataFrame], pd.DataFrame]
@@ -232,7 +234,8 @@ def key_columns(names: Sequence[str], features: Sequence[str],
 
 def score_files(*, source: str, output: str, predict: Predict, columns: Sequence[InputColumn],
                 engine: str, keys: Sequence[str] | None = None, batch_rows: int = 50_000,
-                progress: Callable[[int], None] | None = None) -> ScoreResult:
+                progress: Callable[[int], None] | None = None,
+                runtime: str | None = None) -> ScoreResult:
     """Read in batches, score each, write Parquet parts; publish only a finished output."""
     dataset = open_dataset(source)
     names = dataset.schema.names
@@ -266,7 +269,7 @@ def score_files(*, source: str, output: str, predict: Predict, columns: Sequence
         discard(staging)
         raise
     return ScoreResult(output=output, rows=rows, engine=engine,
-                       model_versions=sorted(versions, key=_version_order))
+                       model_versions=sorted(versions, key=_version_order), runtime=runtime)
 
 
 def api_predict(scorer: Scorer, columns: Sequence[InputColumn], *, chunk_rows: int) -> Predict:

@@ -58,19 +58,20 @@ def spark_session(master: str) -> Any:
 
 
 def _executor_model(folder_name: str, identity: dict[str, str],
-                    manifest: dict[str, str] | None) -> BatchModel:
+                    manifest: dict[str, str] | None, runtime: str) -> BatchModel:
     from pyspark import SparkFiles
 
-    if folder_name not in _LOADED:
+    key = f"{folder_name}:{runtime}"
+    if key not in _LOADED:
         # One task per core: the model's own thread pools would only compete with the
         # other tasks on the same machine.
         from threadpoolctl import threadpool_limits
 
         threadpool_limits(1)
         folder = Path(SparkFiles.get(folder_name))
-        _LOADED[folder_name] = BatchModel.load(folder, identity=ModelIdentity(**identity),
-                                               manifest=manifest)
-    return _LOADED[folder_name]
+        _LOADED[key] = BatchModel.load(folder, identity=ModelIdentity(**identity),
+                                       manifest=manifest, runtime=runtime, threads=1)
+    return _LOADED[key]
 
 
 def _ship(spark: Any, folder: Path) -> str:
@@ -125,9 +126,10 @@ def score_with_spark(*, source: str, output: str, model: BatchModel, master: str
         pd.concat([sample[kept], model.predict(sample)], axis=1)).schema
     shipped = _ship(spark, model.folder)
     folder_name, identity, manifest = shipped, asdict(model.identity), model.manifest
+    runtime = "sklearn" if model.twin is None else "auto"  # what the driver chose
 
     def score_partition(parts: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        executor = _executor_model(folder_name, identity, manifest)
+        executor = _executor_model(folder_name, identity, manifest, runtime)
         for part in parts:
             yield pd.concat([part[kept].reset_index(drop=True),
                              executor.predict(part.reset_index(drop=True))], axis=1)
@@ -148,7 +150,7 @@ def score_with_spark(*, source: str, output: str, model: BatchModel, master: str
         raise
     # One verified model scores every row of a Spark job: its version is the only one.
     return ScoreResult(output=output, rows=rows, engine="spark",
-                       model_versions=[model.identity.version])
+                       model_versions=[model.identity.version], runtime=model.runtime)
 
 
 def _job_failure(err: Exception) -> Exception:

@@ -90,11 +90,16 @@ def test_local_and_api_engines_score_the_same_rows_as_predict(scoring: Scoring,
     done = scoring.score(str(scoring.batch), str(tmp_path / "local"))
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"output": str(tmp_path / "local"), "rows": 5_000,
-                                       "engine": "local", "model_versions": ["1"]}
+                                       "engine": "local", "model_versions": ["1"],
+                                       "runtime": "onnx"}
     local = _read(tmp_path / "local")
     assert list(local.columns) == ["id", "prediction", "model_name", "model_version",
                                    "model_run_id"]
     assert local["id"].tolist() == list(range(5_000))
+    by_sklearn = scoring.score(str(scoring.batch), str(tmp_path / "sklearn"),
+                               "--runtime", "sklearn")
+    assert by_sklearn.returncode == 0, by_sklearn.stderr
+    assert json.loads(by_sklearn.stdout)["runtime"] == "sklearn"
 
     sample = tmp_path / "sample.parquet"
     pd.read_parquet(scoring.batch).head(500).to_parquet(sample, index=False)
@@ -107,12 +112,13 @@ def test_local_and_api_engines_score_the_same_rows_as_predict(scoring: Scoring,
                    for r in rows.to_dict(orient="records")]
         served = server.predict(records).json()["predictions"]
     api_scores = _read(tmp_path / "api")
-    # The server answers with the compiled twin, the local engine with sklearn: equal
-    # within the twin's verified tolerance, 1e-6 of the largest value.
+    # The server and the local engine both answer with the verified compiled twin.
+    np.testing.assert_array_equal(api_scores["prediction"], local["prediction"].head(500))
+    np.testing.assert_array_equal(served, local["prediction"].head(50))
+    # sklearn: within the twin's verified tolerance, 1e-6 of the largest value.
     tolerance = 1e-6 * max(1.0, float(local["prediction"].abs().max()))
-    np.testing.assert_allclose(api_scores["prediction"], local["prediction"].head(500),
+    np.testing.assert_allclose(_read(tmp_path / "sklearn")["prediction"], local["prediction"],
                                rtol=0, atol=tolerance)
-    np.testing.assert_allclose(served, local["prediction"].head(50), rtol=0, atol=tolerance)
 
 
 @pytest.mark.parametrize(("make", "message"), [
@@ -142,6 +148,7 @@ def test_spark_engine_equals_the_local_engine_row_for_row(spark_scoring: Scoring
                                 "--engine", "spark", "--spark-master", "local[2]")
     assert spark.returncode == 0, spark.stderr
     assert json.loads(spark.stdout)["rows"] == SPARK_ROWS
+    assert json.loads(spark.stdout)["runtime"] == "onnx"  # each executor checked the twin
     local = spark_scoring.score(str(spark_scoring.batch), str(tmp_path / "local"))
     assert local.returncode == 0, local.stderr
     on_spark, here = _read(tmp_path / "spark"), _read(tmp_path / "local")
