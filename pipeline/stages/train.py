@@ -21,7 +21,6 @@ import mlflow
 import numpy as np
 import pandas as pd
 import sklearn
-import skops.io
 import yaml
 from mlflow.models import infer_signature
 from sklearn.base import BaseEstimator
@@ -194,14 +193,15 @@ def pip_requirements() -> list[str]:
     ]
 
 
-def trusted_types(model: Pipeline) -> list[str]:
+def trusted_types(model: BaseEstimator) -> list[str]:
     """The types skops must be told to trust to load this model again.
 
     They must be on the loading allowlist (`serving.modelfiles.ALLOWED_TYPES`) that the
     server, the gate and promote hold to: a model that could never be served is refused
     here, at training time, not at promotion.
     """
-    needed = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+    skops_io = modelfiles.skops_io()
+    needed = skops_io.get_untrusted_types(data=skops_io.dumps(model))
     try:
         return list(modelfiles.check_types(needed))
     except modelfiles.ModelRefused as err:

@@ -14,7 +14,7 @@ from sklearn.dummy import DummyRegressor
 
 from pipeline.gitops import registry
 from pipeline.gitops.card import write_candidate_run_id
-from pipeline.stages.train import pip_requirements
+from pipeline.stages.train import pip_requirements, trusted_types
 from tests.conftest import TrackingServer
 from tests.utils import run_mlops
 from tests.utils.cards import write_card
@@ -93,7 +93,8 @@ def test_a_candidate_with_another_feature_schema_than_production_is_refused(
     with mlflow.start_run() as run:
         mlflow.set_tag("task", "regression")
         mlflow.sklearn.log_model(narrow, name="model", pip_requirements=pip_requirements(),
-                                 signature=infer_signature(x, narrow.predict(x)))
+                                 signature=infer_signature(x, narrow.predict(x)),
+                                 skops_trusted_types=trusted_types(narrow))
     version = registry.register_run(client, model, run.info.run_id)
     move_production(client, model, version.version, tracking_uri=tracking_server.uri)
 

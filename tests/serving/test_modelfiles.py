@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from sklearn.linear_model import Ridge
+from sklearn.linear_model import Lasso, Ridge
 from sklearn.neighbors import KNeighborsRegressor
 
 from pipeline.stages.datasets import load_spec
@@ -30,8 +30,17 @@ REQUIREMENTS = ["scikit-learn"]
 
 
 def _save(folder: Path, model: object, **kwargs: object) -> Path:
+    """MLflow's folder; with skops (its default) MLflow loads it back trusting the types
+    named, so they are named (only the model's author's word: the check ignores them)."""
+    if kwargs.get("serialization_format", "skops") == "skops":
+        kwargs.setdefault("skops_trusted_types", _types_of(model))
     mlflow.sklearn.save_model(model, str(folder), pip_requirements=REQUIREMENTS, **kwargs)
     return folder
+
+
+def _types_of(model: object) -> list[str]:
+    skops_io = modelfiles.skops_io()
+    return sorted(skops_io.get_untrusted_types(data=skops_io.dumps(model)))
 
 
 class Payload:
@@ -88,14 +97,23 @@ def test_a_pickled_model_is_refused_before_its_code_runs(serialization: str,
 def test_a_model_cannot_whitelist_its_own_types(tmp_path: Path) -> None:
     """skops' trusted types in MLmodel are the author's word; only our list counts."""
     tree = KNeighborsRegressor(n_neighbors=2, algorithm="kd_tree").fit(X, Y)
-    needed = sorted(__import__("skops.io").io.get_untrusted_types(
-        data=__import__("skops.io").io.dumps(tree)))
+    needed = _types_of(tree)
     folder = _save(tmp_path / "kd", tree, skops_trusted_types=needed)
     assert yaml.safe_load((folder / "MLmodel").read_text())["flavors"]["sklearn"][
         "skops_trusted_types"] == needed
     with pytest.raises(modelfiles.ModelRefused, match="not on the loading allowlist") as refused:
         modelfiles.check_model(folder)
     assert refused.value.rule == "types"
+
+
+def test_an_estimator_skops_would_trust_by_default_is_refused_unless_listed_here(
+        tmp_path: Path) -> None:
+    """skops trusts every scikit-learn estimator unless told otherwise; we name ours."""
+    folder = _save(tmp_path / "lasso", Lasso(alpha=0.1).fit(X, Y))
+    with pytest.raises(modelfiles.ModelRefused, match="not on the loading allowlist") as refused:
+        modelfiles.check_model(folder)
+    assert refused.value.rule == "types"
+    assert "sklearn.linear_model._coordinate_descent.Lasso" in str(refused.value)
 
 
 @pytest.mark.parametrize(("edit", "rule"), [
