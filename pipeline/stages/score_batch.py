@@ -208,7 +208,8 @@ class ScoreResult:
     engine: str
     model_versions: list[str]
     runtime: str | None = None
-    """onnx or sklearn where this process chose (local, spark); the server's choice else."""
+    """onnx or sklearn for the engines that load the model (local, spark); None for api,
+    where the server chooses (its `/model` says which)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {"output": self.output, "rows": self.rows, "engine": self.engine,
