@@ -119,6 +119,9 @@ class ModelStatus(BaseModel):
         default=None, description="onnx: the verified compiled twin serves; sklearn: the skops "
         "model")
     twin: str | None = Field(default=None, description="why the twin does not serve, if not")
+    sklearn: Literal["loaded", "loading"] | None = Field(
+        default=None, description="loading: the twin serves while the skops model loads and "
+        "the twin is re-checked against it (the first version after start-up)")
     last_refusal: dict[str, str | None] | None = Field(
         default=None, description="the last version refused before loading, and why")
 

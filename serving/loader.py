@@ -7,10 +7,18 @@ before anything is deserialized, loads the model with skops, builds the request 
 from its signature and scores its input example through the request path. A failure
 raises `LoadError` (a refusal: `Refused`) with one line, and the store keeps serving
 what it has.
+
+Twin first: a version verified by its manifest whose compiled twin gives the answers
+training recorded on the input example (`serving.twin.recorded_twin`) is returned
+before its sklearn model is loaded, with the rest (the skops types check, loading,
+`checked_twin` against the model) as `LoadedModel.pending`. Importing scikit-learn and
+skops is most of a cold start; the store serves such a model at once when it has
+nothing else to serve, and finishes `pending` before a swap otherwise (`serving.store`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 import shutil
@@ -25,7 +33,7 @@ import pandas as pd
 from serving import modelfiles, scoring
 from serving.schema import from_signature
 from serving.scoring import ModelRef
-from serving.twin import checked_twin
+from serving.twin import OnnxPredictor, checked_twin, disagreement, recorded_twin
 
 # An unreachable registry should show up in seconds, not after MLflow's minutes of retries.
 MLFLOW_HTTP_DEFAULTS = {
@@ -101,12 +109,28 @@ def mlflow_loader(*, tracking_uri: str, max_rows: int, runtime: str = "auto",
             checked = _check(ref, local)
             model, example = _assemble(ref, checked, max_rows=max_rows, runtime=runtime,
                                        onnx_threads=onnx_threads)
-        finally:
+            warm_up(model, example)
+        except BaseException:
             shutil.rmtree(workdir, ignore_errors=True)
-        warm_up(model, example)
-        return model
+            raise
+        if model.pending is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+            return model
+        return dataclasses.replace(model, pending=_then_remove(model.pending, workdir))
 
     return load
+
+
+def _then_remove(pending: Callable[[], scoring.LoadedModel], workdir: Path
+                 ) -> Callable[[], scoring.LoadedModel]:
+    """`pending`, and the version's downloaded files removed once it has run."""
+    def run() -> scoring.LoadedModel:
+        try:
+            return pending()
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    return run
 
 
 def _download(ref: ModelRef, workdir: Path, tracking_uri: str) -> str:
@@ -120,14 +144,15 @@ def _download(ref: ModelRef, workdir: Path, tracking_uri: str) -> str:
 
 
 def _check(ref: ModelRef, local: Path) -> modelfiles.CheckedModel:
-    """Every check before deserializing; a version that must be verified needs a manifest."""
+    """The checks of the bytes and the format (the skops types are checked before the
+    skops file is read); a version that must be verified needs a manifest."""
     expected = modelfiles.parse_manifest(ref.manifest)
     try:
         if ref.verify and expected is None:
             raise modelfiles.ModelRefused(
                 "manifest", f"version {ref.version} has no {modelfiles.MANIFEST_TAG} tag: "
                 "only versions recorded by `mlops promote` are served")
-        return modelfiles.check_model(local, expected_manifest=expected)
+        return modelfiles.check_files(local, expected_manifest=expected)
     except modelfiles.ModelRefused as refusal:
         raise Refused(ref, refusal) from None
 
@@ -135,17 +160,57 @@ def _check(ref: ModelRef, local: Path) -> modelfiles.CheckedModel:
 def _assemble(ref: ModelRef, checked: modelfiles.CheckedModel, *, max_rows: int,
               runtime: str = "auto", onnx_threads: int = 1
               ) -> tuple[scoring.LoadedModel, Any]:
+    """The version ready to score: its twin first when it can be (see the module), else
+    its sklearn model (and the twin, if it agrees with it)."""
     from mlflow.models import Model  # MLmodel as YAML, and the input example as JSON
 
     try:
         meta = Model.load(str(checked.folder))
-        sklearn_predictor = SklearnPredictor(modelfiles.load_sklearn(checked))
         example = meta.load_input_example(str(checked.folder))
     except Exception as err:
         raise LoadError(f"cannot load: {one_line(err)}") from err
-    predictor, why_not = choose_predictor(checked, sklearn_predictor, example,
-                                          runtime=runtime, threads=onnx_threads)
-    model = scoring.LoadedModel(
+    if runtime == "auto" and ref.verify:
+        twin, _ = recorded_twin(checked.twin_file, example, threads=onnx_threads)
+        if twin is not None:
+            first = _loaded(ref, meta, example, twin, why_not=None, classes=twin.classes,
+                            max_rows=max_rows)
+
+            def finish() -> scoring.LoadedModel:
+                return _with_sklearn(ref, checked, meta, example, max_rows=max_rows,
+                                     twin=twin)
+
+            return dataclasses.replace(first, pending=finish), example
+    return _with_sklearn(ref, checked, meta, example, max_rows=max_rows, runtime=runtime,
+                         onnx_threads=onnx_threads), example
+
+
+def _with_sklearn(ref: ModelRef, checked: modelfiles.CheckedModel, meta: Any, example: Any,
+                  *, max_rows: int, runtime: str = "auto", onnx_threads: int = 1,
+                  twin: OnnxPredictor | None = None) -> scoring.LoadedModel:
+    """Load the skops model (its types checked first), and serve the twin only if it
+    agrees with it; `twin` is one already loaded (twin first), re-checked here."""
+    try:
+        estimator = modelfiles.load_sklearn(checked)
+    except modelfiles.ModelRefused as refusal:
+        raise Refused(ref, refusal) from None
+    except Exception as err:
+        raise LoadError(f"cannot load: {one_line(err)}") from err
+    sklearn_predictor = SklearnPredictor(estimator)
+    if twin is not None:
+        predictor, why_not = choose_twin(twin, sklearn_predictor, example)
+    else:
+        predictor, why_not = choose_predictor(checked, sklearn_predictor, example,
+                                              runtime=runtime, threads=onnx_threads)
+    model = _loaded(ref, meta, example, predictor, why_not=why_not,
+                    classes=classes_of(estimator), max_rows=max_rows)
+    if twin is not None and predictor is not twin:
+        warm_up(model, example)  # the twin was refused: sklearn serves from now on
+    return model
+
+
+def _loaded(ref: ModelRef, meta: Any, example: Any, predictor: Any, *, why_not: str | None,
+            classes: tuple[Any, ...] | None, max_rows: int) -> scoring.LoadedModel:
+    return scoring.LoadedModel(
         info=ModelRef(name=ref.name, version=ref.version, run_id=ref.run_id or meta.run_id,
                       uri=ref.uri),
         loaded_at=_now(),
@@ -155,10 +220,16 @@ def _assemble(ref: ModelRef, checked: modelfiles.CheckedModel, *, max_rows: int,
         example=example_records(example),
         runtime=getattr(predictor, "runtime", "sklearn"),
         twin=why_not,
-        classes=classes_of(sklearn_predictor.estimator),
+        classes=classes,
         params=getattr(meta.signature, "params", None),
     )
-    return model, example
+
+
+def choose_twin(twin: OnnxPredictor, sklearn_predictor: SklearnPredictor, example: Any
+                ) -> tuple[Any, str | None]:
+    """The twin served first, re-checked against the sklearn model it twins."""
+    why_not = disagreement(twin, sklearn_predictor.estimator, example)
+    return (twin, None) if why_not is None else (sklearn_predictor, why_not)
 
 
 def choose_predictor(checked: modelfiles.CheckedModel, sklearn_predictor: SklearnPredictor,

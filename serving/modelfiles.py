@@ -15,7 +15,9 @@ input example). Before anything is deserialized, the server, the gate and promot
 
 A compiled twin (`model.onnx`, see `serving.twin`) is one more file of the folder: the
 manifest covers it like the others, and it is a graph of standard ONNX operators that
-onnxruntime reads as data (no custom operator library is ever registered).
+onnxruntime reads as data (no custom operator library is ever registered). Steps 1 and 2
+(`check_files`) are enough to read it: the server does so, at start-up, before skops is
+imported; step 3 then always comes before the skops file is read (`load_sklearn`).
 
 A model logged with pickle or cloudpickle is refused at step 2, so its code never runs.
 This module imports nothing of the project: the serving image ships it, and the
@@ -24,6 +26,7 @@ pipeline (training, the gate, promote) imports it so all of them apply the same 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 import json
@@ -98,7 +101,8 @@ class CheckedModel:
 
     folder: Path
     model_file: Path
-    types: tuple[str, ...]
+    types: tuple[str, ...] | None
+    """None: not asked yet (`check_files`); `load_sklearn` checks them before loading."""
     manifest: dict[str, str]
     twin_file: Path | None = None
     """The compiled twin (`model.onnx`), when the folder has one: its bytes are covered by
@@ -282,15 +286,27 @@ def untrusted_types(model_file: Path) -> list[str]:
 def check_model(folder: Path, *, expected_manifest: Mapping[str, str] | None = None
                 ) -> CheckedModel:
     """Every check, in order, without deserializing anything."""
+    checked = check_files(folder, expected_manifest=expected_manifest)
+    return dataclasses.replace(checked, types=check_types(untrusted_types(checked.model_file)))
+
+
+def check_files(folder: Path, *, expected_manifest: Mapping[str, str] | None = None
+                ) -> CheckedModel:
+    """Steps 1 and 2 (the bytes, the format), which need no skops: enough to serve the
+    compiled twin, a graph onnxruntime reads as data. The skops file's types (step 3)
+    are checked by `load_sklearn` before it is read."""
     digests = (verify_manifest(folder, expected_manifest) if expected_manifest is not None
                else manifest(folder))
     model_file = check_mlmodel(folder)
-    types = check_types(untrusted_types(model_file))
     twin = folder / TWIN_FILE
-    return CheckedModel(folder=folder, model_file=model_file, types=types, manifest=digests,
+    return CheckedModel(folder=folder, model_file=model_file, types=None, manifest=digests,
                         twin_file=twin if TWIN_FILE in digests and twin.is_file() else None)
 
 
 def load_sklearn(checked: CheckedModel) -> Any:
-    """The estimator, loaded by skops trusting exactly the checked, allowed types."""
-    return skops_io().load(checked.model_file, trusted=list(checked.types))
+    """The estimator, loaded by skops trusting exactly the checked, allowed types (checked
+    here first when they were not yet)."""
+    types = checked.types
+    if types is None:
+        types = check_types(untrusted_types(checked.model_file))
+    return skops_io().load(checked.model_file, trusted=list(types))

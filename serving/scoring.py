@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeAlias
 
@@ -81,6 +81,10 @@ class LoadedModel:
     """A classifier's labels, in the order of its probability columns; None: a regressor."""
     params: Any = None
     """The signature's `ParamSchema` (MLflow), or None: `params` sent are ignored."""
+    pending: Callable[[], LoadedModel] | None = field(default=None, compare=False, repr=False)
+    """Served from its twin before its sklearn model was loaded: what is left to do (load
+    and check the sklearn model, `serving.loader`), returning the model to serve from
+    then on. None: nothing is left."""
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from serving.loader import (
     pinned_ref,
     registry_resolver,
 )
+from serving.scoring import ModelRef
 from serving.settings import ServingSettings
 
 log = logging.getLogger("serving.store")
@@ -100,25 +101,57 @@ class ModelStore:
                 return False
             try:
                 model = self._load(ref)
+                if model.pending is not None and (current is not None or ref.uri in self._failed):
+                    model = model.pending()  # a swap, or a retry: the whole version first
             except Exception as err:
-                self.reload_failures += 1
-                if isinstance(err, Refused):
-                    self.refusals += 1
-                    self.last_refusal = err.as_dict()
-                self._failed[ref.uri] = time.monotonic()
-                self._record_error(f"{ref.label}: {one_line(err)}")
-                log.warning("kept %s: %s failed to load: %s",
-                            current.info.label if current else "no model", ref.label,
-                            one_line(err))
+                self._record_failure(ref, err, kept=current)
                 return False
             self.current = model  # the swap: one reference assignment
             self.reloads += 1
             self.last_error = None
             self.last_error_at = None
             self._failed.pop(ref.uri, None)
-            log.info("serving %s (was %s)", ref.label,
-                     current.info.label if current else "nothing")
+            log.info("serving %s (was %s)%s", ref.label,
+                     current.info.label if current else "nothing",
+                     "; its compiled twin first, the sklearn model loading"
+                     if model.pending else "")
+            if model.pending is not None:
+                threading.Thread(target=self._finish, args=(model,), name="model-finish",
+                                 daemon=True).start()
             return True
+
+    def _finish(self, first: scoring.LoadedModel) -> None:
+        """Load and check what a twin-first model left pending, then serve the result.
+
+        If that fails (the skops file refused, say), the version is dropped as if it
+        had failed to load whole: the server is not ready and the poll tries again after
+        `retry_failed_seconds`, then loading the whole version before serving it.
+        """
+        assert first.pending is not None
+        try:
+            final = first.pending()
+        except Exception as err:
+            with self._lock:
+                if self.current is first:
+                    self.current = None
+                self._record_failure(first.info, err, kept=self.current)
+            return
+        with self._lock:
+            if self.current is first:
+                self.current = final  # one reference assignment, as for a swap
+                log.info("%s: the sklearn model is loaded; %s serves", first.info.label,
+                         final.runtime)
+
+    def _record_failure(self, ref: ModelRef, err: Exception,
+                        kept: scoring.LoadedModel | None) -> None:
+        self.reload_failures += 1
+        if isinstance(err, Refused):
+            self.refusals += 1
+            self.last_refusal = err.as_dict()
+        self._failed[ref.uri] = time.monotonic()
+        self._record_error(f"{ref.label}: {one_line(err)}")
+        log.warning("kept %s: %s failed to load: %s",
+                    kept.info.label if kept else "no model", ref.label, one_line(err))
 
     def start(self) -> None:
         """Poll in a background thread until `stop` (idempotent)."""
@@ -164,6 +197,7 @@ class ModelStore:
             "features": model.schema.names if model and model.schema else None,
             "runtime": model.runtime if model else None,
             "twin": model.twin if model else None,
+            "sklearn": ("loading" if model.pending else "loaded") if model else None,
             "last_refusal": self.last_refusal,
         }
 

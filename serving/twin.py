@@ -14,6 +14,7 @@ three score a twin the same way.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,11 +24,13 @@ import pandas as pd
 
 from serving.modelfiles import TWIN_FILE
 
-__all__ = ["TWIN_FILE", "OnnxPredictor", "Parity", "checked_twin", "example_parity", "parity",
-           "regression_tolerance"]
+__all__ = ["TWIN_FILE", "OnnxPredictor", "Parity", "Recorded", "checked_twin", "disagreement",
+           "example_parity", "parity", "recorded_twin", "regression_tolerance"]
 
 TOLERANCE_KEY = "mlops.parity_tolerance"
 """ONNX metadata: the tolerance the twin was verified with at training (target units)."""
+RECORDED_KEY = "mlops.example_answers"
+"""ONNX metadata: the sklearn model's own answers on the version's input example (JSON)."""
 
 MISSING_CATEGORY = ""
 DEFAULT_THREADS = 1
@@ -52,6 +55,53 @@ class Parity:
         labels = f", {self.labels_differ} labels differ" if self.labels_differ else ""
         return (f"max abs difference {self.max_abs:.3g} (tolerance {self.tolerance:.3g}) "
                 f"over {self.rows} rows{labels}")
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What the sklearn model answered on the input example at training, kept in the twin.
+
+    The server checks the twin against these instead of against the skops model, so it
+    can serve the twin before scikit-learn is even imported (`recorded_twin`); the file
+    is covered by the manifest, so the answers are the ones training computed.
+    """
+
+    predictions: list[Any]
+    probabilities: list[list[float]] | None = None
+    classes: list[Any] | None = None
+    """A classifier's labels, in the order of its probability columns."""
+
+    def to_json(self) -> str:
+        return json.dumps({"predictions": self.predictions, "probabilities": self.probabilities,
+                           "classes": self.classes}, separators=(",", ":"))
+
+    @classmethod
+    def of(cls, model: Any, frame: pd.DataFrame) -> Recorded:
+        """The model's answers on `frame` (its input example)."""
+        import sklearn
+
+        with sklearn.config_context(skip_parameter_validation=True):
+            predictions = np.asarray(model.predict(frame)).tolist()
+            if not hasattr(model, "predict_proba"):
+                return cls(predictions=predictions)
+            probabilities = np.asarray(model.predict_proba(frame), dtype=np.float64).tolist()
+        return cls(predictions=predictions, probabilities=probabilities,
+                   classes=np.asarray(model.classes_).tolist())
+
+    @classmethod
+    def from_json(cls, text: str | None) -> Recorded | None:
+        """None when absent or not what training writes (then the twin is not served first)."""
+        try:
+            value = json.loads(text) if text else None
+        except ValueError:
+            return None
+        if not isinstance(value, dict) or not isinstance(value.get("predictions"), list):
+            return None
+        probabilities, classes = value.get("probabilities"), value.get("classes")
+        if (probabilities is None) != (classes is None):
+            return None
+        return cls(predictions=value["predictions"], probabilities=probabilities,
+                   classes=classes)
 
 
 class OnnxPredictor:
@@ -89,6 +139,21 @@ class OnnxPredictor:
             return float(value) if value is not None else None
         except ValueError:
             return None
+
+    @property
+    def recorded(self) -> Recorded | None:
+        """The model's answers on the input example, when training recorded them."""
+        meta = self.session.get_modelmeta().custom_metadata_map
+        recorded = Recorded.from_json(meta.get(RECORDED_KEY))
+        if recorded is not None and (recorded.classes is not None) != self.classifier:
+            return None
+        return recorded
+
+    @property
+    def classes(self) -> tuple[Any, ...] | None:
+        """A classifier's labels as training recorded them (None: a regressor, or none)."""
+        recorded = self.recorded
+        return tuple(recorded.classes) if recorded and recorded.classes is not None else None
 
     @classmethod
     def from_file(cls, path: Path, *, threads: int = DEFAULT_THREADS) -> OnnxPredictor:
@@ -147,8 +212,18 @@ def parity(model: Any, twin: Any, frame: pd.DataFrame, *, classification: bool,
     with sklearn.config_context(skip_parameter_validation=True):
         expected = model.predict(frame)
         expected_proba = model.predict_proba(frame) if classification else None
+    return compare(expected, expected_proba, twin, frame, tolerance=tolerance)
+
+
+def compare(expected: Any, expected_proba: Any, twin: Any, frame: Any, *,
+            tolerance: float) -> Parity:
+    """The twin's answers on `frame` against `expected` (and, for a classifier, the
+    expected probabilities): the one measure of agreement, wherever the expected answers
+    come from (the sklearn model, or what training recorded)."""
     found = twin.predict(frame)
-    if not classification:
+    if len(np.asarray(expected)) != len(found):
+        return Parity(rows=len(frame), max_abs=float("inf"), tolerance=tolerance)
+    if expected_proba is None:
         diff = np.abs(np.asarray(expected, dtype=np.float64).ravel()
                       - np.asarray(found, dtype=np.float64).ravel())
         worst = float(np.nanmax(diff)) if diff.size else 0.0
@@ -157,7 +232,11 @@ def parity(model: Any, twin: Any, frame: pd.DataFrame, *, classification: bool,
         return Parity(rows=len(frame), max_abs=worst, tolerance=tolerance)
     labels_differ = int(np.sum(np.asarray(expected).astype(str)
                                != np.asarray(found).astype(str)))
-    diff = np.abs(np.asarray(expected_proba, dtype=np.float64) - twin.predict_proba(frame))
+    expected_proba = np.asarray(expected_proba, dtype=np.float64)
+    found_proba = twin.predict_proba(frame)
+    if expected_proba.shape != found_proba.shape:
+        return Parity(rows=len(frame), max_abs=float("inf"), tolerance=PROBABILITY_TOLERANCE)
+    diff = np.abs(expected_proba - found_proba)
     return Parity(rows=len(frame), max_abs=float(diff.max()) if diff.size else 0.0,
                   tolerance=PROBABILITY_TOLERANCE, labels_differ=labels_differ)
 
@@ -180,26 +259,75 @@ def checked_twin(twin_file: Path | None, estimator: Any, example: Any, *,
     else None and why not, in one line.
 
     Wherever a model is loaded (the server, batch scoring, a Spark executor) its twin is
-    taken only through here: its file was verified by the manifest with every other
-    file (`modelfiles.check_model`), and this re-checks it against the model it twins.
+    taken only through here or `recorded_twin`: its file was verified by the manifest
+    with every other file (`modelfiles.check_model`), and this re-checks it against the
+    model it twins.
     """
+    twin, why_not = _load(twin_file, threads)
+    if twin is None:
+        return None, why_not
+    why_not = disagreement(twin, estimator, example)
+    return (twin, None) if why_not is None else (None, why_not)
+
+
+def disagreement(twin: OnnxPredictor, estimator: Any, example: Any) -> str | None:
+    """None when the twin agrees with `estimator` on the input example, else why not in
+    one line. The twin keeps the estimator, to explain bad input (`serving.scoring`)."""
+    twin.estimator = estimator
+    if example is None:
+        return None
+    try:
+        measured = example_parity(estimator, twin, _frame(example))
+    except Exception as err:
+        return f"refused: the twin fails on the input example: {_one_line(err)}"
+    if not measured.ok:
+        return f"refused: the twin disagrees with the model on the input example: " \
+               f"{measured.line()}"
+    return None
+
+
+def recorded_twin(twin_file: Path | None, example: Any, *,
+                  threads: int = DEFAULT_THREADS) -> tuple[OnnxPredictor | None, str | None]:
+    """The twin, when it gives the answers training recorded for its model on the input
+    example (`Recorded`); else None and why not, in one line.
+
+    This is `checked_twin` without the sklearn model: the expected answers were computed
+    by that model at training and travel inside the twin's file, which the manifest
+    covers. It lets the server answer before loading scikit-learn (`serving.loader`);
+    the server still loads the sklearn model afterwards and re-checks the twin against
+    it (`disagreement`).
+    """
+    twin, why_not = _load(twin_file, threads)
+    if twin is None:
+        return None, why_not
+    recorded = twin.recorded
+    if recorded is None or example is None:
+        return None, "the twin records no answers on the input example"
+    frame = _frame(example)
+    tolerance = 0.0 if twin.classifier else regression_tolerance(recorded.predictions,
+                                                                 twin.tolerance)
+    try:
+        measured = compare(recorded.predictions, recorded.probabilities, twin, frame,
+                           tolerance=tolerance)
+    except Exception as err:
+        return None, f"refused: the twin fails on the input example: {_one_line(err)}"
+    if not measured.ok:
+        return None, f"refused: the twin disagrees with the answers recorded at training " \
+                     f"on the input example: {measured.line()}"
+    return twin, None
+
+
+def _load(twin_file: Path | None, threads: int) -> tuple[OnnxPredictor | None, str | None]:
     if twin_file is None:
         return None, "this version has no compiled twin"
     try:
-        twin = OnnxPredictor.from_file(twin_file, threads=threads)
-        twin.estimator = estimator
+        return OnnxPredictor.from_file(twin_file, threads=threads), None
     except Exception as err:
         return None, f"refused: cannot load {TWIN_FILE}: {_one_line(err)}"
-    if example is not None:
-        frame = example if isinstance(example, pd.DataFrame) else pd.DataFrame(example)
-        try:
-            measured = example_parity(estimator, twin, frame)
-        except Exception as err:
-            return None, f"refused: the twin fails on the input example: {_one_line(err)}"
-        if not measured.ok:
-            return None, f"refused: the twin disagrees with the model on the input " \
-                         f"example: {measured.line()}"
-    return twin, None
+
+
+def _frame(example: Any) -> pd.DataFrame:
+    return example if isinstance(example, pd.DataFrame) else pd.DataFrame(example)
 
 
 def _one_line(err: BaseException) -> str:

@@ -7,7 +7,9 @@ loopback: `mlflow models serve`, this server with the twin (`SERVING_RUNTIME=aut
 onnxruntime) and this server with sklearn (`SERVING_RUNTIME=sklearn`). Each is driven
 with the same payloads from `loadgen` (closed loop, bounded in time); for each server
 it records the cold start (process start to ready, the model's files from the local
-tracking server), the resident memory after warm-up, and for ours the HTTP floor
+tracking server; ours is ready on its twin before the sklearn model loads, and its cells
+are measured once that load is done), the resident memory after warm-up, and for ours
+the HTTP floor
 (`/health` on the same server and load generator). The in-process floor is sklearn's
 own predict on the same frames.
 
@@ -125,6 +127,18 @@ def resident_mb(process: ManagedProcess) -> float:
     return sum(p.memory_info().rss for p in members) / 1e6
 
 
+def wait_until_whole(port: int, timeout: float = 120.0) -> None:
+    """Our server is ready with a twin before its sklearn model is loaded (twin first);
+    the cells are measured after that load, which would otherwise share the cores."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if requests.get(f"http://127.0.0.1:{port}/model", timeout=2).json().get(
+                "sklearn") != "loading":
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"the server on port {port} did not finish loading in {timeout:.0f} s")
+
+
 def measure(process: ManagedProcess, command: list[str], env: dict[str, str], port: int,
             path: str, bodies: dict[int, bytes], *, health: bool) -> Served:
     began = time.monotonic()
@@ -133,6 +147,8 @@ def measure(process: ManagedProcess, command: list[str], env: dict[str, str], po
     common = {"host": "127.0.0.1", "port": port, "seconds": SECONDS}
     cells = {}
     try:
+        if health:
+            wait_until_whole(port)
         load(path=path, body=bodies[SCENARIOS[0][0]], connections=1, seconds=1.0,
              host="127.0.0.1", port=port)  # warm-up before the memory is read
         rss = resident_mb(process)

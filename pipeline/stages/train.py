@@ -241,7 +241,7 @@ def log_run(*, data: PreparedData, model: Pipeline, estimator_name: str,
                 sk_model=model,
                 name=MODEL_ARTIFACT,
                 signature=signature,
-                input_example=data.x_train.head(5),
+                input_example=input_example(data),
                 pip_requirements=pip_requirements(),
                 skops_trusted_types=trusted_types(model),
             )
@@ -252,6 +252,12 @@ def log_run(*, data: PreparedData, model: Pipeline, estimator_name: str,
             mlflow.delete_run(run.info.run_id)
             raise
     return str(run.info.run_id)
+
+
+def input_example(data: PreparedData) -> pd.DataFrame:
+    """The rows logged with the model as its input example; the twin records the model's
+    answers on the same rows (`compile_twin`)."""
+    return data.x_train.head(5)
 
 
 def model_signature(model: Pipeline, x_train: pd.DataFrame) -> Any:
@@ -341,7 +347,8 @@ def train(*, data: PreparedData, estimator: BaseEstimator, estimator_name: str,
     with progress.stage(f"evaluating on {len(data.validation):,} validation rows"):
         metrics = on_validation(evaluate(model, x_eval, y_eval, task=data.spec.task))
     with progress.stage("compiling the ONNX twin and checking it on the same rows"):
-        twin = compile_twin(model, data.spec, x_eval, y_eval, tolerance=twin_tolerance)
+        twin = compile_twin(model, data.spec, x_eval, y_eval, tolerance=twin_tolerance,
+                            example=input_example(data))
     if isinstance(twin, TwinRefused):
         log.warning("no compiled twin: %s", twin.reason)
     else:

@@ -7,6 +7,10 @@ for regression the largest absolute difference is at most `1e-6 * max(1, |y|)` (
 tolerance the card declares, in target units); for classification the labels are
 identical and the probabilities within 1e-6. Anything else is a `TwinRefused` with a
 one-line reason: the model still trains and serves through sklearn.
+
+A verified twin carries, in its ONNX metadata, the tolerance it was verified with and
+the model's own answers on the input example logged with it (`serving.twin.Recorded`):
+the server checks the twin against those and serves it before scikit-learn is loaded.
 """
 
 from __future__ import annotations
@@ -18,7 +22,15 @@ from sklearn.pipeline import Pipeline
 
 from pipeline.stages import onnx_compat
 from pipeline.stages.datasets import DatasetSpec
-from serving.twin import TOLERANCE_KEY, OnnxPredictor, Parity, parity, regression_tolerance
+from serving.twin import (
+    RECORDED_KEY,
+    TOLERANCE_KEY,
+    OnnxPredictor,
+    Parity,
+    Recorded,
+    parity,
+    regression_tolerance,
+)
 
 TARGET_OPSET = {"": 18, "ai.onnx.ml": 3}
 
@@ -55,20 +67,23 @@ def convert(model: Pipeline, spec: DatasetSpec) -> bytes:
 
 
 def compile_twin(model: Pipeline, spec: DatasetSpec, x_rows: pd.DataFrame,
-                 y_rows: pd.Series | None = None, *,
-                 tolerance: float | None = None) -> Twin | TwinRefused:
-    """The twin of `model`, verified on `x_rows` (the rows training evaluates on)."""
+                 y_rows: pd.Series | None = None, *, tolerance: float | None = None,
+                 example: pd.DataFrame | None = None) -> Twin | TwinRefused:
+    """The twin of `model`, verified on `x_rows` (the rows training evaluates on);
+    `example` is the input example logged with the model, whose answers it records."""
     try:
         onnx_bytes = convert(model, spec)
         predictor = OnnxPredictor(onnx_bytes)
     except Exception as err:  # any failure to convert is a reason, not a crash
         return TwinRefused(f"cannot convert to ONNX: {_one_line(err)}")
-    return verify(model, predictor, onnx_bytes, spec, x_rows, y_rows, tolerance=tolerance)
+    return verify(model, predictor, onnx_bytes, spec, x_rows, y_rows, tolerance=tolerance,
+                  example=example)
 
 
 def verify(model: Pipeline, predictor: OnnxPredictor, onnx_bytes: bytes, spec: DatasetSpec,
            x_rows: pd.DataFrame, y_rows: pd.Series | None = None, *,
-           tolerance: float | None = None) -> Twin | TwinRefused:
+           tolerance: float | None = None,
+           example: pd.DataFrame | None = None) -> Twin | TwinRefused:
     """Score `x_rows` with both; the twin if they agree."""
     classification = spec.task == "classification"
     limit = 0.0 if classification else regression_tolerance(
@@ -80,15 +95,21 @@ def verify(model: Pipeline, predictor: OnnxPredictor, onnx_bytes: bytes, spec: D
         return TwinRefused(f"the twin fails to score: {_one_line(err)}")
     if not measured.ok:
         return TwinRefused(f"the twin disagrees with the model: {measured.line()}", measured)
-    return Twin(onnx_bytes=with_tolerance(onnx_bytes, measured.tolerance), parity=measured)
+    recorded = Recorded.of(model, example) if example is not None else None
+    return Twin(onnx_bytes=with_metadata(onnx_bytes, measured.tolerance, recorded),
+                parity=measured)
 
 
-def with_tolerance(onnx_bytes: bytes, tolerance: float) -> bytes:
-    """The graph with the tolerance it was verified with, for the server's own re-check."""
+def with_metadata(onnx_bytes: bytes, tolerance: float, recorded: Recorded | None) -> bytes:
+    """The graph with the tolerance it was verified with and the model's answers on the
+    input example, for the server's own checks."""
     import onnx
 
     graph = onnx.load_from_string(onnx_bytes)
-    onnx.helper.set_model_props(graph, {TOLERANCE_KEY: repr(float(tolerance))})
+    props = {TOLERANCE_KEY: repr(float(tolerance))}
+    if recorded is not None:
+        props[RECORDED_KEY] = recorded.to_json()
+    onnx.helper.set_model_props(graph, props)
     return bytes(graph.SerializeToString())
 
 

@@ -2,7 +2,8 @@
 
 MLflow writes the folder (skops file, the signature training writes, the input
 example); the twin training compiles goes next to the skops file; the server's own
-`_check` + `_assemble` load it against a manifest of its files (no registry).
+`_check` + `_assemble` load it against a manifest of its files (no registry), and
+finish what a twin-first load leaves pending, as the store does (unless asked not to).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from sklearn.pipeline import Pipeline
 
 from pipeline.stages.data import PreparedData, prepare
 from pipeline.stages.datasets import load_spec
-from pipeline.stages.train import model_signature, trusted_types
+from pipeline.stages.train import input_example, model_signature, trusted_types
 from pipeline.stages.twin import Twin, compile_twin
 from serving import modelfiles, scoring
 from serving.loader import _assemble, _check
@@ -31,7 +32,8 @@ def sampled(dataset: str, *, train: int, validation: int) -> PreparedData:
 
 def own_twin(model: Pipeline, data: PreparedData) -> bytes:
     """The twin training would log for `model`: verified on the validation rows."""
-    twin = compile_twin(model, data.spec, data.x_validation, data.y_validation)
+    twin = compile_twin(model, data.spec, data.x_validation, data.y_validation,
+                        example=input_example(data))
     assert isinstance(twin, Twin), twin
     return twin.onnx_bytes
 
@@ -41,7 +43,7 @@ def save_like_training(root: Path, model: Pipeline, data: PreparedData,
     folder = root / "model"
     mlflow.sklearn.save_model(model, str(folder), serialization_format="skops",
                               signature=model_signature(model, data.x_train),
-                              input_example=data.x_train.head(5), pip_requirements=["sklearn"],
+                              input_example=input_example(data), pip_requirements=["sklearn"],
                               skops_trusted_types=trusted_types(model))
     if twin_bytes is not None:
         (folder / modelfiles.TWIN_FILE).write_bytes(twin_bytes)
@@ -49,9 +51,12 @@ def save_like_training(root: Path, model: Pipeline, data: PreparedData,
 
 
 def load_folder(folder: Path, *, name: str = "m", manifest: dict[str, str] | None = None,
-                runtime: str = "auto", max_rows: int = 100) -> scoring.LoadedModel:
+                runtime: str = "auto", max_rows: int = 100,
+                finish: bool = True) -> scoring.LoadedModel:
     ref = ModelRef(name=name, version="1", run_id="r", uri=f"models:/{name}/1",
                    manifest=modelfiles.dump_manifest(manifest or modelfiles.manifest(folder)),
                    verify=True)
     loaded, _ = _assemble(ref, _check(ref, folder), max_rows=max_rows, runtime=runtime)
+    if finish and loaded.pending is not None:
+        return loaded.pending()
     return loaded

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import threading
+from collections.abc import Callable
+
 import pytest
 
 from serving.loader import LoadError, pinned_ref
@@ -18,6 +22,8 @@ class Registry:
         self.down = False
         self.broken: set[str] = set()
         self.loads: list[str] = []
+        self.pending: dict[str, Callable[[], LoadedModel]] = {}
+        """Versions loaded twin first: what is left to do, by version."""
 
     def resolve(self) -> ModelRef:
         if self.down:
@@ -30,7 +36,9 @@ class Registry:
         self.loads.append(ref.version)
         if ref.version in self.broken:
             raise LoadError("cannot load: model.skops is not a skops file")
-        return loaded(version=ref.version)
+        model = loaded(version=ref.version)
+        pending = self.pending.get(ref.version)
+        return dataclasses.replace(model, pending=pending) if pending else model
 
 
 @pytest.fixture
@@ -97,6 +105,64 @@ def test_background_thread_starts_and_stops(registry: Registry, store: ModelStor
     finally:
         store.stop()
     assert store.ready
+
+
+def _wait_for(condition: Callable[[], bool]) -> bool:
+    for _ in range(500):
+        if condition():
+            return True
+        threading.Event().wait(0.01)
+    return False
+
+
+def test_the_first_version_serves_from_its_twin_while_the_rest_loads_behind(
+        registry: Registry, store: ModelStore) -> None:
+    release = threading.Event()
+    final = loaded(version="1")
+
+    def finish() -> LoadedModel:
+        release.wait(5)
+        return final
+
+    registry.pending["1"] = finish
+    assert store.refresh()
+    first = store.current
+    assert first is not None
+    assert first.pending is not None, "served before finishing"
+    assert store.status()["sklearn"] == "loading"
+    release.set()
+    assert _wait_for(lambda: store.current is final)
+    assert store.status()["sklearn"] == "loaded"
+    assert not store.refresh(), "finishing is not a new version"
+
+
+def test_a_swap_finishes_the_new_version_before_serving_it(registry: Registry,
+                                                           store: ModelStore) -> None:
+    assert store.refresh()
+    final = loaded(version="2")
+    registry.version, registry.pending["2"] = "2", lambda: final
+    assert store.refresh()
+    assert store.current is final, "a version swapped in is whole: nothing pending"
+
+
+def test_a_version_whose_pending_part_fails_is_dropped_and_then_loaded_whole(
+        registry: Registry) -> None:
+    store = ModelStore(resolve=registry.resolve, load=registry.load, poll_seconds=60,
+                       retry_failed_seconds=0)
+    calls: list[str] = []
+
+    def refuse() -> LoadedModel:
+        calls.append("finish")
+        raise LoadError("cannot load: model.skops is not a skops file")
+
+    registry.pending["1"] = refuse
+    assert store.refresh()
+    assert _wait_for(lambda: store.current is None and store.last_error is not None)
+    assert store.last_error == "toy version 1: cannot load: model.skops is not a skops file"
+    assert store.reload_failures == 1
+    assert not store.refresh(), "a retry loads the whole version before serving it"
+    assert store.current is None
+    assert calls == ["finish", "finish"]
 
 
 @pytest.mark.parametrize(("uri", "name", "version", "run_id"), [

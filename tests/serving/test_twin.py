@@ -1,11 +1,18 @@
 """The server prefers a version's compiled twin, verified like every file, else sklearn.
 
 Real model folders written by MLflow (skops) with the twin `mlops train` would log next
-to the skops file; loaded by the server's own `_check` + `_assemble` (no registry).
+to the skops file; loaded by the server's own `_check` + `_assemble` (no registry). A
+twin carrying the answers training recorded is served first, before scikit-learn is
+loaded; the store then loads the skops model and re-checks the twin against it.
 """
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -14,14 +21,17 @@ from fastapi.testclient import TestClient
 from sklearn.pipeline import Pipeline
 
 from pipeline.stages.data import PreparedData
-from pipeline.stages.train import fit, make_estimator
-from pipeline.stages.twin import convert
+from pipeline.stages.train import fit, input_example, make_estimator
+from pipeline.stages.twin import convert, with_metadata
 from serving import modelfiles, scoring
 from serving.app import create_app
 from serving.loader import Refused
 from serving.schema import ColumnBatch
+from serving.store import ModelStore
+from serving.twin import Recorded, recorded_twin
 from tests.serving.helpers import ready_store
 from tests.serving.model_folders import load_folder, own_twin, sampled, save_like_training
+from tests.utils import REPO
 
 pytestmark = pytest.mark.usefixtures("one_sklearn_thread")
 
@@ -100,3 +110,103 @@ def test_a_twin_the_manifest_does_not_cover_is_refused_before_loading(
     with pytest.raises(Refused) as refused:
         load_folder(folder, manifest=gated)
     assert refused.value.file == modelfiles.TWIN_FILE
+
+
+# --- twin first: served on the answers training recorded, before scikit-learn loads ---
+
+HGB_REGRESSOR = ("sklearn.ensemble._hist_gradient_boosting.gradient_boosting."
+                 "HistGradientBoostingRegressor")
+
+FIRST_LOAD = """
+import json, sys
+from pathlib import Path
+from serving import modelfiles
+from serving.loader import _assemble, _check
+from serving.scoring import ModelRef
+folder = Path(sys.argv[1])
+ref = ModelRef(name="m", version="1", run_id="r", uri="models:/m/1", verify=True,
+               manifest=modelfiles.dump_manifest(modelfiles.manifest(folder)))
+first, _ = _assemble(ref, _check(ref, folder), max_rows=100)
+imported = sorted(m for m in sys.modules if m.split(".")[0] in ("sklearn", "skops"))
+final = first.pending()
+print(json.dumps({"first": [first.runtime, first.pending is not None, imported],
+                  "final": [final.runtime, final.pending is not None,
+                            type(final.predictor.estimator).__name__, final.twin]}))
+"""
+
+
+def _wait_for(condition: Callable[[], bool]) -> None:
+    for _ in range(1000):
+        if condition():
+            return
+        threading.Event().wait(0.02)
+    raise AssertionError("the store did not finish the twin-first version")
+
+
+def _store_of(first: scoring.LoadedModel) -> ModelStore:
+    """A store whose first (and only) version is `first`, finished in its own thread."""
+    store = ModelStore(resolve=lambda: first.info, load=lambda _: first, poll_seconds=60)
+    assert store.refresh()
+    assert store.current is first
+    return store
+
+
+def test_a_twin_with_recorded_answers_serves_before_scikit_learn_is_imported(
+        tmp_path: Path, model: Pipeline, data: PreparedData) -> None:
+    folder = save_like_training(tmp_path, model, data, own_twin(model, data))
+    done = subprocess.run([sys.executable, "-c", FIRST_LOAD, str(folder)], cwd=REPO,
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["first"] == ["onnx", True, []], "ready before sklearn or skops is imported"
+    assert result["final"] == ["onnx", False, "Pipeline", None], \
+        "then the skops model is loaded and the twin re-checked against it"
+
+
+def test_a_twin_that_disagrees_with_its_recorded_answers_is_not_served_first(
+        tmp_path: Path, model: Pipeline, data: PreparedData) -> None:
+    other = convert(_fit(data, max_depth=2, max_iter=10), data.spec)
+    forged = with_metadata(other, 1e-3, Recorded.of(model, input_example(data)))
+    folder = save_like_training(tmp_path, model, data, forged)
+    twin, why_not = recorded_twin(folder / modelfiles.TWIN_FILE, input_example(data))
+    assert twin is None
+    assert why_not is not None
+    assert why_not.startswith(
+        "refused: the twin disagrees with the answers recorded at training on the input "
+        "example: max abs difference")
+    loaded = load_folder(folder, finish=False)
+    assert loaded.pending is None, "loaded whole: the twin is checked against sklearn"
+    assert loaded.runtime == "sklearn"
+
+
+def test_a_twin_with_forged_answers_serves_only_until_its_model_is_loaded(
+        tmp_path: Path, model: Pipeline, data: PreparedData) -> None:
+    other = _fit(data, max_depth=2, max_iter=10)  # a twin consistent with its own answers
+    folder = save_like_training(tmp_path, model, data, own_twin(other, data))
+    first = load_folder(folder, finish=False)
+    assert (first.runtime, first.pending is not None) == ("onnx", True)
+    store = _store_of(first)
+    _wait_for(lambda: store.current is not first)
+    final = store.current
+    assert final is not None
+    assert final.pending is None
+    assert final.runtime == "sklearn"
+    assert final.twin is not None
+    assert final.twin.startswith(
+        "refused: the twin disagrees with the model on the input example")
+    assert store.status()["sklearn"] == "loaded"
+
+
+def test_a_skops_file_the_allowlist_refuses_drops_the_version_its_twin_served(
+        tmp_path: Path, model: Pipeline, data: PreparedData,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = save_like_training(tmp_path, model, data, own_twin(model, data))
+    first = load_folder(folder, finish=False)
+    assert first.pending is not None
+    monkeypatch.setattr(modelfiles, "ALLOWED_TYPES", modelfiles.ALLOWED_TYPES - {HGB_REGRESSOR})
+    store = _store_of(first)
+    _wait_for(lambda: store.current is None)
+    assert store.refusals == 1
+    assert store.last_refusal is not None
+    assert store.last_refusal["rule"] == "types"
+    assert not store.ready

@@ -24,7 +24,7 @@ from pipeline.gitops.gate import Decision, TwinCheck, with_twin
 from pipeline.stages import twin as twin_stage
 from pipeline.stages.data import PreparedData, prepare
 from pipeline.stages.datasets import Column, DatasetSpec, load_spec
-from pipeline.stages.train import ESTIMATORS, fit, make_estimator
+from pipeline.stages.train import ESTIMATORS, fit, input_example, make_estimator
 from pipeline.stages.twin import Twin, TwinRefused, compile_twin
 from serving.twin import OnnxPredictor
 
@@ -88,19 +88,27 @@ def test_every_estimator_gets_a_twin_that_predicts_like_it(demo: dict[str, Prepa
     task = data.spec.task
     assert len(data.validation) == CHECK_ROWS
     model = fit(data, make_estimator(task, name, {}))
-    result = compile_twin(model, data.spec, data.x_validation, data.y_validation)
+    example = input_example(data)
+    result = compile_twin(model, data.spec, data.x_validation, data.y_validation,
+                          example=example)
     assert isinstance(result, Twin), getattr(result, "reason", "")
     assert result.parity.rows == CHECK_ROWS
     twin = OnnxPredictor(result.onnx_bytes)
     expected = model.predict(data.x_validation)
+    recorded = twin.recorded  # what the server checks the twin against at start-up
+    assert recorded is not None
+    assert recorded.predictions == model.predict(example).tolist()
     if task == "regression":
         limit = 1e-6 * max(1.0, float(data.y_validation.abs().max()))
         assert np.max(np.abs(twin.predict(data.x_validation) - expected)) <= limit
         assert twin.tolerance == pytest.approx(limit)
+        assert (recorded.probabilities, twin.classes) == (None, None)
     else:
         assert list(twin.predict(data.x_validation)) == list(expected)
         np.testing.assert_allclose(twin.predict_proba(data.x_validation),
                                    model.predict_proba(data.x_validation), atol=1e-6, rtol=0)
+        assert twin.classes == tuple(model.classes_.tolist())
+        assert recorded.probabilities == model.predict_proba(example).tolist()
 
 
 def test_tree_models_are_not_scaled_and_categories_carry_a_missing_marker(
