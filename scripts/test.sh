@@ -41,6 +41,7 @@ run_pytest() {
 # servers, so two cores serve three streams well. The first stream prints as it runs;
 # the others' output follows it.
 SIDE_TESTS=(tests/notebooks tests/serving/test_memory.py tests/serving/test_schemathesis.py
+            tests/integration/test_score.py
             tests/serving/test_image.py)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
