@@ -98,7 +98,8 @@ def pinned_ref(uri: str, name: str | None) -> ModelRef:
 
 
 def mlflow_loader(*, tracking_uri: str, max_rows: int, runtime: str = "auto",
-                  onnx_threads: int = 1, sklearn_threads: int = 1) -> Loader:
+                  onnx_threads: int = 1, sklearn_threads: int = 1,
+                  twin_first: bool = True) -> Loader:
     """Download, verify, load with skops (and the twin with onnxruntime), warm up."""
     limit_sklearn_threads(sklearn_threads)
 
@@ -108,7 +109,7 @@ def mlflow_loader(*, tracking_uri: str, max_rows: int, runtime: str = "auto",
             local = Path(_download(ref, workdir, tracking_uri))
             checked = _check(ref, local)
             model, example = _assemble(ref, checked, max_rows=max_rows, runtime=runtime,
-                                       onnx_threads=onnx_threads)
+                                       onnx_threads=onnx_threads, twin_first=twin_first)
             warm_up(model, example)
         except BaseException:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -158,7 +159,7 @@ def _check(ref: ModelRef, local: Path) -> modelfiles.CheckedModel:
 
 
 def _assemble(ref: ModelRef, checked: modelfiles.CheckedModel, *, max_rows: int,
-              runtime: str = "auto", onnx_threads: int = 1
+              runtime: str = "auto", onnx_threads: int = 1, twin_first: bool = True
               ) -> tuple[scoring.LoadedModel, Any]:
     """The version ready to score: its twin first when it can be (see the module), else
     its sklearn model (and the twin, if it agrees with it)."""
@@ -169,7 +170,7 @@ def _assemble(ref: ModelRef, checked: modelfiles.CheckedModel, *, max_rows: int,
         example = meta.load_input_example(str(checked.folder))
     except Exception as err:
         raise LoadError(f"cannot load: {one_line(err)}") from err
-    if runtime == "auto" and ref.verify:
+    if runtime == "auto" and twin_first and ref.verify:
         twin, _ = recorded_twin(checked.twin_file, example, threads=onnx_threads)
         if twin is not None:
             first = _loaded(ref, meta, example, twin, why_not=None, classes=twin.classes,

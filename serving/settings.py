@@ -46,6 +46,10 @@ class ServingSettings(BaseSettings):
     # auto: a version's verified compiled twin (onnxruntime) when it has one, else sklearn;
     # sklearn: always the skops model (to compare, or to rule the twin out).
     serving_runtime: Literal["auto", "sklearn"] = "auto"
+    # With auto: serve the first version's twin as soon as it gives the answers training
+    # recorded, and load its sklearn model behind it (a cold start without importing
+    # scikit-learn); false: /ready waits for the whole version.
+    serving_twin_first: bool = True
     # Threads per worker process. One each by default: a single-row predict gains
     # nothing from a pool, and on a small machine the pool's threads compete with the
     # event loop and the other workers (see docs/serving.md).

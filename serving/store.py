@@ -74,7 +74,8 @@ class ModelStore:
                              max_rows=settings.serving_max_rows,
                              runtime=settings.serving_runtime,
                              onnx_threads=settings.serving_onnx_threads,
-                             sklearn_threads=settings.serving_sklearn_threads)
+                             sklearn_threads=settings.serving_sklearn_threads,
+                             twin_first=settings.serving_twin_first)
         return cls(resolve=resolve, load=load, poll_seconds=settings.model_poll_seconds,
                    follow=follow, retry_failed_seconds=settings.model_retry_failed_seconds,
                    source=source)

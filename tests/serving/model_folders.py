@@ -51,12 +51,13 @@ def save_like_training(root: Path, model: Pipeline, data: PreparedData,
 
 
 def load_folder(folder: Path, *, name: str = "m", manifest: dict[str, str] | None = None,
-                runtime: str = "auto", max_rows: int = 100,
-                finish: bool = True) -> scoring.LoadedModel:
+                runtime: str = "auto", max_rows: int = 100, finish: bool = True,
+                twin_first: bool = True) -> scoring.LoadedModel:
     ref = ModelRef(name=name, version="1", run_id="r", uri=f"models:/{name}/1",
                    manifest=modelfiles.dump_manifest(manifest or modelfiles.manifest(folder)),
                    verify=True)
-    loaded, _ = _assemble(ref, _check(ref, folder), max_rows=max_rows, runtime=runtime)
+    loaded, _ = _assemble(ref, _check(ref, folder), max_rows=max_rows, runtime=runtime,
+                          twin_first=twin_first)
     if finish and loaded.pending is not None:
         return loaded.pending()
     return loaded

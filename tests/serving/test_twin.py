@@ -163,6 +163,14 @@ def test_a_twin_with_recorded_answers_serves_before_scikit_learn_is_imported(
         "then the skops model is loaded and the twin re-checked against it"
 
 
+def test_with_twin_first_turned_off_the_first_version_loads_whole(
+        tmp_path: Path, model: Pipeline, data: PreparedData) -> None:
+    folder = save_like_training(tmp_path, model, data, own_twin(model, data))
+    whole = load_folder(folder, finish=False, twin_first=False)
+    assert (whole.runtime, whole.twin, whole.pending) == ("onnx", None, None)
+    assert whole.predictor.estimator is not None, "checked against the loaded sklearn model"
+
+
 def test_a_twin_that_disagrees_with_its_recorded_answers_is_not_served_first(
         tmp_path: Path, model: Pipeline, data: PreparedData) -> None:
     other = convert(_fit(data, max_depth=2, max_iter=10), data.spec)
