@@ -29,7 +29,7 @@ from airflow.sdk import Param, dag, get_current_context, task
 
 from pipeline.gitops import emr
 from pipeline.gitops import training as steps
-from pipeline.stages.train import DEFAULT_ESTIMATOR
+from pipeline.stages import DEFAULT_ESTIMATOR
 
 EMR_SETTINGS = {"emr_application_id": "EMR_APPLICATION_ID",
                 "emr_train_job_role_arn": "EMR_TRAIN_JOB_ROLE_ARN",

@@ -12,9 +12,8 @@ from pipeline.cli.app import CardOption, app, say, settings_and_card, use_tracki
 from pipeline.errors import MlopsError
 from pipeline.gitops import registry
 from pipeline.gitops.card import prepare_data
-from pipeline.gitops.training import tag_registered_by
+from pipeline.stages import DEFAULT_ESTIMATOR
 from pipeline.stages.datasets import load_spec
-from pipeline.stages.train import DEFAULT_ESTIMATOR, make_estimator, parse_params, train
 
 
 @app.command("train")
@@ -34,6 +33,10 @@ def train_command(
     card_path: CardOption = None,
 ) -> None:
     """Train one model on the card's dataset and log it as an MLflow run."""
+    # scikit-learn (about 1 s) is imported by the commands that fit, not by every one
+    from pipeline.gitops.training import tag_registered_by
+    from pipeline.stages.train import make_estimator, parse_params, train
+
     if promote and not register:
         raise MlopsError("--promote needs --register")
     if registered_by is not None and not register:

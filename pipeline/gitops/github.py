@@ -21,7 +21,6 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from pipeline.errors import ConfigError, MlopsError
-from pipeline.stages.train import git_commit
 
 API_VERSION = "2022-11-28"
 _PAGE = 100
@@ -80,6 +79,8 @@ def audit_from_env(env: Mapping[str, str], *, git_sha: str | None = None,
                    pr_number: str | None = None, run_url: str | None = None,
                    actor: str | None = None) -> Audit:
     """Options win, then GitHub Actions' variables, then local defaults (the demo)."""
+    from pipeline.stages.train import git_commit  # brings scikit-learn: not at every start
+
     url = run_url
     if url is None and env.get("GITHUB_RUN_ID") and env.get("GITHUB_REPOSITORY"):
         server = env.get("GITHUB_SERVER_URL", "https://github.com")

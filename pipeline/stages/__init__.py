@@ -8,3 +8,6 @@ compose them the same way.
 MODEL_ARTIFACT = "model"
 """The name a stage logs the model under in its run (`runs:/<run_id>/model`); kept here,
 light to import, because the registry conventions build on it."""
+DEFAULT_ESTIMATOR = "hist_gradient_boosting"
+"""What `mlops train` fits unless told otherwise; here, light to import, for the CLI's
+and the training DAG's defaults."""

@@ -9,16 +9,28 @@ metrics on the validation rows under a `val_` prefix (`val_rmse`); the bare name
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import ModuleType
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-from sklearn import metrics as skm
-from sklearn.base import is_classifier
-from sklearn.pipeline import Pipeline
 
 from pipeline.stages.datasets import Task
 
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
+
 MetricFn = Callable[[np.ndarray, np.ndarray], float]
+
+
+def _skm() -> ModuleType:
+    """`sklearn.metrics`, imported when a metric is first computed: the gate's types and
+    directions are imported by every `mlops` command, scikit-learn (about 1 s) only by
+    those that score."""
+    import sklearn.metrics
+
+    module: ModuleType = sklearn.metrics
+    return module
 
 
 def _rmse(y: np.ndarray, p: np.ndarray) -> float:
@@ -27,14 +39,14 @@ def _rmse(y: np.ndarray, p: np.ndarray) -> float:
 
 REGRESSION_METRICS: dict[str, MetricFn] = {
     "rmse": _rmse,
-    "mae": lambda y, p: float(skm.mean_absolute_error(y, p)),
-    "r2": lambda y, p: float(skm.r2_score(y, p)),
+    "mae": lambda y, p: float(_skm().mean_absolute_error(y, p)),
+    "r2": lambda y, p: float(_skm().r2_score(y, p)),
 }
 
 CLASSIFICATION_METRICS: dict[str, MetricFn] = {
-    "accuracy": lambda y, p: float(skm.accuracy_score(y, p)),
-    "f1_macro": lambda y, p: float(skm.f1_score(y, p, average="macro", zero_division=0)),
-    "balanced_accuracy": lambda y, p: float(skm.balanced_accuracy_score(y, p)),
+    "accuracy": lambda y, p: float(_skm().accuracy_score(y, p)),
+    "f1_macro": lambda y, p: float(_skm().f1_score(y, p, average="macro", zero_division=0)),
+    "balanced_accuracy": lambda y, p: float(_skm().balanced_accuracy_score(y, p)),
 }
 
 GREATER_IS_BETTER: dict[str, bool] = {
@@ -65,6 +77,8 @@ def metric_functions(task: Task) -> dict[str, MetricFn]:
 
 def evaluate(model: Pipeline, x: pd.DataFrame, y: pd.Series, *, task: Task) -> dict[str, float]:
     """Every standard metric of the task for `model` on (x, y)."""
+    from sklearn.base import is_classifier
+
     prediction = np.asarray(model.predict(x))
     truth = np.asarray(y)
     scores = {name: fn(truth, prediction) for name, fn in metric_functions(task).items()}
@@ -76,6 +90,7 @@ def evaluate(model: Pipeline, x: pd.DataFrame, y: pd.Series, *, task: Task) -> d
 def _probability_metrics(model: Pipeline, x: pd.DataFrame, truth: np.ndarray) -> dict[str, float]:
     proba = model.predict_proba(x)
     classes = list(model.classes_)
+    skm = _skm()
     scores = {"log_loss": float(skm.log_loss(truth, proba, labels=classes))}
     if len(set(truth)) < 2:
         return scores

@@ -38,6 +38,7 @@ from sklearn.utils._param_validation import InvalidParameterError
 import pipeline
 from pipeline import progress
 from pipeline.errors import ConfigError
+from pipeline.stages import DEFAULT_ESTIMATOR as DEFAULT_ESTIMATOR  # what notebooks import
 from pipeline.stages import MODEL_ARTIFACT
 from pipeline.stages.data import PreparedData, rows_hash
 from pipeline.stages.datasets import Task
@@ -50,7 +51,6 @@ from serving.twin import TWIN_FILE
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ESTIMATOR = "hist_gradient_boosting"
 
 ESTIMATORS: dict[Task, dict[str, Callable[[], BaseEstimator]]] = {
     "regression": {

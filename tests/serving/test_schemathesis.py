@@ -18,7 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.generation import GenerationMode
 
-from pipeline.stages.train import DEFAULT_ESTIMATOR, fit, make_estimator
+from pipeline.stages import DEFAULT_ESTIMATOR
+from pipeline.stages.train import fit, make_estimator
 from serving.app import create_app
 from tests.serving.helpers import loaded, ready_store, ridge_pipeline
 from tests.serving.model_folders import load_folder, own_twin, sampled, save_like_training

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -87,3 +89,13 @@ def test_an_unexpected_failure_is_one_line_with_a_reference_and_exit_3(
     logged = (tmp_path / "home" / "mlops-errors.log").read_text()
     assert f"ref {reference}" in logged
     assert "Traceback" in logged  # the detail is kept, just not on the terminal
+
+
+def test_the_cli_starts_without_scikit_learn() -> None:
+    """Every `mlops` command imports the whole CLI; scikit-learn (about 1 s of a start) is
+    imported by the commands that fit or score, not by `--help`, `status` or `drift`."""
+    code = ("import sys, pipeline.cli; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'sklearn', 'skops'}))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=REPO, timeout=120, check=True)
+    assert done.stdout.strip() == "[]"
