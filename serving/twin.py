@@ -168,14 +168,7 @@ class OnnxPredictor:
         """
         feeds: dict[str, np.ndarray] = {}
         for name, is_text in self._inputs:
-            values = np.asarray(frame[name])
-            if is_text:
-                values = np.array([v if isinstance(v, str) else MISSING_CATEGORY
-                                   for v in values], dtype=object)
-            elif values.dtype != np.float64:
-                values = np.array([np.nan if v is None else v for v in values],
-                                  dtype=np.float64) if values.dtype == object \
-                    else values.astype(np.float64)
+            values = _marked_text(frame[name]) if is_text else _doubles(frame[name])
             feeds[name] = values.reshape(-1, 1)
         return feeds
 
@@ -191,6 +184,33 @@ class OnnxPredictor:
             raise AttributeError("this twin is a regressor: it has no probabilities")
         return np.asarray(self.session.run([self._proba], self.feeds(frame))[0],
                           dtype=np.float64)
+
+
+def _marked_text(values: Any) -> np.ndarray:
+    """A text input as onnxruntime takes it: strings, with gaps (and non-text) marked.
+
+    A pandas column is converted through its few distinct values (batch scoring: one
+    Python step per category, not per row); anything else (the server's column lists)
+    value by value.
+    """
+    if isinstance(values, pd.Series):
+        codes, uniques = pd.factorize(values, use_na_sentinel=True)
+        labels = np.array([v if isinstance(v, str) else MISSING_CATEGORY for v in uniques]
+                          + [MISSING_CATEGORY], dtype=object)
+        marked: np.ndarray = labels[codes]
+        return marked  # a gap's code, -1, is the last label: the marker
+    return np.array([v if isinstance(v, str) else MISSING_CATEGORY for v in values],
+                    dtype=object)
+
+
+def _doubles(column: Any) -> np.ndarray:
+    """A number input as onnxruntime takes it: doubles, NaN for a gap (None)."""
+    values = np.asarray(column)
+    if values.dtype == np.float64:
+        return values
+    if values.dtype == object:
+        return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+    return values.astype(np.float64)
 
 
 def regression_tolerance(truth: Any, declared: float | None = None) -> float:

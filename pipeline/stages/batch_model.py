@@ -54,8 +54,8 @@ class BatchModel:
     def load(cls, folder: Path, *, identity: ModelIdentity, manifest: dict[str, str] | None,
              runtime: str = "auto", threads: int = 1) -> BatchModel:
         """Check every rule, then read the estimator (and its twin); a refusal is one line
-        (exit 2). `threads` is the twin's intra-op pool: the machine's cores in this
-        process, one in a Spark task (one task per core)."""
+        (exit 2). `threads` is the twin's intra-op pool: one where batches are scored
+        a core each (the local engine's workers, Spark's tasks)."""
         from mlflow.models import Model  # MLmodel as YAML: the signature
 
         try:

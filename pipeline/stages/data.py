@@ -157,12 +157,18 @@ def _canonical(values: pd.Series, column: Column) -> pd.Series:
     return as_categories(values)
 
 
+TEXT_DTYPE = pd.StringDtype(na_value=np.nan)
+"""pandas' text dtype (what a Parquet string column reads as): categories are held in it."""
+
+
 def as_categories(values: pd.Series) -> pd.Series:
     """Categories as text, missing stays missing: `True` becomes "True", 3 becomes "3".
 
     What training does to a categorical column, so scoring does it too: a boolean or
     integer column read from a file must reach the model as the text it learned.
     """
+    if values.dtype == TEXT_DTYPE:
+        return values  # already that text: batch scoring reads most files this way
     # Vectorized (str() per value in C, not a Python lambda): batch scoring calls this on
     # every batch; `infer_objects` gives the dtype a per-value map would have inferred
     # (pandas' text dtype, where a missing value reads as NaN, not None).

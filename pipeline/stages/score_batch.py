@@ -16,7 +16,9 @@ from __future__ import annotations
 import datetime as dt
 import os
 import tempfile
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -236,28 +238,38 @@ def key_columns(names: Sequence[str], features: Sequence[str],
 def score_files(*, source: str, output: str, predict: Predict, columns: Sequence[InputColumn],
                 engine: str, keys: Sequence[str] | None = None, batch_rows: int = 50_000,
                 progress: Callable[[int], None] | None = None,
-                runtime: str | None = None) -> ScoreResult:
-    """Read in batches, score each, write Parquet parts; publish only a finished output."""
+                runtime: str | None = None, workers: int = 1) -> ScoreResult:
+    """Read in batches, score each, write Parquet parts; publish only a finished output.
+
+    With `workers` > 1, that many batches are scored at once in threads (the twin and
+    Arrow release the GIL), while this thread reads the next and writes the finished
+    ones in input order: at most `workers` + 2 batches are held, so memory stays bounded
+    by the batch size.
+    """
     dataset = open_dataset(source)
     names = dataset.schema.names
     check_columns(names, arrow_types(dataset.schema), columns, source=source)
     kept = key_columns(names, [c.name for c in columns], keys)
+
+    def scored_table(batch: pa.RecordBatch) -> pa.Table:
+        frame = batch.to_pandas()
+        return pa.Table.from_pandas(pd.concat([frame[kept], predict(frame)], axis=1),
+                                    preserve_index=False)
+
     staging = staging_dir(output)
     Path(staging).mkdir(parents=True, exist_ok=True)
-    rows, versions, writer = 0, set(), None
+    rows, writer = 0, None
+    versions: set[str] = set()
     try:
-        for batch in batches(dataset, rows=batch_rows):
-            frame = batch.to_pandas()
-            scored = pd.concat([frame[kept], predict(frame)], axis=1)
-            table = pa.Table.from_pandas(scored, preserve_index=False)
+        for table in _in_order(scored_table, batches(dataset, rows=batch_rows), workers):
             if writer is None:
                 writer = pq.ParquetWriter(str(Path(staging) / "part-00000.parquet"),
                                           table.schema)
             writer.write_table(table)
-            rows += len(scored)
-            versions.update(scored["model_version"].astype(str).unique())
+            rows += table.num_rows
+            versions.update(str(v) for v in table.column("model_version").unique().to_pylist())
             if progress is not None:
-                progress(len(scored))
+                progress(table.num_rows)
         if writer is not None:
             writer.close()
             writer = None
@@ -271,6 +283,25 @@ def score_files(*, source: str, output: str, predict: Predict, columns: Sequence
         raise
     return ScoreResult(output=output, rows=rows, engine=engine,
                        model_versions=sorted(versions, key=_version_order), runtime=runtime)
+
+
+def _in_order(work: Callable[[Any], Any], items: Iterator[Any], workers: int) -> Iterator[Any]:
+    """`work` of each item, in the items' order, with up to `workers` running at once."""
+    if workers <= 1:
+        yield from map(work, items)
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="score") as pool:
+        running: deque[Future[Any]] = deque()
+        try:
+            for item in items:
+                running.append(pool.submit(work, item))
+                if len(running) > workers:
+                    yield running.popleft().result()
+            while running:
+                yield running.popleft().result()
+        finally:
+            for future in running:
+                future.cancel()
 
 
 def api_predict(scorer: Scorer, columns: Sequence[InputColumn], *, chunk_rows: int) -> Predict:

@@ -15,8 +15,9 @@ import pandas as pd
 import pytest
 from sklearn.pipeline import Pipeline
 
-from pipeline.stages.batch_model import BatchModel, ModelIdentity
+from pipeline.stages.batch_model import BatchModel, ModelIdentity, model_inputs
 from pipeline.stages.data import PreparedData
+from pipeline.stages.score_batch import score_files
 from pipeline.stages.train import fit, make_estimator
 from pipeline.stages.twin import convert
 from serving import modelfiles, scoring
@@ -98,3 +99,51 @@ def test_a_classifiers_batch_labels_and_probabilities_come_from_its_twin(
             model.predict(rows).astype(str)).all()
     np.testing.assert_allclose(scored[columns].to_numpy(), model.predict_proba(rows),
                                rtol=0, atol=1e-6)
+
+
+def test_categories_with_gaps_and_unseen_values_score_as_the_server_scores_them(
+        tmp_path: Path, regression: tuple[PreparedData, Pipeline]) -> None:
+    """Batches convert text through its distinct values, the server's column lists
+    value by value: a gap (None or NaN) and a value training never saw must reach the
+    twin the same way on both paths, and score as sklearn scores them."""
+    data, model = regression
+    folder = save_like_training(tmp_path, model, data, own_twin(model, data))
+    rows = data.x_validation.head(60).copy()
+    rows["cut"] = rows["cut"].astype(object)
+    rows.loc[rows.index[:10], "cut"] = None
+    rows.loc[rows.index[10:20], "cut"] = np.nan
+    rows.loc[rows.index[20:30], "cut"] = "Never seen"
+    rows.loc[rows.index[30:40], "color"] = None
+    batch = _load(folder)
+    scored = batch.predict(rows)
+    assert batch.twin is not None
+    as_lists = {name: rows[name].tolist() for name in rows.columns}  # the server's shape
+    x = model_inputs(rows, batch.columns)
+    by_values, by_lists = batch.twin.feeds(x), batch.twin.feeds(as_lists)
+    assert by_values.keys() == by_lists.keys()
+    for name, values in by_values.items():
+        np.testing.assert_array_equal(values, by_lists[name], err_msg=name)
+    assert "" in by_values["cut"]
+    assert "Never seen" in by_values["cut"]
+    limit = 1e-6 * max(1.0, float(data.y_validation.abs().max()))
+    assert np.max(np.abs(scored["prediction"] - model.predict(rows))) <= limit
+
+
+def test_batches_scored_in_parallel_are_written_in_input_order(
+        tmp_path: Path, regression: tuple[PreparedData, Pipeline]) -> None:
+    data, model = regression
+    batch = _load(save_like_training(tmp_path, model, data, own_twin(model, data)))
+    rows = data.x_validation.reset_index(drop=True)
+    rows.insert(0, "id", np.arange(len(rows)))
+    rows.to_parquet(tmp_path / "in.parquet", index=False)
+    outputs = {}
+    for workers in (1, 2):
+        result = score_files(source=str(tmp_path / "in.parquet"),
+                             output=str(tmp_path / f"out-{workers}"), predict=batch.predict,
+                             columns=batch.columns, engine="local", batch_rows=7,
+                             workers=workers)
+        assert result.rows == len(rows)
+        outputs[workers] = pd.read_parquet(tmp_path / f"out-{workers}")
+    assert outputs[2]["id"].tolist() == list(range(len(rows)))
+    pd.testing.assert_frame_equal(outputs[2], outputs[1])
+    np.testing.assert_array_equal(outputs[2]["prediction"], batch.predict(rows)["prediction"])
