@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from pipeline.errors import DataError, ServingError
@@ -294,3 +296,18 @@ def test_parquet_batches_are_read_too(fake_api: tuple[str, FakeState], batch_csv
     result = score_batch(source=str(parquet), output_dir=str(tmp_path / "out"),
                          logical_date=DATE, scorer=ServingClient(url, retry=FAST))
     assert result.rows == 7
+
+
+def test_spark_shuffles_only_an_input_its_own_splits_would_leave_on_one_core(
+        tmp_path: Path) -> None:
+    from pipeline.stages.score_spark import spreads_by_itself
+
+    table = pa.table({"id": list(range(1000))})
+    pq.write_table(table, tmp_path / "one-group.parquet")
+    pq.write_table(table, tmp_path / "groups.parquet", row_group_size=100)
+    assert not spreads_by_itself([f"file://{tmp_path}/one-group.parquet"], cores=2)
+    assert spreads_by_itself([f"file://{tmp_path}/groups.parquet"], cores=2)
+    assert not spreads_by_itself([f"file://{tmp_path}/groups.parquet"], cores=16)
+    # As many files as cores: no footer is read (these names do not even exist).
+    assert spreads_by_itself(["file:///nowhere/a.parquet", "file:///nowhere/b.parquet"],
+                             cores=2)
