@@ -95,9 +95,19 @@ def arrow_types(schema: pa.Schema) -> dict[str, str]:
 
 
 def batches(dataset: ds.Dataset, *, rows: int) -> Iterator[pa.RecordBatch]:
-    """The input in batches of at most `rows` rows: memory bounded by the batch size."""
+    """The input in batches of at most `rows` rows: memory bounded by the batch size.
+
+    Decoded in this thread, two batches ahead, one file at a time, and Parquet without
+    pre-buffering: with pyarrow's defaults every row group's bytes read so far stay
+    until the file is done (apache/arrow#39808) and the scan threads' allocations stay
+    with them, so memory grew with the file (945 MB for 16,000,000 rows, 606 MB for
+    1,000,000). The scorers run beside this thread, so its reading is not the limit.
+    """
+    options = (ds.ParquetFragmentScanOptions(pre_buffer=False, use_buffered_stream=True)
+               if isinstance(getattr(dataset, "format", None), ds.ParquetFileFormat) else None)
     try:
-        yield from dataset.to_batches(batch_size=rows)
+        yield from dataset.to_batches(batch_size=rows, batch_readahead=2, fragment_readahead=1,
+                                      fragment_scan_options=options, use_threads=False)
     except (pa.ArrowInvalid, OSError) as err:
         raise DataError(f"score: cannot read the input: {_first(err)}") from err
 
