@@ -117,7 +117,9 @@ CARD ?= model_card.yaml
 GATE_DIR ?= .mlops/gate
 WORKFLOWS := .github/workflows/pr.yml .github/workflows/promote.yml .github/workflows/drift.yml \
 	.github/workflows/rollback.yml .github/workflows/dags.yml
-ROLLBACK_TO ?=
+# ROLLBACK_TO (rollback.yml's input) is never pasted into a recipe: `mlops rollback`
+# reads it from the environment and accepts only a version number.
+export ROLLBACK_TO
 
 .PHONY: gate
 gate: $(STAMP) ## gate the card's candidate vs Production, read-only (report, verdict, plot in GATE_DIR)
@@ -134,7 +136,7 @@ promote: $(STAMP) ## re-compute the gate and, on a pass, make the candidate Prod
 
 .PHONY: rollback
 rollback: $(STAMP) ## break glass: move Production back to previous-production (or ROLLBACK_TO=version)
-	@$(MLOPS) rollback --card $(CARD) $(if $(ROLLBACK_TO),--to $(ROLLBACK_TO))
+	@$(MLOPS) rollback --card $(CARD)
 
 .PHONY: drift
 drift: $(STAMP) ## exit 1 when Production is not the run the card names

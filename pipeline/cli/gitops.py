@@ -215,11 +215,22 @@ def _pr_verdict(pr_number: str) -> Verdict | None:
     return embedded_verdict(body) if body else None
 
 
+def _version_number(value: str | None) -> str | None:
+    """A registry version is a positive integer: anything else is refused before use."""
+    if value is None or value.strip() == "":
+        return None
+    if not value.isascii() or not value.isdigit() or value.startswith("0"):
+        raise typer.BadParameter("expected a model version number such as 3")
+    return value
+
+
 @app.command("rollback")
 def rollback_command(
     card_path: CardOption = None,
     to: Annotated[str | None, typer.Option(
-        "--to", help="version to restore (default: the previous-production alias)")] = None,
+        "--to", envvar="ROLLBACK_TO", callback=_version_number,
+        help="version to restore, a number (default: the previous-production alias; "
+        "$ROLLBACK_TO, as rollback.yml passes its input)")] = None,
     git_sha: GitShaOption = None, pr: PrOption = None, run_url: RunUrlOption = None,
     actor: ActorOption = None,
 ) -> None:
