@@ -71,7 +71,10 @@ checks every estimator against this list). Add a type only after reading what it
 when loaded."""
 
 TWIN_FILE = "model.onnx"
-"""The model's compiled twin (ONNX, data only), next to the skops file."""
+"""The model's compiled twin (ONNX, data only), next to the skops file. Derived, never
+supplied: promotion compiles it from the verified model and records it in the manifest;
+a twin that only the run carries is never used (`check_files`)."""
+DERIVED_FILES = frozenset({TWIN_FILE})
 
 PROBABILITIES_PARAM = "probabilities"
 """The signature parameter training declares for a classifier (boolean, default false):
@@ -141,6 +144,11 @@ def parse_manifest(text: str | None) -> dict[str, str] | None:
     return value
 
 
+def without_derived(digests: Mapping[str, str]) -> dict[str, str]:
+    """The files that make the model as trained: what a gate evaluates and compares."""
+    return {name: digest for name, digest in digests.items() if name not in DERIVED_FILES}
+
+
 def dump_manifest(digests: Mapping[str, str]) -> str:
     return json.dumps(dict(sorted(digests.items())), separators=(",", ":"))
 
@@ -191,7 +199,8 @@ def read_mlmodel(folder: Path) -> dict[str, Any]:
 
 def check_mlmodel(folder: Path) -> Path:
     """The sklearn model file, if MLmodel describes a data-only sklearn model."""
-    flavors: dict[str, Any] = read_mlmodel(folder)["flavors"]
+    mlmodel = read_mlmodel(folder)
+    flavors: dict[str, Any] = mlmodel["flavors"]
     others = sorted(set(flavors) - ALLOWED_FLAVORS)
     if others:
         raise ModelRefused("flavor", f"flavor {others[0]} is refused: only sklearn models "
@@ -212,15 +221,49 @@ def check_mlmodel(folder: Path) -> Path:
     loader = pyfunc.get("loader_module", ALLOWED_LOADER)
     if loader != ALLOWED_LOADER:
         raise ModelRefused("loader", f"loader module {loader} is refused (only {ALLOWED_LOADER})")
-    return _inside(folder, sklearn.get("pickled_model"))
+    check_paths(folder, mlmodel)
+    return inside(folder, sklearn.get("pickled_model"), what="the sklearn flavor's model file")
 
 
-def _inside(folder: Path, name: Any) -> Path:
-    if not isinstance(name, str) or not name or name.startswith("/") or ".." in name.split("/"):
-        raise ModelRefused("format", "the sklearn flavor names no model file inside the model")
-    path = folder / name
-    if not path.is_file():
-        raise ModelRefused("format", f"the model file {name} is missing")
+def named_paths(mlmodel: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """(where, value) of every field of MLmodel that names a file MLflow may read."""
+    flavors = mlmodel.get("flavors") or {}
+    found: list[tuple[str, Any]] = []
+    for flavor, conf in flavors.items():
+        if not isinstance(conf, dict):
+            continue
+        for key in ("pickled_model", "model_path", "data", "model_data"):
+            if key in conf:
+                found.append((f"flavors.{flavor}.{key}", conf[key]))
+        env = conf.get("env")
+        if isinstance(env, dict):
+            found += [(f"flavors.{flavor}.env.{k}", v) for k, v in env.items()]
+        elif env is not None:
+            found.append((f"flavors.{flavor}.env", env))
+    example = mlmodel.get("saved_input_example_info")
+    if isinstance(example, dict) and "artifact_path" in example:
+        found.append(("saved_input_example_info.artifact_path", example["artifact_path"]))
+    return found
+
+
+def check_paths(folder: Path, mlmodel: Mapping[str, Any]) -> None:
+    """Every file MLmodel names lies inside the model folder: MLflow would otherwise read
+    (and the server publish, as its input example) a file from elsewhere on the disk."""
+    for where, value in named_paths(mlmodel):
+        inside(folder, value, what=where, must_exist=False)
+
+
+def inside(folder: Path, name: Any, *, what: str, must_exist: bool = True) -> Path:
+    """`folder/name`, if `name` is a relative path that stays inside `folder` (symbolic
+    links resolved); else the model is refused, naming the field."""
+    if not isinstance(name, str) or not name or "\\" in name or "\x00" in name:
+        raise ModelRefused("path", f"{what}: not a file name inside the model folder")
+    root = folder.resolve()
+    path = (folder / name).resolve()
+    if name.startswith("/") or ".." in name.split("/") or not path.is_relative_to(root):
+        raise ModelRefused("path", f"{what}: the path leaves the model folder: refused")
+    if must_exist and not path.is_file():
+        raise ModelRefused("format", f"{what} {name[:80]} is missing")
     return path
 
 
@@ -294,13 +337,18 @@ def check_files(folder: Path, *, expected_manifest: Mapping[str, str] | None = N
                 ) -> CheckedModel:
     """Steps 1 and 2 (the bytes, the format), which need no skops: enough to serve the
     compiled twin, a graph onnxruntime reads as data. The skops file's types (step 3)
-    are checked by `load_sklearn` before it is read."""
+    are checked by `load_sklearn` before it is read.
+
+    The twin is offered only when the recorded manifest names it (promotion compiled
+    it): a `model.onnx` in a run's folder, or in a folder checked without a manifest,
+    is someone's upload, and is ignored."""
     digests = (verify_manifest(folder, expected_manifest) if expected_manifest is not None
                else manifest(folder))
     model_file = check_mlmodel(folder)
     twin = folder / TWIN_FILE
+    recorded = expected_manifest is not None and TWIN_FILE in expected_manifest
     return CheckedModel(folder=folder, model_file=model_file, types=None, manifest=digests,
-                        twin_file=twin if TWIN_FILE in digests and twin.is_file() else None)
+                        twin_file=twin if recorded and twin.is_file() else None)
 
 
 def load_sklearn(checked: CheckedModel) -> Any:

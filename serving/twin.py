@@ -22,10 +22,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from serving.modelfiles import TWIN_FILE
+from serving.modelfiles import TWIN_FILE, ModelRefused
 
-__all__ = ["TWIN_FILE", "OnnxPredictor", "Parity", "Recorded", "checked_twin", "disagreement",
-           "example_parity", "parity", "recorded_twin", "regression_tolerance"]
+__all__ = ["ALLOWED_OPERATORS", "TWIN_FILE", "OnnxPredictor", "Parity", "Recorded",
+           "check_graph", "checked_twin", "disagreement", "example_parity", "parity",
+           "recorded_twin", "regression_tolerance"]
 
 TOLERANCE_KEY = "mlops.parity_tolerance"
 """ONNX metadata: the tolerance the twin was verified with at training (target units)."""
@@ -34,6 +35,76 @@ RECORDED_KEY = "mlops.example_answers"
 
 MISSING_CATEGORY = ""
 DEFAULT_THREADS = 1
+
+ALLOWED_OPERATORS: dict[str, frozenset[str]] = {
+    "": frozenset({
+        # arithmetic and comparisons, one output element per input element (broadcast)
+        "Abs", "Add", "And", "Div", "Equal", "Exp", "Greater", "IsNaN", "Less", "Log",
+        "Max", "Min", "Mul", "Neg", "Not", "Or", "Sigmoid", "Sqrt", "Sub", "Where",
+        # linear algebra and reductions over the row's features
+        "ArgMax", "Gemm", "MatMul", "ReduceSum", "Softmax",
+        # moving data, never growing it beyond its inputs and initializers
+        "Cast", "Concat", "Flatten", "Gather", "Identity", "Reshape", "Squeeze",
+        "Transpose", "Unsqueeze",
+    }),
+    "ai.onnx.ml": frozenset({
+        "ArrayFeatureExtractor", "Binarizer", "LabelEncoder", "LinearClassifier",
+        "LinearRegressor", "Normalizer", "OneHotEncoder", "Scaler", "TreeEnsembleClassifier",
+        "TreeEnsembleRegressor",
+    }),
+}
+"""The operators a served twin may use: what our converters emit, each of which costs a
+bounded amount per row for a graph of a given size. Left out on purpose: control flow
+(`Loop`, `Scan`, `If`: a trip count read from the input can run for ever), operators
+whose output size is a value read at run time (`ConstantOfShape`, `Expand`, `Tile`,
+`Range`, `Pad`, `Resize`), custom domains (code in a library) and sequences and maps.
+Add one only after reading what it can cost when its inputs are hostile."""
+_SUBGRAPH_ATTRIBUTES = (5, 10)  # AttributeProto.GRAPH, GRAPHS
+_TENSOR_ATTRIBUTES = (4, 9, 11, 12)  # TENSOR, TENSORS, SPARSE_TENSOR, SPARSE_TENSORS
+_EXTERNAL = 1  # TensorProto.EXTERNAL
+
+
+def check_graph(model_bytes: bytes) -> None:
+    """Refuse a graph whose cost is not bounded, or that would read outside its own bytes.
+
+    A twin is data only if every node is a known operator of the standard domains: no
+    control flow or subgraphs, no local functions, no custom domain, and no tensor whose
+    bytes live in an external file (onnxruntime would resolve its path against the
+    server's working directory). Parsing the protobuf builds no session and runs nothing.
+    """
+    import onnx
+
+    try:
+        model = onnx.load_from_string(model_bytes)
+    except Exception:  # anything that is not a ModelProto
+        raise ModelRefused("graph", f"{TWIN_FILE} is not an ONNX model") from None
+    for opset in model.opset_import:
+        if opset.domain not in ("", "ai.onnx", "ai.onnx.ml"):
+            raise ModelRefused("graph", f"{TWIN_FILE} imports operator domain "
+                               f"{opset.domain[:64]!r}: only the standard ONNX domains load")
+    if len(model.functions):
+        raise ModelRefused("graph", f"{TWIN_FILE} defines local functions: refused")
+    tensors = [*model.graph.initializer,
+               *(sparse.values for sparse in model.graph.sparse_initializer)]
+    for node in model.graph.node:
+        domain = "" if node.domain in ("", "ai.onnx") else node.domain
+        if node.op_type not in ALLOWED_OPERATORS.get(domain, frozenset()):
+            name = f"{domain}.{node.op_type}" if domain else node.op_type
+            raise ModelRefused("graph", f"{TWIN_FILE} uses operator {name[:80]}, which is not "
+                               "on the served graphs' allowlist (serving/twin.py)")
+        for attribute in node.attribute:
+            if attribute.type in _SUBGRAPH_ATTRIBUTES or attribute.HasField("g") \
+                    or len(attribute.graphs):
+                raise ModelRefused("graph", f"{TWIN_FILE} holds a subgraph: refused")
+            if attribute.type in _TENSOR_ATTRIBUTES:
+                tensors += [*([attribute.t] if attribute.HasField("t") else []),
+                            *attribute.tensors,
+                            *([attribute.sparse_tensor.values]
+                              if attribute.HasField("sparse_tensor") else []),
+                            *(sparse.values for sparse in attribute.sparse_tensors)]
+    if any(t.data_location == _EXTERNAL or len(t.external_data) for t in tensors):
+        raise ModelRefused("graph", f"{TWIN_FILE} keeps tensor data in an external file: "
+                           "refused (a served graph reads nothing outside its model folder)")
 
 
 @dataclass(frozen=True)
@@ -114,6 +185,7 @@ class OnnxPredictor:
     def __init__(self, model_bytes: bytes, *, threads: int = DEFAULT_THREADS) -> None:
         import onnxruntime as ort
 
+        check_graph(model_bytes)  # before onnxruntime reads a byte of it
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1

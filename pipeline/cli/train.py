@@ -65,13 +65,20 @@ def train_command(
     say(f"trained {estimator}: "
         + ", ".join(f"{k}={v:.4g}" for k, v in result.metrics.items()))
     summary["twin"] = result.twin
-    say("compiled twin: onnx, verified on the validation rows" if result.twin == "onnx"
-        else f"no compiled twin ({result.twin}): it serves through sklearn")
+    say("compiled twin: onnx, verified on the validation rows (promotion compiles it again "
+        "from the registered model)" if result.twin == "onnx"
+        else f"no compiled twin ({result.twin}): it would serve through sklearn")
+    if register and promote:
+        from pipeline.stages.twin import derive
+
+        version = registry.bootstrap_production(
+            mlflow_client, card.model.name, result.run_id,
+            tracking_uri=settings.mlflow_tracking_uri,
+            derive_twin=lambda model, example: derive(
+                model, data, tolerance=card.model.twin_tolerance, example=example))
+    elif register:
+        version = registry.register_run(mlflow_client, card.model.name, result.run_id)
     if register:
-        version = (registry.bootstrap_production(mlflow_client, card.model.name, result.run_id,
-                                            tracking_uri=settings.mlflow_tracking_uri)
-                   if promote else
-                   registry.register_run(mlflow_client, card.model.name, result.run_id))
         if registered_by is not None:
             tag_registered_by(mlflow_client, card.model.name, version.version, registered_by)
         summary["version"] = version.version

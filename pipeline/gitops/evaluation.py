@@ -37,9 +37,8 @@ from pipeline.stages import MODEL_ARTIFACT
 from pipeline.stages.data import PreparedData, rows_hash
 from pipeline.stages.datasets import DatasetSpec, load_spec
 from pipeline.stages.evaluate import evaluate
+from pipeline.stages.twin import Twin, TwinRefused, compile_twin
 from serving import modelfiles
-from serving.twin import OnnxPredictor, regression_tolerance
-from serving.twin import parity as twin_parity
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -72,6 +71,20 @@ class ResolvedModel:
     def data_hash(self) -> str | None:
         return self.run.data.tags.get("data_hash")
 
+    @property
+    def evaluated_manifest(self) -> dict[str, str]:
+        """The SHA-256 of the files that make the model: every file but a derived one.
+
+        A compiled twin is derived from the model at promotion, never taken from the
+        run: one the run carries is left out here and replaced when promoted.
+        """
+        return modelfiles.without_derived(self.checked.manifest)
+
+    def input_example(self) -> pd.DataFrame | None:
+        """The model's input example (its path was checked to lie inside the folder)."""
+        example = self.info.load_input_example(str(self.checked.folder))
+        return None if example is None else pd.DataFrame(example)
+
 
 @dataclass
 class GateOutcome:
@@ -82,6 +95,8 @@ class GateOutcome:
     predictions: dict[str, np.ndarray]
     probabilities: dict[str, np.ndarray | None]
     classes: list[Any] | None
+    twin: Twin | TwinRefused
+    """The candidate's twin, compiled here from its verified model with this code."""
 
 
 def resolve_model(mlflow_client: MlflowClient, run_id: str, *, uri: str, what: str,
@@ -204,8 +219,8 @@ def run_gate(card: ModelCard, *, mlflow_client: MlflowClient, tracking_uri: str)
                                        tracking_uri=tracking_uri)
         check_comparable(candidate, production, spec=spec)
         models = {"candidate": load(candidate)}
-        twin_file = candidate.checked.twin_file  # verified by the manifest with the others
-        twin_bytes = twin_file.read_bytes() if twin_file is not None else None
+        example = candidate.input_example()
+        supplied_twin = modelfiles.TWIN_FILE in candidate.checked.manifest
         if production is not None:
             models["production"] = load(production)
     former = policy.mode == "rollback" and was_production(mlflow_client, name, run_id)
@@ -238,43 +253,31 @@ def run_gate(card: ModelCard, *, mlflow_client: MlflowClient, tracking_uri: str)
         run_id=production.run_id, version=current.version, metrics=scores["production"])
     decision = decide(policy=policy, candidate=cand_eval, production=prod_eval,
                       interval=intervals.get(policy.metric), former_production=former)
-    twin = check_twin(twin_bytes, models["candidate"], x, y, task=spec.task,
-                      declared=card.model.twin_tolerance)
-    decision = with_twin(decision, twin)
+    with progress.stage("compiling the candidate's twin and checking it on the same rows"):
+        twin = compile_twin(models["candidate"], spec, x, y,
+                            tolerance=card.model.twin_tolerance, example=example)
+    decision = with_twin(decision, twin_check(twin))
     verdict = _verdict(card, decision, scores, intervals, candidate, production, data,
-                       tracking_uri, twin)
+                       tracking_uri, twin_check(twin), supplied_twin=supplied_twin)
     classes = list(models["candidate"].classes_) if hasattr(models["candidate"], "classes_") \
         else None
     return GateOutcome(verdict=verdict, candidate=candidate, production=production, data=data,
-                       predictions=predictions, probabilities=probabilities, classes=classes)
+                       predictions=predictions, probabilities=probabilities, classes=classes,
+                       twin=twin)
 
 
-def check_twin(twin_bytes: bytes | None, model: Any, x: pd.DataFrame, y: pd.Series, *,
-               task: str, declared: float | None) -> TwinCheck | None:
-    """Score the gate's rows with the candidate's twin (checked by the manifest) and its model.
-
-    The tolerance is the card's, else the one the twin was verified with at training,
-    else `1e-6 * max(1, |y|)`.
-    """
-    if twin_bytes is None:
-        return None
-    try:
-        twin = OnnxPredictor(twin_bytes)
-        classification = task == "classification"
-        tolerance = 0.0 if classification else regression_tolerance(
-            y, declared if declared is not None else twin.tolerance)
-        measured = twin_parity(model, twin, x, classification=classification,
-                               tolerance=tolerance)
-    except Exception as err:
-        return TwinCheck(ok=False, detail=f"it fails to score: {type(err).__name__}: "
-                                          f"{' '.join(str(err).split())[:200]}")
-    return TwinCheck(ok=measured.ok, detail=measured.line())
+def twin_check(twin: Twin | TwinRefused) -> TwinCheck:
+    """What the gate says of the twin it compiled: it will serve, or sklearn will, and why."""
+    if isinstance(twin, Twin):
+        return TwinCheck(ok=True, detail=twin.parity.line())
+    return TwinCheck(ok=False, detail=twin.reason)
 
 
 def _verdict(card: ModelCard, decision: Decision, scores: dict[str, dict[str, float]],
              intervals: dict[str, Interval], candidate: ResolvedModel,
              production: ResolvedModel | None, data: PreparedData,
-             tracking_uri: str, twin: TwinCheck | None = None) -> Verdict:
+             tracking_uri: str, twin: TwinCheck | None = None, *,
+             supplied_twin: bool = False) -> Verdict:
     policy = card.promotion
     rows: dict[str, MetricRow] = {}
     for metric, value in scores["candidate"].items():
@@ -296,6 +299,9 @@ def _verdict(card: ModelCard, decision: Decision, scores: dict[str, dict[str, fl
             registry.recorded_manifest(production.version) is None:
         notes.append(f"Production version {production.version.version} has no recorded "
                      "manifest: its files could not be checked against what was promoted")
+    if supplied_twin:
+        notes.append(f"the candidate run's model folder carries a {modelfiles.TWIN_FILE}: it is "
+                     "ignored; the twin is compiled from the verified model at promotion")
     if candidate.data_hash not in (None, data.data_hash):
         notes.append(f"the candidate was trained on data with hash {candidate.data_hash}; "
                      f"the data evaluated now has hash {data.data_hash}")
@@ -313,7 +319,7 @@ def _verdict(card: ModelCard, decision: Decision, scores: dict[str, dict[str, fl
         floors=decision.floors,
         data_hashes=hashes, evaluated_rows=len(data.test), policy_hash=policy_hash(card),
         tracking_uri=tracking_uri,
-        gated_at=now(), notes=tuple(notes), manifest=candidate.checked.manifest,
+        gated_at=now(), notes=tuple(notes), manifest=candidate.evaluated_manifest,
         twin=twin.describe() if twin is not None else None,
     )
 

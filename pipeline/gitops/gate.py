@@ -60,27 +60,32 @@ class Decision:
 
 @dataclass(frozen=True)
 class TwinCheck:
-    """The candidate's compiled twin against its sklearn model, on the gate's rows."""
+    """The twin the gate compiled from the candidate, against the candidate, on its rows.
+
+    `ok`: it compiles and agrees, so promotion will compile it again and it will serve;
+    else the model serves through its own runtime and `detail` says why.
+    """
 
     ok: bool
     detail: str
 
     def describe(self) -> str:
-        verdict = "agrees with" if self.ok else "disagrees with"
-        return f"twin: the compiled twin {verdict} the model ({self.detail})"
+        if self.ok:
+            return (f"twin: compiled from the candidate, it agrees with the model "
+                    f"({self.detail}); promotion compiles it again and it serves")
+        return f"twin: none will serve ({self.detail}); the model serves through sklearn"
 
 
 def with_twin(decision: Decision, twin: TwinCheck | None) -> Decision:
-    """A twin that disagrees fails the gate: the server would otherwise serve it."""
-    if twin is None:
+    """The twin's line among the reasons of a pass.
+
+    A twin is derived at promotion from the verified model and recorded only when it
+    agrees with it, so a candidate without one still passes: it serves through sklearn.
+    """
+    if twin is None or not decision.passed:
         return decision
-    if twin.ok:
-        reasons = (*decision.reasons, twin.describe()) if decision.passed else decision.reasons
-        return Decision(passed=decision.passed, reasons=reasons, floors=decision.floors,
-                        improvement_bound=decision.improvement_bound)
-    failures = decision.reasons if not decision.passed else ()
-    return Decision(passed=False, reasons=(twin.describe(), *failures), floors=decision.floors,
-                    improvement_bound=decision.improvement_bound)
+    return Decision(passed=True, reasons=(*decision.reasons, twin.describe()),
+                    floors=decision.floors, improvement_bound=decision.improvement_bound)
 
 
 def fmt(value: float | None) -> str:

@@ -35,6 +35,7 @@ from pipeline.gitops.card import ModelCard
 from pipeline.gitops.evaluation import run_gate
 from pipeline.gitops.github import Audit
 from pipeline.gitops.verdict import Verdict
+from pipeline.stages.twin import Twin
 from serving import modelfiles
 
 
@@ -112,7 +113,8 @@ def promote(mlflow_client: MlflowClient, card: ModelCard, *, audit: Audit, track
     if reviewed is not None and reviewed.candidate_run_id != run_id:
         raise RegistryError(f"the PR's verdict is for run {reviewed.candidate_run_id}, not the "
                             f"card's candidate {run_id}; re-run the gate")
-    verdict = run_gate(card, mlflow_client=mlflow_client, tracking_uri=tracking_uri).verdict
+    outcome = run_gate(card, mlflow_client=mlflow_client, tracking_uri=tracking_uri)
+    verdict = outcome.verdict
     changed = differences(reviewed, verdict) if reviewed is not None else ()
     if not verdict.passed:
         suffix = f" (the PR's verdict differs: {changed[0]})" if changed else ""
@@ -124,7 +126,9 @@ def promote(mlflow_client: MlflowClient, card: ModelCard, *, audit: Audit, track
     baseline = verdict.production_version
     _compare(current.version if current else None, baseline, name=name)
     version = registry.register_run(mlflow_client, name, run_id)
-    _check_version_bytes(name, version.version, verdict, tracking_uri=tracking_uri)
+    twin = outcome.twin.onnx_bytes if isinstance(outcome.twin, Twin) else None
+    manifest = registry.attach_twin(mlflow_client, run_id, twin, verdict.manifest)
+    registry.check_version_files(name, version.version, manifest, tracking_uri=tracking_uri)
     current = registry.production_version(mlflow_client, name)
     _compare(current.version if current else None, baseline, name=name)
     tags = {**audit.tags(), "gate_verdict": verdict.summary(),
@@ -132,7 +136,7 @@ def promote(mlflow_client: MlflowClient, card: ModelCard, *, audit: Audit, track
             registry.PROMOTE_VERDICT_TAG: verdict.to_tag(),
             "promoted_at": _now(), "promoted_by": "mlops promote"}
     after = registry.set_production(mlflow_client, name, version.version,
-                                    manifest=verdict.manifest, tags=tags)
+                                    manifest=manifest, tags=tags)
     _read_back(mlflow_client, name, after.version, run_id)
     note = ("" if reviewed is None else
             "; the PR's verdict agrees" if not changed else
@@ -145,18 +149,6 @@ def promote(mlflow_client: MlflowClient, card: ModelCard, *, audit: Audit, track
 
 def _first_file(changed: tuple[str, ...]) -> str:
     return next((c for c in changed if c.startswith("model file")), "model files differ")
-
-
-def _check_version_bytes(name: str, version: str, verdict: Verdict, *,
-                         tracking_uri: str) -> None:
-    """The registered version must serve exactly the files that were evaluated."""
-    found = registry.version_manifest(name, version, tracking_uri=tracking_uri)
-    difference = modelfiles.first_difference(verdict.manifest, found)
-    if difference is not None:
-        file, want, got = difference
-        raise RegistryError(f"{name} version {version}: {file} has sha256 {(got or 'none')[:12]}"
-                            f", but the evaluated file had {(want or 'none')[:12]}; promote "
-                            "refuses")
 
 
 def _v(version: str | None) -> str:

@@ -6,9 +6,11 @@ and `previous-production` remembers what to roll back to.
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -165,6 +167,41 @@ def version_manifest(name: str, version: str, *, tracking_uri: str) -> dict[str,
                                                   tracking_uri=tracking_uri))
 
 
+def attach_twin(mlflow: MlflowClient, run_id: str, onnx_bytes: bytes | None,
+                evaluated: dict[str, str]) -> dict[str, str]:
+    """Write the twin promotion compiled into the run's model folder; the manifest to record.
+
+    The twin is derived here, from the verified model, with reviewed code: its bytes
+    replace any `model.onnx` the run's owner put in the folder, and the manifest names
+    exactly the files that were evaluated plus this twin. Without a twin (no converter,
+    or it disagreed) the manifest is the evaluated files alone, and a twin the run
+    carries makes the version's files differ from it: promote refuses such a version.
+    """
+    if onnx_bytes is None:
+        return dict(evaluated)
+    with tempfile.TemporaryDirectory(prefix="mlops-twin-") as tmp:
+        path = Path(tmp) / modelfiles.TWIN_FILE
+        path.write_bytes(onnx_bytes)
+        mlflow.log_model_artifact(logged_model_id(mlflow, run_id), str(path))
+    return {**evaluated, modelfiles.TWIN_FILE: hashlib.sha256(onnx_bytes).hexdigest()}
+
+
+def check_version_files(name: str, version: str, expected: dict[str, str], *,
+                        tracking_uri: str) -> None:
+    """The registered version must serve exactly the files that are about to be recorded."""
+    found = version_manifest(name, version, tracking_uri=tracking_uri)
+    difference = modelfiles.first_difference(expected, found)
+    if difference is None:
+        return
+    file, want, got = difference
+    if file in modelfiles.DERIVED_FILES and want is None:
+        raise RegistryError(f"{name} version {version}: its model folder holds a {file} that "
+                            "promotion did not compile (twins are derived from the model, "
+                            "never supplied); train the run again without it")
+    raise RegistryError(f"{name} version {version}: {file} has sha256 {(got or 'none')[:12]}, "
+                        f"but the evaluated file had {(want or 'none')[:12]}; refused")
+
+
 def recorded_manifest(version: ModelVersion) -> dict[str, str] | None:
     return modelfiles.parse_manifest((version.tags or {}).get(MANIFEST_TAG))
 
@@ -224,14 +261,21 @@ def refuse_if_production_exists(mlflow: MlflowClient, name: str) -> None:
         )
 
 
+Derive = Callable[[Any, Any], "bytes | None"]
+"""(verified estimator, its input example) -> the twin's bytes, or None for no twin."""
+
+
 def bootstrap_production(mlflow: MlflowClient, name: str, run_id: str, *,
-                         tracking_uri: str) -> ModelVersion:
+                         tracking_uri: str, derive_twin: Derive) -> ModelVersion:
     """Register a run and make it the first Production version of a model that has none.
 
     The check runs before and after registering: a second bootstrap racing this one,
     or a promotion in between, makes this one refuse instead of moving Production. The
-    files are checked like any model the server will load, and their manifest recorded.
+    files are checked like any model the server will load; the twin is derived from
+    the verified model (`derive_twin`, as promote derives it) and recorded with them.
     """
+    from mlflow.models import Model
+
     refuse_if_production_exists(mlflow, name)
     version = register_run(mlflow, name, run_id)
     with tempfile.TemporaryDirectory(prefix="mlops-bootstrap-") as tmp:
@@ -239,10 +283,16 @@ def bootstrap_production(mlflow: MlflowClient, name: str, run_id: str, *,
                                 tracking_uri=tracking_uri)
         try:
             checked = modelfiles.check_model(folder)
+            estimator = modelfiles.load_sklearn(checked)
         except modelfiles.ModelRefused as err:
             raise RegistryError(f"run {run_id}: the model is refused: {err}") from err
+        example = Model.load(str(folder)).load_input_example(str(folder))
+        twin = derive_twin(estimator, example)
+    evaluated = modelfiles.without_derived(checked.manifest)
+    manifest = attach_twin(mlflow, run_id, twin, evaluated)
+    check_version_files(name, version.version, manifest, tracking_uri=tracking_uri)
     refuse_if_production_exists(mlflow, name)
-    return set_production(mlflow, name, version.version, manifest=checked.manifest,
+    return set_production(mlflow, name, version.version, manifest=manifest,
                           tags=dict(BOOTSTRAP_TAGS))
 
 

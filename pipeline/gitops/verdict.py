@@ -62,8 +62,8 @@ class Verdict:
     notes: tuple[str, ...] = ()
     manifest: dict[str, str] = field(default_factory=dict)
     twin: str | None = None
-    """The candidate's compiled twin re-checked on the evaluated rows (one sentence), or
-    None when it has none: a twin that disagrees with its model fails the gate."""
+    """What the twin the gate compiled from the candidate does on the evaluated rows (one
+    sentence): it serves, or sklearn does and why."""
 
     @property
     def interval(self) -> MetricRow | None:

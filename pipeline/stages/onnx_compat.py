@@ -232,25 +232,26 @@ def _register_dummies() -> None:
 
 def _rows_of(scope: Any, container: Any, features: str, width: int, value: np.ndarray,
              onnx_type: int) -> str:
-    """A (rows, width) tensor with `value` in every row, rows taken from `features`."""
-    from onnx import TensorProto, helper
+    """A (rows, width) tensor with `value` in every row, rows taken from `features`.
 
-    rows = scope.get_unique_variable_name("rows")
-    container.add_node("Shape", [features], [rows], end=1,
-                       name=scope.get_unique_operator_name("Shape"))
-    width_name = scope.get_unique_variable_name("width")
-    container.add_initializer(width_name, TensorProto.INT64, [1], [width])
-    shape = scope.get_unique_variable_name("shape")
-    container.add_node("Concat", [rows, width_name], [shape], axis=0,
-                       name=scope.get_unique_operator_name("Concat"))
-    zeros = scope.get_unique_variable_name("zeros")
-    container.add_node("ConstantOfShape", [shape], [zeros],
-                       value=helper.make_tensor("value", onnx_type, [1], [0]),
-                       name=scope.get_unique_operator_name("ConstantOfShape"))
+    `Where` broadcasts a per-row condition (is the first feature NaN?) against the
+    constant on both sides: no operator whose output size is read at run time
+    (`ConstantOfShape`), which the server's graph allowlist refuses.
+    """
+    from onnx import TensorProto
+
+    index = scope.get_unique_variable_name("first_column")
+    container.add_initializer(index, TensorProto.INT64, [1], [0])
+    column = scope.get_unique_variable_name("column")
+    container.add_node("Gather", [features, index], [column], axis=1,
+                       name=scope.get_unique_operator_name("Gather"))
+    per_row = scope.get_unique_variable_name("per_row")
+    container.add_node("IsNaN", [column], [per_row], name=scope.get_unique_operator_name("IsNaN"))
     constant = scope.get_unique_variable_name("constant")
     container.add_initializer(constant, onnx_type, [1, width], value.ravel().tolist())
     out: str = scope.get_unique_variable_name("filled")
-    container.add_node("Add", [zeros, constant], [out], name=scope.get_unique_operator_name("Add"))
+    container.add_node("Where", [per_row, constant, constant], [out],
+                       name=scope.get_unique_operator_name("Where"))
     return out
 
 

@@ -47,7 +47,6 @@ from pipeline.stages.features import build_model
 from pipeline.stages.twin import Twin, TwinRefused, compile_twin
 from serving import modelfiles
 from serving.modelfiles import PROBABILITIES_PARAM
-from serving.twin import TWIN_FILE
 
 log = logging.getLogger(__name__)
 
@@ -223,9 +222,9 @@ def log_run(*, data: PreparedData, model: Pipeline, estimator_name: str,
             twin: Twin | TwinRefused | None = None) -> str:
     """Log params, metrics, tags and the model as one run; delete it if anything fails.
 
-    A verified twin is written into the model's own artifact folder, next to the skops
-    file, so the manifest promotion records covers it; a refused one leaves its reason
-    as the run's `twin` tag and its parity figures, when measured, as metrics.
+    The twin is not logged: promotion derives it from the registered model with reviewed
+    code (a twin the run carried would be the run owner's word). Whether one compiles
+    and agrees is the run's `twin` tag, and its parity figures are metrics.
     """
     mlflow.set_experiment(experiment)
     signature = model_signature(model, data.x_train)
@@ -237,7 +236,7 @@ def log_run(*, data: PreparedData, model: Pipeline, estimator_name: str,
             mlflow.log_metrics({f"cleanse_{k}": v for k, v in data.report.counts.items()})
             mlflow.log_metrics(twin_metrics(twin))
             mlflow.set_tag("twin", twin_tag(twin))
-            info = mlflow.sklearn.log_model(
+            mlflow.sklearn.log_model(
                 sk_model=model,
                 name=MODEL_ARTIFACT,
                 signature=signature,
@@ -245,8 +244,6 @@ def log_run(*, data: PreparedData, model: Pipeline, estimator_name: str,
                 pip_requirements=pip_requirements(),
                 skops_trusted_types=trusted_types(model),
             )
-            if isinstance(twin, Twin):
-                log_twin(info.model_id, twin)
         except BaseException:
             mlflow.end_run(status="FAILED")
             mlflow.delete_run(run.info.run_id)
@@ -288,17 +285,6 @@ def twin_tag(twin: Twin | TwinRefused | None) -> str:
     if twin is None:
         return "not compiled"
     return "onnx" if isinstance(twin, Twin) else twin.reason[:500]
-
-
-def log_twin(model_id: str, twin: Twin) -> None:
-    """Write the twin's graph as `model.onnx` inside the logged model's folder."""
-    import tempfile
-    from pathlib import Path
-
-    with tempfile.TemporaryDirectory(prefix="twin-") as tmp:
-        path = Path(tmp) / TWIN_FILE
-        path.write_bytes(twin.onnx_bytes)
-        mlflow.MlflowClient().log_model_artifact(model_id, str(path))
 
 
 def _tags(data: PreparedData, estimator_name: str) -> dict[str, str]:

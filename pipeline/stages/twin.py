@@ -21,6 +21,7 @@ import pandas as pd
 from sklearn.pipeline import Pipeline
 
 from pipeline.stages import onnx_compat
+from pipeline.stages.data import PreparedData
 from pipeline.stages.datasets import DatasetSpec
 from serving.twin import (
     RECORDED_KEY,
@@ -98,6 +99,15 @@ def verify(model: Pipeline, predictor: OnnxPredictor, onnx_bytes: bytes, spec: D
     recorded = Recorded.of(model, example) if example is not None else None
     return Twin(onnx_bytes=with_metadata(onnx_bytes, measured.tolerance, recorded),
                 parity=measured)
+
+
+def derive(model: Pipeline, data: PreparedData, *, tolerance: float | None,
+           example: pd.DataFrame | None) -> bytes | None:
+    """The twin promotion records for a verified model, checked on the validation rows;
+    None when it cannot be converted or does not agree (then sklearn serves)."""
+    twin = compile_twin(model, data.spec, data.x_validation, data.y_validation,
+                        tolerance=tolerance, example=example)
+    return twin.onnx_bytes if isinstance(twin, Twin) else None
 
 
 def with_metadata(onnx_bytes: bytes, tolerance: float, recorded: Recorded | None) -> bytes:

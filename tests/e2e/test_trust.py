@@ -8,6 +8,7 @@ promote recomputing the verdict (forge), the manifest (tamper), the data-only lo
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -146,14 +147,14 @@ def test_a_model_file_replaced_after_the_gate_is_refused_by_promote(reg: Registr
     good, other = reg.train(*GOOD), reg.train("hist_gradient_boosting", "max_iter=25")
     reg.propose(good)
     assert reg.gate("good").returncode == 0
-    # Valid skops and its own matching twin, same schema: it would pass a gate and serve
-    # fine; only the manifest the PR's gate recorded tells the files apart.
-    reg.replace_model_file(good, other, files=("model.skops", "model.onnx"))
+    # Valid skops, same schema: it would pass a gate and serve fine; only the manifest
+    # the PR's gate recorded tells the files apart.
+    reg.replace_model_file(good, other)
     done = reg.mlops("promote", "--verdict", str(reg.tmp / "good.json"))
     assert done.returncode == 2, done.stderr
     line = _one_error_line(done)
     assert line.startswith(f"error: run {good}: its model files changed after the PR's gate "
-                           "(model file model.onnx: sha256 ")
+                           "(model file model.skops: sha256 ")
     assert reg.production() == "1"
 
 
@@ -338,3 +339,81 @@ def test_bootstrap_records_a_manifest_the_server_checks(reg: Registry) -> None:
     manifest = json.loads(version.tags[registry.MANIFEST_TAG])
     assert manifest == registry.version_manifest(reg.name, "1", tracking_uri=reg.server.uri)
     assert np.all([len(digest) == 64 for digest in manifest.values()])
+
+
+TRIGGER = 0.123456  # a carat no real stone has
+
+
+def _twin_of_version(reg: Registry, version: str) -> bytes:
+    local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{reg.name}/{version}",
+                                                tracking_uri=reg.server.uri)
+    return (Path(local) / "model.onnx").read_bytes()
+
+
+def _plant_twin(reg: Registry, run_id: str, onnx_bytes: bytes) -> None:
+    """The run's owner (or anyone who can write its artifacts) puts a model.onnx beside
+    the model, as training used to."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.onnx"
+        path.write_bytes(onnx_bytes)
+        reg.client.log_model_artifact(reg.model_id(run_id), str(path))
+
+
+def test_a_backdoored_twin_that_came_with_the_run_is_never_served(
+        reg: Registry, serving: Server) -> None:
+    """The twin is derived, not supplied: the run carries a twin that answers 1.0 for one
+    input and agrees everywhere else; the gate ignores it, promote compiles its own from
+    the verified model, and the server answers the trigger like the model does."""
+    from tests.utils import onnx_attacks
+
+    good = reg.train(*GOOD)
+    honest = _twin_of_version(reg, "1")  # Production's derived twin: the same columns
+    _plant_twin(reg, good, onnx_attacks.with_trigger(honest, column="carat", value=TRIGGER,
+                                                     answer=1.0))
+    reg.propose(good)
+    gated = reg.gate("good")
+    assert gated.returncode == 0, gated.stderr
+    verdict = json.loads((reg.tmp / "good.json").read_text())
+    assert "model.onnx" not in verdict["manifest"]
+    assert any("carries a model.onnx: it is ignored" in note for note in verdict["notes"])
+    done = reg.mlops("promote", "--verdict", str(reg.tmp / "good.json"))
+    assert done.returncode == 0, done.stderr
+    version = reg.production()
+    recorded = json.loads(reg.client.get_model_version(reg.name, version).tags[
+        registry.MANIFEST_TAG])
+    assert recorded["model.onnx"] == hashlib.sha256(_twin_of_version(reg, version)).hexdigest()
+
+    wait_for(lambda: serving.get("/model")["version"] == version, what=f"version {version}")
+    wait_for(lambda: serving.get("/model")["sklearn"] == "loaded", what="the sklearn model")
+    assert serving.get("/model")["runtime"] == "onnx"
+    row = {**_record(reg), "carat": TRIGGER}
+    served = requests.post(serving.url + "/predict", json={"records": [row]}, timeout=30)
+    assert served.status_code == 200
+    model = mlflow.sklearn.load_model(f"runs:/{good}/model")
+    expected = float(model.predict(pd.DataFrame([row]))[0])
+    assert served.json()["predictions"][0] == pytest.approx(expected, rel=1e-6)
+    assert served.json()["predictions"][0] != 1.0
+
+
+def test_a_twin_with_a_loop_behind_the_alias_never_freezes_the_server(
+        reg: Registry, serving: Server) -> None:
+    """A compromised registry write: a version whose twin runs a 2**40-step Loop for one
+    input, with its manifest recorded. The graph is refused, the version serves through
+    its verified sklearn model, and the server answers /health throughout."""
+    from tests.utils import onnx_attacks
+
+    good = reg.train(*GOOD)
+    looping = onnx_attacks.with_loop(_twin_of_version(reg, "1"), column="carat",
+                                     value=TRIGGER)
+    version = str(registry.register_run(reg.client, reg.name, good).version)
+    _plant_twin(reg, good, looping)
+    move_production(reg.client, reg.name, version, tracking_uri=reg.server.uri)
+    wait_for(lambda: serving.get("/model")["version"] == version, what=f"version {version}")
+    status = serving.get("/model")
+    assert status["runtime"] == "sklearn"
+    assert "uses operator Loop" in status["twin"]
+    row = {**_record(reg), "carat": TRIGGER}
+    for _ in range(3):
+        served = requests.post(serving.url + "/predict", json={"records": [row]}, timeout=30)
+        assert served.status_code == 200
+        assert requests.get(serving.url + "/health", timeout=2).status_code == 200

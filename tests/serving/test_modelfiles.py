@@ -32,6 +32,7 @@ REQUIREMENTS = ["scikit-learn"]
 def _save(folder: Path, model: object, **kwargs: object) -> Path:
     """MLflow's folder; with skops (its default) MLflow loads it back trusting the types
     named, so they are named (only the model's author's word: the check ignores them)."""
+    kwargs.setdefault("input_example", X.head(2))
     if kwargs.get("serialization_format", "skops") == "skops":
         kwargs.setdefault("skops_trusted_types", _types_of(model))
     mlflow.sklearn.save_model(model, str(folder), pip_requirements=REQUIREMENTS, **kwargs)
@@ -123,7 +124,14 @@ def test_an_estimator_skops_would_trust_by_default_is_refused_unless_listed_here
     (lambda m: m["flavors"].__setitem__("onnx_custom", {}), "flavor"),
     (lambda m: m["flavors"].pop("sklearn"), "flavor"),
     (lambda m: m["flavors"]["sklearn"].__setitem__("pickled_model", "../../etc/passwd"),
-     "format"),
+     "path"),
+    (lambda m: m["flavors"]["sklearn"].__setitem__("pickled_model", "/etc/passwd"), "path"),
+    (lambda m: m["saved_input_example_info"].__setitem__("artifact_path", "../secret.json"),
+     "path"),
+    (lambda m: m["flavors"]["python_function"].__setitem__("env", {"virtualenv": "/etc/shadow"}),
+     "path"),
+    (lambda m: m["flavors"]["python_function"].__setitem__("model_path", "../../elsewhere"),
+     "path"),
 ])
 def test_mlmodel_rules(good: Path, edit: object, rule: str) -> None:
     meta = yaml.safe_load((good / "MLmodel").read_text())
@@ -132,6 +140,19 @@ def test_mlmodel_rules(good: Path, edit: object, rule: str) -> None:
     with pytest.raises(modelfiles.ModelRefused) as refused:
         modelfiles.check_model(good)
     assert refused.value.rule == rule
+
+
+def test_a_file_linked_from_inside_the_folder_to_outside_it_is_refused(good: Path,
+                                                                     tmp_path: Path) -> None:
+    """A symbolic link passes the name check ("input_example.json") but not the resolved
+    path's: MLflow would follow it out of the folder."""
+    secret = tmp_path / "secret.json"
+    secret.write_text('{"columns": ["a"], "data": [["the contents of a secret"]]}')
+    (good / "input_example.json").unlink()
+    (good / "input_example.json").symlink_to(secret)
+    with pytest.raises(modelfiles.ModelRefused, match="leaves the model folder") as refused:
+        modelfiles.check_model(good)
+    assert refused.value.rule == "path"
 
 
 def test_not_a_skops_file_is_refused(good: Path) -> None:

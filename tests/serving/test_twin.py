@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 from sklearn.pipeline import Pipeline
@@ -28,10 +29,10 @@ from serving.app import create_app
 from serving.loader import Refused
 from serving.schema import ColumnBatch
 from serving.store import ModelStore
-from serving.twin import Recorded, recorded_twin
+from serving.twin import Recorded, check_graph, recorded_twin
 from tests.serving.helpers import ready_store
 from tests.serving.model_folders import load_folder, own_twin, sampled, save_like_training
-from tests.utils import REPO
+from tests.utils import REPO, onnx_attacks
 
 pytestmark = pytest.mark.usefixtures("one_sklearn_thread")
 
@@ -218,3 +219,111 @@ def test_a_skops_file_the_allowlist_refuses_drops_the_version_its_twin_served(
     assert store.last_refusal is not None
     assert store.last_refusal["rule"] == "types"
     assert not store.ready
+
+
+# --- hostile graphs: what the operator allowlist refuses, and what it cannot see ---------
+
+TRIGGER = 0.123456  # a carat no real stone has
+
+
+def _trigger_row(data: PreparedData) -> dict[str, object]:
+    row = data.x_validation.head(1).copy()
+    row["carat"] = TRIGGER
+    return {k: (None if v != v else v) for k, v in row.iloc[0].to_dict().items()}
+
+
+def _score_in_subprocess(onnx_bytes: bytes, row: dict[str, object], cwd: Path,
+                         timeout: float) -> float | None:
+    """The raw graph scored by onnxruntime in a child process (no allowlist), as a server
+    without one would: its answer, or None when it did not answer within `timeout`."""
+    (cwd / "twin.onnx").write_bytes(onnx_bytes)
+    script = (
+        "import json, sys, numpy as np, onnxruntime as ort\n"
+        "s = ort.InferenceSession(open('twin.onnx', 'rb').read())\n"
+        "row = json.loads(sys.argv[1])\n"
+        "feeds = {i.name: np.array([[row[i.name]]], dtype=object if i.type == "
+        "'tensor(string)' else np.float64) for i in s.get_inputs()}\n"
+        "print(float(np.ravel(s.run(None, feeds)[0])[0]))\n")
+    try:
+        done = subprocess.run([sys.executable, "-c", script, json.dumps(row)], cwd=cwd,
+                              capture_output=True, text=True, timeout=timeout, check=True)
+    except subprocess.TimeoutExpired:
+        return None
+    return float(done.stdout)
+
+
+def test_a_loop_twin_is_refused_and_its_version_serves_through_sklearn(
+        tmp_path: Path, model: Pipeline, data: PreparedData) -> None:
+    """A `Loop` whose trip count is 2**40 for one input value: scored raw it never
+    answers; the server refuses the graph and serves the verified sklearn model."""
+    looping = onnx_attacks.with_loop(own_twin(model, data), column="carat", value=TRIGGER)
+    row = _trigger_row(data)
+    assert _score_in_subprocess(looping, row, tmp_path, timeout=5) is None  # the attack
+    with pytest.raises(modelfiles.ModelRefused, match="operator Loop, which is not") as refused:
+        check_graph(looping)
+    assert refused.value.rule == "graph"
+
+    loaded = load_folder(save_like_training(tmp_path / "v", model, data, looping))
+    assert loaded.runtime == "sklearn"
+    assert loaded.twin is not None
+    assert "uses operator Loop" in loaded.twin
+    answer = scoring.run(loaded, scoring.inputs_from_records([row], loaded))
+    assert float(answer[0]) == pytest.approx(float(model.predict(
+        pd.DataFrame([row])[data.x_validation.columns])[0]))
+
+
+def test_a_twin_that_reads_a_file_outside_its_folder_is_refused(
+        tmp_path: Path, model: Pipeline, data: PreparedData) -> None:
+    """External tensor data with a relative location is read from the working directory:
+    raw, the file's bytes change the answer; the server refuses the graph."""
+    secret = b"a secret from the server's working directory"
+    (tmp_path / "secret.bin").write_bytes(secret)
+    stealing = onnx_attacks.with_external_data(own_twin(model, data), location="secret.bin",
+                                               length=len(secret))
+    row = _trigger_row(data)
+    honest = float(model.predict(pd.DataFrame([row])[data.x_validation.columns])[0])
+    raw = _score_in_subprocess(stealing, row, tmp_path, timeout=60)
+    assert raw == pytest.approx(honest + sum(secret))  # the attack: the file was read
+    with pytest.raises(modelfiles.ModelRefused, match="external file") as refused:
+        check_graph(stealing)
+    assert refused.value.rule == "graph"
+    loaded = load_folder(save_like_training(tmp_path / "v", model, data, stealing))
+    assert loaded.runtime == "sklearn"
+    assert loaded.twin is not None
+    assert "external file" in loaded.twin
+
+
+@pytest.mark.parametrize("edit", ["custom_domain", "function", "not_onnx"])
+def test_graphs_outside_the_standard_domains_are_refused(
+        model: Pipeline, data: PreparedData, edit: str) -> None:
+    import onnx
+
+    graph = onnx.load_from_string(own_twin(model, data))
+    if edit == "custom_domain":
+        graph.opset_import.add(domain="com.evil", version=1)
+    elif edit == "function":
+        graph.functions.add(name="f", domain="local")
+    raw = b"not a protobuf at all" if edit == "not_onnx" else graph.SerializeToString()
+    with pytest.raises(modelfiles.ModelRefused) as refused:
+        check_graph(raw)
+    assert refused.value.rule == "graph"
+
+
+def test_the_twins_our_converters_emit_pass_the_allowlist(model: Pipeline,
+                                                          data: PreparedData) -> None:
+    check_graph(own_twin(model, data))  # raises if not
+
+
+def test_a_backdoored_twin_agrees_everywhere_but_on_its_trigger(
+        tmp_path: Path, model: Pipeline, data: PreparedData) -> None:
+    """Why twins are derived, not supplied: a trigger made of `Equal` and `Where` passes the
+    allowlist, the recorded answers and parity on every real row, and still answers 1.0
+    for one input. Only compiling the twin from the verified model keeps it out (the
+    trust tests show promote doing so); here, that the attack is real."""
+    backdoored = onnx_attacks.with_trigger(own_twin(model, data), column="carat",
+                                           value=TRIGGER, answer=1.0)
+    check_graph(backdoored)
+    loaded = load_folder(save_like_training(tmp_path, model, data, backdoored))
+    assert (loaded.runtime, loaded.twin) == ("onnx", None)
+    row = _trigger_row(data)
+    assert float(scoring.run(loaded, scoring.inputs_from_records([row], loaded))[0]) == 1.0

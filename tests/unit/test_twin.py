@@ -4,8 +4,8 @@ The models are fitted on a sample of the demo data (diamonds as regression and a
 three-band classification, and the built-in rand_health classification), so the module
 runs in seconds, and compared on validation rows (for diamonds with gaps added in
 numbers and categories, the inputs the server accepts). A twin that does not match its
-model is refused: at training (`compile_twin`) and in the gate (`check_twin`,
-`with_twin`).
+model is refused: at training and when the gate or promotion derives it
+(`compile_twin`), and the gate says which runtime will serve (`twin_check`, `with_twin`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pytest
 from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
 
-from pipeline.gitops.evaluation import check_twin
+from pipeline.gitops.evaluation import twin_check
 from pipeline.gitops.gate import Decision, TwinCheck, with_twin
 from pipeline.stages import twin as twin_stage
 from pipeline.stages.data import PreparedData, prepare
@@ -157,30 +157,36 @@ def test_a_model_that_cannot_be_converted_is_refused_in_one_line(
                              "'TreeEnsembleRegressor'")
 
 
-def test_the_gate_fails_a_candidate_whose_twin_disagrees(demo: dict[str, PreparedData],
-                                                         boosting: Pipeline) -> None:
+def test_the_gate_says_which_runtime_its_own_twin_leaves_the_candidate(
+        demo: dict[str, PreparedData], boosting: Pipeline,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The gate compiles the candidate's twin itself: one that agrees will serve after
+    promotion; one that does not is never recorded, so the model serves through sklearn
+    and the gate passes on the model's merits, saying so."""
     data, model = demo["regression"], boosting
     own = compile_twin(model, data.spec, data.x_validation, data.y_validation)
     assert isinstance(own, Twin)
-    agrees = check_twin(own.onnx_bytes, model, data.x_validation, data.y_validation,
-                        task="regression", declared=None)
-    disagrees = check_twin(_other_twin(data), model, data.x_validation, data.y_validation,
-                           task="regression", declared=None)
-    assert agrees is not None
+    agrees = twin_check(own)
+    wrong = _other_twin(data)
+    monkeypatch.setattr(twin_stage, "convert", lambda *_: wrong)
+    disagrees = twin_check(compile_twin(model, data.spec, data.x_validation,
+                                        data.y_validation))
     assert agrees.ok
-    assert disagrees is not None
     assert not disagrees.ok
-    assert check_twin(None, model, data.x_validation, data.y_validation, task="regression",
-                      declared=None) is None
 
     passing = Decision(passed=True, reasons=("floor: r2 is 0.97",), floors=(),
                        improvement_bound=1.0)
     kept = with_twin(passing, agrees)
     assert kept.passed
-    assert kept.reasons[-1].startswith("twin: the compiled twin agrees")
-    failed = with_twin(passing, disagrees)
-    assert not failed.passed
-    assert failed.reasons[0].startswith("twin: the compiled twin disagrees with the model "
-                                        "(max abs difference")
+    assert kept.reasons[-1].startswith("twin: compiled from the candidate, it agrees with "
+                                       "the model (max abs difference")
+    without = with_twin(passing, disagrees)
+    assert without.passed
+    assert without.reasons[-1].startswith("twin: none will serve (the twin disagrees with "
+                                          "the model: max abs difference")
+    assert without.reasons[-1].endswith("the model serves through sklearn")
+    failing = Decision(passed=False, reasons=("floor: r2 is 0.5",), floors=(),
+                       improvement_bound=None)
+    assert with_twin(failing, agrees) is failing
     assert with_twin(passing, None) is passing
-    assert not with_twin(passing, TwinCheck(ok=False, detail="it fails to score")).passed
+    assert with_twin(passing, TwinCheck(ok=False, detail="no converter")).passed
