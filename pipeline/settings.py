@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pipeline.errors import ConfigError
 
 DEFAULT_TRACKING_URI = "http://127.0.0.1:5000"
 
@@ -25,7 +28,36 @@ class Settings(BaseSettings):
     mlops_card: Path = Field(default=Path("model_card.yaml"))
     mlops_home: Path = Field(default=Path(".mlops"))
 
+    @field_validator("mlflow_tracking_uri")
+    @classmethod
+    def _no_credentials(cls, value: str) -> str:
+        return refuse_credentials(value)
+
+
+CREDENTIALS_IN_URI = ("holds a user name or password; set MLFLOW_TRACKING_USERNAME and "
+                      "MLFLOW_TRACKING_PASSWORD instead (a URI is shown in links, verdicts "
+                      "and errors)")
+
+
+def refuse_credentials(uri: str) -> str:
+    """The tracking URI, if it carries no login: every place that prints or links it
+    (reports, verdicts, errors) can then show it as it is."""
+    parts = urlsplit(uri)
+    if parts.username is not None or parts.password is not None:
+        raise ValueError(CREDENTIALS_IN_URI)
+    return uri
+
 
 def load_settings() -> Settings:
     """Read settings now (not at import), so tests can set the environment first."""
-    return Settings()
+    try:
+        return Settings()
+    except ValidationError as err:
+        raise ConfigError(environment_error(err)) from None
+
+
+def environment_error(err: ValidationError) -> str:
+    """`NAME: reason` for the first bad variable, named as the user set it."""
+    problem = err.errors(include_url=False)[0]
+    name = "_".join(str(p) for p in problem["loc"]).upper() or "settings"
+    return f"{name}: {str(problem['msg']).removeprefix('Value error, ')}"

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 import uvicorn
 from pythonjsonlogger.json import JsonFormatter
 
 from serving.access import RequestIdFilter
 from serving.loader import MLFLOW_HTTP_DEFAULTS
-from serving.settings import ServingSettings, load_settings
+from serving.settings import ServingSettings, SettingsError, load_settings
 
 
 def run(settings: ServingSettings) -> None:
@@ -47,5 +48,15 @@ def configure_logging(settings: ServingSettings) -> None:
     root.setLevel(settings.serving_log_level.upper())
 
 
+def main() -> None:
+    """Start, or say in one line which setting is wrong (exit 2)."""
+    try:
+        settings = load_settings()
+    except SettingsError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    run(settings)
+
+
 if __name__ == "__main__":
-    run(load_settings())
+    main()

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_TRACKING_URI = "http://127.0.0.1:5000"
@@ -56,6 +57,18 @@ class ServingSettings(BaseSettings):
     serving_onnx_threads: int = Field(default=1, ge=1, le=64)
     serving_sklearn_threads: int = Field(default=1, ge=1, le=64)
 
+    @field_validator("mlflow_tracking_uri")
+    @classmethod
+    def _no_credentials(cls, value: str) -> str:
+        """Refused with a login in it: the URI reaches /model, /ready and logs in errors,
+        which anyone who can reach the server reads; MLflow takes the login from
+        MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD."""
+        parts = urlsplit(value)
+        if parts.username is not None or parts.password is not None:
+            raise ValueError("holds a user name or password; set MLFLOW_TRACKING_USERNAME and "
+                             "MLFLOW_TRACKING_PASSWORD instead")
+        return value
+
     @model_validator(mode="after")
     def _needs_a_model(self) -> ServingSettings:
         if not self.model_uri and not self.model_name:
@@ -63,6 +76,16 @@ class ServingSettings(BaseSettings):
         return self
 
 
+class SettingsError(Exception):
+    """A variable of the environment is invalid; the message is one line naming it."""
+
+
 def load_settings() -> ServingSettings:
     """Read now, not at import, so tests and the CLI can set the environment first."""
-    return ServingSettings()
+    try:
+        return ServingSettings()
+    except ValidationError as err:
+        problem = err.errors(include_url=False)[0]
+        name = "_".join(str(p) for p in problem["loc"]).upper() or "settings"
+        raise SettingsError(f"{name}: {str(problem['msg']).removeprefix('Value error, ')}"
+                            ) from None

@@ -91,14 +91,14 @@ def run(argv: list[str]) -> int:
 def _unexpected(err: Exception) -> int:
     """One line with a reference; the traceback goes to the log file, not the terminal."""
     reference = uuid.uuid4().hex[:12]
-    log_path = load_settings().mlops_home / "mlops-errors.log"
     try:
+        log_path = load_settings().mlops_home / "mlops-errors.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("a", encoding="utf-8") as handle:
             handle.write(f"--- ref {reference}: mlops {' '.join(sys.argv[1:])}\n")
             handle.write("".join(traceback.format_exception(err)))
         where = f"traceback in {log_path}"
-    except OSError:
+    except (OSError, MlopsError):
         where = "set MLOPS_LOG_LEVEL=DEBUG for the traceback"
     log.debug("unexpected failure (ref %s)", reference, exc_info=err)
     typer.echo(f"error: unexpected {type(err).__name__}: {first_line(err)} "
