@@ -116,7 +116,8 @@ infra-run: ## run pulumi COMMAND (preview|up|refresh|destroy) on STACK, non-inte
 CARD ?= model_card.yaml
 GATE_DIR ?= .mlops/gate
 WORKFLOWS := .github/workflows/pr.yml .github/workflows/promote.yml .github/workflows/drift.yml \
-	.github/workflows/rollback.yml .github/workflows/dags.yml
+	.github/workflows/rollback.yml .github/workflows/dags.yml .github/workflows/gate.yml \
+	.github/workflows/gate-request.yml
 # ROLLBACK_TO (rollback.yml's input) is never pasted into a recipe: `mlops rollback`
 # reads it from the environment and accepts only a version number.
 export ROLLBACK_TO
@@ -129,6 +130,18 @@ gate: $(STAMP) ## gate the card's candidate vs Production, read-only (report, ve
 .PHONY: gate-comment
 gate-comment: $(STAMP) ## post or update the one sticky PR comment with the gate report
 	@$(MLOPS) pr-comment --report $(GATE_DIR)/report.md
+
+.PHONY: gate-request
+gate-request: ## a pull request asks for the gate (gate-request.yml); gate.yml answers it
+	@echo "the gate runs in gate.yml, with main's code, once this workflow completes"
+
+.PHONY: gate-pr
+gate-pr: $(STAMP) ## gate.yml: gate the event's pull request with this code, post the signed verdict
+	@$(MLOPS) gate-pr --card $(CARD) --out $(GATE_DIR)
+
+.PHONY: verdict-key
+verdict-key: $(STAMP) ## make the key pair that signs the gate workflow's verdicts (docs/gate.md)
+	@$(MLOPS) verdict-key
 
 .PHONY: promote
 promote: $(STAMP) ## re-compute the gate and, on a pass, make the candidate Production (compare-and-set)

@@ -13,22 +13,19 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
-import requests
 import typer
 from mlflow.tracking import MlflowClient
 
 from pipeline import progress
 from pipeline.cli.app import CardOption, app, say, settings_and_card, use_tracking_server
-from pipeline.errors import ConfigError, NegativeVerdict, first_line
+from pipeline.errors import ConfigError, NegativeVerdict
 from pipeline.gitops import registry
 from pipeline.gitops.card import ModelCard, policy_hash
 from pipeline.gitops.drift import check_drift
 from pipeline.gitops.evaluation import draw_plot, now, record_verdict, run_gate
 from pipeline.gitops.github import (
     Audit,
-    GitHubError,
     audit_from_env,
-    comment_body,
     pr_number_from_event,
     read_event,
     target_from_env,
@@ -38,13 +35,13 @@ from pipeline.gitops.github import session as github_session
 from pipeline.gitops.promote import promote, rollback
 from pipeline.gitops.report import (
     MARKER,
-    embedded_verdict,
     render,
     render_gate_error,
     render_no_candidate,
 )
+from pipeline.gitops.review import from_file, from_pull_request
 from pipeline.gitops.verdict import Verdict, no_candidate
-from pipeline.settings import Settings
+from pipeline.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -151,22 +148,6 @@ def _write(path: Path, text: str) -> None:
         raise ConfigError(f"{path}: cannot write ({err.strerror})") from err
 
 
-def _read_verdict(path: Path) -> Verdict:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise ConfigError(f"--verdict {path}: cannot read ({err.strerror})") from err
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"--verdict {path}: not valid JSON (line {err.lineno})") from err
-    if not isinstance(value, dict):
-        raise ConfigError(f"--verdict {path}: expected a JSON object")
-    try:
-        return Verdict.from_json(value)
-    except (ValueError, TypeError, KeyError) as err:
-        raise ConfigError(f"--verdict {path}: not a verdict written by `mlops gate --json` "
-                          f"({err})") from err
-
-
 def _audit(git_sha: str | None, pr: str | None, run_url: str | None,
            actor: str | None) -> Audit:
     return audit_from_env(os.environ, git_sha=git_sha, pr_number=pr, run_url=run_url,
@@ -177,8 +158,9 @@ def _audit(git_sha: str | None, pr: str | None, run_url: str | None,
 def promote_command(
     card_path: CardOption = None,
     verdict: Annotated[Path | None, typer.Option(
-        "--verdict", help="the PR's verdict to compare with (the gate's --json file; "
-        "default: the one in the PR's sticky comment, when GitHub is reachable)")] = None,
+        "--verdict", help="the PR's verdict to compare with (the gate's --json file, local "
+        "use only; default: the verdict in the PR's sticky comment, which must be signed by "
+        "the gate workflow when MLOPS_VERDICT_PUBLIC_KEY is set)")] = None,
     git_sha: GitShaOption = None, pr: PrOption = None, run_url: RunUrlOption = None,
     actor: ActorOption = None,
 ) -> None:
@@ -188,31 +170,73 @@ def promote_command(
     """
     settings, card, mlflow_client = _connect(card_path)
     audit = _audit(git_sha, pr, run_url, actor)
-    reviewed = _read_verdict(verdict) if verdict is not None else _pr_verdict(audit.pr_number)
-    if reviewed is None:
-        say("promote: no PR verdict to compare with; main's own verdict decides")
+    env = dict(os.environ)
+    review = (from_file(verdict, env) if verdict is not None
+              else from_pull_request(env, audit.pr_number))
+    say(f"promote: compared with {review.source}" if review.verdict is not None
+        else f"promote: {review.source}")
     say(f"promote: re-computing the gate for run {card.model.candidate_run_id} with this "
         "code")
-    result = promote(mlflow_client, card, audit=audit, reviewed=reviewed,
+    result = promote(mlflow_client, card, audit=audit, review=review,
                      tracking_uri=settings.mlflow_tracking_uri)
     for difference in result.differences:
         say(f"promote: the PR's verdict and main's differ: {difference}")
     typer.echo(result.message)
 
 
-def _pr_verdict(pr_number: str) -> Verdict | None:
-    """The verdict embedded in the PR's sticky comment (the bot's own), if it can be read."""
+@app.command("gate-pr")
+def gate_pr_command(
+    card_path: CardOption = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="write report.md, verdict.json and plot.png here (the workflow keeps "
+        "them as an artifact)")] = None,
+) -> None:
+    """The gate workflow's step: gate the pull request of the `workflow_run` event with
+    this (main's) code, post the signed verdict as the sticky comment, set the status.
+
+    Exit 0 pass, 1 fail, 2 the gate could not run (the comment and status say so).
+    """
+    from pipeline.gitops.pr_gate import gate_pull_request
+
+    settings = load_settings()
+    use_tracking_server(settings)
+    mlflow_client = registry.client(settings.mlflow_tracking_uri)
     env = dict(os.environ)
-    if not env.get("GITHUB_TOKEN") or not env.get("GITHUB_REPOSITORY") or pr_number == "none":
-        return None
-    try:
-        target = target_from_env(env, pr_number=pr_number)
-        with github_session() as http:
-            body = comment_body(http, target, MARKER)
-    except (ConfigError, GitHubError, requests.RequestException) as err:
-        say(f"promote: could not read the PR's verdict ({first_line(err)})")
-        return None
-    return embedded_verdict(body) if body else None
+    card = str(card_path or settings.mlops_card)
+    with github_session() as http, progress.shown_on_terminal():
+        done = gate_pull_request(env, http, mlflow_client=mlflow_client,
+                                 tracking_uri=settings.mlflow_tracking_uri, card_path=card,
+                                 run_url=audit_from_env(env).workflow_run_url)
+    if out is not None:
+        if done.outcome is not None:
+            _save_plot(draw_plot(done.outcome), out / "plot.png")
+        _write(out / "report.md", done.markdown)
+        if done.verdict is not None:
+            _write(out / "verdict.json", json.dumps(done.verdict.to_json(), indent=2) + "\n")
+    summary = env.get("GITHUB_STEP_SUMMARY")
+    if summary:
+        with open(summary, "a", encoding="utf-8") as handle:
+            handle.write(done.markdown + "\n")
+    say(f"gate-pr: PR #{done.pr_number} at {done.head_sha[:12]}: comment {done.comment_url}")
+    if done.verdict is not None and not done.verdict.passed:
+        raise NegativeVerdict(f"gate failed: {done.verdict.reasons[0]}")
+    typer.echo("gate passed" if done.verdict is not None else "nothing to gate")
+
+
+@app.command("verdict-key")
+def verdict_key_command() -> None:
+    """Make the key pair that signs the gate workflow's verdicts (docs/gate.md).
+
+    The private key goes into the `gate` environment's secret MLOPS_VERDICT_SIGNING_KEY,
+    the public key into the `production` environment's variable MLOPS_VERDICT_PUBLIC_KEY.
+    """
+    from pipeline.gitops.signing import PUBLIC_KEY_VARIABLE, SIGNING_KEY_VARIABLE, new_key_pair
+
+    private, public = new_key_pair()
+    typer.echo(f"{SIGNING_KEY_VARIABLE}={private}")
+    typer.echo(f"{PUBLIC_KEY_VARIABLE}={public}")
+    say("put the first line in the `gate` environment as a secret and the second in the "
+        "`production` environment as a variable; keep no other copy of the first")
 
 
 def _version_number(value: str | None) -> str | None:

@@ -186,14 +186,34 @@ def _yaml_scalar(value: str) -> str:
         "\n").removesuffix("\n...").strip()
 
 
-def prepare_data(card: ModelCard) -> PreparedData:
-    """The card's dataset through the data stage, split into the card's three sets."""
+def prepare_data(card: ModelCard, *, root: Path | None = None) -> PreparedData:
+    """The card's dataset through the data stage, split into the card's three sets.
+
+    Relative paths in `data` are read under `root` when given (the gate workflow's copy
+    of a pull request's files), else from the working directory, as always.
+    """
     from pipeline.stages.data import prepare  # pandas and sklearn: only when used
     from pipeline.stages.datasets import load_spec
 
     data = card.data
-    return prepare(load_spec(data.dataset), source=data.source,
+    where = {path: str(root / path) for path in data_files(card)} if root is not None else {}
+    return prepare(load_spec(where.get(data.dataset, data.dataset)),
+                   source=where.get(data.source, data.source),
                    validation_fraction=data.validation_fraction, test_fraction=data.test_fraction)
+
+
+def data_files(card: ModelCard) -> list[str]:
+    """The repository files the card's data section names (a schema, a data file), as
+    relative paths: what a gate run elsewhere must read from the pull request."""
+    from pipeline.stages.datasets import SCHEMA_SUFFIXES
+
+    files = []
+    if card.data.dataset.lower().endswith(SCHEMA_SUFFIXES):
+        files.append(card.data.dataset)
+    source = card.data.source
+    if source != "builtin" and "://" not in source:
+        files.append(source)
+    return [path for path in files if not Path(path).is_absolute()]
 
 
 def check_policy(card: ModelCard, *, task: str) -> None:

@@ -195,8 +195,13 @@ def _predict(model: Any, x: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None
     return prediction, proba
 
 
-def run_gate(card: ModelCard, *, mlflow_client: MlflowClient, tracking_uri: str) -> GateOutcome:
-    """Resolve, check, evaluate both models on the same recomputed rows, and decide."""
+def run_gate(card: ModelCard, *, mlflow_client: MlflowClient, tracking_uri: str,
+             data_root: Path | None = None) -> GateOutcome:
+    """Resolve, check, evaluate both models on the same recomputed rows, and decide.
+
+    `data_root`: where the card's relative data files are (the gate workflow's copy of
+    a pull request's files); by default the working directory.
+    """
     spec = load_spec(card.data.dataset)
     check_policy(card, task=spec.task)
     policy = card.promotion
@@ -226,7 +231,7 @@ def run_gate(card: ModelCard, *, mlflow_client: MlflowClient, tracking_uri: str)
     former = policy.mode == "rollback" and was_production(mlflow_client, name, run_id)
 
     with progress.stage("data: read, validate, cleanse, split"):
-        data = prepare_data(card)
+        data = prepare_data(card, root=data_root)
     x, y = data.x_test, data.y_test
     truth = np.asarray(y)
     predictions: dict[str, np.ndarray] = {}

@@ -150,7 +150,8 @@ class CommentResult:
     url: str
 
 
-def target_from_env(env: Mapping[str, str], *, pr_number: str | None) -> Target:
+def target_from_env(env: Mapping[str, str], *, pr_number: str | None,
+                    need_pr: bool = True) -> Target:
     """Where to comment, from the variables GitHub Actions sets and the job's token."""
     token = env.get("GITHUB_TOKEN", "")
     repository = env.get("GITHUB_REPOSITORY", "")
@@ -158,8 +159,11 @@ def target_from_env(env: Mapping[str, str], *, pr_number: str | None) -> Target:
         raise ConfigError("GITHUB_TOKEN: not set; the workflow passes the job's token")
     if not repository or "/" not in repository:
         raise ConfigError("GITHUB_REPOSITORY: not set (expected owner/name)")
-    if not pr_number:
+    if need_pr and not pr_number:
         raise ConfigError("--pr: no pull request number (not a pull_request event?)")
+    if pr_number is not None and pr_number and not pr_number.isdigit():
+        raise ConfigError(f"--pr: {pr_number[:20]!r} is not a pull request number")
+    pr_number = pr_number or ""
     return Target(api_url=env.get("GITHUB_API_URL", "https://api.github.com").rstrip("/"),
                   repository=repository, pr_number=pr_number, token=token,
                   author=env.get("MLOPS_COMMENT_AUTHOR") or BOT_LOGIN)
@@ -176,13 +180,18 @@ def _check(response: requests.Response, what: str) -> Any:
     return response.json()
 
 
-def find_comment(session: requests.Session, target: Target, marker: str) -> dict[str, Any] | None:
-    """The first comment on the PR by the workflow's bot whose body holds the marker.
+def bot_comments(session: requests.Session, target: Target, marker: str
+                 ) -> list[dict[str, Any]]:
+    """Every comment on the PR by the workflow's bot whose body holds the marker, oldest
+    first.
 
     Comments by anyone else are never edited nor read, whatever they contain: a user
-    who pastes the marker cannot hijack the verdict or make the job fail with 403.
+    who pastes the marker cannot hijack the verdict or make the job fail with 403. The
+    bot's own comments are not proof of anything either (every workflow posts as it):
+    promote believes only a verdict signed by the gate workflow (`signing`).
     """
     url = f"{target.api_url}/repos/{target.repository}/issues/{target.pr_number}/comments"
+    found: list[dict[str, Any]] = []
     for page in range(1, _MAX_PAGES + 1):
         response = session.get(url, headers=_headers(target.token), timeout=30,
                                params={"per_page": _PAGE, "page": page})
@@ -190,10 +199,104 @@ def find_comment(session: requests.Session, target: Target, marker: str) -> dict
         for comment in comments:
             author = (comment.get("user") or {}).get("login")
             if author == target.author and marker in (comment.get("body") or ""):
-                return dict(comment)
+                found.append(dict(comment))
         if len(comments) < _PAGE:
-            return None
-    return None
+            break
+    return found
+
+
+def find_comment(session: requests.Session, target: Target, marker: str) -> dict[str, Any] | None:
+    """The first of the bot's comments that holds the marker: the sticky one."""
+    found = bot_comments(session, target, marker)
+    return found[0] if found else None
+
+
+def pull_request(session: requests.Session, target: Target) -> dict[str, Any]:
+    """The pull request `target.pr_number` as GitHub describes it (head SHA, state)."""
+    url = f"{target.api_url}/repos/{target.repository}/pulls/{target.pr_number}"
+    value = _check(session.get(url, headers=_headers(target.token), timeout=30),
+                   f"reading pull request #{target.pr_number}")
+    if not isinstance(value, dict) or not isinstance((value.get("head") or {}).get("sha"), str):
+        raise GitHubError(f"GitHub API: pull request #{target.pr_number} has no head commit")
+    return dict(value)
+
+
+_SHA = re.compile(r"^[0-9a-f]{40}$")
+
+
+def pull_request_of_run(session: requests.Session, target: Target,
+                        event: Mapping[str, Any]) -> dict[str, Any]:
+    """The open pull request whose head is the commit a `workflow_run` event ran on.
+
+    The event is GitHub's (the workflow that triggered it cannot edit it); the PR is
+    looked up by its head branch and checked against the head SHA, so a PR of a fork
+    (whose number the event leaves out) is found too, and a branch that moved on is
+    not taken for the commit that was gated.
+    """
+    run = event.get("workflow_run")
+    if not isinstance(run, Mapping):
+        raise ConfigError("GITHUB_EVENT_PATH: not a workflow_run event (gate.yml runs on one)")
+    head_sha = str(run.get("head_sha") or "")
+    branch = str(run.get("head_branch") or "")
+    owner = str(((run.get("head_repository") or {}).get("owner") or {}).get("login") or "")
+    if not _SHA.match(head_sha) or not branch or not owner:
+        raise ConfigError("GITHUB_EVENT_PATH: the workflow_run event names no head commit")
+    url = f"{target.api_url}/repos/{target.repository}/pulls"
+    response = session.get(url, headers=_headers(target.token), timeout=30,
+                           params={"state": "open", "head": f"{owner}:{branch}",
+                                   "per_page": str(_PAGE)})
+    for pull in _check(response, "listing pull requests"):
+        if (pull.get("head") or {}).get("sha") == head_sha:
+            return dict(pull)
+    raise GitHubError(f"GitHub API: no open pull request has head commit {head_sha[:12]} "
+                      f"(branch {branch[:80]}); it was closed or pushed to since")
+
+
+MAX_FILE_BYTES = 100 * 1024 * 1024
+"""The most GitHub's contents API serves raw."""
+
+
+def file_at(session: requests.Session, target: Target, path: str, ref: str) -> bytes | None:
+    """A file of the repository at commit `ref`, as bytes (None: no such file there).
+
+    Read through the API, so the gate workflow never checks out the pull request's
+    tree: what it reads of it (the card, a data file) is data, parsed by main's code.
+    """
+    if not _SHA.match(ref):
+        raise ConfigError(f"not a commit SHA: {ref[:60]!r}")
+    if path.startswith("/") or ".." in path.split("/") or "\\" in path:
+        raise ConfigError(f"{path[:80]}: not a path inside the repository")
+    url = f"{target.api_url}/repos/{target.repository}/contents/{path}"
+    headers = {**_headers(target.token), "Accept": "application/vnd.github.raw+json"}
+    response = session.get(url, headers=headers, params={"ref": ref}, timeout=60,
+                           stream=True)
+    if response.status_code == 404:
+        return None
+    if response.status_code >= 400:
+        raise GitHubError(f"GitHub API: reading {path[:80]} at {ref[:12]} answered "
+                          f"{response.status_code}")
+    data = bytearray()
+    for chunk in response.iter_content(1 << 16):
+        data += chunk
+        if len(data) > MAX_FILE_BYTES:
+            raise GitHubError(f"{path[:80]} at {ref[:12]}: larger than {MAX_FILE_BYTES:,} "
+                              "bytes")
+    return bytes(data)
+
+
+STATUS_CONTEXT = "mlops/gate"
+
+
+def set_status(session: requests.Session, target: Target, sha: str, *, state: str,
+               description: str, url: str | None) -> None:
+    """The gate's check on the PR's head commit: success, failure or error."""
+    body: dict[str, Any] = {"state": state, "context": STATUS_CONTEXT,
+                            "description": description[:140]}
+    if url and url.startswith("https://"):
+        body["target_url"] = url
+    response = session.post(f"{target.api_url}/repos/{target.repository}/statuses/{sha}",
+                            json=body, headers=_headers(target.token), timeout=30)
+    _check(response, "setting the commit status")
 
 
 def upsert_comment(session: requests.Session, target: Target, *, body: str,

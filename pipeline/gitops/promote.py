@@ -34,6 +34,7 @@ from pipeline.gitops import registry
 from pipeline.gitops.card import ModelCard
 from pipeline.gitops.evaluation import run_gate
 from pipeline.gitops.github import Audit
+from pipeline.gitops.review import Review
 from pipeline.gitops.verdict import Verdict
 from pipeline.stages.twin import Twin
 from serving import modelfiles
@@ -91,10 +92,11 @@ def differences(reviewed: Verdict, recomputed: Verdict) -> tuple[str, ...]:
 
 
 def promote(mlflow_client: MlflowClient, card: ModelCard, *, audit: Audit, tracking_uri: str,
-            reviewed: Verdict | None = None) -> PromoteResult:
+            review: Review | None = None) -> PromoteResult:
     """Make the card's candidate Production if main's own verdict passes, compare-and-set.
 
-    `reviewed` is the PR's verdict, when there is one to compare with.
+    `review` is the PR's verdict as far as it can be believed (`gitops.review`): when a
+    signed one is required and none was found, promote refuses (after the no-op cases).
     """
     name = card.model.name
     run_id = card.model.candidate_run_id
@@ -108,6 +110,9 @@ def promote(mlflow_client: MlflowClient, card: ModelCard, *, audit: Audit, track
         return PromoteResult(changed=False, version=current.version, previous=None,
                              message=f"{name} version {current.version} (run {run_id}) is "
                                      "already Production: nothing to do")
+    if review is not None and review.required and review.verdict is None:
+        raise RegistryError(f"promote refuses: {review.source}")
+    reviewed = review.verdict if review is not None else None
     if reviewed is not None:  # compare-and-set against what the reviewer saw
         _compare(current.version if current else None, reviewed.production_version, name=name)
     if reviewed is not None and reviewed.candidate_run_id != run_id:

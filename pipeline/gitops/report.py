@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pipeline.gitops.gate import fmt
+from pipeline.gitops.markdown import code, mermaid_name, text
 from pipeline.gitops.registry import run_url
 from pipeline.gitops.verdict import Verdict
 from pipeline.stages.evaluate import GREATER_IS_BETTER
@@ -28,6 +29,19 @@ if TYPE_CHECKING:
 MARKER = "<!-- mlops-gate-report -->"
 """Hidden marker that finds the one sticky PR comment again on re-runs."""
 _EMBEDDED = re.compile(r"<!-- mlops-verdict:([A-Za-z0-9_=-]+) -->")
+
+
+_SIGNED = re.compile(r"<!-- mlops-verdict-signed:([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+) -->")
+
+
+def embed_signed(token: str) -> str:
+    """The trusted gate's signed verdict (`signing.sign`), hidden in the comment."""
+    return f"<!-- mlops-verdict-signed:{token} -->"
+
+
+def signed_tokens(markdown: str) -> list[str]:
+    """Every signed verdict a comment holds (each is verified before it is believed)."""
+    return _SIGNED.findall(markdown)
 
 
 def embed_verdict(verdict: Verdict) -> str:
@@ -47,24 +61,32 @@ def embedded_verdict(markdown: str) -> Verdict | None:
         return None
 
 
-def render(verdict: Verdict, *, plot_note: str | None = None) -> str:
-    """Markdown for a person reviewing the pull request."""
+def render(verdict: Verdict, *, plot_note: str | None = None,
+           marker: str | None = None) -> str:
+    """Markdown for a person reviewing the pull request.
+
+    Every value that a run, a tag, the registry or the card supplied goes through
+    `markdown.text`/`code`, so the only markup is the report's own and the only hidden
+    comments are its marker and `marker` (the embedded verdict, signed when the trusted
+    gate workflow renders it; `embed_verdict` otherwise).
+    """
     head = "✅ **PASS**" if verdict.passed else "❌ **FAIL**"
-    against = (f"Production version {verdict.production_version}"
+    against = (f"Production version {text(verdict.production_version)}"
                if verdict.production_version else "no Production version (first model)")
     lines = [
         MARKER,
         f"## Promotion gate: {head}",
         "",
-        f"Candidate run `{verdict.candidate_run_id}` vs {against} of "
-        f"`{verdict.model_name}`, mode `{verdict.mode}`, on {verdict.evaluated_rows:,} "
-        "sealed test rows recomputed from the data (no run is scored on them before the gate).",
+        f"Candidate run {code(verdict.candidate_run_id)} vs {against} of "
+        f"{code(verdict.model_name)}, mode {code(verdict.mode)}, on "
+        f"{verdict.evaluated_rows:,} sealed test rows recomputed from the data (no run is "
+        "scored on them before the gate).",
         "",
         "**Why it passed:**" if verdict.passed else "**Why it failed:**",
         "",
-        *[f"- {reason}" for reason in verdict.reasons],
-        *([""] + [f"- ⚠️ {note}" for note in verdict.notes] if verdict.notes else []),
-        *(["", meaning] if (meaning := interval_sentence(verdict)) else []),
+        *[f"- {text(reason)}" for reason in verdict.reasons],
+        *([""] + [f"- ⚠️ {text(note)}" for note in verdict.notes] if verdict.notes else []),
+        *(["", text(meaning)] if (meaning := interval_sentence(verdict)) else []),
         "",
         _metric_table(verdict),
         "",
@@ -73,26 +95,38 @@ def render(verdict: Verdict, *, plot_note: str | None = None) -> str:
         "",
         "| data | hash |",
         "|---|---|",
-        *[f"| {role} | `{value or 'n/a'}` |" for role, value in verdict.data_hashes.items()],
+        *[f"| {text(role)} | {code(value or 'n/a')} |"
+          for role, value in verdict.data_hashes.items()],
         "",
-        f"- candidate run: {run_url(verdict.tracking_uri, str(verdict.candidate_run_id))}",
+        f"- candidate run: {_run_link(verdict, verdict.candidate_run_id)}",
     ]
     if verdict.production_run_id:
-        link = run_url(verdict.tracking_uri, verdict.production_run_id)
-        lines.append(f"- Production run: {link}")
+        lines.append(f"- Production run: {_run_link(verdict, verdict.production_run_id)}")
     if plot_note:
         lines.append(f"- plot: {plot_note}")
     lines += ["", f"<sub>paired bootstrap, {verdict.resamples:,} resamples, seed {verdict.seed}, "
-              f"policy hash `{verdict.policy_hash}`, gated at {verdict.gated_at}</sub>", "",
-              embed_verdict(verdict), ""]
+              f"policy hash {code(verdict.policy_hash)}, gated at {text(verdict.gated_at)}"
+              "</sub>", "", marker if marker is not None else embed_verdict(verdict), ""]
     return "\n".join(lines)
+
+
+_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+def _run_link(verdict: Verdict, run_id: str | None) -> str:
+    """The run's page in the MLflow UI: the configured tracking URI (without a login)
+    and a run ID of MLflow's shape; anything else is shown as inert text."""
+    if run_id is None or not _RUN_ID.match(run_id):
+        return code(run_id)
+    return run_url(verdict.tracking_uri, run_id)
 
 
 def render_no_candidate(model_name: str) -> str:
     return "\n".join([
         MARKER, "## Promotion gate: ✅ **PASS** (nothing to gate)", "",
-        f"The card names no candidate run for `{model_name}`, so nothing would be promoted. "
-        "Put a run ID in `model.candidate_run_id` (`mlops propose RUN_ID`) to gate it.", "",
+        f"The card names no candidate run for {code(model_name)}, so nothing would be "
+        "promoted. Put a run ID in `model.candidate_run_id` (`mlops propose RUN_ID`) to gate "
+        "it.", "",
     ])
 
 
@@ -112,7 +146,7 @@ def _metric_table(verdict: Verdict) -> str:
     for name, row in verdict.metrics.items():
         star = " (primary)" if name == verdict.metric else ""
         interval = (f"[{fmt(row.low)}, {fmt(row.high)}]" if row.low is not None else "n/a")
-        rows.append(f"| {name}{star} | {fmt(row.candidate)} | {fmt(row.production)} | "
+        rows.append(f"| {text(name)}{star} | {fmt(row.candidate)} | {fmt(row.production)} | "
                     f"{fmt(row.difference)} | {interval} |")
     return "\n".join(rows)
 
@@ -158,7 +192,8 @@ def chart(verdict: Verdict) -> list[str]:
     """
     lines: list[str] = []
     for name, row in verdict.metrics.items():
-        if row.low is None or row.high is None or row.difference is None:
+        if row.low is None or row.high is None or row.difference is None \
+                or not mermaid_name(name):
             continue
         greater = (verdict.greater_is_better if name == verdict.metric
                    else GREATER_IS_BETTER.get(name, True))
@@ -197,7 +232,7 @@ def _floor_table(verdict: Verdict) -> str:
     rows = ["| floor | bound | candidate | holds |", "|---|---:|---:|---|"]
     for floor in verdict.floors:
         side = "≥" if floor.greater_is_better else "≤"
-        rows.append(f"| {floor.metric} | {side} {fmt(floor.bound)} | "
+        rows.append(f"| {text(floor.metric)} | {side} {fmt(floor.bound)} | "
                     f"{fmt(floor.value)} | {'yes' if floor.ok else '**no**'} |")
     return "\n".join(rows)
 

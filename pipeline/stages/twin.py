@@ -16,12 +16,11 @@ the server checks the twin against those and serves it before scikit-learn is lo
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pandas as pd
-from sklearn.pipeline import Pipeline
 
 from pipeline.stages import onnx_compat
-from pipeline.stages.data import PreparedData
 from pipeline.stages.datasets import DatasetSpec
 from serving.twin import (
     RECORDED_KEY,
@@ -32,6 +31,11 @@ from serving.twin import (
     parity,
     regression_tolerance,
 )
+
+if TYPE_CHECKING:  # scikit-learn costs every command that only reads a twin a second
+    from sklearn.pipeline import Pipeline
+
+    from pipeline.stages.data import PreparedData
 
 TARGET_OPSET = {"": 18, "ai.onnx.ml": 3}
 

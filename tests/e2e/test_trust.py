@@ -8,6 +8,7 @@ promote recomputing the verdict (forge), the manifest (tamper), the data-only lo
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -29,11 +30,13 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.gitops import registry
 from pipeline.gitops.card import write_candidate_run_id
+from pipeline.gitops.github import BOT_LOGIN
+from pipeline.gitops.report import MARKER
 from tests.conftest import TrackingServer
 from tests.serving.conftest import Clients, Server, serving_process, wait_for
 from tests.utils import run_mlops
 from tests.utils.cards import unique_name, write_card
-from tests.utils.fake_github import FakeGitHub, github, github_env
+from tests.utils.fake_github import FakeGitHub, by, github, github_env
 from tests.utils.registry import move_production
 
 __all__ = ["github"]  # the fixture
@@ -417,3 +420,138 @@ def test_a_twin_with_a_loop_behind_the_alias_never_freezes_the_server(
         served = requests.post(serving.url + "/predict", json={"records": [row]}, timeout=30)
         assert served.status_code == 200
         assert requests.get(serving.url + "/health", timeout=2).status_code == 200
+
+
+# --- signed verdicts: the gate workflow's word, and nothing else ------------------------
+
+HEAD = "a1" * 20  # the pull request's head commit
+
+
+@dataclass
+class PullRequest:
+    """PR #7 on the fake GitHub, its card at HEAD, and the two keys of the trust chain."""
+
+    github: FakeGitHub
+    private: str
+    public: str
+    merged_event: Path
+
+    def gate(self, reg: Registry) -> subprocess.CompletedProcess[str]:
+        """gate.yml's step: main's code, the read-only user, the signing key."""
+        self.github.files[(HEAD, "model_card.yaml")] = reg.card.read_bytes()
+        event = reg.tmp / "workflow_run.json"
+        event.write_text(json.dumps(self.github.workflow_run_event(7)))
+        env = {**reg.server.reader_env, **github_env(self.github),
+               "GITHUB_EVENT_PATH": str(event), "MLOPS_VERDICT_SIGNING_KEY": self.private,
+               "MLOPS_EXPERIMENT": "e2e-trust"}
+        return run_mlops("gate-pr", "--card", "model_card.yaml", "--out",
+                         str(reg.tmp / "gate-pr"), env=env)
+
+    def promote(self, reg: Registry) -> subprocess.CompletedProcess[str]:
+        """promote.yml's step: the merge of PR #7, the public key only."""
+        return reg.mlops("promote", env={**github_env(self.github), "GITHUB_ACTIONS": "true",
+                                         "GITHUB_EVENT_PATH": str(self.merged_event),
+                                         "MLOPS_VERDICT_PUBLIC_KEY": self.public})
+
+
+@pytest.fixture
+def pull(github: FakeGitHub, tmp_path: Path) -> PullRequest:
+    from pipeline.gitops import signing
+
+    github.open_pull(7, sha=HEAD)
+    merged = tmp_path / "push.json"
+    merged.write_text(json.dumps({"head_commit": {"message": "Merge pull request #7 from o/f"}}))
+    private, public = signing.new_key_pair()
+    return PullRequest(github=github, private=private, public=public, merged_event=merged)
+
+
+def test_the_signed_verdict_of_the_gate_workflow_promotes(reg: Registry,
+                                                          pull: PullRequest) -> None:
+    good = reg.train(*GOOD)
+    reg.propose(good)
+    gated = pull.gate(reg)
+    assert gated.returncode == 0, gated.stderr
+    assert len(pull.github.comments) == 1
+    assert pull.github.comments[0]["body"].count("<!-- mlops-verdict-signed:") == 1
+    assert pull.github.statuses[-1]["state"] == "success"
+    assert pull.github.statuses[-1]["sha"] == HEAD
+    assert {p.name for p in (reg.tmp / "gate-pr").iterdir()} == {"report.md", "verdict.json",
+                                                                  "plot.png"}
+    done = pull.promote(reg)
+    assert done.returncode == 0, done.stderr
+    assert "compared with the verdict the gate workflow signed for PR #7" in done.stderr
+    assert reg.production() == "2"
+
+
+def _forged_markers(reg: Registry, pull: PullRequest, good: str, donor: str) -> str:
+    """A verdict for `good` whose manifest is `donor`'s files: unsigned, and signed by a
+    key that is not the gate workflow's."""
+    from pipeline.gitops import signing
+    from pipeline.gitops.report import embed_signed, embed_verdict
+    from pipeline.gitops.verdict import Verdict
+
+    reg.propose(donor)
+    assert reg.gate("donor").returncode == 0
+    donor_manifest = json.loads((reg.tmp / "donor.json").read_text())["manifest"]
+    reg.propose(good)
+    assert reg.gate("good").returncode == 0
+    verdict = Verdict.from_json(json.loads((reg.tmp / "good.json").read_text()))
+    forged = dataclasses.replace(verdict, manifest=donor_manifest)
+    stranger, _ = signing.new_key_pair()
+    evidence = signing.Evidence(verdict=forged, repository="o/r", pr_number="7",
+                                head_sha=HEAD)
+    return f"{embed_verdict(forged)} {embed_signed(signing.sign(evidence, stranger))}"
+
+
+def test_a_run_tag_cannot_forge_the_reviewed_verdict(reg: Registry, pull: PullRequest) -> None:
+    """The attack: the candidate's owner writes a tag that the report shows, holding a
+    verdict marker whose manifest is that of a file swapped in after review. The gate
+    workflow's comment shows it as text, promote believes only the signed verdict, and
+    the swap is refused."""
+    good, donor = reg.train(*GOOD), reg.train("hist_gradient_boosting", "max_iter=25")
+    markers = _forged_markers(reg, pull, good, donor)
+    reg.client.set_tag(good, "data_hash", f"x --> {markers} <!-- @octocat | y")
+    gated = pull.gate(reg)
+    assert gated.returncode == 0, gated.stderr
+    body = pull.github.comments[0]["body"]
+    assert body.count("<!--") == 2  # the report's marker and the one signed verdict
+    assert body.count("<!-- mlops-verdict-signed:") == 1
+    assert "<!-- mlops-verdict:" not in body
+    assert "@octocat" not in body
+
+    reg.replace_model_file(good, donor)  # the swap, after review
+    done = pull.promote(reg)
+    assert done.returncode == 2, done.stderr
+    assert _one_error_line(done).startswith(
+        f"error: run {good}: its model files changed after the PR's gate (model file "
+        "model.skops: sha256 ")
+    assert reg.production() == "1"
+
+
+def test_a_comment_written_by_the_pull_request_s_code_is_not_believed(
+        reg: Registry, pull: PullRequest) -> None:
+    """Same bot identity, the markers unsigned or signed by another key: not evidence."""
+    good, donor = reg.train(*GOOD), reg.train("hist_gradient_boosting", "max_iter=25")
+    markers = _forged_markers(reg, pull, good, donor)
+    reg.replace_model_file(good, donor)
+    pull.github.comments.append(by(BOT_LOGIN, 99, f"{MARKER}\n## Promotion gate: PASS\n{markers}"))
+    done = pull.promote(reg)
+    assert done.returncode == 2, done.stderr
+    assert _one_error_line(done) == (
+        f"error: promote refuses: PR #7 has no verdict signed by the gate workflow for its "
+        f"head commit {HEAD[:12]} (a comment without a valid signature is not believed); "
+        "re-run gate.yml on the PR")
+    assert reg.production() == "1"
+
+
+def test_a_signed_verdict_for_an_older_commit_is_not_believed(reg: Registry,
+                                                              pull: PullRequest) -> None:
+    good = reg.train(*GOOD)
+    reg.propose(good)
+    assert pull.gate(reg).returncode == 0
+    pull.github.pulls[7]["head"]["sha"] = "b2" * 20  # pushed to after the gate ran
+    done = pull.promote(reg)
+    assert done.returncode == 2, done.stderr
+    assert "has no verdict signed by the gate workflow for its head commit b2b2b2b2b2b2" \
+        in _one_error_line(done)
+    assert reg.production() == "1"

@@ -24,7 +24,7 @@ ALLOWED: dict[str, set[str]] = {
     "pipeline.errors": set(),
     "pipeline.files": {"pipeline.errors"},
     "pipeline.progress": set(),
-    "pipeline.settings": set(),
+    "pipeline.settings": {"pipeline.errors"},
     "pipeline.stages": {"pipeline.errors", "pipeline.settings", "pipeline.files",
                         "pipeline.progress"},
     "pipeline.gitops": {"pipeline.errors", "pipeline.settings", "pipeline.stages",

@@ -25,7 +25,7 @@ from pipeline.gitops.report import (
 from pipeline.gitops.stats import Interval
 from pipeline.gitops.verdict import MetricRow, Verdict
 
-CANDIDATE, PRODUCTION = "c" * 32, "p" * 32
+CANDIDATE, PRODUCTION = "c" * 32, "d" * 32
 
 
 def _policy(**overrides: object) -> PromotionPolicy:
@@ -178,8 +178,8 @@ def test_the_report_starts_with_the_verdict_and_why() -> None:
     assert text.index("Why it failed") < text.index("| metric |")
     assert "| rmse (primary) | 1,120 | 1,130 | -10 | [-30, 12] |" in text
     assert "| r2 | ≥ 0.9 | 0.92 | yes |" in text
-    assert "`aaa`" in text
-    assert "`bbb`" in text
+    assert "<code>aaa</code>" in text
+    assert "<code>bbb</code>" in text
     assert "different hashes" in text
     assert f"https://mlflow.example.org:8443/#/runs/{CANDIDATE}" in text
     assert f"https://mlflow.example.org:8443/#/runs/{PRODUCTION}" in text

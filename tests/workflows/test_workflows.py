@@ -120,11 +120,11 @@ def _secret_users() -> dict[tuple[str, str], str | None]:
 
 
 def test_write_credentials_exist_only_where_the_registry_is_written() -> None:
-    """The PR's code (the gate job) and the drift check get the read-only environment;
-    the `production` environment, with the write credentials, serves promote and
-    rollback alone."""
+    """The PR's code (the image test) and the drift check get the read-only environment,
+    the gate workflow its own (read-only user and signing key); the `production`
+    environment, with the write credentials, serves promote and rollback alone."""
     users = _secret_users()
-    assert users[("pr.yml", "gate")] == "registry-read"
+    assert users[("gate.yml", "gate")] == "gate"
     assert users[("pr.yml", "image")] == "registry-read"
     assert users[("drift.yml", "drift")] == "registry-read"
     production = {job for job, environment in users.items() if environment == "production"}
@@ -133,12 +133,13 @@ def test_write_credentials_exist_only_where_the_registry_is_written() -> None:
 
 
 def test_the_gate_job_keeps_report_and_plot_as_an_artifact() -> None:
-    gate = _load(REPO / ".github" / "workflows" / "pr.yml")["jobs"]["gate"]
+    gate = _load(REPO / ".github" / "workflows" / "gate.yml")["jobs"]["gate"]
     uploads = [step for step in gate["steps"]
                if step.get("uses", "").startswith("actions/upload-artifact@")]
     assert uploads
     assert uploads[0]["with"]["path"] == ".mlops/gate/"
-    assert gate["permissions"] == {"contents": "read", "pull-requests": "write"}
+    assert gate["permissions"] == {"contents": "read", "pull-requests": "write",
+                                   "statuses": "write"}
 
 
 def test_zizmor_auditor_finds_no_secret_outside_an_environment() -> None:
