@@ -116,6 +116,7 @@ infra-run: ## run pulumi COMMAND (preview|up|refresh|destroy) on STACK, non-inte
 CARD ?= model_card.yaml
 GATE_DIR ?= .mlops/gate
 WORKFLOWS := .github/workflows/pr.yml .github/workflows/promote.yml .github/workflows/drift.yml \
+	.github/workflows/serving-image.yml \
 	.github/workflows/rollback.yml .github/workflows/dags.yml
 ROLLBACK_TO ?=
 
@@ -202,6 +203,10 @@ serve-bg: $(STAMP) ## start the serving API in the background (PID file in .mlop
 .PHONY: image
 image: ## build the serving image (IMAGE=name:tag; needs Docker: scripts/dockerd.sh start)
 	@scripts/image.sh $(IMAGE)
+
+.PHONY: serving-image-push
+serving-image-push: ## build the serving image, push it to SERVING_REPOSITORY_URL (ECR) and print its digest
+	@scripts/push-serving-image.sh
 
 .PHONY: tracking-image-test
 tracking-image-test: $(STAMP) ## build the cloud MLflow image and run it as the ECS task would (needs Docker)

@@ -116,10 +116,9 @@ def may_move_pointer(username: str) -> bool:
 
     if store.get_user(username).is_admin:
         return True
-    if request.path.endswith("/model-versions/set-tag") or request.path.endswith(
-            "/model-versions/delete-tag"):
-        if _get_request_param("key") in WRITER_TAGS:
-            return True
+    if (request.path.endswith("/model-versions/set-tag") or request.path.endswith(
+            "/model-versions/delete-tag")) and _get_request_param("key") in WRITER_TAGS:
+        return True
     try:
         return _get_registered_model_permission(_get_request_param("name")).can_manage
     except MlflowException:
