@@ -25,7 +25,7 @@ def ensure_app_user(master_uri: str, *, username: str, password: str,
             raise ValueError(f"not a plain MySQL name: {name!r}")
     url = sa.make_url(master_uri)
     server = sa.create_engine(url.set(database=None))
-    account = f"'{username}'@'%'"
+    account = f"'{username}'@'%%'"  # '%' (any host), doubled for the driver's %s style
     try:
         with server.begin() as conn:
             conn.exec_driver_sql(
@@ -33,6 +33,7 @@ def ensure_app_user(master_uri: str, *, username: str, password: str,
             conn.exec_driver_sql(
                 f"ALTER USER {account} IDENTIFIED BY %s REQUIRE SSL", (password,))
             for database in databases:
-                conn.exec_driver_sql(f"GRANT ALL PRIVILEGES ON `{database}`.* TO {account}")
+                conn.exec_driver_sql(
+                    f"GRANT ALL PRIVILEGES ON `{database}`.* TO {account}", ())
     finally:
         server.dispose()
