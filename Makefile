@@ -117,7 +117,7 @@ CARD ?= model_card.yaml
 GATE_DIR ?= .mlops/gate
 WORKFLOWS := .github/workflows/pr.yml .github/workflows/promote.yml .github/workflows/drift.yml \
 	.github/workflows/rollback.yml .github/workflows/dags.yml .github/workflows/gate.yml \
-	.github/workflows/gate-request.yml
+	.github/workflows/gate-request.yml .github/workflows/serving-image.yml
 # ROLLBACK_TO (rollback.yml's input) is never pasted into a recipe: `mlops rollback`
 # reads it from the environment and accepts only a version number.
 export ROLLBACK_TO
@@ -217,6 +217,10 @@ serve-bg: $(STAMP) ## start the serving API in the background (PID file in .mlop
 .PHONY: image
 image: ## build the serving image (IMAGE=name:tag; needs Docker: scripts/dockerd.sh start)
 	@scripts/image.sh $(IMAGE)
+
+.PHONY: serving-image-push
+serving-image-push: ## build the serving image, push it to SERVING_REPOSITORY_URL (ECR) and print its digest
+	@scripts/push-serving-image.sh
 
 .PHONY: tracking-image-test
 tracking-image-test: $(STAMP) ## build the cloud MLflow image and run it as the ECS task would (needs Docker)

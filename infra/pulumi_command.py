@@ -21,19 +21,26 @@ INFRA = Path(__file__).resolve().parent
 POLICY_PACK = INFRA / "policy"
 COMMANDS = ("preview", "up", "refresh", "destroy")
 STACK_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+){0,2}$")
+DIGEST_PATTERN = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
 class UsageError(Exception):
     """A bad stack name or command; the message is one line."""
 
 
-def pulumi_argv(*, command: str, stack: str) -> list[str]:
-    """The exact `pulumi` invocation for a command on a stack."""
+def pulumi_argv(*, command: str, stack: str, serving_image: str | None = None) -> list[str]:
+    """The exact `pulumi` invocation for a command on a stack; `serving_image` (a digest,
+    what the serving-image workflow pushed) overrides mlops:servingImage for an up."""
     if command not in COMMANDS:
         raise UsageError(f"command must be one of {', '.join(COMMANDS)}, got {command!r}")
     if not STACK_PATTERN.match(stack):
         raise UsageError(f"invalid stack name {stack!r}")
     argv = ["pulumi", command, "--stack", stack, "--cwd", str(INFRA), "--non-interactive"]
+    if serving_image:
+        if command not in {"preview", "up"} or not DIGEST_PATTERN.match(serving_image):
+            raise UsageError(f"SERVING_IMAGE must be a digest sha256:<64 hex> for preview or "
+                             f"up, got {serving_image!r}")
+        argv += ["--config", f"mlops:servingImage={serving_image}"]
     if command in {"preview", "up"}:
         argv += ["--policy-pack", str(POLICY_PACK), "--diff"]
     if command in {"up", "refresh", "destroy"}:
@@ -56,7 +63,8 @@ def parse(argv: Sequence[str], env: Mapping[str, str]) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse(sys.argv[1:] if argv is None else argv, os.environ)
     try:
-        command = pulumi_argv(command=args.command, stack=args.stack)
+        command = pulumi_argv(command=args.command, stack=args.stack,
+                              serving_image=os.environ.get("SERVING_IMAGE") or None)
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -12,8 +12,10 @@ on the resources it needs.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import pulumi
@@ -31,10 +33,24 @@ EMR_PREFIX = "emr/"
 """Where the Spark job's packed environment lives in the DAGs bucket (docs/orchestration.md)."""
 ENTRY_POINT_KEY = f"{DAGS_PREFIX}/emr/mlops_entry.py"
 """The job's entry point, as the DAGs sync uploads dags/emr/mlops_entry.py."""
+AIRFLOW_VERSION = "3.0.6"
+"""What MWAA runs; dags/requirements.txt pins the same apache-airflow for the DAG tests."""
+DAG_REQUIREMENTS = Path(__file__).resolve().parents[2] / "dags" / "requirements.txt"
+NOT_ON_MWAA = re.compile(r"^(apache-airflow|pytest|moto|flask|flask-cors)==", re.IGNORECASE)
+"""Lines of dags/requirements.txt MWAA must not get: Airflow itself (MWAA installs it) and
+the DAG tests' own tools."""
+
+
+def mwaa_requirements(text: str) -> str:
+    """MWAA's requirements.txt: the DAGs' pins, less Airflow and the test tools."""
+    keep = [line for line in text.splitlines()
+            if line.strip() and not line.lstrip().startswith("#") and not NOT_ON_MWAA.match(line)]
+    return "\n".join(keep) + "\n"
 
 
 class JobPolicy(Protocol):
-    """Writes a job role's policy document from the bucket, secret and DAGs bucket ARNs."""
+    """Writes a job role's policy document from the bucket, its login's secret and the DAGs
+    bucket ARNs."""
 
     def __call__(self, bucket_arn: str, tracking_secret_arn: str, *,
                  dags_bucket_arn: str) -> dict[str, object]: ...
@@ -47,8 +63,11 @@ class OrchestrationArgs:
     account_id: str
     vpc_id: pulumi.Input[str]
     private_subnet_ids: Sequence[pulumi.Input[str]]
-    tracking_secret_arn: pulumi.Input[str]
-    airflow_version: str = "3.0.6"
+    airflow_login_secret_arn: pulumi.Input[str]
+    train_login_secret_arn: pulumi.Input[str]
+    score_login_secret_arn: pulumi.Input[str]
+    boundary_arn: pulumi.Input[str] | None = None
+    airflow_version: str = AIRFLOW_VERSION
     environment_class: str = "mw1.small"
     max_workers: int = 2
     emr_release: str = "emr-7.9.0"
@@ -73,7 +92,11 @@ class Orchestration(pulumi.ComponentResource):
         self.spark = self._spark_application()
         self.job_role = self._job_role()
         self.train_job_role = self._train_job_role()
-        self.execution_role = self._execution_role()
+        self.execution_role, self.execution_policy = self._execution_role()
+        self.requirements = aws.s3.BucketObjectv2(
+            f"{name}-requirements", bucket=self.dags.bucket.id, key=REQUIREMENTS_KEY,
+            content=mwaa_requirements(DAG_REQUIREMENTS.read_text()), content_type="text/plain",
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.dags.versioning]))
         self.airflow = self._airflow()
         self.register_outputs({
             "dags_bucket": self.dags.bucket_name, "batch_bucket": self.batch.bucket_name,
@@ -91,7 +114,7 @@ class Orchestration(pulumi.ComponentResource):
         aws.vpc.SecurityGroupIngressRule(
             f"{self._name}-sg-self", security_group_id=group.id,
             referenced_security_group_id=group.id, ip_protocol="-1",
-            description="MWAA's components talk to each other", opts=self._child)
+            description="MWAA components talk to each other", opts=self._child)
         aws.vpc.SecurityGroupEgressRule(
             f"{self._name}-sg-self-out", security_group_id=group.id,
             referenced_security_group_id=group.id, ip_protocol="-1",
@@ -117,55 +140,63 @@ class Orchestration(pulumi.ComponentResource):
             tags=args.tags, opts=self._child)
 
     def _job_role(self) -> aws.iam.Role:
-        """The Spark job: the input prefix read, the output prefix written, nothing else."""
-        return self._emr_role("spark-job", spark_job_policy)
+        """The Spark job: the input prefix read, the output prefix written, its login."""
+        return self._emr_role("spark-job", spark_job_policy, self._args.score_login_secret_arn)
 
     def _train_job_role(self) -> aws.iam.Role:
-        """The training job: the training prefix read, the tracking login, nothing else."""
-        return self._emr_role("train-job", train_job_policy)
+        """The training job: the training prefix read, its login, nothing else."""
+        return self._emr_role("train-job", train_job_policy, self._args.train_login_secret_arn)
 
-    def _emr_role(self, kind: str, policy_for: JobPolicy) -> aws.iam.Role:
+    def _emr_role(self, kind: str, policy_for: JobPolicy,
+                  login_secret_arn: pulumi.Input[str]) -> aws.iam.Role:
         """A role EMR Serverless jobs assume, with the one inline policy `policy_for` writes
-        from the batch bucket, the tracking login and the DAGs bucket."""
+        from the batch bucket, the job's own tracking login and the DAGs bucket."""
         role = aws.iam.Role(
             f"{self._name}-{kind}", name=f"{self._args.prefix}-{kind}",
             assume_role_policy=json.dumps(_assumed_by("emr-serverless.amazonaws.com")),
+            permissions_boundary=self._args.boundary_arn,
             tags=self._args.tags, opts=self._child)
         policy = pulumi.Output.all(bucket=self.batch.bucket_arn, dags=self.dags.bucket_arn,
-                                   secret=self._args.tracking_secret_arn).apply(
+                                   secret=login_secret_arn).apply(
             lambda a: json.dumps(policy_for(a["bucket"], a["secret"],
                                             dags_bucket_arn=a["dags"])))
         aws.iam.RolePolicy(f"{self._name}-{kind}-policy", role=role.id, policy=policy,
                            opts=self._child)
         return role
 
-    def _execution_role(self) -> aws.iam.Role:
+    def _execution_role(self) -> tuple[aws.iam.Role, aws.iam.RolePolicy]:
         args = self._args
         environment = f"{args.prefix}-airflow"
         role = aws.iam.Role(
             f"{self._name}-airflow-exec", name=f"{args.prefix}-airflow-exec",
             assume_role_policy=json.dumps(_assumed_by("airflow.amazonaws.com",
                                                       "airflow-env.amazonaws.com")),
+            permissions_boundary=args.boundary_arn,
             tags=args.tags, opts=self._child)
         policy = pulumi.Output.all(
             dags=self.dags.bucket_arn, app=self.spark.arn, job_role=self.job_role.arn,
             train_role=self.train_job_role.arn,
-            secret=args.tracking_secret_arn).apply(lambda a: json.dumps(airflow_policy(
+            secret=args.airflow_login_secret_arn).apply(lambda a: json.dumps(airflow_policy(
                 region=args.region, account_id=args.account_id, environment=environment,
                 dags_bucket_arn=a["dags"], application_arn=a["app"],
                 job_role_arns=[a["job_role"], a["train_role"]],
                 tracking_secret_arn=a["secret"])))
-        aws.iam.RolePolicy(f"{self._name}-airflow-exec-policy", role=role.id, policy=policy,
-                           opts=self._child)
-        return role
+        attached = aws.iam.RolePolicy(f"{self._name}-airflow-exec-policy", role=role.id,
+                                      policy=policy, opts=self._child)
+        return role, attached
 
     def _airflow(self) -> aws.mwaa.Environment:
+        """The environment, created only once its role may act and its bucket is ready
+        (MWAA checks both when it is created, and fails otherwise)."""
         args = self._args
+        ready = [self.execution_policy, self.dags.versioning, self.dags.public_access_block,
+                 self.requirements]
         return aws.mwaa.Environment(
             f"{self._name}-airflow", name=f"{args.prefix}-airflow",
             airflow_version=args.airflow_version, environment_class=args.environment_class,
             max_workers=args.max_workers, source_bucket_arn=self.dags.bucket_arn,
             dag_s3_path=DAGS_PREFIX, requirements_s3_path=REQUIREMENTS_KEY,
+            requirements_s3_object_version=self.requirements.version_id,
             execution_role_arn=self.execution_role.arn, webserver_access_mode="PRIVATE_ONLY",
             airflow_configuration_options=self._emr_settings(),
             network_configuration=aws.mwaa.EnvironmentNetworkConfigurationArgs(
@@ -176,7 +207,7 @@ class Orchestration(pulumi.ComponentResource):
                     enabled=True, log_level="INFO"),
                 scheduler_logs=aws.mwaa.EnvironmentLoggingConfigurationSchedulerLogsArgs(
                     enabled=True, log_level="WARNING")),
-            tags=args.tags, opts=self._child)
+            tags=args.tags, opts=pulumi.ResourceOptions(parent=self, depends_on=ready))
 
 
     def _emr_settings(self) -> pulumi.Output[dict[str, str]]:
@@ -259,21 +290,31 @@ def spark_job_policy(bucket_arn: str, tracking_secret_arn: str, *,
 def airflow_policy(*, region: str, account_id: str, environment: str, dags_bucket_arn: str,
                    application_arn: str, job_role_arns: list[str],
                    tracking_secret_arn: str) -> dict[str, object]:
-    """What MWAA needs to run the DAGs and submit the scoring and training jobs, and
-    nothing else."""
+    """AWS's documented MWAA execution role (customer-managed bucket, AWS-owned key: its
+    metrics, logs, Celery queues in MWAA's own account, and KMS only through SQS), plus
+    submitting the scoring and training jobs and reading Airflow's own tracking login.
+    Account-level reads stay on "*", as AWS authorizes them on nothing narrower."""
     logs = f"arn:aws:logs:{region}:{account_id}:log-group:airflow-{environment}-*"
     queue = f"arn:aws:sqs:{region}:*:airflow-celery-*"  # MWAA's own queues, in its account
     return {"Version": "2012-10-17", "Statement": [
+        {"Sid": "PublishMetrics", "Effect": "Allow", "Action": ["airflow:PublishMetrics"],
+         "Resource": [f"arn:aws:airflow:{region}:{account_id}:environment/{environment}"]},
+        {"Sid": "NoBucketListing", "Effect": "Deny", "Action": ["s3:ListAllMyBuckets"],
+         "Resource": [dags_bucket_arn, f"{dags_bucket_arn}/*"]},
         {"Sid": "ReadDags", "Effect": "Allow",
          "Action": ["s3:GetObject", "s3:GetObjectVersion", "s3:ListBucket",
                     "s3:GetBucketLocation", "s3:GetBucketPublicAccessBlock",
-                    "s3:GetAccountPublicAccessBlock", "s3:GetEncryptionConfiguration"],
+                    "s3:GetEncryptionConfiguration", "s3:GetBucketVersioning"],
          "Resource": [dags_bucket_arn, f"{dags_bucket_arn}/*"]},
+        {"Sid": "AccountPublicAccessBlock", "Effect": "Allow",
+         "Action": ["s3:GetAccountPublicAccessBlock"], "Resource": ["*"]},
         {"Sid": "Logs", "Effect": "Allow",
          "Action": ["logs:CreateLogStream", "logs:CreateLogGroup", "logs:PutLogEvents",
                     "logs:GetLogEvents", "logs:GetLogRecord", "logs:GetLogGroupFields",
-                    "logs:GetQueryResults", "logs:DescribeLogGroups"],
+                    "logs:GetQueryResults"],
          "Resource": [logs]},
+        {"Sid": "DescribeLogGroups", "Effect": "Allow", "Action": ["logs:DescribeLogGroups"],
+         "Resource": ["*"]},
         {"Sid": "Metrics", "Effect": "Allow", "Action": ["cloudwatch:PutMetricData"],
          "Resource": ["*"], "Condition": {"StringEquals": {
              "cloudwatch:namespace": "AmazonMWAA"}}},
@@ -282,9 +323,14 @@ def airflow_policy(*, region: str, account_id: str, environment: str, dags_bucke
                     "sqs:GetQueueAttributes", "sqs:GetQueueUrl", "sqs:ReceiveMessage",
                     "sqs:SendMessage"],
          "Resource": [queue]},
+        {"Sid": "QueueEncryption", "Effect": "Allow",
+         "Action": ["kms:Decrypt", "kms:DescribeKey", "kms:GenerateDataKey", "kms:Encrypt"],
+         "NotResource": [f"arn:aws:kms:*:{account_id}:key/*"],
+         "Condition": {"StringLike": {"kms:ViaService": [f"sqs.{region}.amazonaws.com"]}}},
         {"Sid": "SubmitJobs", "Effect": "Allow",
-         "Action": ["emr-serverless:StartJobRun", "emr-serverless:GetJobRun",
-                    "emr-serverless:CancelJobRun", "emr-serverless:GetApplication"],
+         "Action": ["emr-serverless:StartApplication", "emr-serverless:StartJobRun",
+                    "emr-serverless:GetJobRun", "emr-serverless:CancelJobRun",
+                    "emr-serverless:GetApplication"],
          "Resource": [application_arn, f"{application_arn}/jobruns/*"]},
         {"Sid": "PassJobRoles", "Effect": "Allow", "Action": ["iam:PassRole"],
          "Resource": job_role_arns, "Condition": {"StringEquals": {

@@ -7,16 +7,28 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from mlops_stack.alarms import Alarms, AlarmsArgs
 from mlops_stack.artifacts import ArtifactStore, ArtifactStoreArgs
-from mlops_stack.ci_access import CiAccess, CiAccessArgs
+from mlops_stack.ci_access import CiAccess, CiAccessArgs, PermissionsBoundary
 from mlops_stack.database import TrackingDatabase, TrackingDatabaseArgs
 from mlops_stack.network import Network, NetworkArgs
 from mlops_stack.orchestration import DAGS_PREFIX, Orchestration, OrchestrationArgs
 from mlops_stack.serving import ServingService, ServingServiceArgs
 from mlops_stack.settings import NAMESPACE, ConfigError, StackSettings, settings_from
-from mlops_stack.tracking import TrackingServer, TrackingServerArgs
+from mlops_stack.tracking import LoginSpec, TrackingServer, TrackingServerArgs
 
 OPEN_TO_ALL = "0.0.0.0/0"
+LOGINS = (
+    LoginSpec("serving", "reader"),        # the serving tasks (their execution role reads it)
+    LoginSpec("gate", "reader"),           # GitHub environment `gate`: the gate on main's code
+    LoginSpec("registry-read", "reader"),  # GitHub environment `registry-read`: image test, drift
+    LoginSpec("promote", "promoter"),      # GitHub environment `production`: promote, rollback
+)
+ORCHESTRATION_LOGINS = (
+    LoginSpec("airflow", "trainer"),    # MWAA's execution role
+    LoginSpec("emr-train", "trainer"),  # the EMR training job's role
+    LoginSpec("emr-score", "reader"),   # the EMR scoring job's role
+)
 
 
 @dataclass
@@ -29,6 +41,7 @@ class Stack:
     ci: CiAccess
     outputs: dict[str, pulumi.Input[object]]
     orchestration: Orchestration | None = None
+    alarms: Alarms | None = None
 
 
 def build(settings: StackSettings) -> Stack:
@@ -65,6 +78,8 @@ def build(settings: StackSettings) -> Stack:
             tags=tags,
         ),
     )
+    boundary = PermissionsBoundary("boundary", prefix=settings.prefix, account_id=account_id)
+    logins = LOGINS + (ORCHESTRATION_LOGINS if settings.orchestration else ())
     cluster = aws.ecs.Cluster(
         "cluster",
         name=settings.prefix,
@@ -99,6 +114,11 @@ def build(settings: StackSettings) -> Stack:
             memory=settings.tracking_memory,
             image=settings.tracking_image,
             admin_username=settings.admin_username,
+            experiment=settings.experiment,
+            model_name=settings.model_name,
+            logins=logins,
+            boundary_arn=boundary.arn,
+            rate_limit=settings.tracking_rate_limit,
             host=settings.tracking_host,
             certificate_arn=settings.certificate_arn,
             log_retention_days=settings.log_retention_days,
@@ -118,8 +138,9 @@ def build(settings: StackSettings) -> Stack:
             cluster_name=cluster.name,
             region=region,
             tracking_uri=tracking.url,
-            tracking_username=settings.admin_username,
-            tracking_password_secret_arn=tracking.admin_secret.arn,
+            tracking_username="serving",
+            tracking_password_secret_arn=tracking.login_secrets["serving"].arn,
+            boundary_arn=boundary.arn,
             model_name=settings.model_name,
             ingress_cidrs=list(settings.effective_serving_cidrs),
             public=settings.serving_public,
@@ -140,18 +161,22 @@ def build(settings: StackSettings) -> Stack:
         orchestration = Orchestration("orchestration", OrchestrationArgs(
             prefix=settings.prefix, region=region, account_id=account_id,
             vpc_id=network.vpc_id, private_subnet_ids=network.private_subnet_ids,
-            tracking_secret_arn=tracking.admin_secret.arn, tags=tags))
+            airflow_login_secret_arn=tracking.login_secrets["airflow"].arn,
+            train_login_secret_arn=tracking.login_secrets["emr-train"].arn,
+            score_login_secret_arn=tracking.login_secrets["emr-score"].arn,
+            boundary_arn=boundary.arn, tags=tags))
     ci = CiAccess(
         "ci",
         CiAccessArgs(
             prefix=settings.prefix,
             github_repo=settings.github_repo,
             account_id=account_id,
-            tracking_secret_arn=tracking.admin_secret.arn,
             state_bucket=settings.state_bucket,
-            pr_environment=settings.ci_environments.pr,
-            promote_environment=settings.ci_environments.promote,
             infra_environment=settings.ci_environments.infra,
+            boundary_arn=boundary.arn,
+            serving_repository_arn=serving.repository.arn,
+            serving_image_environment=settings.ci_environments.serving_image,
+            workflow_subjects=settings.oidc_workflow_subjects,
             existing_provider_arn=settings.github_oidc_provider_arn,
             secrets_key_arn=settings.pulumi_secrets_key_arn,
             dags_environment=settings.ci_environments.dags,
@@ -161,6 +186,14 @@ def build(settings: StackSettings) -> Stack:
         ),
     )
 
+    alarms = Alarms("alarms", AlarmsArgs(
+        prefix=settings.prefix,
+        load_balancers={
+            name: (service.service.load_balancer.arn_suffix,
+                   service.service.target_group.arn_suffix)
+            for name, service in (("tracking", tracking), ("serving", serving))},
+        database_identifier=database.instance.identifier, tags=tags))
+
     outputs: dict[str, pulumi.Input[object]] = {
         "trackingUri": tracking.url,
         "servingUrl": serving.url,
@@ -169,6 +202,10 @@ def build(settings: StackSettings) -> Stack:
         "artifactBucket": artifacts.bucket_name,
         "trackingAdminSecretArn": tracking.admin_secret.arn,
         "trackingFlaskSecretArn": tracking.flask_secret.arn,
+        "trackingDbAppSecretArn": tracking.db_app_secret.arn,
+        "loginSecretArns": {name: secret.arn for name, secret in tracking.login_secrets.items()},
+        "alarmTopicArn": alarms.topic.arn,
+        "boundaryPolicyArn": boundary.arn,
         "trackingRepositoryUrl": tracking.repository.repository_url,
         "servingRepositoryUrl": serving.repository.repository_url,
         "ciRoleArns": ci.role_arns,
@@ -185,7 +222,8 @@ def build(settings: StackSettings) -> Stack:
             "trainJobRoleArn": orchestration.train_job_role.arn,
             "airflowWebserverUrl": orchestration.airflow.webserver_url,
         })
-    return Stack(network, artifacts, database, tracking, serving, ci, outputs, orchestration)
+    return Stack(network, artifacts, database, tracking, serving, ci, outputs, orchestration,
+                 alarms)
 
 
 def main() -> None:

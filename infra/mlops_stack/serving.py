@@ -2,8 +2,14 @@
 
 The server follows the registry's `production` alias by itself, so a promotion needs no
 redeploy; this component only keeps enough tasks running (CPU target tracking) and points
-them at the tracking server. The tasks get no task role: they reach models through the
-tracking server's proxied artifacts and need no AWS permission at all.
+them at the tracking server with the `serving` login (READ on the model and its
+experiment), read from its own secret. The tasks get no task role: they reach models
+through the tracking server's proxied artifacts and need no AWS permission at all.
+
+The load balancer checks `/health` (the process is alive), not `/ready` (a verified model
+is loaded): on a fresh stack no model is in Production yet, and a `/ready` check would fail
+every first deployment, trip the circuit breaker and stop ECS from launching tasks. A task
+without a model answers 503 on the prediction routes until the server's poll finds one.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ class ServingServiceArgs:
     tracking_uri: pulumi.Input[str]
     tracking_username: str
     tracking_password_secret_arn: pulumi.Input[str]
+    """The login's secret ({"username", "password"}), written by the tracking task."""
     model_name: str
     ingress_cidrs: Sequence[pulumi.Input[str]]
     public: bool = False
@@ -50,6 +57,7 @@ class ServingServiceArgs:
     host: str | None = None
     certificate_arn: str | None = None
     log_retention_days: int = 30
+    boundary_arn: pulumi.Input[str] | None = None
     tags: dict[str, str] | None = None
 
 
@@ -79,8 +87,8 @@ class ServingService(pulumi.ComponentResource):
                     lambda url: image_reference(url, args.image)
                 ),
                 container_port=SERVING_PORT,
-                # Traffic only reaches a task once it has loaded and verified a model.
-                health_check_path="/ready",
+                # Live, not ready: a stack without a Production model must still deploy.
+                health_check_path="/health",
                 cpu=args.cpu,
                 memory=args.memory,
                 ingress_cidrs=args.ingress_cidrs,
@@ -93,9 +101,11 @@ class ServingService(pulumi.ComponentResource):
                     "MODEL_NAME": args.model_name,
                     "MODEL_ALIAS": MODEL_ALIAS,
                 },
-                secrets={"MLFLOW_TRACKING_PASSWORD": args.tracking_password_secret_arn},
+                secrets={"MLFLOW_TRACKING_PASSWORD": pulumi.Output.from_input(
+                    args.tracking_password_secret_arn).apply(lambda arn: f"{arn}:password::")},
                 secret_arns=[args.tracking_password_secret_arn],
                 task_role_arn=None,
+                boundary_arn=args.boundary_arn,
                 desired_count=args.min_tasks,
                 autoscaled=True,
                 log_retention_days=args.log_retention_days,

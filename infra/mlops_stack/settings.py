@@ -35,12 +35,13 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class CiEnvironments:
-    """The GitHub environment each workflow's job runs in; the role trust is pinned to it."""
+    """The GitHub environment of each workflow job that assumes an AWS role; the role's
+    trust is pinned to it. The registry's workflows (the gate, promote, rollback, drift)
+    assume no role: their MLflow logins are environment secrets (docs/infra.md)."""
 
-    pr: str = "pr"
-    promote: str = "production"
     infra: str = "infra"
     dags: str = "dags"
+    serving_image: str = "serving-image"
 
 
 @dataclass(frozen=True)
@@ -75,10 +76,17 @@ class StackSettings:
     tracking_image: str = ""
     serving_image: str = ""
     model_name: str = "diamond-price"
+    experiment: str = "mlops-gitops"
+    """The experiment training logs to (the pipeline's MLOPS_EXPERIMENT), pre-created."""
     admin_username: str = "admin"
     log_retention_days: int = 30
     # Airflow (MWAA) and Spark (EMR Serverless) for batch work: off by default (cost)
     orchestration: bool = False
+    # requests per 5 minutes from one address before the tracking load balancer blocks it
+    tracking_rate_limit: int = 1000
+    # the roles trust one workflow file on main, not only its environment: needs the
+    # repository's OIDC subject template to include job_workflow_ref (docs/infra.md)
+    oidc_workflow_subjects: bool = False
     github_oidc_provider_arn: str | None = None
     pulumi_secrets_key_arn: str | None = None
     ci_environments: CiEnvironments = field(default_factory=CiEnvironments)
@@ -210,13 +218,11 @@ def settings_from(get: ConfigGetter, *, project: str, stack: str) -> StackSettin
         raise ConfigError(f"config {_key('vpcCidr')} must be /20 or larger, got {vpc_cidr}")
 
     environments = CiEnvironments(
-        pr=_optional(get, "prEnvironment") or CiEnvironments.pr,
-        promote=_optional(get, "promoteEnvironment") or CiEnvironments.promote,
         infra=_optional(get, "infraEnvironment") or CiEnvironments.infra,
         dags=_optional(get, "dagsEnvironment") or CiEnvironments.dags,
+        serving_image=_optional(get, "servingImageEnvironment") or CiEnvironments.serving_image,
     )
-    for env_name in (environments.pr, environments.promote, environments.infra,
-                     environments.dags):
+    for env_name in (environments.infra, environments.dags, environments.serving_image):
         if not ENVIRONMENT_PATTERN.match(env_name):
             raise ConfigError(f"GitHub environment names may not contain wildcards: {env_name!r}")
 
@@ -248,6 +254,9 @@ def settings_from(get: ConfigGetter, *, project: str, stack: str) -> StackSettin
         tracking_image=image_ref(_require(get, "trackingImage", "TAG_OR_DIGEST"), "trackingImage"),
         serving_image=image_ref(_require(get, "servingImage", "TAG_OR_DIGEST"), "servingImage"),
         model_name=_optional(get, "modelName") or "diamond-price",
+        experiment=_optional(get, "experiment") or "mlops-gitops",
+        tracking_rate_limit=_int(get, "trackingRateLimit", 1000, minimum=100),
+        oidc_workflow_subjects=_bool(get, "oidcWorkflowSubjects", False),
         admin_username=_optional(get, "adminUsername") or "admin",
         log_retention_days=_int(get, "logRetentionDays", 30, minimum=1),
         github_oidc_provider_arn=_optional(get, "githubOidcProviderArn"),

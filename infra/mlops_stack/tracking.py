@@ -26,6 +26,18 @@ from mlops_stack.web_service import (
 
 MLFLOW_PORT = 5000
 ARTIFACTS_PATH = "artifacts"
+DB_APP_USERNAME = "mlflow_app"
+LOCAL_HOST = f"localhost:{MLFLOW_PORT}"
+"""The Host the task's own login keeper sends (loopback): no browser can be made to send it
+to the load balancer, so accepting it opens nothing to DNS rebinding."""
+
+
+@dataclass(frozen=True)
+class LoginSpec:
+    """One MLflow login: its username and role (logins.ROLES in the image)."""
+
+    username: str
+    role: str
 
 
 def workers_for(cpu_units: int, memory_mib: int) -> int:
@@ -66,6 +78,11 @@ class TrackingServerArgs:
     memory: int = 1024
     image: str = ""  # an immutable tag or a digest (sha256:...): settings.image_ref checks it
     admin_username: str = "admin"
+    experiment: str = "mlops-gitops"
+    model_name: str = "diamond-price"
+    logins: Sequence[LoginSpec] = ()
+    boundary_arn: pulumi.Input[str] | None = None
+    rate_limit: int = 1000
     host: str | None = None
     certificate_arn: str | None = None
     log_retention_days: int = 30
@@ -106,11 +123,27 @@ class TrackingServer(pulumi.ComponentResource):
             tags=tags,
             opts=protected,
         )
+        # The application's MySQL password (db_user.py): put by the operator, like the admin's.
+        self.db_app_secret = aws.secretsmanager.Secret(
+            f"{name}-db-app-password",
+            name_prefix=f"{args.prefix}/mlflow-db-app-",
+            description="Password of MLflow's own MySQL user (set by the operator)",
+            recovery_window_in_days=7, tags=tags, opts=protected)
+        # One per login: the tracking task writes it when it creates the login, the
+        # login's one consumer reads it, nobody else does.
+        self.login_secrets = {
+            login.username: aws.secretsmanager.Secret(
+                f"{name}-login-{login.username}",
+                name_prefix=f"{args.prefix}/mlflow-login-{login.username}-",
+                description=f"MLflow login {login.username} ({login.role}), written by the "
+                            "tracking task", recovery_window_in_days=7, tags=tags, opts=protected)
+            for login in args.logins}
         self.task_role = aws.iam.Role(
             f"{name}-task-role",
             name=f"{args.prefix}-{name}-task",
             assume_role_policy=json.dumps(documents.ecs_tasks_trust()),
-            description="MLflow server: its own artifact bucket only",
+            description="MLflow server: its own artifact bucket, and writing its logins",
+            permissions_boundary=args.boundary_arn,
             tags=tags,
             opts=child,
         )
@@ -122,9 +155,20 @@ class TrackingServer(pulumi.ComponentResource):
             ),
             opts=child,
         )
+        if self.login_secrets:
+            aws.iam.RolePolicy(
+                f"{name}-task-logins", role=self.task_role.id,
+                policy=pulumi.Output.all(*[s.arn for s in self.login_secrets.values()]).apply(
+                    lambda arns: json.dumps(documents.write_secrets_policy(list(arns)))),
+                opts=child)
 
         workers = workers_for(args.cpu, args.memory)
         extra_hosts = [args.host] if args.host else []
+        extra_hosts.append(LOCAL_HOST)
+        logins = pulumi.Output.all(*[s.arn for s in self.login_secrets.values()]).apply(
+            lambda arns: json.dumps([
+                {"username": login.username, "role": login.role, "secret": arn}
+                for login, arn in zip(args.logins, arns, strict=True)]))
 
         def command(dns_name: pulumi.Output[str]) -> pulumi.Output[list[str]]:
             return pulumi.Output.all(args.bucket_name, dns_name).apply(
@@ -158,15 +202,22 @@ class TrackingServer(pulumi.ComponentResource):
                     "DB_HOST": args.database_address,
                     "DB_PORT": pulumi.Output.from_input(args.database_port).apply(str),
                     "DB_NAME": args.database_name,
+                    "DB_APP_USERNAME": DB_APP_USERNAME,
                     "MLFLOW_AUTH_ADMIN_USERNAME": args.admin_username,
+                    "MLOPS_EXPERIMENT": args.experiment,
+                    "MLOPS_MODEL_NAME": args.model_name,
+                    "MLOPS_LOGINS": logins,
                 },
                 secrets={
                     "DB_USERNAME": secret_arn.apply(lambda arn: f"{arn}:username::"),
                     "DB_PASSWORD": secret_arn.apply(lambda arn: f"{arn}:password::"),
+                    "DB_APP_PASSWORD": self.db_app_secret.arn,
                     "MLFLOW_AUTH_ADMIN_PASSWORD": self.admin_secret.arn,
                     "MLFLOW_FLASK_SERVER_SECRET_KEY": self.flask_secret.arn,
                 },
-                secret_arns=[secret_arn, self.admin_secret.arn, self.flask_secret.arn],
+                secret_arns=[secret_arn, self.db_app_secret.arn, self.admin_secret.arn,
+                             self.flask_secret.arn],
+                boundary_arn=args.boundary_arn,
                 command=command,
                 task_role_arn=self.task_role.arn,
                 log_retention_days=args.log_retention_days,
@@ -177,6 +228,8 @@ class TrackingServer(pulumi.ComponentResource):
         self.service.allow_egress(
             "mysql", port=MYSQL_PORT, security_group_id=args.database_security_group_id
         )
+
+        self.web_acl = self._rate_limit(name, args)
 
         self.url = self.service.url
         self.task_security_group_id = self.service.task_security_group.id
@@ -189,3 +242,32 @@ class TrackingServer(pulumi.ComponentResource):
                 "task_role_arn": self.task_role.arn,
             }
         )
+
+    def _rate_limit(self, name: str, args: TrackingServerArgs) -> aws.wafv2.WebAcl:
+        """AWS WAF in front of the load balancer: one address sending more than
+        `rate_limit` requests in 5 minutes is blocked, so failed logins (a slow password
+        hash each, on half a vCPU) cannot starve the server from one source."""
+        metrics = aws.wafv2.WebAclVisibilityConfigArgs(
+            cloudwatch_metrics_enabled=True, metric_name=f"{args.prefix}-tracking",
+            sampled_requests_enabled=True)
+        acl = aws.wafv2.WebAcl(
+            f"{name}-waf", name=f"{args.prefix}-tracking", scope="REGIONAL",
+            description="Rate limit per source address in front of the tracking server",
+            default_action=aws.wafv2.WebAclDefaultActionArgs(
+                allow=aws.wafv2.WebAclDefaultActionAllowArgs()),
+            rules=[aws.wafv2.WebAclRuleArgs(
+                name="rate-per-address", priority=1,
+                action=aws.wafv2.WebAclRuleActionArgs(block=aws.wafv2.WebAclRuleActionBlockArgs()),
+                statement=aws.wafv2.WebAclRuleStatementArgs(
+                    rate_based_statement=aws.wafv2.WebAclRuleStatementRateBasedStatementArgs(
+                        limit=args.rate_limit, aggregate_key_type="IP",
+                        evaluation_window_sec=300)),
+                visibility_config=aws.wafv2.WebAclRuleVisibilityConfigArgs(
+                    cloudwatch_metrics_enabled=True, metric_name=f"{args.prefix}-rate",
+                    sampled_requests_enabled=True))],
+            visibility_config=metrics, tags=args.tags or {},
+            opts=pulumi.ResourceOptions(parent=self))
+        aws.wafv2.WebAclAssociation(
+            f"{name}-waf-alb", resource_arn=self.service.load_balancer.arn,
+            web_acl_arn=acl.arn, opts=pulumi.ResourceOptions(parent=self))
+        return acl

@@ -50,6 +50,7 @@ class LoadBalancedServiceArgs:
     # the container's arguments, given the load balancer's DNS name (MLflow's --allowed-hosts)
     command: Callable[[pulumi.Output[str]], pulumi.Input[Sequence[str]]] | None = None
     task_role_arn: pulumi.Input[str] | None = None
+    boundary_arn: pulumi.Input[str] | None = None
     desired_count: int = 1
     autoscaled: bool = False
     log_retention_days: int = 30
@@ -275,6 +276,7 @@ class LoadBalancedService(pulumi.ComponentResource):
             name=f"{args.prefix}-{self._name}-exec",
             assume_role_policy=json.dumps(documents.ecs_tasks_trust()),
             description=f"ECS pulls the {self._name} image, writes its logs and reads its secrets",
+            permissions_boundary=args.boundary_arn,
             tags=self._tags,
             opts=self._child,
         )

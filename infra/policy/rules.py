@@ -8,6 +8,7 @@ resource; `__main__.py` only assembles them into the pack. Property names are th
 
 from __future__ import annotations
 
+import fnmatch
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -38,6 +39,13 @@ S3_BUCKET = "aws:s3/bucket:Bucket"
 SECRETS_MANAGER_SECRET = "aws:secretsmanager/secret:Secret"  # noqa: S105 - a type token
 MWAA_ENVIRONMENT = "aws:mwaa/environment:Environment"
 DEPLOY_ROLE = "mlops:infra:CiAccess"  # the component of the CI deploy roles
+BOUNDARY = "mlops:infra:PermissionsBoundary"  # caps every role; grants nothing itself
+# IAM actions that change a role's own permissions: allowed on itself, a role is admin.
+ESCALATION_ACTIONS = {
+    "iam:putrolepolicy", "iam:deleterolepolicy", "iam:attachrolepolicy",
+    "iam:detachrolepolicy", "iam:putrolepermissionsboundary",
+    "iam:deleterolepermissionsboundary", "iam:updateassumerolepolicy",
+}
 EMR_SERVERLESS_APPLICATION = "aws:emrserverless/application:Application"
 # What holds data no deploy can recreate: runs and the registry, artifacts, the secrets.
 STATEFUL = {RDS_INSTANCE, S3_BUCKET, SECRETS_MANAGER_SECRET}
@@ -308,7 +316,8 @@ def validate_no_wildcard_actions(
     The deploy role (CiAccess) is the one exception: it creates the stack's resources, and
     what it keeps account-wide is a fixed, documented list (docs/infra.md) a test holds.
     """
-    if args.resource_type not in {IAM_ROLE_POLICY, IAM_POLICY} or DEPLOY_ROLE in args.urn:
+    if (args.resource_type not in {IAM_ROLE_POLICY, IAM_POLICY} or DEPLOY_ROLE in args.urn
+            or BOUNDARY in args.urn):
         return
     for statement in _statements(args.props.get("policy")):
         if statement.get("Effect") != "Allow":
@@ -317,6 +326,50 @@ def validate_no_wildcard_actions(
         if wild:
             report_violation(f"a policy may not allow wildcard actions ({', '.join(wild)})",
                              args.urn)
+
+
+def _escalating(actions: Iterable[Any]) -> bool:
+    for action in (str(a).lower() for a in actions):
+        if action in {"*", "iam:*"} or action in ESCALATION_ACTIONS:
+            return True
+        if "*" in action and any(fnmatch.fnmatchcase(e, action) for e in ESCALATION_ACTIONS):
+            return True
+    return False
+
+
+def _names_role(resources: Iterable[Any], role: str) -> bool:
+    for resource in (str(r) for r in resources):
+        if resource == "*" or (":role/" in resource and fnmatch.fnmatchcase(
+                role, resource.split(":role/", 1)[1])):
+            return True
+    return False
+
+
+def validate_no_self_escalation(
+    args: ResourceValidationArgs, report_violation: ReportViolation
+) -> None:
+    """A role's own policy may not let it change its own permissions (put, attach or detach
+    policies, its boundary or its trust on itself) unless the same policy denies it."""
+    if args.resource_type != IAM_ROLE_POLICY:
+        return
+    role = str(args.props.get("role") or "")
+    statements = _statements(args.props.get("policy"))
+    denied = any(s.get("Effect") == "Deny" and _names_role(_as_list(s.get("Resource")), role)
+                 and {str(a).lower() for a in _as_list(s.get("Action"))} >= ESCALATION_ACTIONS
+                 for s in statements)
+    for statement in statements:
+        if (statement.get("Effect") == "Allow" and not denied
+                and _escalating(_as_list(statement.get("Action")))
+                and _names_role(_as_list(statement.get("Resource")), role)):
+            report_violation(f"role {role} may change its own permissions", args.urn)
+
+
+def validate_roles_bounded(
+    args: ResourceValidationArgs, report_violation: ReportViolation
+) -> None:
+    """Every role carries the stack's permissions boundary."""
+    if args.resource_type == IAM_ROLE and not args.props.get("permissionsBoundary"):
+        report_violation("the role has no permissions boundary", args.urn)
 
 
 # (name, description, validate, enforcement level)
@@ -342,6 +395,10 @@ RULES: list[tuple[str, str, Any, EnforcementLevel]] = [
      validate_github_trust_pinned, EnforcementLevel.MANDATORY),
     ("iam-no-admin", "No policy grants * or iam:*.", validate_no_admin_policy,
      EnforcementLevel.MANDATORY),
+    ("iam-no-self-escalation", "No role may change its own permissions.",
+     validate_no_self_escalation, EnforcementLevel.MANDATORY),
+    ("iam-roles-bounded", "Every role carries the permissions boundary.",
+     validate_roles_bounded, EnforcementLevel.MANDATORY),
     ("ecs-no-public-ip", "Tasks get no public IP.", validate_tasks_private,
      EnforcementLevel.MANDATORY),
     ("ecr-immutable-tags", "Image tags cannot be overwritten.", validate_ecr_immutable,

@@ -52,6 +52,7 @@ class StackMocks(pulumi.runtime.Mocks):
             state.update(bucket=bucket, arn=f"arn:aws:s3:::{bucket}")
         elif typ == "aws:lb/loadBalancer:LoadBalancer":
             state["dnsName"] = f"{name}-1234.{REGION}.elb.amazonaws.com"
+            state["arnSuffix"] = f"app/{name}/0123456789abcdef"
         elif typ == "aws:rds/instance:Instance":
             ident = args.inputs.get("identifier", name)
             state.update(
@@ -65,6 +66,8 @@ class StackMocks(pulumi.runtime.Mocks):
                     }
                 ],
             )
+        elif typ == "aws:lb/targetGroup:TargetGroup":
+            state["arnSuffix"] = f"targetgroup/{name}/0123456789abcdef"
         elif typ == "aws:ecr/repository:Repository":
             state["repositoryUrl"] = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/{state['name']}"
         elif typ == "aws:ec2/eip:Eip":
@@ -74,8 +77,11 @@ class StackMocks(pulumi.runtime.Mocks):
                 f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:"
                 f"{args.inputs.get('namePrefix', name)}AbCdEf"
             )
-        elif typ == "aws:iam/role:Role":
+        elif typ == "aws:iam/role:Role":  # AWS names a role's ID by its name
             state["arn"] = f"arn:aws:iam::{ACCOUNT}:role/{state['name']}"
+            return str(state["name"]), state
+        elif typ == "aws:iam/policy:Policy":
+            state["arn"] = f"arn:aws:iam::{ACCOUNT}:policy/{state['name']}"
         elif typ == "aws:iam/openIdConnectProvider:OpenIdConnectProvider":
             state["arn"] = (
                 f"arn:aws:iam::{ACCOUNT}:oidc-provider/token.actions.githubusercontent.com"

@@ -29,7 +29,9 @@ def test_the_stack_keeps_the_deploy_rules(stack: Deployment, validate: Any) -> N
 def test_what_holds_data_is_protected(stack: Deployment) -> None:
     protected = {res.name for res in stack.resources if res.protect}
     assert protected == {"tracking-db-mysql", "artifacts-bucket", "tracking-admin-password",
-                         "tracking-flask-secret-key"}
+                         "tracking-flask-secret-key", "tracking-db-app-password",
+                         *(f"tracking-login-{name}"
+                           for name in ("serving", "gate", "registry-read", "promote"))}
 
 
 def test_the_rules_see_an_unprotected_database_and_a_moving_tag(stack: Deployment) -> None:

@@ -245,7 +245,7 @@ def test_https_listeners():
 def test_every_rule_is_in_the_pack_once():
     names = [policy.name for policy in rules.POLICIES]
     assert names == [name for name, *_ in rules.RULES]
-    assert len(names) == len(set(names)) == 19
+    assert len(names) == len(set(names)) == 21
     validators = [validate for _, _, validate, _ in rules.RULES]
     defined = {getattr(rules, n) for n in dir(rules) if n.startswith("validate_")}
     assert len(validators) == len(defined)

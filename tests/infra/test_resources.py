@@ -38,6 +38,8 @@ def test_components_are_one_per_concern(stack):
         "mlops:infra:ServingService",
         "mlops:infra:LoadBalancedService",
         "mlops:infra:CiAccess",
+        "mlops:infra:PermissionsBoundary",
+        "mlops:infra:Alarms",
     }
 
 
@@ -111,6 +113,7 @@ def test_tracking_task_points_at_bucket_database_and_secrets(stack):
     assert secrets_of(spec) == {
         "DB_USERNAME": f"{db_secret}:username::",
         "DB_PASSWORD": f"{db_secret}:password::",
+        "DB_APP_PASSWORD": stack.outputs["trackingDbAppSecretArn"],
         "MLFLOW_AUTH_ADMIN_PASSWORD": admin_secret,
         "MLFLOW_FLASK_SERVER_SECRET_KEY": stack.outputs["trackingFlaskSecretArn"],
     }
@@ -120,7 +123,9 @@ def test_tracking_server_runs_basic_auth_for_its_own_host_names(stack):
     command = container(stack, "tracking")["command"]
     assert flag(command, "--app-name") == "basic-auth"
     hosts = flag(command, "--allowed-hosts").split(",")
-    assert hosts == [stack.outputs["trackingLoadBalancerDns"], "mlflow.example.com"]
+    # and the task's own loopback name, for its login keeper
+    assert hosts == [stack.outputs["trackingLoadBalancerDns"], "mlflow.example.com",
+                     "localhost:5000"]
     assert flag(command, "--workers") == "1"  # 0.5 vCPU, 1 GiB
 
 
@@ -132,7 +137,8 @@ def test_images_come_from_their_ecr_repositories_as_configured(stack):
 
 
 def test_target_groups_feed_their_services(stack):
-    for name, port, path in (("tracking", 5000, "/health"), ("serving", 8000, "/ready")):
+    # both live checks: a serving task without a Production model yet must stay up
+    for name, port, path in (("tracking", 5000, "/health"), ("serving", 8000, "/health")):
         group = stack.named("aws:lb/targetGroup:TargetGroup", f"{name}-tg")
         service = stack.named(SERVICE, f"{name}-service")
         assert group.state["targetType"] == "ip"
@@ -159,11 +165,12 @@ def test_serving_points_at_the_tracking_server_and_production_alias(stack):
     spec = container(stack, "serving")
     assert env_of(spec) == {
         "MLFLOW_TRACKING_URI": stack.outputs["trackingUri"],
-        "MLFLOW_TRACKING_USERNAME": "admin",
+        "MLFLOW_TRACKING_USERNAME": "serving",
         "MODEL_NAME": "diamond-price",
         "MODEL_ALIAS": "production",
     }
-    assert secrets_of(spec) == {"MLFLOW_TRACKING_PASSWORD": stack.outputs["trackingAdminSecretArn"]}
+    login = stack.outputs["loginSecretArns"]["serving"]
+    assert secrets_of(spec) == {"MLFLOW_TRACKING_PASSWORD": f"{login}:password::"}
     assert spec["portMappings"] == [{"containerPort": 8000, "protocol": "tcp"}]
 
 
@@ -193,7 +200,7 @@ def test_ci_has_one_role_per_workflow(stack):
         for r in stack.of_type("aws:iam/role:Role")
         if "-ci-" in r.name or r.name.startswith("ci-")
     }
-    assert roles == {"mlops-test-ci-pr", "mlops-test-ci-promote", "mlops-test-ci-infra"}
+    assert roles == {"mlops-test-ci-infra", "mlops-test-ci-serving-image"}
     provider = stack.of_type("aws:iam/openIdConnectProvider:OpenIdConnectProvider")[0]
     assert provider.state["url"] == "https://token.actions.githubusercontent.com"
     assert provider.state["clientIdLists"] == ["sts.amazonaws.com"]
@@ -207,8 +214,10 @@ def test_outputs_name_what_workflows_and_people_need(stack):
     assert outputs["clusterName"] == "mlops-test"
     assert outputs["trackingServiceName"] == "tracking-service"  # for --force-new-deployment
     assert outputs["ciRoleArns"] == {
-        w: f"arn:aws:iam::{ACCOUNT}:role/mlops-test-ci-{w}" for w in ("pr", "promote", "infra")
+        "infra": f"arn:aws:iam::{ACCOUNT}:role/mlops-test-ci-infra",
+        "servingImage": f"arn:aws:iam::{ACCOUNT}:role/mlops-test-ci-serving-image",
     }
+    assert sorted(outputs["loginSecretArns"]) == ["gate", "promote", "registry-read", "serving"]
 
 
 def test_plain_http_stack_uses_the_load_balancer_address(plain_http_stack):
@@ -219,12 +228,12 @@ def test_plain_http_stack_uses_the_load_balancer_address(plain_http_stack):
 
 
 def test_trust_names_the_configured_repository(stack):
-    role = stack.named("aws:iam/role:Role", "ci-promote")
+    role = stack.named("aws:iam/role:Role", "ci-infra")
     trust = json.loads(role.state["assumeRolePolicy"])
     sub = trust["Statement"][0]["Condition"]["StringEquals"][
         "token.actions.githubusercontent.com:sub"
     ]
-    assert sub == f"repo:{REPO}:environment:production"
+    assert sub == f"repo:{REPO}:environment:infra"
 
 
 def test_the_tracking_task_gives_the_entrypoint_everything_it_requires(stack):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from mlops_stack import documents
 from policy import rules
 
 from tests.infra.conftest import ACCOUNT, REPO, Deployment, Res, rule_violations, violations
@@ -261,7 +262,9 @@ def test_execution_roles_read_only_their_own_secrets(stack):
     db_secret = stack.named(RDS, "tracking-db-mysql").state["masterUserSecrets"][0]["secretArn"]
     admin = stack.outputs["trackingAdminSecretArn"]
     flask = stack.outputs["trackingFlaskSecretArn"]
-    expected = {"tracking": sorted([db_secret, admin, flask]), "serving": [admin]}
+    app = stack.outputs["trackingDbAppSecretArn"]
+    serving_login = stack.outputs["loginSecretArns"]["serving"]
+    expected = {"tracking": sorted([db_secret, app, admin, flask]), "serving": [serving_login]}
     for name, arns in expected.items():
         policy = stack.named(ROLE_POLICY, f"{name}-exec-secrets")
         (statement,) = statements(policy)
@@ -328,7 +331,7 @@ def ci_roles(stack: Deployment) -> list[Res]:
 
 
 def test_github_trust_is_pinned_to_repository_and_environment(stack):
-    expected = {"ci-pr": "pr", "ci-promote": "production", "ci-infra": "infra"}
+    expected = {"ci-infra": "infra", "ci-serving-image": "serving-image"}
 
     def check(res: Res) -> str | None:
         (statement,) = statements(res, "assumeRolePolicy")
@@ -350,21 +353,136 @@ def test_github_trust_is_pinned_to_repository_and_environment(stack):
     assert not violations(roles, check)
 
 
-def test_pr_and_promote_roles_only_read_the_tracking_credentials(stack):
-    admin = stack.outputs["trackingAdminSecretArn"]
-    for workflow in ("pr", "promote"):
-        policies = [
-            p for p in stack.of_type(ROLE_POLICY)
-            if p.state["role"] == stack.named(ROLE, f"ci-{workflow}").id
-        ]  # fmt: skip
-        assert [p.name for p in policies] == [f"ci-{workflow}-tracking-credentials"]
-        (statement,) = statements(policies[0])
-        assert statement == {
-            "Sid": "ReadNamedSecrets",
-            "Effect": "Allow",
-            "Action": "secretsmanager:GetSecretValue",
-            "Resource": [admin],
-        }, policies[0].urn
+def _readers(stack: Deployment) -> dict[str, set[str]]:
+    """secret ARN -> the roles whose policies may read its value (GetSecretValue)."""
+    names = {r.id: r.state["name"] for r in stack.of_type(ROLE)}
+    found: dict[str, set[str]] = {}
+    for policy in stack.of_type(ROLE_POLICY):
+        for statement in statements(policy):
+            reads = [a for a in actions_of(statement)
+                     if a.lower() in {"secretsmanager:getsecretvalue", "secretsmanager:*", "*"}]
+            if statement["Effect"] != "Allow" or not reads:
+                continue
+            resources = statement["Resource"]
+            for arn in [resources] if isinstance(resources, str) else resources:
+                found.setdefault(arn, set()).add(names[policy.state["role"]])
+    return found
+
+
+def test_each_secret_is_read_by_one_role_at_most(stack):
+    """One secret per login, one reader per secret; the GitHub-held logins (gate,
+    registry-read, promote) and the admin's are read by no consumer, and the deploy role
+    reads no secret at all."""
+    readers = _readers(stack)
+    secrets_ = [s.state["arn"] for s in stack.of_type("aws:secretsmanager/secret:Secret")]
+    for arn, roles in readers.items():
+        assert "*" not in arn, f"{sorted(roles)} may read every secret matching {arn}"
+        assert len(roles) == 1, f"{arn} is read by {sorted(roles)}"
+    logins = stack.outputs["loginSecretArns"]
+    assert readers[logins["serving"]] == {"mlops-test-serving-exec"}
+    for github in ("gate", "registry-read", "promote"):
+        assert logins[github] not in readers, f"the {github} login lives in GitHub"
+    assert readers[stack.outputs["trackingAdminSecretArn"]] == {"mlops-test-tracking-exec"}
+    assert not any("mlops-test-ci-infra" in roles for roles in readers.values())
+    assert set(readers) <= set(secrets_) | {
+        stack.named(RDS, "tracking-db-mysql").state["masterUserSecrets"][0]["secretArn"]}
+
+
+def test_the_tracking_task_writes_the_logins_it_creates_and_reads_none(stack):
+    policy = stack.named(ROLE_POLICY, "tracking-task-logins")
+    (statement,) = statements(policy)
+    assert statement["Action"] == "secretsmanager:PutSecretValue"
+    assert statement["Resource"] == sorted(stack.outputs["loginSecretArns"].values())
+
+
+def test_no_dormant_oidc_trust(stack):
+    """Every role GitHub may assume trusts an environment that a workflow job assuming it
+    runs in; the registry's workflows assume none (their logins are environment secrets)."""
+    import yaml
+
+    from tests.utils import REPO as ROOT
+
+    assuming: dict[str, set[str]] = {}
+    for path in (ROOT / ".github" / "workflows").glob("*.yml"):
+        for job in yaml.safe_load(path.read_text())["jobs"].values():
+            if (job.get("permissions") or {}).get("id-token") == "write":
+                assuming.setdefault(str(job.get("environment")), set()).add(path.name)
+    for role in ci_roles(stack):
+        (statement,) = statements(role, "assumeRolePolicy")
+        subject = statement["Condition"]["StringEquals"][f"{GITHUB}:sub"]
+        environment = subject.split(":environment:", 1)[1].split(":", 1)[0]
+        assert environment in assuming, f"{role.urn}: no workflow job in {environment!r}"
+    assert not {"pr", "production", "gate", "registry-read"} & set(assuming)
+
+
+def test_roles_can_trust_one_workflow_file_on_main():
+    from tests.infra.conftest import base_settings, deploy
+
+    narrowed = deploy(base_settings(oidc_workflow_subjects=True))
+    (statement,) = statements(narrowed.named(ROLE, "ci-infra"), "assumeRolePolicy")
+    assert statement["Condition"]["StringEquals"][f"{GITHUB}:sub"] == (
+        f"repo:{REPO}:environment:infra:job_workflow_ref:{REPO}/.github/workflows/infra.yml"
+        "@refs/heads/main")
+    assert rule_violations(narrowed, rules.validate_github_trust_pinned) == []
+
+
+def test_every_role_carries_the_boundary(stack):
+    boundary = stack.outputs["boundaryPolicyArn"]
+    assert not violations(stack.of_type(ROLE), lambda r: None if r.state.get(
+        "permissionsBoundary") == boundary else "no permissions boundary")
+    assert rule_violations(stack, rules.validate_roles_bounded) == []
+
+
+def test_no_role_can_change_its_own_permissions(stack):
+    """The deploy role writes the stack's role policies but is denied its own; the rule
+    sees the old policy (without that denial) as the self-escalation it was."""
+    from dataclasses import replace
+
+    assert rule_violations(stack, rules.validate_no_self_escalation) == []
+    policy = stack.named(ROLE_POLICY, "ci-infra-stack")
+    document = policy.json("policy")
+    document["Statement"] = [s for s in document["Statement"]
+                             if s.get("Sid") != "NotItsOwnPermissions"]
+    old = replace(policy, state={**policy.state, "policy": json.dumps(document)})
+    assert rule_violations(Deployment([old]), rules.validate_no_self_escalation)
+    boundary = {s["Sid"]: s for s in stack.named(
+        "aws:iam/policy:Policy", "boundary-policy").json("policy")["Statement"]}
+    assert boundary["NoSelfEscalation"]["Resource"].endswith(":role/mlops-test-ci-infra")
+    assert boundary["NoRoleWithoutTheBoundary"]["Condition"]["StringNotEquals"][
+        "iam:PermissionsBoundary"] == stack.outputs["boundaryPolicyArn"]
+
+
+def test_the_tracking_load_balancer_rate_limits_each_address(stack):
+    (acl,) = stack.of_type("aws:wafv2/webAcl:WebAcl")
+    (rule,) = acl.state["rules"]
+    rate = rule["statement"]["rateBasedStatement"]
+    assert (rate["limit"], rate["aggregateKeyType"], rate["evaluationWindowSec"]) == (
+        1000, "IP", 300)
+    assert "block" in rule["action"]
+    (association,) = stack.of_type("aws:wafv2/webAclAssociation:WebAclAssociation")
+    alb = stack.named("aws:lb/loadBalancer:LoadBalancer", "tracking-alb")
+    assert association.state["resourceArn"] == alb.state["arn"]
+    assert association.state["webAclArn"] == acl.state["arn"]
+
+
+EC2_DESCRIPTION = __import__("re").compile(r"^[A-Za-z0-9 ._\-:/()#,@\[\]+=&;{}!$*]*$")
+"""What EC2 accepts in a security group's or a rule's description."""
+
+
+def test_descriptions_are_what_ec2_accepts(stack):
+    from dataclasses import replace
+
+    from tests.infra.conftest import base_settings, deploy
+
+    def check(res: Res) -> str | None:
+        text = str(res.state.get("description", ""))
+        return None if EC2_DESCRIPTION.match(text) else f"EC2 refuses {text!r}"
+
+    for deployment in (stack, deploy(base_settings(orchestration=True))):
+        groups = deployment.of_type(SG) + deployment.of_type(INGRESS) + deployment.of_type(EGRESS)
+        assert not violations(groups, check)
+    rule = stack.of_type(INGRESS)[0]
+    assert violations([replace(rule, state={**rule.state, "description": "MWAA's"})], check)
 
 
 def test_infra_role_manages_only_this_stack_where_aws_allows(stack):
@@ -381,7 +499,7 @@ def test_infra_role_manages_only_this_stack_where_aws_allows(stack):
 
 # What the infra role may do on "*": a new entry here is a decision, made in review.
 ACCOUNT_WIDE = {
-    "AccountWideServices": {"ec2:*", "elasticloadbalancing:*", "application-autoscaling:*"},
+    "AccountWideServices": set(documents.BROAD_ACTIONS),
     "UnscopedActions": {
         "ecr:GetAuthorizationToken", "ecs:RegisterTaskDefinition",
         "ecs:DeregisterTaskDefinition", "ecs:DescribeTaskDefinition", "ecs:ListTaskDefinitions",
@@ -415,8 +533,9 @@ def test_infra_role_scopes_ecr_ecs_rds_and_alarms_to_the_stack(stack):
     assert by_sid["StackEcr"]["Resource"] == [f"arn:aws:ecr:*:{ACCOUNT}:repository/mlops-test/*"]
     assert f"arn:aws:ecs:*:{ACCOUNT}:cluster/mlops-test" in by_sid["StackEcs"]["Resource"]
     assert f"arn:aws:rds:*:{ACCOUNT}:db:mlops-test-*" in by_sid["StackRds"]["Resource"]
-    assert all(r.startswith(f"arn:aws:cloudwatch:*:{ACCOUNT}:alarm:TargetTracking-service/"
-                            "mlops-test/") for r in by_sid["StackCloudwatch"]["Resource"])
+    assert by_sid["StackCloudwatch"]["Resource"] == [
+        f"arn:aws:cloudwatch:*:{ACCOUNT}:alarm:TargetTracking-service/mlops-test/*",
+        f"arn:aws:cloudwatch:*:{ACCOUNT}:alarm:mlops-test-*"]
 
 
 def test_the_policy_pack_passes_on_the_stack(stack, plain_http_stack):

@@ -39,7 +39,8 @@ def test_defaults_are_private_and_small():
     assert settings.effective_serving_cidrs == (settings.vpc_cidr,)
     assert not settings.high_availability
     assert settings.db_deletion_protection
-    assert settings.ci_environments.promote == "production"
+    assert settings.ci_environments.serving_image == "serving-image"
+    assert settings.tracking_rate_limit == 1000
     assert settings.tracking_allowed_cidrs == (), "the tracking server is open to no one by default"
     assert settings.ci_environments.infra == "infra"
 
@@ -75,7 +76,7 @@ def test_certificate_needs_the_host_names_it_covers():
     [
         ({"githubRepo": "acme"}, "OWNER/REPO"),
         ({"githubRepo": "acme/*"}, "OWNER/REPO"),
-        ({"prEnvironment": "pr-*"}, "wildcards"),
+        ({"dagsEnvironment": "dags-*"}, "wildcards"),
         ({"trackingAllowedCidrs": "10.0.0.0/33"}, "invalid CIDR"),
         ({"vpcCidr": "10.0.0.0/24"}, "/20 or larger"),
         ({"trackingCpu": "512", "trackingMemory": "8192"}, "not a Fargate size"),

@@ -16,6 +16,8 @@ ENV = {
     "DB_NAME": "mlflow",
     "DB_USERNAME": "mlflow",
     "DB_PASSWORD": "p@ss:w/rd%#?",
+    "DB_APP_USERNAME": "mlflow_app",
+    "DB_APP_PASSWORD": "app@ss:w/rd%#?",
     "MLFLOW_AUTH_ADMIN_USERNAME": "admin",
     "MLFLOW_AUTH_ADMIN_PASSWORD": "a-long-admin-password",
     "MLFLOW_FLASK_SERVER_SECRET_KEY": "a-long-flask-secret",
@@ -30,14 +32,24 @@ def store_in(uri: str, *, database: str) -> str:
 
 def test_backend_store_uri_quotes_credentials_and_verifies_tls():
     uri = entry.backend_store_uri(ENV, ca_bundle="/ca.pem")
-    assert uri.startswith("mysql+pymysql://mlflow:")
+    assert uri.startswith("mysql+pymysql://mlflow_app:"), "the server is the application user"
     password = uri.split("://", 1)[1].split("@", 1)[0].split(":", 1)[1]
-    assert unquote(password) == ENV["DB_PASSWORD"]
+    assert unquote(password) == ENV["DB_APP_PASSWORD"]
+    master = entry.backend_store_uri(ENV, ca_bundle="/ca.pem", login="DB")
+    assert unquote(master.split("://", 1)[1].split("@", 1)[0].split(":", 1)[1]) == \
+        ENV["DB_PASSWORD"]
     assert uri.endswith("@db.internal:3306/mlflow?charset=utf8mb4&ssl_ca=/ca.pem")
 
 
 def test_auth_config_survives_configparser_and_holds_no_admin_password(tmp_path: Path):
-    run_env = entry.prepare(ENV, config_path=tmp_path / "auth" / "basic_auth.ini", store=store_in)
+    made: list[dict[str, object]] = []
+    run_env = entry.prepare(ENV, config_path=tmp_path / "auth" / "basic_auth.ini", store=store_in,
+                            app_user=lambda uri, **kw: made.append({"uri": uri, **kw}),
+                            upgrade=lambda uri: made.append({"upgraded": uri}))
+    assert made[0]["username"] == "mlflow_app"
+    assert made[0]["databases"] == ("mlflow", "mlflow_auth")
+    assert str(made[0]["uri"]).startswith("mysql+pymysql://mlflow:"), "made with the master"
+    assert made[1] == {"upgraded": run_env["MLFLOW_BACKEND_STORE_URI"]}
     config_path = Path(run_env["MLFLOW_AUTH_CONFIG_PATH"])
     parser = configparser.ConfigParser()  # as MLflow reads it: with interpolation
     parser.read(config_path)
@@ -51,12 +63,14 @@ def test_auth_config_survives_configparser_and_holds_no_admin_password(tmp_path:
     assert config_path.stat().st_mode & 0o777 == 0o600
     assert run_env["MLFLOW_AUTH_ADMIN_PASSWORD"] == ENV["MLFLOW_AUTH_ADMIN_PASSWORD"]
     assert "DB_PASSWORD" not in run_env
+    assert "DB_APP_PASSWORD" not in run_env
 
 
 def test_entrypoint_refuses_to_start_without_its_settings(tmp_path: Path):
     env = {k: v for k, v in ENV.items() if k != "MLFLOW_AUTH_ADMIN_PASSWORD"}
     with pytest.raises(entry.EntrypointError, match="MLFLOW_AUTH_ADMIN_PASSWORD"):
-        entry.prepare(env, config_path=tmp_path / "x.ini", store=store_in)
+        entry.prepare(env, config_path=tmp_path / "x.ini", store=store_in,
+                      app_user=lambda *a, **k: None, upgrade=lambda uri: None)
 
 
 def test_entrypoint_exits_2_with_one_line(monkeypatch, capsys):

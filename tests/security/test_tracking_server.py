@@ -220,3 +220,116 @@ def test_foreign_host_headers_get_403(secured_server: TrackingServer) -> None:
     for host in ("evil.example", f"evil.example:{port}", f"192.168.7.7:{port}", f"10.0.0.9:{port}"):
         status, _ = _raw(secured_server, "GET", target, host=host, auth=admin)
         assert status == 403, host
+
+
+# --- creating: a reader reads and changes nothing ---------------------------------------------
+
+def _create(server: TrackingServer, user: tuple[str, str], what: str) -> int:
+    """POST experiments/create or registered-models/create as `user`; the HTTP status."""
+    body = {"name": f"made-by-{user[0]}-{secrets.token_hex(4)}"}
+    answer = requests.post(f"{server.uri}{API}/{what}/create", json=body, auth=user, timeout=30)
+    return answer.status_code
+
+
+def grant_to_create(server: TrackingServer, username: str) -> None:
+    """MLflow's grant to create: a role in the default workspace holding `workspace * USE`."""
+    from mlflow.server.auth.client import AuthServiceClient
+
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in server.env.items():
+            patch.setenv(key, value)
+        client = AuthServiceClient(server.uri)
+        role = client.create_role("default", f"creators-{secrets.token_hex(4)}")
+        client.add_role_permission(role.id, "workspace", "*", "USE")
+        client.assign_role(username, role.id)
+
+
+@pytest.mark.parametrize("what", ["experiments", "registered-models"])
+def test_a_read_only_user_cannot_create(secured_server: TrackingServer, registered: Registered,
+                                        what: str) -> None:
+    """docs/gate.md: the reader "reads and changes nothing". MLflow lets any logged-in user
+    create experiments and models; the auth plugin asks for a grant to create."""
+    reader = _create_user(secured_server, explicit_read=registered.name)
+    assert _create(secured_server, reader, what) == 403
+    model = requests.get(f"{secured_server.uri}{API}/registered-models/get", auth=reader,
+                         params={"name": registered.name}, timeout=30)
+    assert model.status_code == 200, "the reader keeps READ on the model"
+    experiment_id = _experiment_of(secured_server, registered)
+    experiment = requests.get(f"{secured_server.uri}{API}/experiments/get", auth=reader,
+                              params={"experiment_id": experiment_id}, timeout=30)
+    assert experiment.status_code == 200, "and on its experiment"
+
+
+@pytest.mark.parametrize("what", ["experiments", "registered-models"])
+def test_a_grant_to_create_lets_a_user_create(secured_server: TrackingServer,
+                                              what: str) -> None:
+    user = _create_user(secured_server, explicit_read=None)
+    assert _create(secured_server, user, what) == 403
+    grant_to_create(secured_server, user[0])
+    assert _create(secured_server, user, what) == 200
+
+
+def _experiment_of(server: TrackingServer, registered: Registered) -> str:
+    answer = requests.get(f"{server.uri}{API}/model-versions/get", auth=_admin(server),
+                          params={"name": registered.name, "version": registered.versions[0]},
+                          timeout=30)
+    run_id = answer.json()["model_version"]["run_id"]
+    run = requests.get(f"{server.uri}{API}/runs/get", auth=_admin(server),
+                       params={"run_id": run_id}, timeout=30)
+    return str(run.json()["run"]["info"]["experiment_id"])
+
+
+# --- the production pointer: EDIT registers versions, MANAGE moves the pointer -----------------
+
+def _grant(server: TrackingServer, username: str, kind: str, resource: str,
+           permission: str) -> None:
+    answer = requests.post(f"{server.uri}/api/3.0/mlflow/users/permissions/grant", timeout=30,
+                           auth=_admin(server),
+                           json={"username": username, "resource_type": kind,
+                                 "resource_id": resource, "permission": permission})
+    assert answer.status_code == 200, answer.text
+
+
+POINTER_MOVES = {
+    "alias": ("POST", "registered-models/alias", {"alias": "production", "version": "2"}),
+    "alias-delete": ("DELETE", "registered-models/alias", {"alias": "production"}),
+    "stage": ("POST", "model-versions/transition-stage",
+              {"version": "2", "stage": "Production", "archive_existing_versions": True}),
+    "manifest-tag": ("POST", "model-versions/set-tag",
+                     {"version": "1", "key": "mlops.manifest", "value": "{}"}),
+    "audit-tag": ("POST", "model-versions/set-tag",
+                  {"version": "2", "key": "promoted_at", "value": "2020-01-01"}),
+    "tag-delete": ("DELETE", "model-versions/delete-tag", {"version": "1", "key": "x"}),
+    "rename": ("POST", "registered-models/rename", {"new_name": "elsewhere"}),
+}
+
+
+@pytest.mark.parametrize("move", sorted(POINTER_MOVES))
+def test_an_editor_registers_versions_but_cannot_move_the_pointer(
+        secured_server: TrackingServer, registered: Registered, move: str) -> None:
+    """Training holds EDIT on the model (it registers versions and tags them
+    `registered_by`); aliases, stages, the manifest and promotion's tags are MANAGE's."""
+    editor = _create_user(secured_server, explicit_read=None)
+    _grant(secured_server, editor[0], "registered_model", registered.name, "EDIT")
+    tagged = requests.post(f"{secured_server.uri}{API}/model-versions/set-tag", auth=editor,
+                           json={"name": registered.name, "version": registered.versions[1],
+                                 "key": "registered_by", "value": "a DAG run"}, timeout=30)
+    assert tagged.status_code == 200, tagged.text
+    method, path, body = POINTER_MOVES[move]
+    answer = requests.request(method, f"{secured_server.uri}{API}/{path}", auth=editor,
+                              json={"name": registered.name, **body}, timeout=30)
+    assert answer.status_code == 403, answer.text
+    after = requests.get(f"{secured_server.uri}{API}/registered-models/alias",
+                         params={"name": registered.name, "alias": "production"},
+                         auth=_admin(secured_server), timeout=30)
+    assert after.json()["model_version"]["version"] == registered.versions[0]
+
+
+def test_a_manager_moves_the_pointer(secured_server: TrackingServer,
+                                     registered: Registered) -> None:
+    manager = _create_user(secured_server, explicit_read=None)
+    _grant(secured_server, manager[0], "registered_model", registered.name, "MANAGE")
+    moved = requests.post(f"{secured_server.uri}{API}/registered-models/alias", auth=manager,
+                          json={"name": registered.name, "alias": "production",
+                                "version": registered.versions[1]}, timeout=30)
+    assert moved.status_code == 200, moved.text

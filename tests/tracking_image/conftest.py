@@ -29,6 +29,7 @@ from pipeline.localstack.mysql import DatabaseTls, MysqlStack, mysql_stack
 from tests.conftest import TrackingServer
 from tests.infra.conftest import Deployment, base_settings, deploy
 from tests.tracking_image.alb import load_balancer
+from tests.tracking_image.secrets_manager import SecretsManager, secrets_manager
 from tests.tracking_image.task import ContainerRun, container_run
 from tests.utils import REPO, free_port
 
@@ -42,8 +43,9 @@ MASTER_USER = "mlflow_master"  # what RDS's managed master secret holds as `user
 
 @pytest.fixture(scope="session")
 def deployment() -> Deployment:
-    """The stack at its defaults (HTTPS, a tracking host name), under mocks."""
-    return deploy(base_settings())
+    """The stack at its defaults (HTTPS, a tracking host name) with orchestration, so every
+    login is declared (serving, gate, registry-read, promote, airflow, emr-train, emr-score)."""
+    return deploy(base_settings(orchestration=True))
 
 
 @pytest.fixture(scope="session")
@@ -124,9 +126,10 @@ def storage(tmp_path_factory: pytest.TempPathFactory, gateway: str, tls: Databas
     try:
         stack.start_storage(wait_seconds=180)
         password = secrets.token_urlsafe(24)
-        # RDS's master user may create databases: the image creates its user store's.
+        # RDS's master user may create databases and users (with the grant option): the
+        # image creates the application's user with it.
         stack.run_sql(f"CREATE USER '{MASTER_USER}'@'%' IDENTIFIED BY '{password}' REQUIRE SSL;\n"
-                      f"GRANT ALL PRIVILEGES ON *.* TO '{MASTER_USER}'@'%';\n")
+                      f"GRANT ALL PRIVILEGES ON *.* TO '{MASTER_USER}'@'%' WITH GRANT OPTION;\n")
         import boto3
 
         boto3.client("s3", endpoint_url=stack.s3_endpoint, region_name="us-east-1",
@@ -149,8 +152,17 @@ def local_secrets(deployment: Deployment, storage: Storage) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
+def secrets_store(local_secrets: dict[str, str], gateway: str) -> Iterator[tuple[SecretsManager,
+                                                                                  str]]:
+    """The Secrets Manager stand-in with the stack's secrets, on the bridge's gateway."""
+    store = SecretsManager(local_secrets)
+    with secrets_manager(store, host=gateway) as endpoint:
+        yield store, endpoint
+
+
+@pytest.fixture(scope="session")
 def run_spec(task_container: dict[str, Any], local_secrets: dict[str, str],
-             storage: Storage) -> ContainerRun:
+             storage: Storage, secrets_store: tuple[SecretsManager, str]) -> ContainerRun:
     state = storage.stack.state
     return container_run(
         task_container, secrets=local_secrets,
@@ -158,7 +170,8 @@ def run_spec(task_container: dict[str, Any], local_secrets: dict[str, str],
         runtime={"AWS_ACCESS_KEY_ID": state.s3_access_key,
                  "AWS_SECRET_ACCESS_KEY": state.s3_secret_key,
                  "AWS_DEFAULT_REGION": "us-east-1",
-                 "MLFLOW_S3_ENDPOINT_URL": storage.s3_endpoint_for_container})
+                 "MLFLOW_S3_ENDPOINT_URL": storage.s3_endpoint_for_container,
+                 "AWS_ENDPOINT_URL_SECRETS_MANAGER": secrets_store[1]})
 
 
 class QuietFiles(SimpleHTTPRequestHandler):

@@ -10,7 +10,8 @@ Only three things cannot be AWS here and are substituted, each by name:
   local stand-in for Secrets Manager;
 - what the ECS agent gives every task without the task definition naming it (`RUNTIME`:
   the task role's credentials and region) is given by the local S3 server's key pair,
-  plus its endpoint, which in AWS is the S3 default.
+  plus the endpoints of the S3 server and the Secrets Manager stand-in, which in AWS are
+  the services' defaults.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 
 ADDRESSES = ("DB_HOST", "DB_PORT")
 RUNTIME = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION",
-           "MLFLOW_S3_ENDPOINT_URL")
+           "MLFLOW_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_SECRETS_MANAGER")
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,10 @@
 
 from __future__ import annotations
 
+import json
 import secrets
+import time
+from dataclasses import dataclass
 from typing import Any
 
 import pymysql
@@ -15,6 +18,7 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.localstack.mysql import DatabaseTls
 from tests.conftest import TrackingServer
+from tests.infra.conftest import Deployment, base_settings
 from tests.security import test_tracking_server as local
 from tests.security.test_tracking_server import (  # the same checks as the local stack's
     canary,
@@ -28,6 +32,7 @@ from tests.security.test_tracking_server import (  # the same checks as the loca
     test_the_default_admin_password_does_not_work,
 )
 from tests.tracking_image.conftest import MASTER_USER, Storage, TrackingContainer, in_database
+from tests.tracking_image.secrets_manager import SecretsManager
 from tests.tracking_image.task import ADDRESSES, RUNTIME, ContainerRun
 
 pytestmark = [pytest.mark.docker, pytest.mark.integration, pytest.mark.slow]
@@ -160,3 +165,156 @@ def test_mlflows_own_auth_migration_fails_on_mariadb_without_auth_store(
     utils.migrate_if_needed(prepared, "head")
     assert "alembic_version_auth" in sa.inspect(prepared).get_table_names()
     prepared.dispose()
+
+
+# --- one login per consumer, each able to do what it needs and refused the rest ------------
+
+READERS = ("serving", "gate", "registry-read", "emr-score")
+TRAINERS = ("airflow", "emr-train")
+ARTIFACTS = "/api/2.0/mlflow-artifacts/artifacts"
+
+
+@pytest.fixture(scope="module")
+def logins(cloud_server: TrackingServer, secrets_store: tuple[SecretsManager, str],
+           deployment: Deployment) -> dict[str, tuple[str, str]]:
+    """Each login as its consumer reads it: from its secret, which the task wrote."""
+    store, _ = secrets_store
+    arns = deployment.outputs["loginSecretArns"]
+    deadline = time.monotonic() + 120
+    while not set(arns.values()) <= set(store.puts) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert set(arns.values()) <= set(store.puts), "the task did not write every login"
+    values = {name: json.loads(store.values[arn]) for name, arn in arns.items()}
+    return {name: (value["username"], value["password"]) for name, value in values.items()}
+
+
+@dataclass(frozen=True)
+class Production:
+    experiment_id: str
+    run_id: str
+    model_id: str
+    versions: tuple[str, str]
+
+
+@pytest.fixture(scope="module")
+def production(cloud_server: TrackingServer, deployment: Deployment) -> Production:
+    """The declared model with two versions (logged models of the declared experiment) and
+    `production` on the first, made by the admin as a bootstrap would."""
+    settings = base_settings()
+    with pytest.MonkeyPatch.context() as patch:
+        for key, value in cloud_server.env.items():
+            patch.setenv(key, value)
+        client = MlflowClient(cloud_server.uri, registry_uri=cloud_server.uri)
+        experiment = client.get_experiment_by_name(settings.experiment)
+        assert experiment is not None, "the task pre-created the experiment"
+        run = client.create_run(experiment.experiment_id)
+        logged = client.create_logged_model(experiment.experiment_id,
+                                            source_run_id=run.info.run_id)
+        versions = tuple(str(client.create_model_version(
+            settings.model_name, f"models:/{logged.model_id}", run_id=run.info.run_id,
+            model_id=logged.model_id).version) for _ in range(2))
+        client.set_registered_model_alias(settings.model_name, "production", versions[0])
+    return Production(experiment.experiment_id, run.info.run_id, logged.model_id,
+                      (versions[0], versions[1]))
+
+
+def _call(server: TrackingServer, user: tuple[str, str], method: str, target: str,
+          **body: object) -> int:
+    if method == "GET":
+        answer = requests.get(f"{server.uri}{target}", params=body, auth=user, timeout=30)
+    elif method == "PUT":
+        answer = requests.put(f"{server.uri}{target}", data=b"bytes", auth=user, timeout=30)
+    else:
+        answer = requests.request(method, f"{server.uri}{target}", json=body, auth=user,
+                                  timeout=30)
+    return answer.status_code
+
+
+def _can(server: TrackingServer, user: tuple[str, str], made: Production) -> dict[str, int]:
+    """The status of each operation a consumer might try, as this user."""
+    model = base_settings().model_name
+    api = local.API
+    return {
+        "read model": _call(server, user, "GET", f"{api}/registered-models/get", name=model),
+        "read production": _call(server, user, "GET", f"{api}/registered-models/alias",
+                                 name=model, alias="production"),
+        "read experiment": _call(server, user, "GET", f"{api}/experiments/get",
+                                 experiment_id=made.experiment_id),
+        "read model files": _call(server, user, "GET", ARTIFACTS,
+                                  path=f"{made.experiment_id}/models/{made.model_id}/artifacts"),
+        "create experiment": _call(server, user, "POST", f"{api}/experiments/create",
+                                   name=f"x-{secrets.token_hex(4)}"),
+        "create model": _call(server, user, "POST", f"{api}/registered-models/create",
+                              name=f"x-{secrets.token_hex(4)}"),
+        "create run": _call(server, user, "POST", f"{api}/runs/create",
+                            experiment_id=made.experiment_id),
+        "register version": _call(server, user, "POST", f"{api}/model-versions/create",
+                                  name=model, source=f"models:/{made.model_id}",
+                                  run_id=made.run_id, model_id=made.model_id),
+        "tag registered_by": _call(server, user, "POST", f"{api}/model-versions/set-tag",
+                                   name=model, version=made.versions[1], key="registered_by",
+                                   value="test"),
+        "move production": _call(server, user, "POST", f"{api}/registered-models/alias",
+                                 name=model, alias="production", version=made.versions[0]),
+        "write manifest": _call(server, user, "POST", f"{api}/model-versions/set-tag",
+                                name=model, version=made.versions[0], key="mlops.manifest",
+                                value="{}"),
+        "write model files": _call(server, user, "PUT", f"{ARTIFACTS}/{made.experiment_id}/"
+                                   f"models/{made.model_id}/artifacts/twin.onnx"),
+        "write run files": _call(server, user, "PUT", f"{ARTIFACTS}/{made.experiment_id}/"
+                                 f"{made.run_id}/artifacts/x.txt"),
+        "create user": _call(server, user, "POST", "/api/2.0/mlflow/users/create",
+                             username=f"u-{secrets.token_hex(4)}", password="p" * 20),
+    }
+
+
+READ = {"read model", "read production", "read experiment", "read model files"}
+EXPECTED = {
+    "reader": READ,
+    "trainer": READ | {"create run", "register version", "tag registered_by",
+                       "write run files", "write model files"},
+    "promoter": READ | {"register version", "tag registered_by", "move production",
+                        "write manifest", "write model files"},
+}
+
+
+@pytest.mark.parametrize("name", [*READERS, *TRAINERS, "promote"])
+def test_each_login_does_what_it_needs_and_gets_403_for_the_rest(
+        cloud_server: TrackingServer, logins: dict[str, tuple[str, str]],
+        production: Production, name: str) -> None:
+    role = "reader" if name in READERS else "trainer" if name in TRAINERS else "promoter"
+    seen = _can(cloud_server, logins[name], production)
+    allowed = {operation for operation, status in seen.items() if status == 200}
+    assert allowed == EXPECTED[role], seen
+    refused = {operation: status for operation, status in seen.items()
+               if operation not in EXPECTED[role]}
+    assert set(refused.values()) == {403}, refused
+
+
+def test_the_admin_login_is_read_by_no_consumer(deployment: Deployment) -> None:
+    """Break glass: the task's own execution role reads it, to bootstrap the user store."""
+    admin = deployment.outputs["trackingAdminSecretArn"]
+    readers = [p for p in deployment.of_type("aws:iam/rolePolicy:RolePolicy")
+               if admin in p.state["policy"]]
+    assert [p.name for p in readers] == ["tracking-exec-secrets"]
+
+
+def test_the_master_password_rotates_under_a_running_server(
+        cloud_server: TrackingServer, storage: Storage, production: Production) -> None:
+    """As RDS's weekly rotation: a new master password and every connection dropped; the
+    server, connected as its own application user, keeps answering."""
+    new = secrets.token_urlsafe(24)
+    storage.stack.run_sql(f"ALTER USER '{MASTER_USER}'@'%' IDENTIFIED BY '{new}';")
+    ids = in_database(storage, "SELECT id FROM information_schema.processlist "
+                               "WHERE user = 'mlflow_app';")
+    assert ids, "the server connects as the application user"
+    for (connection,) in ids:
+        storage.stack.run_sql(f"KILL {connection};")
+    admin = (cloud_server.env["MLFLOW_TRACKING_USERNAME"],
+             cloud_server.env["MLFLOW_TRACKING_PASSWORD"])
+    for _ in range(3):  # a dropped pooled connection may cost one retry inside MLflow
+        status = _call(cloud_server, admin, "GET", f"{local.API}/experiments/get",
+                       experiment_id=production.experiment_id)
+        if status == 200:
+            break
+    assert status == 200

@@ -17,7 +17,7 @@ DEFINITION = {
 }
 SECRETS = {ARN: json.dumps({"username": "u", "password": "p"}), f"{ARN}-token": "t"}
 RUNTIME = dict.fromkeys(("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION",
-                         "MLFLOW_S3_ENDPOINT_URL"), "x")
+                         "MLFLOW_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_SECRETS_MANAGER"), "x")
 
 
 def test_secrets_resolve_as_ecs_does():

@@ -228,3 +228,28 @@ def test_merged_dags_are_synced_by_a_role_for_that_alone() -> None:
     credentials = next(step for step in job["steps"]
                        if step.get("uses", "").startswith("aws-actions/configure-aws-credentials@"))
     assert credentials["with"]["role-to-assume"] == "${{ vars.AWS_DAGS_ROLE_ARN }}"
+
+
+def test_the_serving_image_is_built_once_pushed_by_digest_and_rolled_by_the_stack() -> None:
+    """A push to main that changes the image: one job pushes it with a role that may only
+    push to its repository, the next rolls it out with `pulumi up` under the infra role."""
+    workflow = _load(REPO / ".github" / "workflows" / "serving-image.yml")
+    triggers = workflow.get(True, workflow.get("on"))
+    assert triggers["push"]["branches"] == ["main"]
+    assert {"serving/**", "Dockerfile"} <= set(triggers["push"]["paths"])
+    push, deploy = workflow["jobs"]["push"], workflow["jobs"]["deploy"]
+    assert push["environment"] == "serving-image"
+    assert push["permissions"] == {"contents": "read", "id-token": "write"}
+    (pushed,) = [s for s in push["steps"] if s.get("run", "").strip() == "make serving-image-push"]
+    assert push["outputs"]["digest"] == "${{ steps." + pushed["id"] + ".outputs.digest }}"
+    assert deploy["needs"] == "push"
+    assert deploy["environment"] == "infra"
+    (up,) = [s for s in deploy["steps"] if s.get("run", "").strip() == "make infra-run"]
+    assert up["env"]["COMMAND"] == "up"
+    assert up["env"]["SERVING_IMAGE"] == "${{ needs.push.outputs.digest }}"
+    roles = [step["with"]["role-to-assume"] for job in (push, deploy) for step in job["steps"]
+             if step.get("uses", "").startswith("aws-actions/configure-aws-credentials@")]
+    assert roles == ["${{ vars.AWS_SERVING_IMAGE_ROLE_ARN }}", "${{ vars.AWS_INFRA_ROLE_ARN }}"]
+    script = (REPO / "scripts" / "push-serving-image.sh").read_text()
+    assert "docker push" in script
+    assert 'digest=$digest" >> "$GITHUB_OUTPUT"' in script
