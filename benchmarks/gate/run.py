@@ -20,7 +20,8 @@ import numpy as np
 from pipeline.gitops.card import load_card, prepare_data
 from pipeline.gitops.stats import paired_bootstrap
 from pipeline.stages.datasets import load_spec
-from pipeline.stages.evaluate import evaluate, metric_functions
+from pipeline.stages.evaluate import evaluate
+from pipeline.stages.metrics import METRICS
 from pipeline.stages.train import fit, make_estimator
 
 REPO = Path(__file__).resolve().parents[2]
@@ -58,7 +59,8 @@ def main() -> None:
     rows = [("prepare data (load, validate, cleanse, split; once)", prepare_s)]
     rows.append(("evaluate both models on the test rows", timed(evaluation)))
     total_bootstrap = 0.0
-    for metric in metric_functions(spec.task):
+    resamplable = [m.name for m in METRICS.values() if m.task == spec.task and m.resamplable]
+    for metric in resamplable:
         seconds = timed(lambda m=metric: paired_bootstrap(  # type: ignore[misc]
             m, truth, p_cand, p_prod, resamples=policy.bootstrap_resamples,
             confidence=policy.confidence, seed=policy.seed))
@@ -69,7 +71,7 @@ def main() -> None:
           f"{policy.bootstrap_resamples:,} resamples, median of {REPEATS}")
     for label, seconds in rows:
         print(f"  {label:<55} {seconds * 1000:9.1f} ms")
-    per_resample = total_bootstrap / policy.bootstrap_resamples / len(metric_functions(spec.task))
+    per_resample = total_bootstrap / policy.bootstrap_resamples / len(resamplable)
     print(f"  {'bootstrap cost per resample and metric':<55} {per_resample * 1e6:9.1f} us")
     evaluation_s = rows[1][1]
     print(f"  ratio bootstrap / evaluation: {total_bootstrap / evaluation_s:.2f}")

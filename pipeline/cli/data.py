@@ -92,14 +92,14 @@ def _header(source: str, proposal: Proposal) -> str:
 
 def _policy_hint(card_file: Path, spec: DatasetSpec) -> str | None:
     """The card's promotion rules must speak of this task's metrics: say what to change."""
-    from pipeline.stages.evaluate import GREATER_IS_BETTER, PRIMARY_METRIC
+    from pipeline.stages.metrics import PRIMARY_METRIC, greater_is_better
 
     try:
         check_policy(load_card(card_file), task=spec.task)
     except MlopsError as err:
         primary = PRIMARY_METRIC[spec.task]
         return (f"{err}; for {spec.task} set promotion.metric: {primary}, "
-                f"greater_is_better: {str(GREATER_IS_BETTER[primary]).lower()} and its floors")
+                f"greater_is_better: {str(greater_is_better(primary)).lower()} and its floors")
     return None
 
 

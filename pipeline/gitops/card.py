@@ -29,6 +29,7 @@ from pipeline.files import atomic_write, read_yaml_mapping
 
 if TYPE_CHECKING:
     from pipeline.stages.data import PreparedData
+    from pipeline.stages.datasets import DatasetSpec
 
 RUN_ID_PATTERN = r"^[0-9a-f]{32}$"
 
@@ -186,7 +187,8 @@ def _yaml_scalar(value: str) -> str:
         "\n").removesuffix("\n...").strip()
 
 
-def prepare_data(card: ModelCard, *, root: Path | None = None) -> PreparedData:
+def prepare_data(card: ModelCard, *, root: Path | None = None,
+                 spec: DatasetSpec | None = None) -> PreparedData:
     """The card's dataset through the data stage, split into the card's three sets.
 
     Relative paths in `data` are read under `root` when given (the gate workflow's copy
@@ -197,7 +199,7 @@ def prepare_data(card: ModelCard, *, root: Path | None = None) -> PreparedData:
 
     data = card.data
     where = {path: str(root / path) for path in data_files(card)} if root is not None else {}
-    return prepare(load_spec(where.get(data.dataset, data.dataset)),
+    return prepare(spec or load_spec(where.get(data.dataset, data.dataset)),
                    source=where.get(data.source, data.source),
                    validation_fraction=data.validation_fraction, test_fraction=data.test_fraction)
 
@@ -223,32 +225,30 @@ def check_policy(card: ModelCard, *, task: str) -> None:
     floor or a flipped `greater_is_better` fails with the field path before any
     model is evaluated.
     """
-    from pipeline.stages.evaluate import (  # sklearn: only when used
-        GREATER_IS_BETTER,
-        metric_functions,
-    )
+    from pipeline.stages.metrics import METRICS
 
     policy = card.promotion
-    computed = set(metric_functions("regression" if task == "regression" else "classification"))
-    if policy.metric not in computed:
+    resamplable = sorted(m.name for m in METRICS.values() if m.task == task and m.resamplable)
+    of_task = sorted(m.name for m in METRICS.values() if m.task == task)
+    if policy.metric not in resamplable:
+        points = sorted(set(of_task) - set(resamplable))
         raise ConfigError(
             f"promotion.metric: {policy.metric!r} is not a metric the gate can compare for a "
-            f"{task} task (choose one of {', '.join(sorted(computed))}"
-            + ("; roc_auc and log_loss may be floors, not the primary: the gate's bootstrap "
-               "resamples labels)" if task == "classification" else ")")
+            f"{task} task (choose one of {', '.join(resamplable)}"
+            + (f"; {' and '.join(points)} may be floors, not the primary: the gate's "
+               "bootstrap resamples labels)" if points else ")")
         )
-    if policy.greater_is_better != GREATER_IS_BETTER[policy.metric]:
-        direction = "higher" if GREATER_IS_BETTER[policy.metric] else "lower"
+    direction = METRICS[policy.metric].greater_is_better
+    if policy.greater_is_better != direction:
         raise ConfigError(
-            f"promotion.greater_is_better: {policy.metric} is better when {direction}, "
-            f"so this must be {str(GREATER_IS_BETTER[policy.metric]).lower()}"
+            f"promotion.greater_is_better: {policy.metric} is better when "
+            f"{'higher' if direction else 'lower'}, so this must be {str(direction).lower()}"
         )
-    loggable = computed | ({"roc_auc", "log_loss"} if task == "classification" else set())
     for metric in policy.floors:
-        if metric not in loggable:
+        if metric not in of_task:
             raise ConfigError(
                 f"promotion.floors.{metric}: not a metric of a {task} task "
-                f"(choose from {', '.join(sorted(loggable))})"
+                f"(choose from {', '.join(of_task)})"
             )
 
 

@@ -29,14 +29,14 @@ from pipeline import progress
 from pipeline.errors import ConfigError, RegistryError
 from pipeline.gitops import registry
 from pipeline.gitops.card import ModelCard, check_policy, policy_hash, prepare_data
-from pipeline.gitops.gate import Decision, Evaluation, TwinCheck, decide, with_twin
+from pipeline.gitops.gate import Decision, Evaluation, TwinCheck, decide
 from pipeline.gitops.report import plot
 from pipeline.gitops.stats import Interval, paired_bootstrap, supports
 from pipeline.gitops.verdict import MetricRow, Verdict
 from pipeline.stages import MODEL_ARTIFACT
 from pipeline.stages.data import PreparedData, rows_hash
 from pipeline.stages.datasets import DatasetSpec, load_spec
-from pipeline.stages.evaluate import evaluate
+from pipeline.stages.evaluate import Predictions, predict, scores_of
 from pipeline.stages.twin import Twin, TwinRefused, compile_twin
 from serving import modelfiles
 
@@ -92,9 +92,8 @@ class GateOutcome:
     candidate: ResolvedModel
     production: ResolvedModel | None
     data: PreparedData
-    predictions: dict[str, np.ndarray]
-    probabilities: dict[str, np.ndarray | None]
-    classes: list[Any] | None
+    outputs: dict[str, Predictions]
+    """Each model's answers on the sealed test rows ("candidate", "production")."""
     twin: Twin | TwinRefused
     """The candidate's twin, compiled here from its verified model with this code."""
 
@@ -189,12 +188,6 @@ def was_production(mlflow_client: MlflowClient, name: str, run_id: str) -> bool:
     return False
 
 
-def _predict(model: Any, x: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
-    prediction = np.asarray(model.predict(x))
-    proba = np.asarray(model.predict_proba(x)) if hasattr(model, "predict_proba") else None
-    return prediction, proba
-
-
 def run_gate(card: ModelCard, *, mlflow_client: MlflowClient, tracking_uri: str,
              data_root: Path | None = None) -> GateOutcome:
     """Resolve, check, evaluate both models on the same recomputed rows, and decide.
@@ -231,16 +224,15 @@ def run_gate(card: ModelCard, *, mlflow_client: MlflowClient, tracking_uri: str,
     former = policy.mode == "rollback" and was_production(mlflow_client, name, run_id)
 
     with progress.stage("data: read, validate, cleanse, split"):
-        data = prepare_data(card, root=data_root)
+        data = prepare_data(card, root=data_root, spec=spec)
     x, y = data.x_test, data.y_test
     truth = np.asarray(y)
-    predictions: dict[str, np.ndarray] = {}
-    probabilities: dict[str, np.ndarray | None] = {}
+    outputs: dict[str, Predictions] = {}
     scores: dict[str, dict[str, float]] = {}
     for role, model in models.items():
         with progress.stage(f"scoring {role} on {len(x):,} sealed test rows"):
-            predictions[role], probabilities[role] = _predict(model, x)
-            scores[role] = evaluate(model, x, y, task=spec.task)
+            outputs[role] = predict(model, x)  # once: metrics, bootstrap, twin, plot
+            scores[role] = scores_of(outputs[role], y, task=spec.task)
 
     intervals: dict[str, Interval] = {}
     if production is not None:
@@ -249,26 +241,25 @@ def run_gate(card: ModelCard, *, mlflow_client: MlflowClient, tracking_uri: str,
                             policy.bootstrap_resamples * len(compared)) as advance:
             for metric in compared:
                 intervals[metric] = paired_bootstrap(
-                    metric, truth, predictions["candidate"], predictions["production"],
+                    metric, truth, outputs["candidate"].prediction,
+                    outputs["production"].prediction,
                     resamples=policy.bootstrap_resamples, confidence=policy.confidence,
                     seed=policy.seed, advance=advance)
 
     cand_eval = Evaluation(run_id=run_id, version=None, metrics=scores["candidate"])
     prod_eval = None if production is None or current is None else Evaluation(
         run_id=production.run_id, version=current.version, metrics=scores["production"])
-    decision = decide(policy=policy, candidate=cand_eval, production=prod_eval,
-                      interval=intervals.get(policy.metric), former_production=former)
     with progress.stage("compiling the candidate's twin and checking it on the same rows"):
         twin = compile_twin(models["candidate"], spec, x, y,
-                            tolerance=card.model.twin_tolerance, example=example)
-    decision = with_twin(decision, twin_check(twin))
+                            tolerance=card.model.twin_tolerance, example=example,
+                            expected=outputs["candidate"])
+    decision = decide(policy=policy, candidate=cand_eval, production=prod_eval,
+                      interval=intervals.get(policy.metric), former_production=former,
+                      twin=twin_check(twin))
     verdict = _verdict(card, decision, scores, intervals, candidate, production, data,
                        tracking_uri, twin_check(twin), supplied_twin=supplied_twin)
-    classes = list(models["candidate"].classes_) if hasattr(models["candidate"], "classes_") \
-        else None
     return GateOutcome(verdict=verdict, candidate=candidate, production=production, data=data,
-                       predictions=predictions, probabilities=probabilities, classes=classes,
-                       twin=twin)
+                       outputs=outputs, twin=twin)
 
 
 def twin_check(twin: Twin | TwinRefused) -> TwinCheck:
@@ -331,9 +322,11 @@ def _verdict(card: ModelCard, decision: Decision, scores: dict[str, dict[str, fl
 
 def draw_plot(outcome: GateOutcome) -> tuple[Figure, str] | None:
     """Predicted vs actual (regression) or ROC (classification) of the gate's test rows."""
+    outputs = outcome.outputs
     return plot(task=outcome.data.spec.task, truth=outcome.data.y_test.to_numpy(),
-                predictions=outcome.predictions, probabilities=outcome.probabilities,
-                classes=outcome.classes)
+                predictions={role: o.prediction for role, o in outputs.items()},
+                probabilities={role: o.probabilities for role, o in outputs.items()},
+                classes=outputs["candidate"].classes)
 
 
 def record_verdict(mlflow_client: MlflowClient, outcome: GateOutcome, *, markdown: str,

@@ -14,7 +14,7 @@ import numpy as np
 
 from pipeline.gitops.card import PromotionPolicy
 from pipeline.gitops.stats import Interval
-from pipeline.stages.evaluate import GREATER_IS_BETTER
+from pipeline.stages.metrics import greater_is_better
 
 # --- the pure core ---------------------------------------------------------------------
 
@@ -76,18 +76,6 @@ class TwinCheck:
         return f"twin: none will serve ({self.detail}); the model serves through sklearn"
 
 
-def with_twin(decision: Decision, twin: TwinCheck | None) -> Decision:
-    """The twin's line among the reasons of a pass.
-
-    A twin is derived at promotion from the verified model and recorded only when it
-    agrees with it, so a candidate without one still passes: it serves through sklearn.
-    """
-    if twin is None or not decision.passed:
-        return decision
-    return Decision(passed=True, reasons=(*decision.reasons, twin.describe()),
-                    floors=decision.floors, improvement_bound=decision.improvement_bound)
-
-
 def fmt(value: float | None) -> str:
     if value is None:
         return "n/a"
@@ -97,21 +85,25 @@ def fmt(value: float | None) -> str:
 def check_floors(policy: PromotionPolicy, metrics: dict[str, float]) -> tuple[FloorCheck, ...]:
     return tuple(
         FloorCheck(metric=name, bound=bound, value=metrics.get(name),
-                   greater_is_better=GREATER_IS_BETTER[name])
+                   greater_is_better=greater_is_better(name))
         for name, bound in sorted(policy.floors.items())
     )
 
 
 def decide(*, policy: PromotionPolicy, candidate: Evaluation, production: Evaluation | None,
-           interval: Interval | None, former_production: bool) -> Decision:
+           interval: Interval | None, former_production: bool,
+           twin: TwinCheck | None = None) -> Decision:
     """Pass only if every floor holds and the mode's test holds.
 
     A candidate that already is Production (a pull request that leaves the model alone)
     changes nothing: only the floors are checked, and promote will be a no-op.
     improve: the pessimistic end of the interval of the improvement must be strictly
-    greater than `min_improvement`, so identical models never pass.
+    greater than `min_improvement`, so identical models never pass; without the
+    interval there is nothing to decide on, and the gate fails (closed).
     rollback: the candidate must have been Production before; no improvement test.
-    With no Production yet, the floors alone decide.
+    With no Production yet, the floors alone decide. The twin (compiled from the
+    candidate by the gate) never fails it: one that does not agree is never recorded,
+    and the model serves through its own runtime; it is a line among the reasons.
     """
     floors = check_floors(policy, candidate.metrics)
     failures = [f"floor: {f.describe()}" for f in floors if not f.ok]
@@ -130,10 +122,16 @@ def decide(*, policy: PromotionPolicy, candidate: Evaluation, production: Evalua
                             "so it cannot be rolled back to")
     elif production is None:
         passes.append("no Production version yet: the candidate only has to meet the floors")
-    elif interval is not None:
+    elif interval is None or interval.metric != policy.metric:
+        failures.append(f"{policy.metric}: no bootstrap interval against Production version "
+                        f"{production.version}, so the gate cannot tell whether the candidate "
+                        "is better; it fails closed")
+    else:
         bound = interval.improvement_bound(greater_is_better=policy.greater_is_better)
         text = _improvement_sentence(policy, production, interval, bound)
         (passes if bound > policy.min_improvement else failures).append(text)
+    if twin is not None:
+        passes.append(twin.describe())
     failures_first = tuple(failures) if failures else tuple(passes)
     return Decision(passed=not failures, reasons=failures_first, floors=floors,
                     improvement_bound=bound)

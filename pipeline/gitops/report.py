@@ -21,7 +21,7 @@ from pipeline.gitops.gate import fmt
 from pipeline.gitops.markdown import code, mermaid_name, text
 from pipeline.gitops.registry import run_url
 from pipeline.gitops.verdict import Verdict
-from pipeline.stages.evaluate import GREATER_IS_BETTER
+from pipeline.stages.metrics import METRICS
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -196,7 +196,7 @@ def chart(verdict: Verdict) -> list[str]:
                 or not mermaid_name(name):
             continue
         greater = (verdict.greater_is_better if name == verdict.metric
-                   else GREATER_IS_BETTER.get(name, True))
+                   else METRICS[name].greater_is_better if name in METRICS else True)
         pessimistic, optimistic = improvement_ends(row.low, row.high, greater)
         observed = row.difference if greater else -row.difference
         bar = verdict.min_improvement if name == verdict.metric else 0.0

@@ -26,12 +26,12 @@ from typing import Literal
 
 import numpy as np
 
-from pipeline.stages.evaluate import metric_functions
+from pipeline.stages.metrics import METRICS, Resampled
 
 # Resamples computed per block: bounds memory at about BLOCK x rows x 8 bytes.
 _BLOCK_CELLS = 4_000_000
 
-BatchMetric = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+BatchMetric = Resampled
 """(y_true, y_pred, indices[resamples, rows]) -> metric value per resample."""
 
 Method = Literal["percentile", "bca", "studentized"]
@@ -64,77 +64,18 @@ def _floats(values: object) -> np.ndarray:
     return np.asarray(values, dtype=float)
 
 
-def _rmse(y: np.ndarray, p: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    squared = (y.astype(float) - p.astype(float)) ** 2
-    return _floats(np.sqrt(_gather(squared, idx).mean(axis=1)))
-
-
-def _mae(y: np.ndarray, p: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    absolute = np.abs(y.astype(float) - p.astype(float))
-    return _floats(_gather(absolute, idx).mean(axis=1))
-
-
-def _r2(y: np.ndarray, p: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    y = y.astype(float)
-    sse = _gather((y - p.astype(float)) ** 2, idx).sum(axis=1)
-    ys = _gather(y, idx)
-    sst = ((ys - ys.mean(axis=1, keepdims=True)) ** 2).sum(axis=1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        # sklearn's convention for a constant target: 1 if perfect, else 0.
-        return _floats(np.where(sst > 0, 1.0 - sse / np.where(sst > 0, sst, 1.0),
-                                np.where(sse == 0, 1.0, 0.0)))
-
-
-def _accuracy(y: np.ndarray, p: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    return _floats(_gather((y == p).astype(float), idx).mean(axis=1))
-
-
-def _class_counts(y: np.ndarray, p: np.ndarray, idx: np.ndarray
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """True positives, true counts and predicted counts per (resample, class)."""
-    classes, codes = np.unique(np.concatenate([y, p]), return_inverse=True)
-    y_code, p_code = codes[: len(y)], codes[len(y):]
-    ys, ps = _gather(y_code, idx), _gather(p_code, idx)
-    k = len(classes)
-    shape = (idx.shape[0], k)
-    tp, true_n, pred_n = np.zeros(shape), np.zeros(shape), np.zeros(shape)
-    for c in range(k):
-        is_true, is_pred = ys == c, ps == c
-        tp[:, c] = (is_true & is_pred).sum(axis=1)
-        true_n[:, c] = is_true.sum(axis=1)
-        pred_n[:, c] = is_pred.sum(axis=1)
-    return tp, true_n, pred_n
-
-
-def _f1_macro(y: np.ndarray, p: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """sklearn's f1 macro with zero_division=0: over labels seen in y or p of the sample."""
-    tp, true_n, pred_n = _class_counts(y, p, idx)
-    denominator = true_n + pred_n
-    present = denominator > 0
-    f1 = np.where(present, 2 * tp / np.where(present, denominator, 1.0), 0.0)
-    return _floats(f1.sum(axis=1) / np.maximum(present.sum(axis=1), 1))
-
-
-def _balanced_accuracy(y: np.ndarray, p: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """Mean recall over the classes present in the sample's true labels (as sklearn)."""
-    tp, true_n, _ = _class_counts(y, p, idx)
-    present = true_n > 0
-    recall = np.where(present, tp / np.where(present, true_n, 1.0), 0.0)
-    return _floats(recall.sum(axis=1) / np.maximum(present.sum(axis=1), 1))
-
-
-BATCH_METRICS: dict[str, BatchMetric] = {
-    "rmse": _rmse,
-    "mae": _mae,
-    "r2": _r2,
-    "accuracy": _accuracy,
-    "f1_macro": _f1_macro,
-    "balanced_accuracy": _balanced_accuracy,
-}
+def _resampled(metric: str) -> BatchMetric:
+    """The metric's vectorized form (`pipeline.stages.metrics`), or ValueError."""
+    found = METRICS.get(metric)
+    if found is None or found.resample is None:
+        raise ValueError(f"no bootstrap for metric {metric!r}")
+    return found.resample
 
 
 def supports(metric: str) -> bool:
-    return metric in BATCH_METRICS
+    """The gate can bootstrap this metric's paired difference."""
+    found = METRICS.get(metric)
+    return found is not None and found.resamplable
 
 
 def resample_indices(rows: int, resamples: int, *, seed: int) -> list[np.ndarray]:
@@ -158,15 +99,13 @@ def paired_bootstrap(metric: str, y_true: np.ndarray, candidate: np.ndarray,
 
     `advance(n)` is told after each block of n resamples (a progress bar's hook).
     """
-    if metric not in BATCH_METRICS:
-        raise ValueError(f"no bootstrap for metric {metric!r}")
+    fn = _resampled(metric)
     y, c, b = (np.asarray(a) for a in (y_true, candidate, baseline))
     if not (len(y) == len(c) == len(b)) or len(y) == 0:
         raise ValueError("y_true and both predictions must be non-empty and of equal length")
     if method == "studentized":
         return _studentized(metric, y, c, b, resamples=resamples, confidence=confidence,
                             seed=seed, advance=advance)
-    fn = BATCH_METRICS[metric]
     blocks = []
     for idx in resample_indices(len(y), resamples, seed=seed):
         blocks.append(fn(y, c, idx) - fn(y, b, idx))
@@ -278,7 +217,7 @@ def jackknife_difference(metric: str, y: np.ndarray, candidate: np.ndarray,
     closed = _LEAVE_ONE_OUT.get(metric)
     if closed is not None:
         return _floats(closed(y, candidate) - closed(y, baseline))
-    fn = BATCH_METRICS[metric]
+    fn = _resampled(metric)
     n = len(y)
     rows = np.arange(n)
     per_block = max(1, _BLOCK_CELLS // max(n, 1))
@@ -328,8 +267,4 @@ _LEAVE_ONE_OUT: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
 
 
 def _point(metric: str, y: np.ndarray, p: np.ndarray) -> float:
-    for task in ("regression", "classification"):
-        functions = metric_functions(task)
-        if metric in functions:
-            return functions[metric](y, p)
-    raise ValueError(f"unknown metric {metric!r}")
+    return float(_resampled(metric)(y, p, np.arange(len(y))[None, :])[0])

@@ -28,6 +28,7 @@ from serving.twin import (
     OnnxPredictor,
     Parity,
     Recorded,
+    compare,
     parity,
     regression_tolerance,
 )
@@ -36,6 +37,7 @@ if TYPE_CHECKING:  # scikit-learn costs every command that only reads a twin a s
     from sklearn.pipeline import Pipeline
 
     from pipeline.stages.data import PreparedData
+    from pipeline.stages.evaluate import Predictions
 
 TARGET_OPSET = {"": 18, "ai.onnx.ml": 3}
 
@@ -73,29 +75,38 @@ def convert(model: Pipeline, spec: DatasetSpec) -> bytes:
 
 def compile_twin(model: Pipeline, spec: DatasetSpec, x_rows: pd.DataFrame,
                  y_rows: pd.Series | None = None, *, tolerance: float | None = None,
-                 example: pd.DataFrame | None = None) -> Twin | TwinRefused:
+                 example: pd.DataFrame | None = None,
+                 expected: Predictions | None = None) -> Twin | TwinRefused:
     """The twin of `model`, verified on `x_rows` (the rows training evaluates on);
-    `example` is the input example logged with the model, whose answers it records."""
+    `example` is the input example logged with the model, whose answers it records;
+    `expected`, the model's answers on `x_rows` when the caller has them already."""
     try:
         onnx_bytes = convert(model, spec)
         predictor = OnnxPredictor(onnx_bytes)
     except Exception as err:  # any failure to convert is a reason, not a crash
         return TwinRefused(f"cannot convert to ONNX: {_one_line(err)}")
     return verify(model, predictor, onnx_bytes, spec, x_rows, y_rows, tolerance=tolerance,
-                  example=example)
+                  example=example, expected=expected)
 
 
 def verify(model: Pipeline, predictor: OnnxPredictor, onnx_bytes: bytes, spec: DatasetSpec,
            x_rows: pd.DataFrame, y_rows: pd.Series | None = None, *,
            tolerance: float | None = None,
-           example: pd.DataFrame | None = None) -> Twin | TwinRefused:
-    """Score `x_rows` with both; the twin if they agree."""
+           example: pd.DataFrame | None = None,
+           expected: Predictions | None = None) -> Twin | TwinRefused:
+    """Score `x_rows` with both (the model's answers taken from `expected` when given);
+    the twin if they agree."""
     classification = spec.task == "classification"
     limit = 0.0 if classification else regression_tolerance(
         y_rows if y_rows is not None else model.predict(x_rows), tolerance)
     try:
-        measured = parity(model, predictor, x_rows, classification=classification,
-                          tolerance=limit)
+        if expected is None:
+            measured = parity(model, predictor, x_rows, classification=classification,
+                              tolerance=limit)
+        else:
+            measured = compare(expected.prediction,
+                               expected.probabilities if classification else None,
+                               predictor, x_rows, tolerance=limit)
     except Exception as err:
         return TwinRefused(f"the twin fails to score: {_one_line(err)}")
     if not measured.ok:

@@ -109,6 +109,18 @@ def test_a_floor_on_a_metric_that_was_not_computed_fails() -> None:
     assert not decision.passed
 
 
+def test_with_production_and_no_interval_the_gate_fails_closed() -> None:
+    """The improvement test needs the interval; without it (or with another metric's),
+    a candidate that meets the floors must not pass on them alone."""
+    for interval in (None, _interval(-550, -595, -515, metric="mae")):
+        decision = _decide(_policy(), {"rmse": 580, "r2": 0.98}, {"rmse": 1130, "r2": 0.92},
+                           interval)
+        assert not decision.passed
+        assert decision.reasons == ("rmse: no bootstrap interval against Production version 3,"
+                                    " so the gate cannot tell whether the candidate is better; "
+                                    "it fails closed",)
+
+
 def test_without_production_the_floors_alone_decide() -> None:
     assert _decide(_policy(), {"rmse": 3900, "r2": 0.91}, None, None).passed
     failed = _decide(_policy(), {"rmse": 3900, "r2": 0.0}, None, None)

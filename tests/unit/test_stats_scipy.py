@@ -17,8 +17,10 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from pipeline.gitops.stats import BATCH_METRICS, Method, jackknife_difference, paired_bootstrap
-from pipeline.stages.evaluate import metric_functions
+from pipeline.gitops.stats import Method, jackknife_difference, paired_bootstrap
+from pipeline.stages.metrics import METRICS
+
+RESAMPLABLE = sorted(name for name, m in METRICS.items() if m.resamplable)
 
 RESAMPLES = 10_000
 TOLERANCE = {"percentile": 0.05, "bca": 0.10}
@@ -79,17 +81,21 @@ def test_paired_bootstrap_matches_scipy(metric: str, method: Method) -> None:
     assert ours.difference == pytest.approx(float(difference(y, candidate, baseline)))
 
 
-@pytest.mark.parametrize("metric", sorted(BATCH_METRICS))
+@pytest.mark.parametrize("metric", RESAMPLABLE)
 def test_the_jackknife_leaves_out_each_row_once(metric: str) -> None:
     """The closed forms (rmse, mae, r2, accuracy) and the leave-one-out resamples
     (f1_macro, balanced_accuracy) equal the metric recomputed without each row."""
     rng = np.random.default_rng(3)
     n = 60
-    if metric in metric_functions("regression"):
+    if METRICS[metric].task == "regression":
         y, candidate, baseline = (a[:n] for a in _skewed_pair(n=n))
     else:
         y, candidate, baseline = (rng.integers(0, 3, n) for _ in range(3))
-    fn = {**metric_functions("regression"), **metric_functions("classification")}[metric]
+    def fn(y: np.ndarray, p: np.ndarray) -> float:
+        value = METRICS[metric].value(y, p)
+        assert value is not None
+        return value
+
     expected = [fn(np.delete(y, i), np.delete(candidate, i))
                 - fn(np.delete(y, i), np.delete(baseline, i)) for i in range(n)]
     np.testing.assert_allclose(jackknife_difference(metric, y, candidate, baseline), expected,

@@ -5,7 +5,7 @@ three-band classification, and the built-in rand_health classification), so the 
 runs in seconds, and compared on validation rows (for diamonds with gaps added in
 numbers and categories, the inputs the server accepts). A twin that does not match its
 model is refused: at training and when the gate or promotion derives it
-(`compile_twin`), and the gate says which runtime will serve (`twin_check`, `with_twin`).
+(`compile_twin`), and the gate says which runtime will serve (`twin_check`, `decide`).
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ import pytest
 from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
 
+from pipeline.gitops.card import PromotionPolicy
 from pipeline.gitops.evaluation import twin_check
-from pipeline.gitops.gate import Decision, TwinCheck, with_twin
+from pipeline.gitops.gate import Evaluation, TwinCheck, decide
 from pipeline.stages import twin as twin_stage
 from pipeline.stages.data import PreparedData, prepare
 from pipeline.stages.datasets import Column, DatasetSpec, load_spec
@@ -174,19 +175,28 @@ def test_the_gate_says_which_runtime_its_own_twin_leaves_the_candidate(
     assert agrees.ok
     assert not disagrees.ok
 
-    passing = Decision(passed=True, reasons=("floor: r2 is 0.97",), floors=(),
-                       improvement_bound=1.0)
-    kept = with_twin(passing, agrees)
-    assert kept.passed
-    assert kept.reasons[-1].startswith("twin: compiled from the candidate, it agrees with "
-                                       "the model (max abs difference")
-    without = with_twin(passing, disagrees)
-    assert without.passed
-    assert without.reasons[-1].startswith("twin: none will serve (the twin disagrees with "
-                                          "the model: max abs difference")
-    assert without.reasons[-1].endswith("the model serves through sklearn")
-    failing = Decision(passed=False, reasons=("floor: r2 is 0.5",), floors=(),
-                       improvement_bound=None)
-    assert with_twin(failing, agrees) is failing
-    assert with_twin(passing, None) is passing
-    assert with_twin(passing, TwinCheck(ok=False, detail="no converter")).passed
+    policy = PromotionPolicy(metric="rmse", greater_is_better=False, floors={"r2": 0.9})
+    candidate = Evaluation(run_id="c" * 32, version=None, metrics={"r2": 0.97})
+
+    def decided(twin: TwinCheck | None, r2: float = 0.97) -> tuple[bool, tuple[str, ...]]:
+        judged = decide(policy=policy, candidate=dataclasses.replace(
+            candidate, metrics={"r2": r2}), production=None, interval=None,
+            former_production=False, twin=twin)
+        return judged.passed, judged.reasons
+
+    passed, reasons = decided(agrees)
+    assert passed
+    assert reasons[-1].startswith("twin: compiled from the candidate, it agrees with "
+                                  "the model (max abs difference")
+    passed, reasons = decided(disagrees)
+    assert passed
+    assert reasons[-1].startswith("twin: none will serve (the twin disagrees with "
+                                  "the model: max abs difference")
+    assert reasons[-1].endswith("the model serves through sklearn")
+    passed, reasons = decided(agrees, r2=0.5)
+    assert not passed
+    assert not any(reason.startswith("twin:") for reason in reasons)
+    passed, reasons = decided(None)
+    assert passed
+    assert not any(reason.startswith("twin:") for reason in reasons)
+    assert decided(TwinCheck(ok=False, detail="no converter"))[0]
