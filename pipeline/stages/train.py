@@ -44,6 +44,7 @@ from pipeline.stages.data import PreparedData, rows_hash
 from pipeline.stages.datasets import Task
 from pipeline.stages.evaluate import evaluate, on_validation
 from pipeline.stages.features import build_model
+from pipeline.stages.reference import log_reference
 from pipeline.stages.twin import Twin, TwinRefused, compile_twin
 from serving import modelfiles
 from serving.modelfiles import PROBABILITIES_PARAM
@@ -225,7 +226,9 @@ def log_run(*, data: PreparedData, model: Pipeline, estimator_name: str,
 
     A verified twin is written into the model's own artifact folder, next to the skops
     file, so the manifest promotion records covers it; a refused one leaves its reason
-    as the run's `twin` tag and its parity figures, when measured, as metrics.
+    as the run's `twin` tag and its parity figures, when measured, as metrics. The
+    validation rows and the model's predictions on them are the run's training
+    reference (`pipeline.stages.reference`), what `mlops monitor` compares traffic with.
     """
     mlflow.set_experiment(experiment)
     signature = model_signature(model, data.x_train)
@@ -247,6 +250,9 @@ def log_run(*, data: PreparedData, model: Pipeline, estimator_name: str,
             )
             if isinstance(twin, Twin):
                 log_twin(info.model_id, twin)
+            log_reference(model, x_validation=data.x_validation, y_validation=data.y_validation,
+                          kinds={c.name: c.kind for c in data.spec.features},
+                          task=data.spec.task)
         except BaseException:
             mlflow.end_run(status="FAILED")
             mlflow.delete_run(run.info.run_id)
