@@ -159,6 +159,14 @@ test-gate: $(STAMP) ## the gate's tests: statistics, card, decision, PR comment,
 bench-gate: $(STAMP) ## time the gate's compute (evaluation and bootstrap) on the demo data
 	@$(PY) benchmarks/gate/run.py
 
+.PHONY: bench-monitor
+bench-monitor: $(STAMP) ## the monitor's family-wise false-alarm rate on windows drawn from the reference, and its power on shifts
+	@$(PY) -m benchmarks.monitor.false_alarms
+
+.PHONY: bench-prediction-log
+bench-prediction-log: $(STAMP) ## the prediction log's cost: request-path time per record() and the writer's rows/s
+	@$(PY) -m benchmarks.monitor.writer
+
 .PHONY: bench-gate-sim
 bench-gate-sim: $(STAMP) ## false promotion and power of the gate vs the anchors' point rules, by simulation
 	@$(PY) -m benchmarks.gate_simulation.run
@@ -222,4 +230,4 @@ bench-score: $(STAMP) ## mlops score on the local, spark and api engines: rows/s
 	@$(PY) benchmarks/score/run.py
 
 .PHONY: bench
-bench: bench-gate bench-gate-sim bench-serving bench-score ## every benchmark under benchmarks/ (ratios against peers measured in the same run)
+bench: bench-gate bench-gate-sim bench-serving bench-score bench-monitor bench-prediction-log ## every benchmark under benchmarks/ (ratios against peers measured in the same run)

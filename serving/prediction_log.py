@@ -124,7 +124,7 @@ class ModelInfo:
     """A classifier's labels in the order of its probability columns."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class _Entry:
     at: float
     request_id: str

@@ -102,7 +102,7 @@ def logged(tracking_server: TrackingServer, tmp_path_factory: pytest.TempPathFac
                   truth=truth)
 
 
-def _monitor(logged: Logged, window: tuple[str, str], *args: str):  # noqa: ANN202
+def _monitor(logged: Logged, window: tuple[str, str], *args: str):
     return run_mlops("monitor", "--from", window[0], "--to", window[1], "--log",
                      str(logged.log), "--card", str(logged.card), *args, env=logged.env)
 
@@ -123,7 +123,8 @@ def test_unshifted_traffic_passes_and_shifted_carat_drifts(logged: Logged,
     assert calm.returncode == 0, calm.stderr
     assert calm.stdout.startswith("no drift: 0 of 9 features drifted")
     summary = json.loads((tmp_path / "calm.json").read_text())
-    assert summary["drift"] is False and summary["rows"] == ROWS
+    assert summary["drift"] is False
+    assert summary["rows"] == ROWS
     assert summary["model_version"] == "1"
 
     shifted = _monitor(logged, logged.shifted, "--json", str(tmp_path / "shifted.json"),
@@ -133,7 +134,8 @@ def test_unshifted_traffic_passes_and_shifted_carat_drifts(logged: Logged,
     assert shifted.stdout.startswith("DRIFT: ")
     assert shifted.stderr.strip().endswith("error: drift found")
     summary = json.loads((tmp_path / "shifted.json").read_text())
-    assert summary["drift"] is True and summary["rows"] >= 500
+    assert summary["drift"] is True
+    assert summary["rows"] >= 500
     drifted = {f["name"] for f in summary["features"] if f["drifted"]}
     assert "carat" in drifted
     assert {"x", "y", "z", "cut", "color", "clarity"}.isdisjoint(drifted), \
@@ -142,7 +144,9 @@ def test_unshifted_traffic_passes_and_shifted_carat_drifts(logged: Logged,
     carat = next(f for f in summary["features"] if f["name"] == "carat")
     assert carat["statistic"] < carat["threshold"] == 0.05
     html = (tmp_path / "report.html").read_text()
-    assert "Drift detected" in html and "carat" in html and "data:image/png;base64," in html
+    assert "Drift detected" in html
+    assert "carat" in html
+    assert "data:image/png;base64," in html
     gauges = (tmp_path / "monitor.prom").read_text()
     assert f'mlops_monitor_drift{{model="{logged.model}",version="1"}} 1.0' in gauges
     assert 'column="carat"' in gauges
@@ -156,9 +160,11 @@ def test_labels_give_the_live_metric_beside_the_gates_and_decay_fails(
                     str(tmp_path / "live.json"))
     assert done.returncode == 0, done.stderr
     live = json.loads((tmp_path / "live.json").read_text())["live_metric"]
-    assert live["metric"] == "rmse" and live["rows"] == ROWS
+    assert live["metric"] == "rmse"
+    assert live["rows"] == ROWS
     assert live["low"] <= live["value"] <= live["high"]
-    assert live["gate_value"] > 0 and "no gate verdict on version 1" in live["gate_source"]
+    assert live["gate_value"] > 0
+    assert "no gate verdict on version 1" in live["gate_source"]
     assert live["decayed"] is False
 
     worse = logged.truth.assign(price=logged.truth["price"] * 1.5)

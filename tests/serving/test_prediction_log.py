@@ -63,7 +63,8 @@ def test_records_hold_what_the_schema_says(tmp_path: Path) -> None:
         log.record(CLASSIFIER, "req-c", {"age": np.array([30.0, 40.0])}, np.array([1, 0]),
                    probabilities=np.array([[0.25, 0.75], [0.9, 0.1]]))
     files = finished_files(tmp_path)
-    assert len(files) == 1 and files[0].parent.name.startswith("date=")
+    assert len(files) == 1
+    assert files[0].parent.name.startswith("date=")
     assert schema_problem(pq.read_schema(files[0])) is None
     frame = read_log(tmp_path).sort_values(["request_id", "row"]).reset_index(drop=True)
     assert frame["request_id"].tolist() == ["req-a", "req-b", "req-b", "req-c", "req-c"]
@@ -169,7 +170,8 @@ def test_settings_turn_the_log_on_and_off(tmp_path: Path) -> None:
     on = ServingSettings(model_name="m", prediction_log=str(tmp_path),
                          prediction_log_sample_rate=0.5)
     log = PredictionLog.from_settings(on)
-    assert log is not None and log.sample_rate == 0.5
+    assert log is not None
+    assert log.sample_rate == 0.5
     assert PredictionLog.from_settings(ServingSettings(model_name="m", prediction_log="")) is None
 
 
@@ -212,7 +214,8 @@ def test_the_log_can_live_on_s3(s3_bucket: str) -> None:
     names = [info.path for info in filesystem.get_file_info(pafs.FileSelector(root,
                                                                               recursive=True))
              if info.path.endswith(".parquet")]
-    assert len(names) == 2 and all("/date=" in name for name in names)
+    assert len(names) == 2
+    assert all("/date=" in name for name in names)
     frame = read_log(root, filesystem)
     assert sorted(frame["request_id"]) == ["r1", "r2", "r2"]
     assert log.rows_dropped == {"queue_full": 0, "write_error": 0, "closed": 0}
