@@ -1,18 +1,22 @@
 """A fake GitHub REST API on loopback: the one outside service that cannot run here.
 
 It keeps comments in memory and answers the calls the gate and promote make (list,
-create, edit comments); comments it creates are by the workflow's bot identity.
+create, edit comments); comments it creates are by the workflow's bot identity. For the
+retraining pull request it also keeps branches, files and pull requests: read a ref,
+read a file, create a branch, commit a file (the contents API), open and list PRs.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 
@@ -29,6 +33,19 @@ class FakeGitHub:
     calls: list[str] = field(default_factory=list)
     fail_with: int | None = None
     fail_next: list[tuple[int, dict[str, str]]] = field(default_factory=list)
+    branches: dict[str, str] = field(default_factory=dict)  # name -> commit sha
+    files: dict[tuple[str, str], str] = field(default_factory=dict)  # (branch, path) -> text
+    commits: list[dict[str, Any]] = field(default_factory=list)
+    pulls: list[dict[str, Any]] = field(default_factory=list)
+
+    def seed(self, path: str, text: str, *, branch: str = "main") -> None:
+        """A repository whose `branch` holds `path`."""
+        self.files[(branch, path)] = text
+        self.branches[branch] = _sha(f"{branch}:{text}")
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()
 
 
 def by(login: str, comment_id: int, body: str) -> dict[str, Any]:
@@ -68,12 +85,75 @@ def github() -> Iterator[FakeGitHub]:
         def do_GET(self) -> None:
             if not self._guard():
                 return
-            query = parse_qs(urlsplit(self.path).query)
+            url = urlsplit(self.path)
+            query = parse_qs(url.query)
+            if "/git/ref/heads/" in url.path:
+                name = unquote(url.path.split("/git/ref/heads/", 1)[1])
+                if name not in state.branches:
+                    self.send_json(404, {"message": "Not Found"})
+                    return
+                self.send_json(200, {"ref": f"refs/heads/{name}",
+                                     "object": {"sha": state.branches[name]}})
+                return
+            if "/contents/" in url.path:
+                path = unquote(url.path.split("/contents/", 1)[1])
+                text = state.files.get((query.get("ref", ["main"])[0], path))
+                if text is None:
+                    self.send_json(404, {"message": "Not Found"})
+                    return
+                self.send_json(200, {"sha": _sha(text), "path": path, "encoding": "base64",
+                                     "content": base64.b64encode(text.encode()).decode()})
+                return
+            if url.path.endswith("/pulls"):
+                head = query.get("head", [""])[0].split(":", 1)[-1]
+                self.send_json(200, [p for p in state.pulls if p["head"]["ref"] == head
+                                     and p["state"] == query.get("state", ["open"])[0]])
+                return
             per_page, page = int(query["per_page"][0]), int(query["page"][0])
             self.send_json(200, state.comments[(page - 1) * per_page: page * per_page])
 
+        def do_PUT(self) -> None:
+            if not self._guard():
+                return
+            path = unquote(urlsplit(self.path).path.split("/contents/", 1)[1])
+            body = self._body()
+            branch = body["branch"]
+            current = state.files.get((branch, path))
+            if current is None or _sha(current) != body["sha"]:
+                self.send_json(409, {"message": f"{path} does not match {body['sha']}"})
+                return
+            text = base64.b64decode(body["content"]).decode()
+            state.files[(branch, path)] = text
+            state.branches[branch] = _sha(f"{branch}:{text}")
+            state.commits.append({**body, "path": path, "content": text})
+            self.send_json(200, {"commit": {"sha": state.branches[branch]}})
+
         def do_POST(self) -> None:
             if not self._guard():
+                return
+            url = urlsplit(self.path)
+            if url.path.endswith("/git/refs"):
+                body = self._body()
+                name = body["ref"].removeprefix("refs/heads/")
+                if name in state.branches:
+                    self.send_json(422, {"message": "Reference already exists"})
+                    return
+                base = next(b for b, sha in state.branches.items() if sha == body["sha"])
+                state.branches[name] = body["sha"]
+                for (branch, path), text in list(state.files.items()):
+                    if branch == base:
+                        state.files[(name, path)] = text
+                self.send_json(201, {"ref": body["ref"], "object": {"sha": body["sha"]}})
+                return
+            if url.path.endswith("/pulls"):
+                body = self._body()
+                number = len(state.pulls) + 1
+                pull = {"number": number, "state": "open", "title": body["title"],
+                        "body": body["body"], "base": {"ref": body["base"]},
+                        "head": {"ref": body["head"]},
+                        "html_url": f"https://github.test/o/r/pull/{number}"}
+                state.pulls.append(pull)
+                self.send_json(201, pull)
                 return
             comment = {**by(BOT_LOGIN, 1000 + len(state.comments), self._body()["body"]),
                        "html_url": f"https://github.test/o/r/pull/7#c{len(state.comments)}"}
