@@ -2,7 +2,8 @@
 reference; on drift or decay, retraining that comes back as a pull request.
 
 `monitor` runs what `mlops monitor` runs (`pipeline.monitoring.monitor`) over the
-`window_hours` before the run's data interval ends, for the card's Production version,
+`window_hours` before the run's data interval ends (before now for a manual run), for
+the card's Production version,
 and leaves the HTML report, the JSON summary and the Prometheus gauges under
 `monitor_dir/<run>/`. An empty or unreadable window fails the task (what `mlops monitor`
 answers with exit 2). On an alarm, `retrain` triggers `mlops_training` with
@@ -63,8 +64,7 @@ def mlops_monitoring() -> None:
 
         context = get_current_context()
         params = context["params"]
-        end = context.get("data_interval_end") or context["logical_date"] \
-            or dt.datetime.now(dt.UTC)
+        end = _window_end(context.get("data_interval_start"), context.get("data_interval_end"))
         window = Window(start=end - dt.timedelta(hours=float(params["window_hours"])), end=end)
         card = load_card(Path(params["card"]))
         result = run_monitor(registry.client(load_settings().mlflow_tracking_uri), card,
@@ -89,6 +89,14 @@ def mlops_monitoring() -> None:
               "monitor_summary": summary},
         wait_for_completion=False)
     alarmed(summary) >> retrain
+
+
+def _window_end(start: dt.datetime | None, end: dt.datetime | None) -> dt.datetime:
+    """A scheduled run's window ends with its data interval; a manual run (an empty
+    interval) looks back from now."""
+    if start is not None and end is not None and end > start:
+        return end
+    return dt.datetime.now(dt.UTC)
 
 
 def _safe(run_id: str) -> str:

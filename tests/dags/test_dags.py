@@ -166,7 +166,7 @@ def test_the_dag_files_parse_as_the_scheduler_sees_them(airflow_home: Path) -> N
                                     "open_pull_request", "monitor_summary"}
     monitoring = bag.dags["mlops_monitoring"]
     assert {t.task_id: t.upstream_task_ids for t in monitoring.tasks} == {
-        "monitor": set(), "alarmed": {"monitor"}, "retrain": {"alarmed"}}
+        "monitor": set(), "alarmed": {"monitor"}, "retrain": {"alarmed", "monitor"}}
 
 
 # --- training ------------------------------------------------------------------------------

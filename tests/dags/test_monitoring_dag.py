@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,7 +48,7 @@ class Production:
 
 @pytest.fixture(scope="module")
 def production(tracking_server: TrackingServer, airflow_home: Path,
-               tmp_path_factory: pytest.TempPathFactory) -> Iterator[Production]:
+               tmp_path_factory: pytest.TempPathFactory) -> Production:
     """A Production version trained by `mlops train` (which stores its reference)."""
     home = tmp_path_factory.mktemp("monitoring")
     name = unique_name("dag-monitor")
@@ -61,11 +60,15 @@ def production(tracking_server: TrackingServer, airflow_home: Path,
                           env={**os.environ, **env}, capture_output=True,
                           text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
-    with pytest.MonkeyPatch.context() as patch:
-        for key, value in env.items():
-            patch.setenv(key, value)
-        yield Production(card=card, name=name, run_id=json.loads(done.stdout)["run_id"],
-                         env=env)
+    return Production(card=card, name=name, run_id=json.loads(done.stdout)["run_id"], env=env)
+
+
+@pytest.fixture
+def tasks_env(production: Production, monkeypatch: pytest.MonkeyPatch) -> Production:
+    """The tasks run in this process: point it at the test's tracking server."""
+    for key, value in production.env.items():
+        monkeypatch.setenv(key, value)
+    return production
 
 
 def _log_traffic(production: Production, folder: Path, *, carat: float) -> None:
@@ -73,11 +76,7 @@ def _log_traffic(production: Production, folder: Path, *, carat: float) -> None:
     data = prepare_data(load_card(production.card))
     rows = data.x_validation.sample(ROWS, random_state=3).reset_index(drop=True)
     rows["carat"] = rows["carat"] * carat
-    mlflow.set_tracking_uri(production.env["MLFLOW_TRACKING_URI"])
-    try:
-        model = mlflow.sklearn.load_model(f"models:/{production.name}@production")
-    finally:
-        mlflow.set_tracking_uri("")
+    model = mlflow.sklearn.load_model(f"models:/{production.name}@production")
     info = ModelInfo(name=production.name, version="1", run_id=production.run_id,
                      runtime="sklearn")
     with PredictionLog(str(folder)) as log:
@@ -92,7 +91,8 @@ def _monitoring_conf(production: Production, log: Path, out: Path) -> dict[str, 
             "params": {"max_iter": 20}}
 
 
-def test_unshifted_traffic_triggers_nothing(production: Production, tmp_path: Path) -> None:
+def test_unshifted_traffic_triggers_nothing(tasks_env: Production, tmp_path: Path) -> None:
+    production = tasks_env
     _log_traffic(production, tmp_path / "log", carat=1.0)
     run = load_dag("monitoring_dag", "monitoring_dag").test(
         logical_date=TODAY, run_conf=_monitoring_conf(production, tmp_path / "log",
@@ -107,8 +107,9 @@ def test_unshifted_traffic_triggers_nothing(production: Production, tmp_path: Pa
 
 
 def test_drift_retrains_and_the_candidate_comes_back_as_a_pull_request(
-        production: Production, github: FakeGitHub, tmp_path: Path,
+        tasks_env: Production, github: FakeGitHub, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch, tracking_server: TrackingServer) -> None:
+    production = tasks_env
     _log_traffic(production, tmp_path / "log", carat=1.8)
     monitoring = load_dag("monitoring_dag", "monitoring_dag").test(
         logical_date=TODAY + dt.timedelta(hours=1),
