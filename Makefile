@@ -136,6 +136,10 @@ promote: $(STAMP) ## re-compute the gate and, on a pass, make the candidate Prod
 rollback: $(STAMP) ## break glass: move Production back to previous-production (or ROLLBACK_TO=version)
 	@$(MLOPS) rollback --card $(CARD) $(if $(ROLLBACK_TO),--to $(ROLLBACK_TO))
 
+.PHONY: monitor
+monitor: $(STAMP) ## drift of the last 24 h of served traffic vs the training reference (MONITOR_ARGS="--from T --to T --report r.html ...")
+	@$(MLOPS) monitor $(MONITOR_ARGS)
+
 .PHONY: drift
 drift: $(STAMP) ## exit 1 when Production is not the run the card names
 	@$(MLOPS) drift --card $(CARD)

@@ -79,11 +79,10 @@ def logged(tracking_server: TrackingServer, tmp_path_factory: pytest.TempPathFac
     data = prepare_data(load_card(card))
     sample = data.validation.sample(ROWS, random_state=7).reset_index(drop=True)
     features = data.spec.feature_names
-    mlflow.set_tracking_uri(tracking_server.uri)
-    try:
+    with pytest.MonkeyPatch.context() as patch:  # the server's URI and login, if it has one
+        for key, value in tracking_server.env.items():
+            patch.setenv(key, value)
         model = mlflow.sklearn.load_model(f"models:/{name}@production")
-    finally:
-        mlflow.set_tracking_uri("")
     info = ModelInfo(name=name, version="1", run_id=run_id, runtime="sklearn")
     log_dir = home / "predictions"
     with PredictionLog(str(log_dir)) as log:
