@@ -151,6 +151,10 @@ promote: $(STAMP) ## re-compute the gate and, on a pass, make the candidate Prod
 rollback: $(STAMP) ## break glass: move Production back to previous-production (or ROLLBACK_TO=version)
 	@$(MLOPS) rollback --card $(CARD)
 
+.PHONY: monitor
+monitor: $(STAMP) ## drift of the last 24 h of served traffic vs the training reference (MONITOR_ARGS="--from T --to T --report r.html ...")
+	@$(MLOPS) monitor $(MONITOR_ARGS)
+
 .PHONY: drift
 drift: $(STAMP) ## exit 1 when Production is not the run the card names
 	@$(MLOPS) drift --card $(CARD)
@@ -173,6 +177,14 @@ test-gate: $(STAMP) ## the gate's tests: statistics, card, decision, PR comment,
 .PHONY: bench-gate
 bench-gate: $(STAMP) ## time the gate's compute (evaluation and bootstrap) on the demo data
 	@$(PY) benchmarks/gate/run.py
+
+.PHONY: bench-monitor
+bench-monitor: $(STAMP) ## the monitor's family-wise false-alarm rate on windows drawn from the reference, and its power on shifts
+	@$(PY) -m benchmarks.monitor.false_alarms
+
+.PHONY: bench-prediction-log
+bench-prediction-log: $(STAMP) ## the prediction log's cost: request-path time per record() and the writer's rows/s
+	@$(PY) -m benchmarks.monitor.writer
 
 .PHONY: bench-gate-sim
 bench-gate-sim: $(STAMP) ## false promotion and power of the gate vs the anchors' point rules, by simulation
@@ -241,4 +253,4 @@ bench-score: $(STAMP) ## mlops score on the local, spark and api engines: rows/s
 	@$(PY) benchmarks/score/run.py
 
 .PHONY: bench
-bench: bench-gate bench-gate-sim bench-serving bench-score ## every benchmark under benchmarks/ (ratios against peers measured in the same run)
+bench: bench-gate bench-gate-sim bench-serving bench-score bench-monitor bench-prediction-log ## every benchmark under benchmarks/ (ratios against peers measured in the same run)

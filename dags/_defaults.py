@@ -26,6 +26,15 @@ TRAINING_SCHEDULE = os.environ.get("MLOPS_TRAINING_SCHEDULE", "@weekly") or None
 INFERENCE_SCHEDULE = os.environ.get("MLOPS_INFERENCE_SCHEDULE", "@daily") or None
 """Cron or preset of the inference DAG; an empty value means trigger by hand only."""
 
+MONITORING_SCHEDULE = os.environ.get("MLOPS_MONITORING_SCHEDULE", "@daily") or None
+"""Cron or preset of the monitoring DAG; an empty value means trigger by hand only."""
+
+PREDICTION_LOG = os.environ.get("PREDICTION_LOG", str(REPO / ".mlops" / "predictions"))
+"""The prediction log the server and batch scoring write: a folder or an s3:// prefix."""
+
+MONITOR_DIR = os.environ.get("MLOPS_MONITOR_DIR", str(REPO / ".mlops" / "monitor"))
+"""Where each monitoring run leaves its HTML report, JSON summary and Prometheus gauges."""
+
 SERVING_URL = os.environ.get("MLOPS_SERVING_URL", "http://127.0.0.1:8000")
 """The serving API that scores batches (the ALB's URL in the cloud)."""
 

@@ -15,20 +15,27 @@ Serverless application under the training job role (which reads the batch bucket
 `training/` prefix and nothing else of it), and waits for the job. The job runs the
 same stages, logs the same run and registers the version, tagged with this DAG run,
 never Production. The early floor check on validation is then the gate's alone.
+
+With `open_pull_request` (what the monitoring DAG's retraining asks), the registered
+version comes back as a pull request that sets the card's `candidate_run_id`, with the
+monitor's summary as its reason (`pipeline.gitops.pull_request`): the gate and the
+reviewers decide, as for a person's PR.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import os
 from pathlib import Path
 from typing import Any
 
 from _defaults import CARD, EMR_TRAIN_JOB_ROLE_ARN, TRAINING_SCHEDULE, WORK_ROOT
 from _emr import emr_params, submit_job
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import Param, Variable, dag, get_current_context, task
 
 from pipeline.gitops import emr
 from pipeline.gitops import training as steps
+from pipeline.gitops.pull_request import propose_from_env
 from pipeline.stages import DEFAULT_ESTIMATOR
 
 EMR_SETTINGS = {"emr_application_id": "EMR_APPLICATION_ID",
@@ -68,6 +75,12 @@ def _work_dir() -> str:
                                     "application, where the data is"),
         **emr_params(role_param="emr_train_job_role_arn", role_default=EMR_TRAIN_JOB_ROLE_ARN,
                      role_description="the training job's role"),
+        "open_pull_request": Param(False, type="boolean",
+                                   description="open a pull request that makes the registered "
+                                               "version the card's candidate (the monitoring "
+                                               "DAG's retraining sets this)"),
+        "monitor_summary": Param({}, type="object",
+                                 description="why: the monitor's JSON summary, for the PR body"),
     },
     doc_md=__doc__,
 )
@@ -123,6 +136,27 @@ def mlops_training() -> None:
                                    run_id=evaluated["run_id"],
                                    registered_by=_registered_by(context["run_id"]))
 
+    @task.short_circuit
+    def wants_pull_request() -> bool:
+        return bool(get_current_context()["params"]["open_pull_request"])
+
+    @task(retries=2)
+    def open_pull_request(registered: dict[str, Any]) -> dict[str, Any]:
+        """Branch, bot commit of the card's candidate_run_id, pull request (GitHub's API).
+
+        The token is the Airflow variable `mlops_github_token` (MWAA: the secret
+        `airflow/variables/mlops_github_token`, which only its execution role reads), else
+        GITHUB_TOKEN; the repository is GITHUB_REPOSITORY.
+        """
+        context = get_current_context()
+        pull = propose_from_env(os.environ, run_id=registered["run_id"],
+                                model_name=registered["name"], version=registered["version"],
+                                summary=context["params"]["monitor_summary"] or None,
+                                registered_by=_registered_by(context["run_id"]),
+                                token=Variable.get("mlops_github_token", default=None))
+        return {"number": pull.number, "url": pull.url, "branch": pull.branch,
+                "created": pull.created}
+
     @task(trigger_rule="all_done", retries=0)
     def cleanup() -> dict[str, Any]:
         return steps.cleanup_step(work_dir=_work_dir())
@@ -135,8 +169,9 @@ def mlops_training() -> None:
     run_id = train(prepared)
     features(prepared) >> run_id
     evaluated = evaluate(prepared, run_id)
-    register(evaluated)
+    registered = register(evaluated)
     evaluated >> cleanup()
+    registered >> wants_pull_request() >> open_pull_request(registered)
 
 
 training_dag = mlops_training()

@@ -56,6 +56,16 @@ class ServingSettings(BaseSettings):
     # event loop and the other workers (see docs/serving.md).
     serving_onnx_threads: int = Field(default=1, ge=1, le=64)
     serving_sklearn_threads: int = Field(default=1, ge=1, le=64)
+    # The prediction log (serving/prediction_log.py): a folder or an s3:// prefix that
+    # every scored row is written to, off the request path; empty turns it off.
+    prediction_log: str = ".mlops/predictions"
+    # The share of rows logged, drawn row by row (1: every row).
+    prediction_log_sample_rate: float = Field(default=1.0, gt=0, le=1)
+    # Rows that may wait for the writer; more are dropped and counted, never waited for.
+    prediction_log_queue_rows: int = Field(default=100_000, ge=1)
+    # A file is finished (and visible to readers) at this age or size, whichever first.
+    prediction_log_rotate_seconds: float = Field(default=3600.0, gt=0, le=86_400)
+    prediction_log_rotate_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024)
 
     @field_validator("mlflow_tracking_uri")
     @classmethod

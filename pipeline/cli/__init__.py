@@ -5,7 +5,16 @@ Importing this package registers every command on `app`; `main` is the console s
 
 from __future__ import annotations
 
-from pipeline.cli import data, gitops, registry, score, serving, stack, train  # noqa: F401 - registers
+from pipeline.cli import (  # noqa: F401 - registers
+    data,
+    gitops,
+    monitor,
+    registry,
+    score,
+    serving,
+    stack,
+    train,
+)
 from pipeline.cli.app import app, main, run
 
 __all__ = ["app", "main", "run"]

@@ -57,6 +57,10 @@ def score_command(
     runtime: Annotated[Runtime, typer.Option(
         help="local, spark: auto scores with the version's verified compiled twin when it "
         "has one (as the server does), sklearn always with sklearn")] = Runtime.auto,
+    prediction_log: Annotated[str, typer.Option(
+        "--prediction-log", envvar="PREDICTION_LOG",
+        help="local, spark: also log every scored row to this folder or s3:// prefix, as "
+        "the server does, for `mlops monitor` (api: the server logs them)")] = "",
     url: ServingUrlOption = DEFAULT_URL,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
     card_path: CardOption = None,
@@ -86,7 +90,9 @@ def score_command(
                                   batch_rows=batch_rows, spark_master=spark_master,
                                   runtime=runtime.value,
                                   tracking_uri=settings.mlflow_tracking_uri,
-                                  progress=on_rows, announce=say)
+                                  progress=on_rows, announce=say,
+                                  prediction_log=prediction_log.strip() or None,
+                                  log_id=card.monitoring.id_column)
     _report(result, as_json)
 
 

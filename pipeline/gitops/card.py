@@ -107,11 +107,53 @@ class CardSection(_Strict):
         return value
 
 
+class DriftTest(_Strict):
+    """The two-sample test of one kind of column, and the level it is judged at."""
+
+    threshold: float = Field(default=0.05, gt=0.0, lt=0.5)
+    """A column drifts when its p-value, corrected for the number of columns tested
+    (`MonitoringSection.correction`), is below this."""
+
+
+class NumericDrift(DriftTest):
+    test: Literal["ks", "cramer_von_mises"] = "ks"
+    """ks: two-sample Kolmogorov-Smirnov; cramer_von_mises: two-sample Cramér-von Mises
+    (Evidently's `ks` and `cramer_von_mises`, through scipy)."""
+
+
+class CategoricalDrift(DriftTest):
+    test: Literal["chisquare", "g_test"] = "chisquare"
+    """Pearson's chi-square or the G-test of the window's category counts against the
+    reference's shares (Evidently's `chisquare` and `g_test`, through scipy)."""
+
+
+class MonitoringSection(_Strict):
+    """How `mlops monitor` judges a window of logged traffic (docs/monitoring.md).
+
+    Every input feature and the prediction are tested against the training reference;
+    the p-values are corrected together (`correction`), so a window of unshifted traffic
+    raises any alarm at all with a chance of at most the largest threshold.
+    """
+
+    numeric: NumericDrift = NumericDrift()
+    categorical: CategoricalDrift = CategoricalDrift()
+    correction: Literal["holm", "bonferroni"] = "holm"
+    min_rows: int = Field(default=100, ge=1)
+    """A window with fewer logged rows is refused (exit 2): too few to test."""
+    decay_tolerance: float = Field(default=0.10, ge=0.0, lt=1.0)
+    """With labels: decay when the live metric's interval lies entirely on the worse
+    side of the gate's value by more than this share of it."""
+    id_column: str | None = Field(default=None, min_length=1)
+    """A request column that identifies a row, passed through by /predict without
+    feeding the model; labels may be keyed by it instead of (request_id, row)."""
+
+
 class ModelCard(_Strict):
     model: ModelSection
     promotion: PromotionPolicy
     data: DataSection = DataSection()
     card: CardSection
+    monitoring: MonitoringSection = MonitoringSection()
 
 
 def load_card(path: Path) -> ModelCard:

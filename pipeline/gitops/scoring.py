@@ -18,6 +18,7 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.errors import RegistryError
 from pipeline.gitops import registry
+from pipeline.stages.batch_log import batch_log
 from pipeline.stages.batch_model import BatchModel, ModelIdentity
 from pipeline.stages.score_batch import ScoreResult, score_files
 from pipeline.stages.score_spark import SUBMITTED
@@ -31,8 +32,11 @@ def score_with_model(mlflow_client: MlflowClient, model_name: str, *, source: st
                      keys: Sequence[str] | None = None, batch_rows: int = 50_000,
                      spark_master: str = "local[*]", runtime: str = "auto",
                      progress: Callable[[int], None] | None = None,
-                     announce: Callable[[str], None] | None = None) -> ScoreResult:
-    """Production (or `model_uri`) scores `source` into `output` on `engine`."""
+                     announce: Callable[[str], None] | None = None,
+                     prediction_log: str | None = None,
+                     log_id: str | None = None) -> ScoreResult:
+    """Production (or `model_uri`) scores `source` into `output` on `engine`; every
+    scored row goes to `prediction_log` too (a folder or an s3:// prefix) when given."""
     if engine not in ENGINES:
         raise ValueError(f"engine {engine!r}: choose one of {', '.join(ENGINES)}")
     with tempfile.TemporaryDirectory(prefix="mlops-score-") as tmp:
@@ -51,11 +55,14 @@ def score_with_model(mlflow_client: MlflowClient, model_name: str, *, source: st
             from pipeline.stages.score_spark import score_with_spark
 
             return score_with_spark(source=source, output=output, model=model,
-                                    master=spark_master, keys=keys)
-        return score_files(source=source, output=output, engine="local",
-                           predict=model.predict, columns=model.columns, keys=keys,
-                           batch_rows=batch_rows, progress=progress, runtime=model.runtime,
-                           workers=os.cpu_count() or 1)
+                                    master=spark_master, keys=keys, log=prediction_log,
+                                    log_id=log_id)
+        with batch_log(prediction_log, engine="local") as log:
+            return score_files(source=source, output=output, engine="local",
+                               predict=model.predict, columns=model.columns, keys=keys,
+                               batch_rows=batch_rows, progress=progress,
+                               runtime=model.runtime, workers=os.cpu_count() or 1,
+                               log=log, log_id=log_id)
 
 
 def _runtime_line(model: BatchModel) -> str:

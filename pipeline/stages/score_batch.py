@@ -39,7 +39,9 @@ from pipeline.stages.batch_files import (
     publish,
     staging_dir,
 )
+from pipeline.stages.batch_log import log_scores
 from pipeline.stages.batch_model import PROBABILITY_PREFIX, model_inputs
+from serving.prediction_log import PredictionLog
 
 OUTPUT_FILE = "scores.parquet"
 SCORE_COLUMNS = ("prediction", "model_name", "model_version", "model_run_id")
@@ -238,13 +240,15 @@ def key_columns(names: Sequence[str], features: Sequence[str],
 def score_files(*, source: str, output: str, predict: Predict, columns: Sequence[InputColumn],
                 engine: str, keys: Sequence[str] | None = None, batch_rows: int = 50_000,
                 progress: Callable[[int], None] | None = None,
-                runtime: str | None = None, workers: int = 1) -> ScoreResult:
+                runtime: str | None = None, workers: int = 1,
+                log: PredictionLog | None = None, log_id: str | None = None) -> ScoreResult:
     """Read in batches, score each, write Parquet parts; publish only a finished output.
 
     With `workers` > 1, that many batches are scored at once in threads (the twin and
     Arrow release the GIL), while this thread reads the next and writes the finished
     ones in input order: at most `workers` + 2 batches are held, so memory stays bounded
-    by the batch size.
+    by the batch size. With `log`, every scored row is also queued to the prediction
+    log (`batch_log`), with the `log_id` column's value as the row's ID when present.
     """
     dataset = open_dataset(source)
     names = dataset.schema.names
@@ -253,7 +257,12 @@ def score_files(*, source: str, output: str, predict: Predict, columns: Sequence
 
     def scored_table(batch: pa.RecordBatch) -> pa.Table:
         frame = batch.to_pandas()
-        return pa.Table.from_pandas(pd.concat([frame[kept], predict(frame)], axis=1),
+        scores = predict(frame)
+        if log is not None:
+            log_scores(log, features=frame[[c.name for c in columns]], scores=scores,
+                       runtime=runtime or "unknown",
+                       ids=frame[log_id].tolist() if log_id in frame.columns else None)
+        return pa.Table.from_pandas(pd.concat([frame[kept], scores], axis=1),
                                     preserve_index=False)
 
     staging = staging_dir(output)

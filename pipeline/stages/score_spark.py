@@ -32,6 +32,7 @@ from pipeline.stages.batch_files import (
     publish,
     staging_dir,
 )
+from pipeline.stages.batch_log import batch_log, log_scores
 from pipeline.stages.batch_model import BatchModel, ModelIdentity
 from pipeline.stages.score_batch import ScoreResult, key_columns
 from serving import modelfiles
@@ -129,8 +130,14 @@ def spreads_by_itself(files: Sequence[str], cores: int) -> bool:
 
 
 def score_with_spark(*, source: str, output: str, model: BatchModel, master: str = "local[*]",
-                     keys: Sequence[str] | None = None) -> ScoreResult:
-    """Score `source` on Spark with the verified `model`; publish the output folder."""
+                     keys: Sequence[str] | None = None, log: str | None = None,
+                     log_id: str | None = None) -> ScoreResult:
+    """Score `source` on Spark with the verified `model`; publish the output folder.
+
+    With `log` (a folder or an s3:// prefix the executors can reach), each executor
+    queues the rows it scores to the prediction log (`batch_log`); a retried task logs
+    its rows again.
+    """
     spark = spark_session(master)
     frame = _read(spark, source)
     types = {field.name: _arrow_name(field.dataType.simpleString()) for field in frame.schema}
@@ -145,11 +152,18 @@ def score_with_spark(*, source: str, output: str, model: BatchModel, master: str
     folder_name, identity, manifest = shipped, asdict(model.identity), model.manifest
     runtime = "sklearn" if model.twin is None else "auto"  # what the driver chose
 
+    destination = log if not log or log.startswith("s3://") else str(Path(log).resolve())
+
     def score_partition(parts: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         executor = _executor_model(folder_name, identity, manifest, runtime)
-        for part in parts:
-            yield pd.concat([part[kept].reset_index(drop=True),
-                             executor.predict(part.reset_index(drop=True))], axis=1)
+        with batch_log(destination, engine="spark") as prediction_log:
+            for part in parts:
+                scores = executor.predict(part.reset_index(drop=True))
+                if prediction_log is not None:
+                    log_scores(prediction_log, features=part[executor.feature_names],
+                               scores=scores, runtime=executor.runtime,
+                               ids=part[log_id].tolist() if log_id in part.columns else None)
+                yield pd.concat([part[kept].reset_index(drop=True), scores], axis=1)
 
     # In local mode the executors share this machine's disk; on a cluster they do not.
     staging = staging_dir(output, shared=not spark.sparkContext.master.startswith("local"))

@@ -44,6 +44,7 @@ from pipeline.stages.data import PreparedData, rows_hash
 from pipeline.stages.datasets import Task
 from pipeline.stages.evaluate import evaluate, on_validation
 from pipeline.stages.features import build_model
+from pipeline.stages.reference import log_reference
 from pipeline.stages.twin import Twin, TwinRefused, compile_twin
 from serving import modelfiles
 from serving.modelfiles import PROBABILITIES_PARAM
@@ -224,7 +225,9 @@ def log_run(*, data: PreparedData, model: Pipeline, estimator_name: str,
 
     The twin is not logged: promotion derives it from the registered model with reviewed
     code (a twin the run carried would be the run owner's word). Whether one compiles
-    and agrees is the run's `twin` tag, and its parity figures are metrics.
+    and agrees is the run's `twin` tag, and its parity figures are metrics. The
+    validation rows and the model's predictions on them are the run's training
+    reference (`pipeline.stages.reference`), what `mlops monitor` compares traffic with.
     """
     mlflow.set_experiment(experiment)
     signature = model_signature(model, data.x_train)
@@ -244,6 +247,9 @@ def log_run(*, data: PreparedData, model: Pipeline, estimator_name: str,
                 pip_requirements=pip_requirements(),
                 skops_trusted_types=trusted_types(model),
             )
+            log_reference(model, x_validation=data.x_validation, y_validation=data.y_validation,
+                          kinds={c.name: c.kind for c in data.spec.features},
+                          task=data.spec.task)
         except BaseException:
             mlflow.end_run(status="FAILED")
             mlflow.delete_run(run.info.run_id)

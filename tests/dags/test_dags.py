@@ -142,7 +142,7 @@ def test_the_dag_files_parse_as_the_scheduler_sees_them(airflow_home: Path) -> N
 
     bag = DagBag(dag_folder=str(REPO / "dags"))
     assert bag.import_errors == {}
-    assert set(bag.dag_ids) == {"mlops_training", "mlops_inference"}
+    assert set(bag.dag_ids) == {"mlops_training", "mlops_inference", "mlops_monitoring"}
     inference = bag.dags["mlops_inference"]
     assert {t.task_id: t.upstream_task_ids for t in inference.tasks} == {
         "choose_engine": set(), "score": {"choose_engine"},
@@ -150,7 +150,10 @@ def test_the_dag_files_parse_as_the_scheduler_sees_them(airflow_home: Path) -> N
     training = bag.dags["mlops_training"]
     order = ["prepare", "features", "train", "evaluate", "register"]
     assert {t.task_id for t in training.tasks} == {*order, "cleanup", "choose_engine",
-                                                    "emr_train_driver", "emr_train"}
+                                                    "emr_train_driver", "emr_train",
+                                                    "wants_pull_request", "open_pull_request"}
+    assert training.task_dict["open_pull_request"].upstream_task_ids == {
+        "wants_pull_request", "register"}
     assert training.task_dict["prepare"].upstream_task_ids == {"choose_engine"}
     assert training.task_dict["emr_train"].upstream_task_ids == {"emr_train_driver"}
     assert "prepare" in training.task_dict["features"].upstream_task_ids
@@ -159,7 +162,11 @@ def test_the_dag_files_parse_as_the_scheduler_sees_them(airflow_home: Path) -> N
     assert training.task_dict["register"].upstream_task_ids == {"evaluate"}
     assert set(training.params) == {"card", "estimator", "params", "work_root", "engine",
                                     "emr_application_id", "emr_train_job_role_arn",
-                                    "emr_entry_point", "emr_spark_parameters", "emr_card"}
+                                    "emr_entry_point", "emr_spark_parameters", "emr_card",
+                                    "open_pull_request", "monitor_summary"}
+    monitoring = bag.dags["mlops_monitoring"]
+    assert {t.task_id: t.upstream_task_ids for t in monitoring.tasks} == {
+        "monitor": set(), "alarmed": {"monitor"}, "retrain": {"alarmed", "monitor"}}
 
 
 # --- training ------------------------------------------------------------------------------

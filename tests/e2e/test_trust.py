@@ -438,7 +438,7 @@ class PullRequest:
 
     def gate(self, reg: Registry) -> subprocess.CompletedProcess[str]:
         """gate.yml's step: main's code, the read-only user, the signing key."""
-        self.github.files[(HEAD, "model_card.yaml")] = reg.card.read_bytes()
+        self.github.blobs[(HEAD, "model_card.yaml")] = reg.card.read_bytes()
         event = reg.tmp / "workflow_run.json"
         event.write_text(json.dumps(self.github.workflow_run_event(7)))
         env = {**reg.server.reader_env, **github_env(self.github),
@@ -549,7 +549,7 @@ def test_a_signed_verdict_for_an_older_commit_is_not_believed(reg: Registry,
     good = reg.train(*GOOD)
     reg.propose(good)
     assert pull.gate(reg).returncode == 0
-    pull.github.pulls[7]["head"]["sha"] = "b2" * 20  # pushed to after the gate ran
+    pull.github.pull(7)["head"]["sha"] = "b2" * 20  # pushed to after the gate ran
     done = pull.promote(reg)
     assert done.returncode == 2, done.stderr
     assert "has no verdict signed by the gate workflow for its head commit b2b2b2b2b2b2" \

@@ -201,3 +201,37 @@ def test_the_spark_path_refuses_a_tampered_model(spark_scoring: Scoring,
     line = done.stderr.strip().splitlines()[-1]
     assert "refused: model.skops: expected sha256" in line, done.stderr
     assert not (tmp_path / "spark").exists()
+
+
+def test_both_engines_log_every_scored_row_as_the_server_does(spark_scoring: Scoring,
+                                                              tmp_path: Path) -> None:
+    """`--prediction-log`: each scored row once, in the server's record, the input's
+    ID column (the card's monitoring.id_column) as the row's ID."""
+    import json as json_
+
+    import pyarrow.dataset as ds
+
+    from serving.prediction_log import schema_problem
+
+    card = write_card(tmp_path, spark_scoring.name, replace={"id_column: null": "id_column: id"})
+    logs = {}
+    for engine, extra in (("local", ()), ("spark", ("--spark-master", "local[2]"))):
+        log = tmp_path / f"log-{engine}"
+        done = run_mlops("score", str(spark_scoring.batch), str(tmp_path / engine), "--engine",
+                         engine, *extra, "--prediction-log", str(log), "--card", str(card),
+                         "--json", env=spark_scoring.server.env)
+        assert done.returncode == 0, done.stderr
+        dataset = ds.dataset(str(log), format="parquet", ignore_prefixes=[".", "_"])
+        assert all(schema_problem(f.physical_schema) is None for f in dataset.get_fragments())
+        logs[engine] = dataset.to_table().to_pandas()
+    scored = _read(tmp_path / "local")
+    for engine, logged in logs.items():
+        assert len(logged) == SPARK_ROWS, engine
+        assert set(logged["source"]) == {f"score:{engine}"}
+        assert set(logged["model_version"]) == {"1"}
+        by_id = logged.assign(id=logged["id"].astype(int)).sort_values("id")
+        assert by_id["id"].tolist() == scored["id"].tolist(), "each row once, with its ID"
+        np.testing.assert_allclose([json_.loads(p) for p in by_id["prediction"]],
+                                   scored["prediction"], rtol=1e-9)
+    first = json_.loads(logs["local"].sort_values("id")["inputs"].iloc[0])
+    assert set(first) == set(load_spec("diamonds").feature_names)

@@ -4,7 +4,9 @@
 `pipeline`, stages know no GitOps and no commands, and no two subpackages import each
 other in a cycle. Of `serving`, the pipeline may import only `serving.modelfiles` (the
 one set of model-loading rules that training, the gate, promote and the server share)
-and `serving.twin` (the one way a compiled twin is scored and its parity measured).
+`serving.twin` (the one way a compiled twin is scored and its parity measured) and
+`serving.prediction_log` (the one record of a scored row, which batch scoring writes and
+the monitor reads).
 Each rule names the file and the import that breaks it.
 """
 
@@ -18,7 +20,7 @@ import pytest
 
 from tests.utils import REPO
 
-SHARED_WITH_SERVING = ("serving.modelfiles", "serving.twin")
+SHARED_WITH_SERVING = ("serving.modelfiles", "serving.twin", "serving.prediction_log")
 # pipeline's parts and whom each may import (besides itself and the standard library).
 ALLOWED: dict[str, set[str]] = {
     "pipeline.errors": set(),
@@ -29,11 +31,14 @@ ALLOWED: dict[str, set[str]] = {
                         "pipeline.progress"},
     "pipeline.gitops": {"pipeline.errors", "pipeline.settings", "pipeline.stages",
                         "pipeline.files", "pipeline.progress"},
+    "pipeline.monitoring": {"pipeline.errors", "pipeline.settings", "pipeline.stages",
+                            "pipeline.gitops", "pipeline.files"},
     "pipeline.localstack": {"pipeline.errors", "pipeline.settings"},
     "pipeline.serving_client": {"pipeline.errors", "pipeline.settings"},
     "pipeline.cli": {"pipeline.errors", "pipeline.settings", "pipeline.files",
                      "pipeline.progress", "pipeline.stages",
-                     "pipeline.gitops", "pipeline.localstack", "pipeline.serving_client"},
+                     "pipeline.gitops", "pipeline.localstack", "pipeline.serving_client",
+                     "pipeline.monitoring"},
 }
 
 
