@@ -91,6 +91,21 @@ def resample_indices(rows: int, resamples: int, *, seed: int) -> list[np.ndarray
     return blocks
 
 
+def bootstrap(metric: str, y_true: np.ndarray, prediction: np.ndarray, *, resamples: int,
+              confidence: float, seed: int) -> tuple[float, float, float]:
+    """(value, low, high): one model's metric on these rows and its percentile interval
+    (the live metric `mlops monitor` reports beside the gate's)."""
+    fn = _resampled(metric)
+    y, p = np.asarray(y_true), np.asarray(prediction)
+    if len(y) != len(p) or len(y) == 0:
+        raise ValueError("y_true and the predictions must be non-empty and of equal length")
+    values = np.concatenate([fn(y, p, idx)
+                             for idx in resample_indices(len(y), resamples, seed=seed)])
+    alpha = 1.0 - confidence
+    low, high = np.quantile(values, [alpha / 2, 1 - alpha / 2])
+    return _point(metric, y, p), float(low), float(high)
+
+
 def paired_bootstrap(metric: str, y_true: np.ndarray, candidate: np.ndarray,
                      baseline: np.ndarray, *, resamples: int, confidence: float,
                      seed: int, method: Method = "percentile",

@@ -12,13 +12,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from pipeline.errors import DataError
 from pipeline.gitops import stats
 from pipeline.gitops.card import ModelCard
-from pipeline.stages.evaluate import metric_functions
 
 
 @dataclass(frozen=True)
@@ -99,12 +97,8 @@ def live_metric(joined: pd.DataFrame, card: ModelCard, *, task: str,
     else:
         y = joined["label"].astype(str).to_numpy()
         p = joined["prediction"].astype(str).to_numpy()
-    value = float(metric_functions("regression" if task == "regression" else
-                                   "classification")[metric](y, p))
-    per_resample = [stats.BATCH_METRICS[metric](y, p, idx) for idx in
-                    stats.resample_indices(len(y), policy.bootstrap_resamples, seed=policy.seed)]
-    alpha = 1.0 - policy.confidence
-    low, high = np.quantile(np.concatenate(per_resample), [alpha / 2, 1 - alpha / 2])
+    value, low, high = stats.bootstrap(metric, y, p, resamples=policy.bootstrap_resamples,
+                                       confidence=policy.confidence, seed=policy.seed)
     decayed = False
     if gate_value is not None:
         margin = card.monitoring.decay_tolerance * abs(gate_value)
