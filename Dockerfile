@@ -28,6 +28,7 @@ RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/ser
     --shell /usr/sbin/nologin serving
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
+COPY modelio/ ./modelio/
 COPY serving/ ./serving/
 USER 10001:10001
 EXPOSE 8000

@@ -2,14 +2,14 @@
 
 `registry_resolver` asks the registry which version an alias points at, and the
 manifest promotion recorded on it; `mlflow_loader` downloads that version's files,
-verifies them (`serving.modelfiles`: the manifest, data-only format, allowed types)
+verifies them (`modelio`: the manifest, data-only format, allowed types)
 before anything is deserialized, loads the model with skops, builds the request schema
 from its signature and scores its input example through the request path. A failure
 raises `LoadError` (a refusal: `Refused`) with one line, and the store keeps serving
 what it has.
 
 Twin first: a version verified by its manifest whose compiled twin gives the answers
-training recorded on the input example (`serving.twin.recorded_twin`) is returned
+training recorded on the input example (`modelio.twin.recorded_twin`) is returned
 before its sklearn model is loaded, with the rest (the skops types check, loading,
 `checked_twin` against the model) as `LoadedModel.pending`. Importing scikit-learn and
 skops is most of a cold start; the store serves such a model at once when it has
@@ -30,10 +30,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from serving import modelfiles, scoring
+from modelio import files as modelfiles
+from modelio import sklearn_kind
+from serving import scoring
+from modelio.twin import OnnxPredictor, checked_twin, disagreement, recorded_twin
 from serving.schema import from_signature
 from serving.scoring import ModelRef
-from serving.twin import OnnxPredictor, checked_twin, disagreement, recorded_twin
 
 # An unreachable registry should show up in seconds, not after MLflow's minutes of retries.
 MLFLOW_HTTP_DEFAULTS = {
@@ -191,7 +193,7 @@ def _with_sklearn(ref: ModelRef, checked: modelfiles.CheckedModel, meta: Any, ex
     """Load the skops model (its types checked first), and serve the twin only if it
     agrees with it; `twin` is one already loaded (twin first), re-checked here."""
     try:
-        estimator = modelfiles.load_sklearn(checked)
+        estimator = sklearn_kind.load_sklearn(checked)
     except modelfiles.ModelRefused as refusal:
         raise Refused(ref, refusal) from None
     except Exception as err:

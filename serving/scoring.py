@@ -21,7 +21,7 @@ import orjson
 import pandas as pd
 from pydantic import BaseModel, ValidationError
 
-from serving.modelfiles import PROBABILITIES_PARAM
+from modelio.files import PROBABILITIES_PARAM
 from serving.schema import ColumnBatch, FeatureSchema
 
 MAX_PROBLEMS = 20

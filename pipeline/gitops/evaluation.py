@@ -22,9 +22,11 @@ import pandas as pd
 from mlflow.entities import Run
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
-from mlflow.models import Model
 from mlflow.tracking import MlflowClient
 
+import modelio
+from modelio import files as modelio_files
+from modelio import source as modelio_source
 from pipeline import progress
 from pipeline.errors import ConfigError, RegistryError
 from pipeline.gitops import registry
@@ -33,12 +35,10 @@ from pipeline.gitops.gate import Decision, Evaluation, TwinCheck, decide
 from pipeline.gitops.report import plot
 from pipeline.gitops.stats import Interval, paired_bootstrap, supports
 from pipeline.gitops.verdict import MetricRow, Verdict
-from pipeline.stages import MODEL_ARTIFACT
 from pipeline.stages.data import PreparedData, rows_hash
 from pipeline.stages.datasets import DatasetSpec, load_spec
 from pipeline.stages.evaluate import Predictions, predict, scores_of
 from pipeline.stages.twin import Twin, TwinRefused, compile_twin
-from serving import modelfiles
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -50,22 +50,25 @@ def now() -> str:
 
 @dataclass(frozen=True)
 class ResolvedModel:
-    """A model's run, and its files downloaded and checked (nothing deserialized yet)."""
+    """A model's run, and its files downloaded and verified by `modelio` (nothing
+    deserialized until `estimator`)."""
 
     run: Run
-    uri: str
-    info: Model
+    opened: modelio.OpenedModel
     version: ModelVersion | None
-    checked: modelfiles.CheckedModel
+    what: str
 
     @property
     def run_id(self) -> str:
         return str(self.run.info.run_id)
 
     @property
+    def files(self) -> modelio_files.CheckedModel:
+        return self.opened.files
+
+    @property
     def inputs(self) -> list[dict[str, Any]]:
-        assert self.info.signature is not None
-        return list(self.info.signature.inputs.to_dict())
+        return list(self.opened.signature.inputs.to_dict())
 
     @property
     def data_hash(self) -> str | None:
@@ -78,12 +81,17 @@ class ResolvedModel:
         A compiled twin is derived from the model at promotion, never taken from the
         run: one the run carries is left out here and replaced when promoted.
         """
-        return modelfiles.without_derived(self.checked.manifest)
+        return modelio_files.without_derived(self.files.manifest)
 
     def input_example(self) -> pd.DataFrame | None:
-        """The model's input example (its path was checked to lie inside the folder)."""
-        example = self.info.load_input_example(str(self.checked.folder))
-        return None if example is None else pd.DataFrame(example)
+        return self.opened.input_example()  # type: ignore[no-any-return]
+
+    def estimator(self) -> Any:
+        """The model, read by its kind trusting only allowed types (checked first)."""
+        try:
+            return self.opened.estimator()
+        except modelio.ModelRefused as err:
+            raise RegistryError(f"{self.what} run {self.run_id}: model refused: {err}") from err
 
 
 @dataclass
@@ -98,9 +106,8 @@ class GateOutcome:
     """The candidate's twin, compiled here from its verified model with this code."""
 
 
-def resolve_model(mlflow_client: MlflowClient, run_id: str, *, uri: str, what: str,
-                  workdir: Path, tracking_uri: str,
-                  version: ModelVersion | None = None) -> ResolvedModel:
+def resolve_model(mlflow_client: MlflowClient, run_id: str, *, what: str, workdir: Path,
+                  tracking_uri: str, version: ModelVersion | None = None) -> ResolvedModel:
     """A finished run whose model passes the data-only checks; anything else is one line.
 
     The files are downloaded once, hashed, checked and later loaded from the same
@@ -117,24 +124,18 @@ def resolve_model(mlflow_client: MlflowClient, run_id: str, *, uri: str, what: s
         raise RegistryError(f"{what} run {run_id}: the run is deleted")
     if run.info.status != "FINISHED":
         raise RegistryError(f"{what} run {run_id}: status {run.info.status}, expected FINISHED")
+    source = (modelio_source.of_version(version) if version is not None
+              else modelio_source.of_run(run_id, name=what))
     try:
-        folder = registry.download_model(uri, workdir / what, tracking_uri=tracking_uri)
+        opened = registry.fetch_model(mlflow_client, source, workdir / what,
+                                      tracking_uri=tracking_uri, require_manifest=False)
     except RegistryError as err:
         raise RegistryError(f"{what} run {run_id}: {err}") from err
-    expected = registry.recorded_manifest(version) if version is not None else None
-    try:
-        checked = modelfiles.check_model(folder, expected_manifest=expected)
-    except modelfiles.ModelRefused as err:
-        raise RegistryError(f"{what} run {run_id}: model refused: {err}") from err
-    info = Model.load(str(folder))  # MLmodel as YAML: the signature
-    if info.signature is None or info.signature.inputs is None:
-        raise RegistryError(f"{what} run {run_id}: the model at {uri} has no signature")
-    return ResolvedModel(run=run, uri=uri, info=info, version=version, checked=checked)
-
-
-def load(model: ResolvedModel) -> Any:
-    """The checked model's estimator, read by skops trusting only allowed types."""
-    return modelfiles.load_sklearn(model.checked)
+    signature = opened.signature
+    if signature is None or signature.inputs is None:
+        raise RegistryError(f"{what} run {run_id}: the model at {source.identity.uri} has no "
+                            "signature")
+    return ResolvedModel(run=run, opened=opened, version=version, what=what)
 
 
 def check_comparable(candidate: ResolvedModel, production: ResolvedModel | None, *,
@@ -205,22 +206,20 @@ def run_gate(card: ModelCard, *, mlflow_client: MlflowClient, tracking_uri: str,
                           "(printed by `mlops train`) in the card")
     with tempfile.TemporaryDirectory(prefix="mlops-gate-") as tmp:
         workdir = Path(tmp)
-        candidate = resolve_model(mlflow_client, run_id, what="candidate",
-                                  uri=f"runs:/{run_id}/{MODEL_ARTIFACT}", workdir=workdir,
+        candidate = resolve_model(mlflow_client, run_id, what="candidate", workdir=workdir,
                                   tracking_uri=tracking_uri)
         current = registry.production_version(mlflow_client, name)
         production = None
         if current is not None:
             production = resolve_model(mlflow_client, str(current.run_id), version=current,
-                                       uri=f"models:/{name}/{current.version}",
                                        what="Production", workdir=workdir,
                                        tracking_uri=tracking_uri)
         check_comparable(candidate, production, spec=spec)
-        models = {"candidate": load(candidate)}
+        models = {"candidate": candidate.estimator()}
         example = candidate.input_example()
-        supplied_twin = modelfiles.TWIN_FILE in candidate.checked.manifest
+        supplied_twin = modelio_files.TWIN_FILE in candidate.files.manifest
         if production is not None:
-            models["production"] = load(production)
+            models["production"] = production.estimator()
     former = policy.mode == "rollback" and was_production(mlflow_client, name, run_id)
 
     with progress.stage("data: read, validate, cleanse, split"):
@@ -296,7 +295,7 @@ def _verdict(card: ModelCard, decision: Decision, scores: dict[str, dict[str, fl
         notes.append(f"Production version {production.version.version} has no recorded "
                      "manifest: its files could not be checked against what was promoted")
     if supplied_twin:
-        notes.append(f"the candidate run's model folder carries a {modelfiles.TWIN_FILE}: it is "
+        notes.append(f"the candidate run's model folder carries a {modelio_files.TWIN_FILE}: it is "
                      "ignored; the twin is compiled from the verified model at promotion")
     if candidate.data_hash not in (None, data.data_hash):
         notes.append(f"the candidate was trained on data with hash {candidate.data_hash}; "

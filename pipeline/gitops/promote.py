@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from mlflow.tracking import MlflowClient
 
+from modelio import files as modelfiles
 from pipeline.errors import NegativeVerdict, RegistryError
 from pipeline.gitops import registry
 from pipeline.gitops.card import ModelCard
@@ -37,7 +38,6 @@ from pipeline.gitops.github import Audit
 from pipeline.gitops.review import Review
 from pipeline.gitops.verdict import Verdict
 from pipeline.stages.twin import Twin
-from serving import modelfiles
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse, urlsplit, urlunsplit
@@ -21,10 +20,12 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException, RestException
 from mlflow.tracking import MlflowClient
 
+import modelio
+from modelio import files as modelfiles
+from modelio import source as modelio_source
 from pipeline import progress
 from pipeline.errors import RegistryError
 from pipeline.stages import MODEL_ARTIFACT
-from serving import modelfiles
 
 PRODUCTION = "production"
 PREVIOUS = "previous-production"
@@ -147,24 +148,37 @@ def _wait_ready(mlflow: MlflowClient, name: str, version: str, wait_seconds: flo
         time.sleep(0.5)
 
 
-def download_model(uri: str, destination: Path, *, tracking_uri: str) -> Path:
-    """A model's files in a local folder (`runs:/...` or `models:/name/version`)."""
-    import mlflow.artifacts
-
+def fetch_model(mlflow: MlflowClient, source: modelio.Source, workdir: Path, *,
+                tracking_uri: str, require_manifest: bool | None = None) -> modelio.OpenedModel:
+    """The source's files downloaded and verified by `modelio` (nothing deserialized yet);
+    any failure is one line (`RegistryError`) naming the model and the rule."""
     try:
-        with progress.stage(f"downloading {uri}"):
-            local = mlflow.artifacts.download_artifacts(
-                artifact_uri=uri, dst_path=str(destination), tracking_uri=tracking_uri)
+        with progress.stage(f"downloading {source.identity.uri}"):
+            return modelio.fetch(source, workdir, tracking_uri=tracking_uri,
+                                 require_manifest=require_manifest)
+    except modelio.ModelRefused as err:
+        raise RegistryError(f"{source.identity.label}: model refused: {err}") from err
     except (MlflowException, OSError) as err:
-        raise RegistryError(f"no model at {uri}") from err
-    return Path(local)
+        raise RegistryError(f"no model at {source.identity.uri}") from err
+
+
+def resolve(mlflow: MlflowClient, uri: str, *, name: str | None = None) -> modelio.Source:
+    """A model URI as a `modelio.Source`; an unknown one is one line."""
+    try:
+        return modelio_source.resolve(mlflow, uri, name=name)
+    except modelio.UnknownModel as err:
+        raise RegistryError(str(err)) from err
 
 
 def version_manifest(name: str, version: str, *, tracking_uri: str) -> dict[str, str]:
     """The SHA-256 of every file the registry serves for `name` version `version`, now."""
+    source = modelio_source.pinned(f"models:/{name}/{version}", name=name)
     with tempfile.TemporaryDirectory(prefix="mlops-manifest-") as tmp:
-        return modelfiles.manifest(download_model(f"models:/{name}/{version}", Path(tmp),
-                                                  tracking_uri=tracking_uri))
+        try:
+            folder = modelio_source.download(source, Path(tmp), tracking_uri=tracking_uri)
+        except (MlflowException, OSError) as err:
+            raise RegistryError(f"no model at {source.identity.uri}") from err
+        return modelfiles.manifest(folder)
 
 
 def attach_twin(mlflow: MlflowClient, run_id: str, onnx_bytes: bytes | None,
@@ -274,73 +288,20 @@ def bootstrap_production(mlflow: MlflowClient, name: str, run_id: str, *,
     files are checked like any model the server will load; the twin is derived from
     the verified model (`derive_twin`, as promote derives it) and recorded with them.
     """
-    from mlflow.models import Model
-
     refuse_if_production_exists(mlflow, name)
     version = register_run(mlflow, name, run_id)
     with tempfile.TemporaryDirectory(prefix="mlops-bootstrap-") as tmp:
-        folder = download_model(f"models:/{name}/{version.version}", Path(tmp),
-                                tracking_uri=tracking_uri)
+        opened = fetch_model(mlflow, modelio_source.of_version(version), Path(tmp),
+                             tracking_uri=tracking_uri, require_manifest=False)
         try:
-            checked = modelfiles.check_model(folder)
-            estimator = modelfiles.load_sklearn(checked)
-        except modelfiles.ModelRefused as err:
+            estimator = opened.estimator()
+        except modelio.ModelRefused as err:
             raise RegistryError(f"run {run_id}: the model is refused: {err}") from err
-        example = Model.load(str(folder)).load_input_example(str(folder))
-        twin = derive_twin(estimator, example)
+        twin = derive_twin(estimator, opened.input_example())
+        checked = opened.files
     evaluated = modelfiles.without_derived(checked.manifest)
     manifest = attach_twin(mlflow, run_id, twin, evaluated)
     check_version_files(name, version.version, manifest, tracking_uri=tracking_uri)
     refuse_if_production_exists(mlflow, name)
     return set_production(mlflow, name, version.version, manifest=manifest,
                           tags=dict(BOOTSTRAP_TAGS))
-
-
-@dataclass(frozen=True)
-class ScoringModel:
-    """A model's files in a local folder, who it is, and the manifest its files must match
-    (None for a run's model, which no promotion recorded: only the data rules apply)."""
-
-    folder: Path
-    name: str
-    version: str
-    run_id: str
-    manifest: dict[str, str] | None
-
-
-def fetch_for_scoring(mlflow: MlflowClient, name: str, *, model_uri: str | None,
-                      workdir: Path, tracking_uri: str) -> ScoringModel:
-    """Production (or `model_uri`: `models:/NAME/V`, `models:/NAME@ALIAS`, `runs:/ID/model`)
-    downloaded for a batch job; a registry version must carry its manifest, as served."""
-    uri = model_uri or f"models:/{name}@{PRODUCTION}"
-    if uri.startswith("runs:/"):
-        run_id = uri.removeprefix("runs:/").split("/", 1)[0]
-        folder = download_model(uri, workdir / "model", tracking_uri=tracking_uri)
-        return ScoringModel(folder=folder, name=name, version="run", run_id=run_id,
-                            manifest=None)
-    version = _version_of(mlflow, uri)
-    manifest = recorded_manifest(version)
-    if manifest is None:
-        raise RegistryError(f"{version.name} version {version.version} has no {MANIFEST_TAG} "
-                            "tag: only versions recorded by `mlops promote` are scored")
-    folder = download_model(f"models:/{version.name}/{version.version}", workdir / "model",
-                            tracking_uri=tracking_uri)
-    return ScoringModel(folder=folder, name=str(version.name), version=str(version.version),
-                        run_id=str(version.run_id), manifest=manifest)
-
-
-def _version_of(mlflow: MlflowClient, uri: str) -> ModelVersion:
-    target = uri.removeprefix("models:/")
-    try:
-        if "@" in target:
-            name, alias = target.split("@", 1)
-            version = version_by_alias(mlflow, name, alias)
-            if version is None:
-                raise RegistryError(f"{uri}: no such model or alias")
-            return version
-        name, number = target.rsplit("/", 1)
-        return mlflow.get_model_version(name, number)
-    except (ValueError, RestException) as err:
-        raise RegistryError(f"--model-uri {uri}: not a registry version "
-                            "(models:/NAME/VERSION, models:/NAME@ALIAS or runs:/ID/model)"
-                            ) from err

@@ -16,10 +16,11 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
+import modelio
 from pipeline.errors import RegistryError
 from pipeline.gitops import registry
 from pipeline.stages.batch_log import batch_log
-from pipeline.stages.batch_model import BatchModel, ModelIdentity
+from pipeline.stages.batch_model import BatchModel
 from pipeline.stages.score_batch import ScoreResult, score_files
 from pipeline.stages.score_spark import SUBMITTED
 
@@ -40,17 +41,19 @@ def score_with_model(mlflow_client: MlflowClient, model_name: str, *, source: st
     if engine not in ENGINES:
         raise ValueError(f"engine {engine!r}: choose one of {', '.join(ENGINES)}")
     with tempfile.TemporaryDirectory(prefix="mlops-score-") as tmp:
-        fetched = registry.fetch_for_scoring(mlflow_client, model_name, model_uri=model_uri,
-                                             workdir=Path(tmp), tracking_uri=tracking_uri)
+        uri = model_uri or f"models:/{model_name}@{registry.PRODUCTION}"
+        wanted = registry.resolve(mlflow_client, uri, name=model_name)
+        opened = registry.fetch_model(mlflow_client, wanted, Path(tmp) / "model",
+                                      tracking_uri=tracking_uri)
         # One twin thread per batch, a batch per core: faster than every core on one batch.
-        model = BatchModel.load(fetched.folder, manifest=fetched.manifest, runtime=runtime,
-                                threads=1,
-                                identity=ModelIdentity(name=fetched.name,
-                                                       version=fetched.version,
-                                                       run_id=fetched.run_id))
+        try:
+            model = BatchModel.of(opened, runtime=runtime, threads=1)
+        except modelio.ModelRefused as err:
+            raise RegistryError(f"{opened.identity.label}: model refused: {err}") from err
         if announce is not None:
-            announce(f"score: {fetched.name} version {fetched.version} (run {fetched.run_id}),"
-                     f" verified, on the {engine} engine with {_runtime_line(model)}")
+            who = opened.identity
+            announce(f"score: {who.label} (run {who.run_id}), verified, on the {engine} "
+                     f"engine with {_runtime_line(model)}")
         if engine == "spark":
             from pipeline.stages.score_spark import score_with_spark
 

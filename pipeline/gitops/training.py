@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,9 @@ from typing import Any
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from pipeline.errors import NegativeVerdict
+from modelio import ModelRefused
+from modelio.source import of_run
+from pipeline.errors import NegativeVerdict, RegistryError
 from pipeline.gitops import registry
 from pipeline.gitops.card import ModelCard, load_card, prepare_data
 from pipeline.gitops.gate import FloorCheck, check_floors
@@ -87,14 +90,22 @@ def evaluate_step(*, card_path: Path, work_dir: str, run_id: str,
                   tolerance: float = 1e-6) -> dict[str, Any]:
     """Re-score the logged model on the validation rows and check the card's floors there.
 
-    Loading the model back from the tracking server proves the artifact is usable,
-    and comparing with the metrics logged at training time proves it is the model
-    that was evaluated.
+    Loading the model back from the tracking server (as data, by the same rules as the
+    server: `modelio`) proves the artifact is usable, and comparing with the metrics
+    logged at training time proves it is the model that was evaluated.
     """
     card = load_card(card_path)
     data = load_prepared(card, work_dir)
-    registry.check_reachable(load_settings().mlflow_tracking_uri)
-    model = mlflow.sklearn.load_model(f"runs:/{run_id}/{MODEL_ARTIFACT}")
+    tracking_uri = load_settings().mlflow_tracking_uri
+    client = registry.client(tracking_uri)
+    with tempfile.TemporaryDirectory(prefix="mlops-evaluate-") as tmp:
+        opened = registry.fetch_model(client, of_run(run_id, name=card.model.name,
+                                                     path=MODEL_ARTIFACT),
+                                      Path(tmp), tracking_uri=tracking_uri)
+        try:
+            model = opened.estimator()
+        except ModelRefused as err:
+            raise RegistryError(f"run {run_id}: model refused: {err}") from err
     scores = evaluate(model, data.x_validation, data.y_validation, task=data.spec.task)
     metrics = on_validation(scores)
     logged = mlflow.get_run(run_id).data.metrics

@@ -1,12 +1,12 @@
 """A model for batch scoring, loaded as data and verified where it is loaded.
 
-The same rules as the server (`serving.modelfiles`): the files must match the manifest
+The same rules as the server (`modelio`): the files must match the manifest
 promotion recorded (when the model is a registry version), MLmodel must describe a
 skops sklearn model, and its types must be on our allowlist; only then is it read.
 The Spark engine builds one of these in every executor process from the shipped files.
 
 Like the server, it scores with the version's compiled twin (onnxruntime) when it has
-one that agrees with sklearn on the input example (`serving.twin.checked_twin`), so a
+one that agrees with sklearn on the input example (`modelio.twin.checked_twin`), so a
 batch's predictions are the ones `/predict` answers, and sklearn otherwise.
 """
 
@@ -20,23 +20,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+import modelio
+from modelio.identity import ModelIdentity
+from modelio.twin import OnnxPredictor, checked_twin
 from pipeline.errors import DataError, RegistryError
 from pipeline.stages.batch_files import InputColumn
 from pipeline.stages.data import as_categories
-from serving import modelfiles
-from serving.twin import OnnxPredictor, checked_twin
 
 PROBABILITY_PREFIX = "probability_"
 """A classifier's score columns: `probability_<label>` per class, from every engine."""
-
-
-@dataclass(frozen=True)
-class ModelIdentity:
-    """Which model scored a row: written beside every prediction."""
-
-    name: str
-    version: str
-    run_id: str
 
 
 @dataclass
@@ -53,33 +45,47 @@ class BatchModel:
     @classmethod
     def load(cls, folder: Path, *, identity: ModelIdentity, manifest: dict[str, str] | None,
              runtime: str = "auto", threads: int = 1) -> BatchModel:
-        """Check every rule, then read the estimator (and its twin); a refusal is one line
-        (exit 2). `threads` is the twin's intra-op pool: one where batches are scored
-        a core each (the local engine's workers, Spark's tasks)."""
-        from mlflow.models import Model  # MLmodel as YAML: the signature
-
+        """Verify the folder (`modelio`), then read the model (and its twin); a refusal
+        is one line (exit 2). `threads` is the twin's intra-op pool: one where batches
+        are scored a core each (the local engine's workers, Spark's tasks)."""
+        source = modelio.Source(identity=identity, manifest=manifest,
+                                registered=manifest is not None)
         try:
-            checked = modelfiles.check_model(folder, expected_manifest=manifest)
-        except modelfiles.ModelRefused as err:
+            return cls.of(modelio.open_folder(folder, source), runtime=runtime,
+                          threads=threads)
+        except modelio.ModelRefused as err:
             raise RegistryError(f"model {identity.name} version {identity.version} refused: "
                                 f"{err}") from err
-        meta = Model.load(str(folder))
-        signature = meta.signature
+
+    @classmethod
+    def of(cls, opened: modelio.OpenedModel, *, runtime: str = "auto",
+           threads: int = 1) -> BatchModel:
+        """A verified model ready to score batches: its estimator, and its twin when the
+        manifest names one that agrees with it on the input example."""
+        signature = opened.signature
         if signature is None or signature.inputs is None:
-            raise RegistryError(f"model {identity.name}: no signature, so no input columns")
+            raise RegistryError(f"model {opened.identity.name}: no signature, so no input "
+                                "columns")
         columns = tuple(InputColumn(name=str(spec.name), type=str(getattr(spec.type, "name",
                                                                           spec.type)))
                         for spec in signature.inputs.inputs)
-        estimator = modelfiles.load_sklearn(checked)
+        estimator = opened.estimator()
         twin: OnnxPredictor | None = None
         why_not: str | None = "turned off (--runtime sklearn)"
         if runtime != "sklearn":
-            example = meta.load_input_example(str(folder))
+            example = opened.input_example()
             if example is not None:
-                example = model_inputs(pd.DataFrame(example), columns)
-            twin, why_not = checked_twin(checked.twin_file, estimator, example, threads=threads)
-        return cls(folder=folder, identity=identity, columns=columns, manifest=manifest,
-                   estimator=estimator, twin=twin, why_no_twin=why_not)
+                example = model_inputs(example, columns)
+            twin, why_not = checked_twin(opened.files.twin_file, estimator, example,
+                                         threads=threads)
+        return cls(folder=opened.folder, identity=opened.identity, columns=columns,
+                   manifest=opened.source.manifest, estimator=estimator, twin=twin,
+                   why_no_twin=why_not)
+
+    @property
+    def version(self) -> str:
+        """The version written beside each score: `run` for a run's model (no version)."""
+        return self.identity.version or "run"
 
     @property
     def feature_names(self) -> list[str]:
@@ -103,7 +109,7 @@ class BatchModel:
             raise DataError(f"score: the model cannot score these rows: "
                             f"{str(err).splitlines()[0][:200]}") from err
         out["model_name"] = self.identity.name
-        out["model_version"] = self.identity.version
+        out["model_version"] = self.version
         out["model_run_id"] = self.identity.run_id
         return out
 

@@ -26,8 +26,8 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+from modelio.twin import MISSING_CATEGORY  # how a missing category travels, here and in the twin
 from pipeline.stages.datasets import DatasetSpec
-from serving.twin import MISSING_CATEGORY  # how a missing category travels, here and in the twin
 
 SCALE_FREE = (DummyClassifier, DummyRegressor, HistGradientBoostingClassifier,
               HistGradientBoostingRegressor, RandomForestClassifier, RandomForestRegressor)

@@ -24,6 +24,8 @@ from typing import Any
 import fsspec
 import pandas as pd
 
+from modelio import files as modelfiles
+from modelio.identity import ModelIdentity
 from pipeline.errors import DataError, RegistryError
 from pipeline.stages.batch_files import (
     check_columns,
@@ -33,9 +35,8 @@ from pipeline.stages.batch_files import (
     staging_dir,
 )
 from pipeline.stages.batch_log import batch_log, log_scores
-from pipeline.stages.batch_model import BatchModel, ModelIdentity
+from pipeline.stages.batch_model import BatchModel
 from pipeline.stages.score_batch import ScoreResult, key_columns
-from serving import modelfiles
 
 _LOADED: dict[str, BatchModel] = {}  # per executor process: verified and read once
 
@@ -181,7 +182,7 @@ def score_with_spark(*, source: str, output: str, model: BatchModel, master: str
         raise
     # One verified model scores every row of a Spark job: its version is the only one.
     return ScoreResult(output=output, rows=rows, engine="spark",
-                       model_versions=[model.identity.version], runtime=model.runtime)
+                       model_versions=[model.version], runtime=model.runtime)
 
 
 def _job_failure(err: Exception) -> Exception:

@@ -36,6 +36,9 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils._param_validation import InvalidParameterError
 
 import pipeline
+from modelio import files as modelfiles
+from modelio import sklearn_kind
+from modelio.files import PROBABILITIES_PARAM
 from pipeline import progress
 from pipeline.errors import ConfigError
 from pipeline.stages import DEFAULT_ESTIMATOR as DEFAULT_ESTIMATOR  # what notebooks import
@@ -46,8 +49,6 @@ from pipeline.stages.evaluate import evaluate, on_validation
 from pipeline.stages.features import build_model
 from pipeline.stages.reference import log_reference
 from pipeline.stages.twin import Twin, TwinRefused, compile_twin
-from serving import modelfiles
-from serving.modelfiles import PROBABILITIES_PARAM
 
 log = logging.getLogger(__name__)
 
@@ -196,14 +197,14 @@ def pip_requirements() -> list[str]:
 def trusted_types(model: BaseEstimator) -> list[str]:
     """The types skops must be told to trust to load this model again.
 
-    They must be on the loading allowlist (`serving.modelfiles.ALLOWED_TYPES`) that the
+    They must be on the loading allowlist (`modelio.sklearn_kind.ALLOWED_TYPES`) that the
     server, the gate and promote hold to: a model that could never be served is refused
     here, at training time, not at promotion.
     """
-    skops_io = modelfiles.skops_io()
+    skops_io = sklearn_kind.skops_io()
     needed = skops_io.get_untrusted_types(data=skops_io.dumps(model))
     try:
-        return list(modelfiles.check_types(needed))
+        return list(sklearn_kind.check_types(needed))
     except modelfiles.ModelRefused as err:
         raise ConfigError(f"the fitted model cannot be served: {err}") from err
 

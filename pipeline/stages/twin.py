@@ -2,14 +2,14 @@
 
 `compile_twin` converts the whole sklearn Pipeline (features and estimator) with
 skl2onnx, in double precision, and scores the rows it is given with both. The twin is
-kept only when it agrees with the model within the tolerance (`serving.twin.parity`):
+kept only when it agrees with the model within the tolerance (`modelio.twin.parity`):
 for regression the largest absolute difference is at most `1e-6 * max(1, |y|)` (or the
 tolerance the card declares, in target units); for classification the labels are
 identical and the probabilities within 1e-6. Anything else is a `TwinRefused` with a
 one-line reason: the model still trains and serves through sklearn.
 
 A verified twin carries, in its ONNX metadata, the tolerance it was verified with and
-the model's own answers on the input example logged with it (`serving.twin.Recorded`):
+the model's own answers on the input example logged with it (`modelio.twin.Recorded`):
 the server checks the twin against those and serves it before scikit-learn is loaded.
 """
 
@@ -20,9 +20,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from pipeline.stages import onnx_compat
-from pipeline.stages.datasets import DatasetSpec
-from serving.twin import (
+from modelio.twin import (
     RECORDED_KEY,
     TOLERANCE_KEY,
     OnnxPredictor,
@@ -32,6 +30,8 @@ from serving.twin import (
     parity,
     regression_tolerance,
 )
+from pipeline.stages import onnx_compat
+from pipeline.stages.datasets import DatasetSpec
 
 if TYPE_CHECKING:  # scikit-learn costs every command that only reads a twin a second
     from sklearn.pipeline import Pipeline

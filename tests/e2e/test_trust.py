@@ -305,7 +305,7 @@ def test_the_read_only_user_runs_the_pr_gate_and_cannot_promote(
     with pytest.MonkeyPatch.context() as patch:
         for key, value in secured_server.reader_env.items():
             patch.setenv(key, value)
-        with pytest.raises(MlflowException, match="403") as refused:
+        with pytest.raises(MlflowException, match="Permission denied") as refused:
             client.set_registered_model_alias(name, "production", "1")
     assert "Permission denied" in str(refused.value)
     promote = run_mlops("promote", "--card", str(card), "--pr", "7", env=reader)

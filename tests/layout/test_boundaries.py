@@ -1,10 +1,9 @@
 """The package boundaries of docs/architecture.md, read from the source by walking imports.
 
-`serving/` is what the image ships, so it must import nothing of `pipeline/`; inside
-`pipeline`, stages know no GitOps and no commands, and no two subpackages import each
-other in a cycle. Of `serving`, the pipeline may import only `serving.modelfiles` (the
-one set of model-loading rules that training, the gate, promote and the server share)
-`serving.twin` (the one way a compiled twin is scored and its parity measured) and
+`serving/` is what the image ships, so it must import nothing of `pipeline/`; `modelio/`
+(the one way a model is resolved, verified and loaded) ships with it and imports
+neither; inside `pipeline`, stages know no GitOps and no commands, and no two
+subpackages import each other in a cycle. Of `serving`, the pipeline may import only
 `serving.prediction_log` (the one record of a scored row, which batch scoring writes and
 the monitor reads).
 Each rule names the file and the import that breaks it.
@@ -20,7 +19,7 @@ import pytest
 
 from tests.utils import REPO
 
-SHARED_WITH_SERVING = ("serving.modelfiles", "serving.twin", "serving.prediction_log")
+SHARED_WITH_SERVING = ("serving.prediction_log",)
 # pipeline's parts and whom each may import (besides itself and the standard library).
 ALLOWED: dict[str, set[str]] = {
     "pipeline.errors": set(),
@@ -77,10 +76,10 @@ def part_of(module: str) -> str | None:
     return "pipeline" if module == "pipeline" else None
 
 
-def _names_only_modelfiles(path: Path, line: int) -> bool:
-    """`from serving import modelfiles` is the shared module, nothing more."""
+def _shared_names(path: Path, line: int) -> bool:
+    """`from serving import prediction_log` names the shared module, nothing more."""
     source = path.read_text(encoding="utf-8").splitlines()[line - 1]
-    return source.strip() == "from serving import modelfiles"
+    return source.strip() == "from serving import prediction_log"
 
 
 def _shared(module: str) -> bool:
@@ -100,6 +99,14 @@ def test_serving_imports_nothing_from_pipeline(path: Path) -> None:
     assert not found, "the serving image ships serving/ alone: " + "; ".join(found)
 
 
+@pytest.mark.parametrize("path", python_files("modelio"), ids=lambda p: p.name)
+def test_modelio_imports_nothing_of_pipeline_or_serving(path: Path) -> None:
+    found = [f"{path.relative_to(REPO)}:{line} imports {module}"
+             for line, module in imports_of(path)
+             if module.split(".")[0] in ("pipeline", "serving")]
+    assert not found, "modelio ships in the serving image on its own: " + "; ".join(found)
+
+
 def test_each_pipeline_part_imports_only_what_it_may() -> None:
     found = []
     for path in python_files("pipeline"):
@@ -108,8 +115,7 @@ def test_each_pipeline_part_imports_only_what_it_may() -> None:
             continue
         for line, module in imports_of(path):
             if module == "serving" or module.startswith("serving."):
-                if not _shared(module) and not (
-                        module == "serving" and _names_only_modelfiles(path, line)):
+                if not _shared(module) and not (module == "serving" and _shared_names(path, line)):
                     found.append(f"{path.relative_to(REPO)}:{line} imports {module} (serving/)")
                 continue
             there = part_of(module)

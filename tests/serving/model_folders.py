@@ -14,11 +14,12 @@ from pathlib import Path
 import mlflow.sklearn
 from sklearn.pipeline import Pipeline
 
+from modelio import files as modelfiles
 from pipeline.stages.data import PreparedData, prepare
 from pipeline.stages.datasets import load_spec
 from pipeline.stages.train import input_example, model_signature, trusted_types
 from pipeline.stages.twin import Twin, compile_twin
-from serving import modelfiles, scoring
+from serving import scoring
 from serving.loader import _assemble, _check
 from serving.scoring import ModelRef
 

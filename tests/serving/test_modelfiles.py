@@ -19,10 +19,11 @@ import yaml
 from sklearn.linear_model import Lasso, Ridge
 from sklearn.neighbors import KNeighborsRegressor
 
+from modelio import files as modelfiles
+from modelio import sklearn_kind
 from pipeline.stages.datasets import load_spec
 from pipeline.stages.features import build_model
 from pipeline.stages.train import ESTIMATORS, make_estimator, trusted_types
-from serving import modelfiles
 
 X = pd.DataFrame({"a": np.arange(40, dtype=float), "b": np.arange(40, dtype=float) % 7})
 Y = X["a"] * 2 + X["b"]
@@ -40,7 +41,7 @@ def _save(folder: Path, model: object, **kwargs: object) -> Path:
 
 
 def _types_of(model: object) -> list[str]:
-    skops_io = modelfiles.skops_io()
+    skops_io = sklearn_kind.skops_io()
     return sorted(skops_io.get_untrusted_types(data=skops_io.dumps(model)))
 
 
@@ -63,10 +64,10 @@ def good(tmp_path: Path) -> Path:
 
 
 def test_a_skops_model_passes_and_loads_with_only_allowed_types(good: Path) -> None:
-    checked = modelfiles.check_model(good)
+    checked = sklearn_kind.check_model(good)
     assert set(checked.manifest) >= {"MLmodel", "model.skops"}
-    assert set(checked.types) <= modelfiles.ALLOWED_TYPES
-    model = modelfiles.load_sklearn(checked)
+    assert set(checked.types) <= sklearn_kind.ALLOWED_TYPES
+    model = sklearn_kind.load_sklearn(checked)
     assert model.predict(X.head(2)) == pytest.approx(Ridge().fit(X, Y).predict(X.head(2)))
 
 
@@ -75,7 +76,7 @@ def test_a_replaced_file_is_refused_by_name(good: Path, tmp_path: Path) -> None:
     other = _save(tmp_path / "other", Ridge(alpha=50.0).fit(X, Y))  # valid, same schema
     shutil.copy(other / "model.skops", good / "model.skops")
     with pytest.raises(modelfiles.ModelRefused) as refused:
-        modelfiles.check_model(good, expected_manifest=recorded)
+        sklearn_kind.check_model(good, expected_manifest=recorded)
     assert refused.value.rule == "manifest"
     assert refused.value.file == "model.skops"
     assert refused.value.expected == recorded["model.skops"][:12]
@@ -90,7 +91,7 @@ def test_a_pickled_model_is_refused_before_its_code_runs(serialization: str,
     assert not marker.exists()
     with pytest.raises(modelfiles.ModelRefused, match=f"serialization format {serialization} "
                        "is refused") as refused:
-        modelfiles.check_model(folder)
+        sklearn_kind.check_model(folder)
     assert refused.value.rule == "serialization"
     assert not marker.exists()
 
@@ -103,7 +104,7 @@ def test_a_model_cannot_whitelist_its_own_types(tmp_path: Path) -> None:
     assert yaml.safe_load((folder / "MLmodel").read_text())["flavors"]["sklearn"][
         "skops_trusted_types"] == needed
     with pytest.raises(modelfiles.ModelRefused, match="not on the loading allowlist") as refused:
-        modelfiles.check_model(folder)
+        sklearn_kind.check_model(folder)
     assert refused.value.rule == "types"
 
 
@@ -112,7 +113,7 @@ def test_an_estimator_skops_would_trust_by_default_is_refused_unless_listed_here
     """skops trusts every scikit-learn estimator unless told otherwise; we name ours."""
     folder = _save(tmp_path / "lasso", Lasso(alpha=0.1).fit(X, Y))
     with pytest.raises(modelfiles.ModelRefused, match="not on the loading allowlist") as refused:
-        modelfiles.check_model(folder)
+        sklearn_kind.check_model(folder)
     assert refused.value.rule == "types"
     assert "sklearn.linear_model._coordinate_descent.Lasso" in str(refused.value)
 
@@ -138,7 +139,7 @@ def test_mlmodel_rules(good: Path, edit: object, rule: str) -> None:
     edit(meta)  # type: ignore[operator]
     (good / "MLmodel").write_text(yaml.safe_dump(meta))
     with pytest.raises(modelfiles.ModelRefused) as refused:
-        modelfiles.check_model(good)
+        sklearn_kind.check_model(good)
     assert refused.value.rule == rule
 
 
@@ -151,14 +152,14 @@ def test_a_file_linked_from_inside_the_folder_to_outside_it_is_refused(good: Pat
     (good / "input_example.json").unlink()
     (good / "input_example.json").symlink_to(secret)
     with pytest.raises(modelfiles.ModelRefused, match="leaves the model folder") as refused:
-        modelfiles.check_model(good)
+        sklearn_kind.check_model(good)
     assert refused.value.rule == "path"
 
 
 def test_not_a_skops_file_is_refused(good: Path) -> None:
     (good / "model.skops").write_bytes(b"this is not a skops archive")
     with pytest.raises(modelfiles.ModelRefused, match="is not a skops file"):
-        modelfiles.check_model(good)
+        sklearn_kind.check_model(good)
 
 
 @pytest.mark.parametrize("task", ["regression", "classification"])
@@ -172,4 +173,4 @@ def test_every_estimator_of_the_registry_is_on_the_allowlist(task: str) -> None:
     y = x["carat"] * 1000 if task == "regression" else (x["carat"] > 0.6).astype(int)
     for name in ESTIMATORS[task]:
         model = build_model(spec, make_estimator(task, name, {})).fit(x[spec.feature_names], y)
-        assert set(trusted_types(model)) <= modelfiles.ALLOWED_TYPES, name
+        assert set(trusted_types(model)) <= sklearn_kind.ALLOWED_TYPES, name

@@ -21,15 +21,17 @@ import pytest
 from fastapi.testclient import TestClient
 from sklearn.pipeline import Pipeline
 
+from modelio import files as modelfiles
+from modelio import sklearn_kind
+from modelio.twin import Recorded, check_graph, recorded_twin
 from pipeline.stages.data import PreparedData
 from pipeline.stages.train import fit, input_example, make_estimator
 from pipeline.stages.twin import convert, with_metadata
-from serving import modelfiles, scoring
+from serving import scoring
 from serving.app import create_app
 from serving.loader import Refused
 from serving.schema import ColumnBatch
 from serving.store import ModelStore
-from serving.twin import Recorded, check_graph, recorded_twin
 from tests.serving.helpers import ready_store
 from tests.serving.model_folders import load_folder, own_twin, sampled, save_like_training
 from tests.utils import REPO, onnx_attacks
@@ -121,7 +123,7 @@ HGB_REGRESSOR = ("sklearn.ensemble._hist_gradient_boosting.gradient_boosting."
 FIRST_LOAD = """
 import json, sys
 from pathlib import Path
-from serving import modelfiles
+from modelio import files as modelfiles
 from serving.loader import _assemble, _check
 from serving.scoring import ModelRef
 folder = Path(sys.argv[1])
@@ -212,7 +214,7 @@ def test_a_skops_file_the_allowlist_refuses_drops_the_version_its_twin_served(
     folder = save_like_training(tmp_path, model, data, own_twin(model, data))
     first = load_folder(folder, finish=False)
     assert first.pending is not None
-    monkeypatch.setattr(modelfiles, "ALLOWED_TYPES", modelfiles.ALLOWED_TYPES - {HGB_REGRESSOR})
+    monkeypatch.setattr(sklearn_kind, "ALLOWED_TYPES", sklearn_kind.ALLOWED_TYPES - {HGB_REGRESSOR})
     store = _store_of(first)
     _wait_for(lambda: store.current is None)
     assert store.refusals == 1

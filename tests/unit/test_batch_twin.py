@@ -15,15 +15,17 @@ import pandas as pd
 import pytest
 from sklearn.pipeline import Pipeline
 
-from pipeline.stages.batch_model import BatchModel, ModelIdentity, model_inputs
+from modelio import files as modelfiles
+from modelio.identity import ModelIdentity
+from pipeline.stages.batch_model import BatchModel, model_inputs
 from pipeline.stages.data import PreparedData
 from pipeline.stages.score_batch import score_files
 from pipeline.stages.train import fit, make_estimator
 from pipeline.stages.twin import convert
-from serving import modelfiles, scoring
+from serving import scoring
 from tests.serving.model_folders import load_folder, own_twin, sampled, save_like_training
 
-IDENTITY = ModelIdentity(name="m", version="1", run_id="r")
+IDENTITY = ModelIdentity(name="m", version="1", run_id="r", uri="models:/m/1")
 
 
 def _load(folder: Path, runtime: str = "auto") -> BatchModel:

@@ -19,6 +19,7 @@ import pytest
 from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
 
+from modelio.twin import OnnxPredictor
 from pipeline.gitops.card import PromotionPolicy
 from pipeline.gitops.evaluation import twin_check
 from pipeline.gitops.gate import Evaluation, TwinCheck, decide
@@ -27,7 +28,6 @@ from pipeline.stages.data import PreparedData, prepare
 from pipeline.stages.datasets import Column, DatasetSpec, load_spec
 from pipeline.stages.train import ESTIMATORS, fit, input_example, make_estimator
 from pipeline.stages.twin import Twin, TwinRefused, compile_twin
-from serving.twin import OnnxPredictor
 
 TRAIN_ROWS, CHECK_ROWS = 2500, 1500
 

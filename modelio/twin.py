@@ -1,15 +1,15 @@
-"""A model's compiled twin: its ONNX graph, scored with onnxruntime from a pandas frame.
+"""A model's compiled twin: its ONNX graph, checked as data, scored with onnxruntime.
 
-Training writes the twin (`pipeline.stages.twin`) next to the skops file, inside the
-model's folder, so the manifest promotion records covers its bytes and the server
-verifies it like every other file. ONNX is data (a protobuf graph of standard
-operators): loading it runs no code of the model's author.
+Promotion compiles the twin (`pipeline.stages.twin`) from the verified model and writes
+it next to the model file, inside the model's folder, recorded in the manifest, so every
+reader verifies it like every other file. ONNX is a protobuf graph of operators: before
+onnxruntime reads it, `check_graph` admits only allowlisted standard operators, so a
+served graph has a bounded cost and reads nothing outside its bytes.
 
 The twin takes one input per raw column, in double for numbers and strings for
 categories, where a missing category is the empty string (`MISSING_CATEGORY`, as the
-sklearn pipeline marks it too). This module imports nothing of the project but the
-serving package: the serving image ships it, training and the gate import it so all
-three score a twin the same way.
+sklearn pipeline marks it too). Training, the gate, promote, batch scoring and the
+server score and compare twins with this module alone.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from serving.modelfiles import TWIN_FILE, ModelRefused
+from modelio.files import TWIN_FILE, ModelRefused
 
 __all__ = ["ALLOWED_OPERATORS", "TWIN_FILE", "OnnxPredictor", "Parity", "Recorded",
            "check_graph", "checked_twin", "disagreement", "example_parity", "parity",
@@ -91,7 +91,7 @@ def check_graph(model_bytes: bytes) -> None:
         if node.op_type not in ALLOWED_OPERATORS.get(domain, frozenset()):
             name = f"{domain}.{node.op_type}" if domain else node.op_type
             raise ModelRefused("graph", f"{TWIN_FILE} uses operator {name[:80]}, which is not "
-                               "on the served graphs' allowlist (serving/twin.py)")
+                               "on the served graphs' allowlist (modelio/twin.py)")
         for attribute in node.attribute:
             if attribute.type in _SUBGRAPH_ATTRIBUTES or attribute.HasField("g") \
                     or len(attribute.graphs):
@@ -352,7 +352,7 @@ def checked_twin(twin_file: Path | None, estimator: Any, example: Any, *,
 
     Wherever a model is loaded (the server, batch scoring, a Spark executor) its twin is
     taken only through here or `recorded_twin`: its file was verified by the manifest
-    with every other file (`modelfiles.check_model`), and this re-checks it against the
+    with every other file (`modelio.files.check_files`), and this re-checks it against the
     model it twins.
     """
     twin, why_not = _load(twin_file, threads)

@@ -1,40 +1,28 @@
-"""Models as data: check the bytes, check the format, and only then let skops read them.
+"""Models as data, part one: the bytes and the format, checked before anything is read.
 
-A model in the registry is a folder of files (MLmodel, model.skops, requirements, the
-input example). Before anything is deserialized, the server, the gate and promote:
+A model in the registry is a folder of files (MLmodel, the model file, requirements,
+the input example, the compiled twin). Before anything is deserialized, every reader
+(the server, the gate, promote, batch scoring, the DAGs):
 
-1. hash every file and compare with the manifest recorded at promotion (`manifest`,
+1. hashes every file and compares with the manifest recorded at promotion (`manifest`,
    `verify_manifest`): a file replaced after the gate is refused by name;
-2. read MLmodel as plain YAML and refuse anything but the sklearn flavor saved with
-   skops, without code paths or a custom loader (`check_mlmodel`);
-3. ask skops which types the file needs, without building any object, and refuse
-   types outside `ALLOWED_TYPES`, a list held here, never the one in the model's own
-   MLmodel (`check_types`); skops' own default trust in every scikit-learn estimator
-   is turned off (`skops_io`), so each estimator and transformer is named here too;
-4. load with skops, trusting exactly those types (`load_sklearn`).
+2. reads MLmodel as plain YAML and refuses anything but the flavors we load, saved as
+   data, without code paths or a custom loader (`check_mlmodel`), and every path MLmodel
+   names must stay inside the folder (`check_paths`).
 
-A compiled twin (`model.onnx`, see `serving.twin`) is one more file of the folder: the
-manifest covers it like the others, and it is a graph of standard ONNX operators that
-onnxruntime reads as data (no custom operator library is ever registered). Steps 1 and 2
-(`check_files`) are enough to read it: the server does so, at start-up, before skops is
-imported; step 3 then always comes before the skops file is read (`load_sklearn`).
-
-A model logged with pickle or cloudpickle is refused at step 2, so its code never runs.
-This module imports nothing of the project: the serving image ships it, and the
-pipeline (training, the gate, promote) imports it so all of them apply the same rules.
+Then the model's kind checks what its own file needs before reading it
+(`modelio.sklearn_kind`: skops' types against our allowlist) and the twin is checked as a
+graph (`modelio.twin`). A model logged with pickle or cloudpickle is refused at step 2,
+so its code never runs.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import importlib
 import json
-import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import yaml
@@ -44,32 +32,6 @@ MANIFEST_TAG = "mlops.manifest"
 
 ALLOWED_FLAVORS = frozenset({"python_function", "sklearn"})
 ALLOWED_LOADER = "mlflow.sklearn"
-ALLOWED_TYPES = frozenset({
-    "numpy.dtype",
-    "sklearn.compose._column_transformer.ColumnTransformer",
-    "sklearn.dummy.DummyClassifier",
-    "sklearn.dummy.DummyRegressor",
-    "sklearn.ensemble._forest.RandomForestClassifier",
-    "sklearn.ensemble._forest.RandomForestRegressor",
-    "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingClassifier",
-    "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingRegressor",
-    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
-    "sklearn.impute._base.SimpleImputer",
-    "sklearn.linear_model._logistic.LogisticRegression",
-    "sklearn.linear_model._ridge.Ridge",
-    "sklearn.pipeline.Pipeline",
-    "sklearn.preprocessing._data.StandardScaler",
-    "sklearn.preprocessing._encoders.OneHotEncoder",
-    "sklearn.preprocessing._label.LabelEncoder",
-    "sklearn.tree._classes.DecisionTreeClassifier",
-    "sklearn.tree._classes.DecisionTreeRegressor",
-    "sklearn.tree._tree.Tree",
-})
-"""Every type the estimators of `pipeline.stages.train` need beyond skops' safe
-primitives, containers, numpy and scikit-learn's internal loss and binning types (a test
-checks every estimator against this list). Add a type only after reading what it can do
-when loaded."""
-
 TWIN_FILE = "model.onnx"
 """The model's compiled twin (ONNX, data only), next to the skops file. Derived, never
 supplied: promotion compiles it from the verified model and records it in the manifest;
@@ -267,70 +229,7 @@ def inside(folder: Path, name: Any, *, what: str, must_exist: bool = True) -> Pa
     return path
 
 
-# --- 3. the types ------------------------------------------------------------------------------
-
-
-def check_types(types: Iterable[str]) -> tuple[str, ...]:
-    """The types, if every one is on our allowlist."""
-    needed = tuple(sorted(set(types)))
-    refused = [name for name in needed if name not in ALLOWED_TYPES]
-    if refused:
-        more = f" and {len(refused) - 1} more" if len(refused) > 1 else ""
-        raise ModelRefused("types", f"type {refused[0]}{more} is not on the loading allowlist "
-                           "(serving/modelfiles.py ALLOWED_TYPES)")
-    return needed
-
-
-def skops_io() -> ModuleType:
-    """`skops.io`, with none of scikit-learn's estimators trusted by default.
-
-    Unless told which types to trust, skops trusts every scikit-learn estimator, and
-    builds that list when it is imported by importing all of scikit-learn
-    (`sklearn.utils.all_estimators`): importing skops after scikit-learn took 0.8 s
-    with that list and takes 0.4 s without, on the server's cold start and in every
-    `mlops` command that reads or writes a model. The list is emptied, so only the types
-    named in `ALLOWED_TYPES` load (narrower than skops' default), and when skops is first
-    imported here it is never built. For the whole process: MLflow, which loads a model
-    back when it saves one with skops, then needs the types named (`skops_trusted_types`,
-    as `mlops train` does).
-    """
-    if "skops.io" not in sys.modules:
-        import sklearn.utils
-
-        listed = sklearn.utils.all_estimators
-        sklearn.utils.all_estimators = _no_estimators
-        try:
-            importlib.import_module("skops.io")
-        finally:
-            sklearn.utils.all_estimators = listed
-    from skops.io import _trusted_types
-
-    _trusted_types.SKLEARN_ESTIMATOR_TYPE_NAMES.clear()  # shared by every skops node type
-    module: ModuleType = sys.modules["skops.io"]
-    return module
-
-
-def _no_estimators(*_args: Any, **_kwargs: Any) -> list[tuple[str, type]]:
-    return []
-
-
-def untrusted_types(model_file: Path) -> list[str]:
-    """What skops would need to trust; reads the file's schema, builds no object."""
-    try:
-        return list(skops_io().get_untrusted_types(file=model_file))
-    except Exception as err:  # any failure to read the schema is a refusal
-        raise ModelRefused("format", f"{model_file.name} is not a skops file "
-                           f"({type(err).__name__})") from None
-
-
-# --- 4. all of it, then load ---------------------------------------------------------------------
-
-
-def check_model(folder: Path, *, expected_manifest: Mapping[str, str] | None = None
-                ) -> CheckedModel:
-    """Every check, in order, without deserializing anything."""
-    checked = check_files(folder, expected_manifest=expected_manifest)
-    return dataclasses.replace(checked, types=check_types(untrusted_types(checked.model_file)))
+# --- 3. the bytes and the format, before any kind reads its file ------------------------------
 
 
 def check_files(folder: Path, *, expected_manifest: Mapping[str, str] | None = None
@@ -351,10 +250,3 @@ def check_files(folder: Path, *, expected_manifest: Mapping[str, str] | None = N
                         twin_file=twin if recorded and twin.is_file() else None)
 
 
-def load_sklearn(checked: CheckedModel) -> Any:
-    """The estimator, loaded by skops trusting exactly the checked, allowed types (checked
-    here first when they were not yet)."""
-    types = checked.types
-    if types is None:
-        types = check_types(untrusted_types(checked.model_file))
-    return skops_io().load(checked.model_file, trusted=list(types))
