@@ -32,8 +32,8 @@ import pandas as pd
 
 from modelio import files as modelfiles
 from modelio import sklearn_kind
-from serving import scoring
 from modelio.twin import OnnxPredictor, checked_twin, disagreement, recorded_twin
+from serving import scoring
 from serving.schema import from_signature
 from serving.scoring import ModelRef
 
