@@ -35,8 +35,10 @@ PREDICTION_LOG = os.environ.get("PREDICTION_LOG", str(REPO / ".mlops" / "predict
 MONITOR_DIR = os.environ.get("MLOPS_MONITOR_DIR", str(REPO / ".mlops" / "monitor"))
 """Where each monitoring run leaves its HTML report, JSON summary and Prometheus gauges."""
 
-SERVING_URL = os.environ.get("MLOPS_SERVING_URL", "http://127.0.0.1:8000")
-"""The serving API that scores batches (the ALB's URL in the cloud)."""
+SERVING_URL = (os.environ.get("MLOPS_SERVING_URL")
+               or os.environ.get("AIRFLOW__MLOPS__SERVING_URL") or "http://127.0.0.1:8000")
+"""The serving API that scores batches (the ALB's URL in the cloud: the stack sets it in
+MWAA's configuration, section `mlops`)."""
 
 BATCH_INPUT = os.environ.get("MLOPS_BATCH_INPUT", "")
 """The batch to score: a CSV/Parquet path or an s3:// URI."""
@@ -58,6 +60,12 @@ EMR_JOB_ROLE_ARN = os.environ.get("AIRFLOW__MLOPS__EMR_JOB_ROLE_ARN", "")
 
 EMR_TRAIN_JOB_ROLE_ARN = os.environ.get("AIRFLOW__MLOPS__EMR_TRAIN_JOB_ROLE_ARN", "")
 """The training job's role: reads the batch bucket's training/ only, logs to the tracking server."""
+
+EMR_LOGIN_SECRET_ARN = os.environ.get("AIRFLOW__MLOPS__EMR_LOGIN_SECRET_ARN", "")
+"""The scoring job's MLflow login (`emr-score`): the secret's ARN, which the job reads."""
+
+EMR_TRAIN_LOGIN_SECRET_ARN = os.environ.get("AIRFLOW__MLOPS__EMR_TRAIN_LOGIN_SECRET_ARN", "")
+"""The training job's MLflow login (`emr-train`): the secret's ARN, which the job reads."""
 
 EMR_ENTRY_POINT = os.environ.get("AIRFLOW__MLOPS__EMR_ENTRY_POINT", "")
 """s3:// URI of dags/emr/mlops_entry.py as synced to the DAGs bucket."""

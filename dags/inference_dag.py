@@ -32,12 +32,14 @@ from _defaults import (
     BATCH_INPUT,
     CARD,
     EMR_JOB_ROLE_ARN,
+    EMR_LOGIN_SECRET_ARN,
     INFERENCE_SCHEDULE,
     SCORES_DIR,
     SERVING_URL,
     SPARK_MASTER,
 )
-from _emr import emr_params, submit_job
+from _emr import emr_params, job_driver, submit_job
+from _tracking_login import use_tracking_login
 from airflow.sdk import Param, dag, get_current_context, task
 
 from pipeline.gitops import emr, registry
@@ -64,6 +66,7 @@ EMR_SETTINGS = {"emr_application_id": "EMR_APPLICATION_ID",
     start_date=dt.datetime(2026, 1, 1, tzinfo=dt.UTC),
     catchup=False,
     tags=["mlops", "inference"],
+    default_args={"pre_execute": use_tracking_login},  # Airflow's own MLflow login
     params={
         "input": Param(BATCH_INPUT, type="string",
                        description="the batch: a CSV/Parquet path or an s3:// URI"),
@@ -83,7 +86,8 @@ EMR_SETTINGS = {"emr_application_id": "EMR_APPLICATION_ID",
         "spark_master": Param(SPARK_MASTER, type="string",
                               description="spark: the master URL (local[*] on the worker)"),
         **emr_params(role_param="emr_job_role_arn", role_default=EMR_JOB_ROLE_ARN,
-                     role_description="the job's role"),
+                     role_description="the job's role", login_param="emr_login_secret_arn",
+                     login_default=EMR_LOGIN_SECRET_ARN),
     },
     doc_md=__doc__,
 )
@@ -129,8 +133,7 @@ def mlops_inference() -> None:
         arguments = spark_job_arguments(source=params["input"], model_uri=model_uri,
                                         output=spark_output(params["output_dir"], logical_date),
                                         card=params["emr_card"])
-        return emr.job_driver(entry_point=params["emr_entry_point"], arguments=arguments,
-                              spark_parameters=params["emr_spark_parameters"])
+        return job_driver(params, arguments=arguments, login_param="emr_login_secret_arn")
 
     driver = emr_job_driver()
     submit_job(task_id="emr_score", role_param="emr_job_role_arn", driver=driver,

@@ -21,6 +21,7 @@ from typing import Any
 
 from _defaults import CARD, MONITOR_DIR, MONITORING_SCHEDULE, PREDICTION_LOG
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+from _tracking_login import use_tracking_login
 from airflow.sdk import Param, dag, get_current_context, task
 
 from pipeline.gitops import registry
@@ -39,7 +40,8 @@ log = logging.getLogger(__name__)
     max_active_runs=1,
     tags=["mlops", "monitoring"],
     render_template_as_native_obj=True,  # the retraining's params stay an object
-    default_args={"retries": 1, "retry_delay": dt.timedelta(minutes=5)},
+    default_args={"retries": 1, "retry_delay": dt.timedelta(minutes=5),
+                  "pre_execute": use_tracking_login},  # Airflow's own MLflow login
     params={
         "card": Param(CARD, type="string", description="path of model_card.yaml"),
         "log": Param(PREDICTION_LOG, type="string",

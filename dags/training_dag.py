@@ -29,8 +29,15 @@ import os
 from pathlib import Path
 from typing import Any
 
-from _defaults import CARD, EMR_TRAIN_JOB_ROLE_ARN, TRAINING_SCHEDULE, WORK_ROOT
-from _emr import emr_params, submit_job
+from _defaults import (
+    CARD,
+    EMR_TRAIN_JOB_ROLE_ARN,
+    EMR_TRAIN_LOGIN_SECRET_ARN,
+    TRAINING_SCHEDULE,
+    WORK_ROOT,
+)
+from _emr import emr_params, job_driver, submit_job
+from _tracking_login import use_tracking_login
 from airflow.sdk import Param, Variable, dag, get_current_context, task
 
 from pipeline.gitops import emr
@@ -60,7 +67,8 @@ def _work_dir() -> str:
     catchup=False,
     max_active_runs=1,
     tags=["mlops", "training"],
-    default_args={"retries": 1, "retry_delay": dt.timedelta(minutes=2)},
+    default_args={"retries": 1, "retry_delay": dt.timedelta(minutes=2),
+                  "pre_execute": use_tracking_login},  # Airflow's own MLflow login
     params={
         "card": Param(CARD, type="string", description="path of model_card.yaml"),
         "estimator": Param(DEFAULT_ESTIMATOR, type="string",
@@ -74,7 +82,9 @@ def _work_dir() -> str:
                                     "`mlops train` as a job on the stack's EMR Serverless "
                                     "application, where the data is"),
         **emr_params(role_param="emr_train_job_role_arn", role_default=EMR_TRAIN_JOB_ROLE_ARN,
-                     role_description="the training job's role"),
+                     role_description="the training job's role",
+                     login_param="emr_train_login_secret_arn",
+                     login_default=EMR_TRAIN_LOGIN_SECRET_ARN),
         "open_pull_request": Param(False, type="boolean",
                                    description="open a pull request that makes the registered "
                                                "version the card's candidate (the monitoring "
@@ -101,8 +111,7 @@ def mlops_training() -> None:
                                               estimator=params["estimator"],
                                               params=params["params"],
                                               registered_by=_registered_by(context["run_id"]))
-        return emr.job_driver(entry_point=params["emr_entry_point"], arguments=arguments,
-                              spark_parameters=params["emr_spark_parameters"])
+        return job_driver(params, arguments=arguments, login_param="emr_train_login_secret_arn")
 
     @task
     def prepare() -> dict[str, Any]:

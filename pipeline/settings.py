@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -46,6 +47,25 @@ def refuse_credentials(uri: str) -> str:
     if parts.username is not None or parts.password is not None:
         raise ValueError(CREDENTIALS_IN_URI)
     return uri
+
+
+LOGIN_VARIABLES = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+
+
+def login_environment(secret: str, *, source: str) -> dict[str, str]:
+    """MLflow's login variables from a login secret's text, `{"username", "password"}` as
+    the cloud tracking server's login keeper writes it. A job or a task that reads its
+    own login from Secrets Manager sets these in its own process; the error names the
+    secret (`source`), never what it holds."""
+    try:
+        value = json.loads(secret)
+        username, password = str(value["username"]), str(value["password"])
+    except (ValueError, TypeError, KeyError):
+        raise ConfigError(f"{source}: not a login secret (a JSON object with a username "
+                          "and a password)") from None
+    if not username.strip() or not password:
+        raise ConfigError(f"{source}: the login secret has an empty username or password")
+    return dict(zip(LOGIN_VARIABLES, (username, password), strict=True))
 
 
 def load_settings() -> Settings:

@@ -16,6 +16,21 @@ import pulumi
 import pulumi_aws as aws
 
 ZONE_COUNT = 2
+NAT_INSTANCE_TYPE = "t4g.nano"
+NAT_INSTANCE_AMI = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-arm64"
+"""Amazon Linux 2023 for ARM, the latest, from AWS's public SSM parameter."""
+NAT_USER_DATA = """#!/bin/bash
+# A NAT instance: forward the private subnets' traffic and masquerade it as this address.
+set -euo pipefail
+dnf install -y iptables-services
+echo net.ipv4.ip_forward=1 > /etc/sysctl.d/90-nat.conf
+sysctl -p /etc/sysctl.d/90-nat.conf
+iface=$(ip route show default | awk '{print $5; exit}')
+iptables -t nat -A POSTROUTING -o "$iface" -j MASQUERADE
+iptables -F FORWARD
+service iptables save
+systemctl enable --now iptables
+"""
 
 
 def subnet_cidrs(vpc_cidr: str, *, zones: int = ZONE_COUNT) -> tuple[list[str], list[str]]:
@@ -31,6 +46,9 @@ class NetworkArgs:
     availability_zones: Sequence[str]
     region: pulumi.Input[str] = "us-east-1"
     nat_gateways: int = 1
+    nat_instance: bool = False
+    """One NAT instance (t4g.nano) instead of the NAT gateways: about a tenth of the price,
+    no managed failover, bandwidth of a small instance."""
     tags: dict[str, str] | None = None
 
 
@@ -92,20 +110,25 @@ class Network(pulumi.ComponentResource):
             )
             self.public_subnets.append(public)
 
-        nat_count = max(1, min(args.nat_gateways, ZONE_COUNT))
         self.nat_gateways: list[aws.ec2.NatGateway] = []
         self.nat_ips: list[aws.ec2.Eip] = []
-        for index in range(nat_count):
-            eip = aws.ec2.Eip(f"{name}-nat-{index}", domain="vpc", tags=tags, opts=child)
-            nat = aws.ec2.NatGateway(
-                f"{name}-nat-{index}",
-                allocation_id=eip.id,
-                subnet_id=self.public_subnets[index].id,
-                tags={**tags, "Name": f"{name}-nat-{index}"},
-                opts=pulumi.ResourceOptions(parent=self, depends_on=[igw]),
-            )
-            self.nat_ips.append(eip)
-            self.nat_gateways.append(nat)
+        self.nat_instance: aws.ec2.Instance | None = None
+        if args.nat_instance:
+            nat_count = 1
+            self._nat_instance(name, args, igw, tags)
+        else:
+            nat_count = max(1, min(args.nat_gateways, ZONE_COUNT))
+            for index in range(nat_count):
+                eip = aws.ec2.Eip(f"{name}-nat-{index}", domain="vpc", tags=tags, opts=child)
+                nat = aws.ec2.NatGateway(
+                    f"{name}-nat-{index}",
+                    allocation_id=eip.id,
+                    subnet_id=self.public_subnets[index].id,
+                    tags={**tags, "Name": f"{name}-nat-{index}"},
+                    opts=pulumi.ResourceOptions(parent=self, depends_on=[igw]),
+                )
+                self.nat_ips.append(eip)
+                self.nat_gateways.append(nat)
 
         private_route_tables: list[pulumi.Output[str]] = []
         for index, zone in enumerate(zones):
@@ -118,11 +141,17 @@ class Network(pulumi.ComponentResource):
                 tags={**tags, "Name": f"{name}-private-{zone}", "tier": "private"},
                 opts=child,
             )
-            nat = self.nat_gateways[index % nat_count]
+            if self.nat_instance is not None:
+                route = aws.ec2.RouteTableRouteArgs(
+                    cidr_block="0.0.0.0/0",
+                    network_interface_id=self.nat_instance.primary_network_interface_id)
+            else:
+                route = aws.ec2.RouteTableRouteArgs(
+                    cidr_block="0.0.0.0/0", nat_gateway_id=self.nat_gateways[index % nat_count].id)
             private_rt = aws.ec2.RouteTable(
                 f"{name}-private-rt-{index}",
                 vpc_id=self.vpc.id,
-                routes=[aws.ec2.RouteTableRouteArgs(cidr_block="0.0.0.0/0", nat_gateway_id=nat.id)],
+                routes=[route],
                 tags={**tags, "Name": f"{name}-private-{zone}"},
                 opts=child,
             )
@@ -159,3 +188,33 @@ class Network(pulumi.ComponentResource):
                 "nat_public_ips": self.nat_public_ips,
             }
         )
+
+
+    def _nat_instance(self, name: str, args: NetworkArgs, igw: aws.ec2.InternetGateway,
+                      tags: dict[str, str]) -> None:
+        """A t4g.nano in the first public subnet that forwards for the private subnets: its
+        group lets in only the VPC, no key pair, IMDSv2 only, its own Elastic IP."""
+        child = pulumi.ResourceOptions(parent=self)
+        group = aws.ec2.SecurityGroup(
+            f"{name}-nat-instance-sg", vpc_id=self.vpc.id,
+            description="NAT instance: forwards the VPC's traffic out", tags=tags, opts=child)
+        aws.vpc.SecurityGroupIngressRule(
+            f"{name}-nat-instance-in", security_group_id=group.id, cidr_ipv4=args.cidr,
+            ip_protocol="-1", description="the VPC's traffic to forward", opts=child)
+        aws.vpc.SecurityGroupEgressRule(
+            f"{name}-nat-instance-out", security_group_id=group.id, cidr_ipv4="0.0.0.0/0",
+            ip_protocol="-1", description="out to the internet", opts=child)
+        ami = aws.ssm.get_parameter_output(name=NAT_INSTANCE_AMI)
+        self.nat_instance = aws.ec2.Instance(
+            f"{name}-nat-instance", ami=ami.value, instance_type=NAT_INSTANCE_TYPE,
+            subnet_id=self.public_subnets[0].id, vpc_security_group_ids=[group.id],
+            source_dest_check=False, user_data=NAT_USER_DATA,
+            user_data_replace_on_change=True,
+            metadata_options=aws.ec2.InstanceMetadataOptionsArgs(
+                http_tokens="required", http_endpoint="enabled"),
+            root_block_device=aws.ec2.InstanceRootBlockDeviceArgs(
+                volume_type="gp3", volume_size=8, encrypted=True),
+            tags={**tags, "Name": f"{name}-nat-instance"},
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[igw]))
+        self.nat_ips.append(aws.ec2.Eip(f"{name}-nat-0", domain="vpc",
+                                        instance=self.nat_instance.id, tags=tags, opts=child))

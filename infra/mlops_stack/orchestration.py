@@ -15,13 +15,14 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 import pulumi
 import pulumi_aws as aws
 
+from mlops_stack import versions
 from mlops_stack.artifacts import ArtifactStore, ArtifactStoreArgs
+from mlops_stack.web_service import image_reference, image_repository
 
 BATCH_INPUT_PREFIX = "input/"
 BATCH_OUTPUT_PREFIX = "scores/"
@@ -33,9 +34,12 @@ EMR_PREFIX = "emr/"
 """Where the Spark job's packed environment lives in the DAGs bucket (docs/orchestration.md)."""
 ENTRY_POINT_KEY = f"{DAGS_PREFIX}/emr/mlops_entry.py"
 """The job's entry point, as the DAGs sync uploads dags/emr/mlops_entry.py."""
-AIRFLOW_VERSION = "3.0.6"
-"""What MWAA runs; dags/requirements.txt pins the same apache-airflow for the DAG tests."""
-DAG_REQUIREMENTS = Path(__file__).resolve().parents[2] / "dags" / "requirements.txt"
+AIRFLOW_VERSION = versions.airflow_version()
+"""What MWAA runs: the apache-airflow pin of dags/requirements.txt, which the DAG tests'
+environment installs (versions.py)."""
+DAG_REQUIREMENTS = versions.DAG_REQUIREMENTS
+JOB_PYTHON = "/opt/mlops/bin/python"
+"""The Python environment of the EMR jobs' image (infra/spark_image/Dockerfile)."""
 NOT_ON_MWAA = re.compile(r"^(apache-airflow|pytest|moto|flask|flask-cors)==", re.IGNORECASE)
 """Lines of dags/requirements.txt MWAA must not get: Airflow itself (MWAA installs it) and
 the DAG tests' own tools."""
@@ -66,11 +70,15 @@ class OrchestrationArgs:
     airflow_login_secret_arn: pulumi.Input[str]
     train_login_secret_arn: pulumi.Input[str]
     score_login_secret_arn: pulumi.Input[str]
+    tracking_uri: pulumi.Input[str] = ""
+    serving_url: pulumi.Input[str] = ""
+    spark_image: str | None = None
+    """The jobs' image in the spark-job repository (a tag or digest); None: the release's."""
     boundary_arn: pulumi.Input[str] | None = None
     airflow_version: str = AIRFLOW_VERSION
     environment_class: str = "mw1.small"
     max_workers: int = 2
-    emr_release: str = "emr-7.9.0"
+    emr_release: str = versions.EMR_RELEASE
     spark_max_vcpu: int = 16
     spark_max_memory_gb: int = 64
     tags: dict[str, str] | None = None
@@ -89,6 +97,7 @@ class Orchestration(pulumi.ComponentResource):
         self.batch = ArtifactStore(f"{name}-batch", ArtifactStoreArgs(
             bucket_prefix=f"{args.prefix}-batch-", tags=args.tags), opts=self._child)
         self.security_group = self._security_group()
+        self.spark_repository, self.spark_repository_policy = self._spark_repository()
         self.spark = self._spark_application()
         self.job_role = self._job_role()
         self.train_job_role = self._train_job_role()
@@ -103,6 +112,7 @@ class Orchestration(pulumi.ComponentResource):
             "spark_application_id": self.spark.id, "job_role_arn": self.job_role.arn,
             "train_job_role_arn": self.train_job_role.arn,
             "airflow_webserver_url": self.airflow.webserver_url,
+            "spark_repository_url": self.spark_repository.repository_url,
         })
 
     def _security_group(self) -> aws.ec2.SecurityGroup:
@@ -125,11 +135,31 @@ class Orchestration(pulumi.ComponentResource):
             description="AWS APIs, the tracking and serving load balancers", opts=self._child)
         return group
 
-    def _spark_application(self) -> aws.emrserverless.Application:
+    def _spark_repository(self) -> tuple[aws.ecr.Repository, aws.ecr.RepositoryPolicy]:
+        """The jobs' image repository, which EMR Serverless may pull from for the stack's
+        applications only (the policy AWS documents for custom images)."""
         args = self._args
+        repository = image_repository(f"{self._name}-spark-repo",
+                                      repo_name=f"{args.prefix}/spark-job",
+                                      tags=args.tags or {}, opts=self._child)
+        policy = aws.ecr.RepositoryPolicy(
+            f"{self._name}-spark-repo-policy", repository=repository.name,
+            policy=json.dumps(emr_pull_policy(region=args.region, account_id=args.account_id)),
+            opts=self._child)
+        return repository, policy
+
+    def _spark_application(self) -> aws.emrserverless.Application:
+        """Spark in the private subnets; on the jobs' image once one is configured (EMR
+        pulls it when the application is created or updated, so after the pull policy)."""
+        args = self._args
+        image = None
+        if args.spark_image:
+            image = aws.emrserverless.ApplicationImageConfigurationArgs(
+                image_uri=self.spark_repository.repository_url.apply(
+                    lambda url: image_reference(url, args.spark_image or "")))
         return aws.emrserverless.Application(
             f"{self._name}-spark", name=f"{args.prefix}-spark", release_label=args.emr_release,
-            type="spark",
+            type="spark", image_configuration=image,
             maximum_capacity=aws.emrserverless.ApplicationMaximumCapacityArgs(
                 cpu=f"{args.spark_max_vcpu} vCPU", memory=f"{args.spark_max_memory_gb} GB"),
             auto_stop_configuration=aws.emrserverless.ApplicationAutoStopConfigurationArgs(
@@ -137,7 +167,8 @@ class Orchestration(pulumi.ComponentResource):
             network_configuration=aws.emrserverless.ApplicationNetworkConfigurationArgs(
                 subnet_ids=list(args.private_subnet_ids),
                 security_group_ids=[self.security_group.id]),
-            tags=args.tags, opts=self._child)
+            tags=args.tags,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.spark_repository_policy]))
 
     def _job_role(self) -> aws.iam.Role:
         """The Spark job: the input prefix read, the output prefix written, its login."""
@@ -211,28 +242,55 @@ class Orchestration(pulumi.ComponentResource):
 
 
     def _emr_settings(self) -> pulumi.Output[dict[str, str]]:
-        """What the DAGs' emr-serverless engines read (AIRFLOW__MLOPS__* on the workers):
-        the application, the job roles, the entry point and packed environment."""
-        return pulumi.Output.all(app=self.spark.id, role=self.job_role.arn,
-                                 train_role=self.train_job_role.arn,
-                                 bucket=self.dags.bucket_name).apply(lambda a: {
-            "mlops.emr_application_id": a["app"],
-            "mlops.emr_job_role_arn": a["role"],
-            "mlops.emr_train_job_role_arn": a["train_role"],
-            "mlops.emr_entry_point": f"s3://{a['bucket']}/{ENTRY_POINT_KEY}",
-            "mlops.emr_spark_parameters": emr_spark_parameters(a["bucket"]),
-        })
+        """What the DAGs read (AIRFLOW__MLOPS__* on the workers): the tracking server and the
+        secret of Airflow's own login, the serving API; for the emr-serverless engines the
+        application, the job roles, the secrets of their logins (names, never values), the
+        entry point and the Spark settings of the jobs' Python."""
+        args = self._args
+        return pulumi.Output.all(
+            app=self.spark.id, role=self.job_role.arn, train_role=self.train_job_role.arn,
+            bucket=self.dags.bucket_name, tracking=args.tracking_uri, serving=args.serving_url,
+            airflow_login=args.airflow_login_secret_arn, score_login=args.score_login_secret_arn,
+            train_login=args.train_login_secret_arn).apply(lambda a: {
+                "mlops.tracking_uri": a["tracking"],
+                "mlops.tracking_login_secret_arn": a["airflow_login"],
+                "mlops.serving_url": a["serving"],
+                "mlops.emr_application_id": a["app"],
+                "mlops.emr_job_role_arn": a["role"],
+                "mlops.emr_login_secret_arn": a["score_login"],
+                "mlops.emr_train_job_role_arn": a["train_role"],
+                "mlops.emr_train_login_secret_arn": a["train_login"],
+                "mlops.emr_entry_point": f"s3://{a['bucket']}/{ENTRY_POINT_KEY}",
+                "mlops.emr_spark_parameters": emr_spark_parameters(
+                    a["bucket"], image=bool(args.spark_image)),
+            })
 
 
-def emr_spark_parameters(dags_bucket: str) -> str:
-    """spark-submit settings that run the job on its packed environment, uploaded beside the
-    DAGs (docs/orchestration.md, "Spark on EMR Serverless")."""
-    archive = f"s3://{dags_bucket}/{EMR_PREFIX}mlops-env.tar.gz#environment"
-    python = "./environment/bin/python"
-    return (f"--conf spark.archives={archive} "
+def emr_spark_parameters(dags_bucket: str, *, image: bool = False) -> str:
+    """spark-submit settings that run the job on its Python: the jobs' image's environment
+    (`image`), else a packed environment uploaded beside the DAGs (docs/orchestration.md,
+    "Spark on EMR Serverless")."""
+    python = JOB_PYTHON
+    archives = ""
+    if not image:
+        python = "./environment/bin/python"
+        archive = f"s3://{dags_bucket}/{EMR_PREFIX}mlops-env.tar.gz#environment"
+        archives = f"--conf spark.archives={archive} "
+    return (f"{archives}"
             f"--conf spark.emr-serverless.driverEnv.PYSPARK_DRIVER_PYTHON={python} "
             f"--conf spark.emr-serverless.driverEnv.PYSPARK_PYTHON={python} "
             f"--conf spark.executorEnv.PYSPARK_PYTHON={python}")
+
+
+def emr_pull_policy(*, region: str, account_id: str) -> dict[str, object]:
+    """EMR Serverless may read the jobs' images, for this account's applications in this
+    region only (the application's ID is not known before it exists, which needs the image)."""
+    return {"Version": "2012-10-17", "Statement": [{
+        "Sid": "EmrServerlessCustomImage", "Effect": "Allow",
+        "Principal": {"Service": "emr-serverless.amazonaws.com"},
+        "Action": ["ecr:BatchGetImage", "ecr:DescribeImages", "ecr:GetDownloadUrlForLayer"],
+        "Condition": {"StringLike": {
+            "aws:SourceArn": f"arn:aws:emr-serverless:{region}:{account_id}:/applications/*"}}}]}
 
 
 def _assumed_by(*services: str) -> dict[str, object]:

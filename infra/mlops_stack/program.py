@@ -16,6 +16,7 @@ from mlops_stack.orchestration import DAGS_PREFIX, Orchestration, OrchestrationA
 from mlops_stack.serving import ServingService, ServingServiceArgs
 from mlops_stack.settings import NAMESPACE, ConfigError, StackSettings, settings_from
 from mlops_stack.tracking import LoginSpec, TrackingServer, TrackingServerArgs
+from mlops_stack.web_service import SharedLoadBalancer, SharedLoadBalancerArgs
 
 OPEN_TO_ALL = "0.0.0.0/0"
 LOGINS = (
@@ -58,6 +59,7 @@ def build(settings: StackSettings) -> Stack:
             availability_zones=zones,
             region=region,
             nat_gateways=2 if settings.high_availability else 1,
+            nat_instance=settings.nat_instance,
             tags=tags,
         ),
     )
@@ -86,6 +88,17 @@ def build(settings: StackSettings) -> Stack:
         settings=[aws.ecs.ClusterSettingArgs(name="containerInsights", value="disabled")],
         tags=tags,
     )
+    spot_ready: list[pulumi.Resource] = []
+    if settings.fargate_spot:
+        spot_ready.append(aws.ecs.ClusterCapacityProviders(
+            "cluster-capacity", cluster_name=cluster.name,
+            capacity_providers=["FARGATE", "FARGATE_SPOT"]))
+    shared = None
+    if settings.shared_load_balancer:
+        shared = SharedLoadBalancer("edge", SharedLoadBalancerArgs(
+            prefix=settings.prefix, vpc_id=network.vpc_id,
+            public_subnet_ids=network.public_subnet_ids,
+            certificate_arn=settings.certificate_arn, tags=tags))
 
     # The serving tasks reach the tracking load balancer through the NAT gateway, so its
     # addresses are let in even when the tracking server is open to a narrow list only.
@@ -122,10 +135,19 @@ def build(settings: StackSettings) -> Stack:
             host=settings.tracking_host,
             certificate_arn=settings.certificate_arn,
             log_retention_days=settings.log_retention_days,
+            shared=shared,
+            spot=settings.fargate_spot,
+            service_depends_on=spot_ready,
             tags=tags,
         ),
     )
     database.allow_client("tracking", tracking.task_security_group_id)
+    # On a shared load balancer the serving host answers only its own clients: the VPC's
+    # ranges and, since they come through it, the NAT address (a listener rule condition).
+    serving_sources: list[pulumi.Input[str]] = []
+    if shared is not None:
+        serving_sources = [*settings.effective_serving_cidrs,
+                           *[ip.apply(lambda addr: f"{addr}/32") for ip in network.nat_public_ips]]
 
     serving = ServingService(
         "serving",
@@ -153,6 +175,11 @@ def build(settings: StackSettings) -> Stack:
             host=settings.serving_host,
             certificate_arn=settings.certificate_arn,
             log_retention_days=settings.log_retention_days,
+            shared=shared,
+            source_cidrs=serving_sources,
+            spot=settings.fargate_spot,
+            service_depends_on=spot_ready,
+            hours=settings.serving_hours,
             tags=tags,
         ),
     )
@@ -164,7 +191,8 @@ def build(settings: StackSettings) -> Stack:
             airflow_login_secret_arn=tracking.login_secrets["airflow"].arn,
             train_login_secret_arn=tracking.login_secrets["emr-train"].arn,
             score_login_secret_arn=tracking.login_secrets["emr-score"].arn,
-            boundary_arn=boundary.arn, tags=tags))
+            tracking_uri=tracking.url, serving_url=serving.url,
+            spark_image=settings.spark_image, boundary_arn=boundary.arn, tags=tags))
     ci = CiAccess(
         "ci",
         CiAccessArgs(
@@ -192,7 +220,8 @@ def build(settings: StackSettings) -> Stack:
             name: (service.service.load_balancer.arn_suffix,
                    service.service.target_group.arn_suffix)
             for name, service in (("tracking", tracking), ("serving", serving))},
-        database_identifier=database.instance.identifier, tags=tags))
+        database_identifier=database.instance.identifier,
+        serving_log_group=serving.log_group_name, tags=tags))
 
     outputs: dict[str, pulumi.Input[object]] = {
         "trackingUri": tracking.url,
@@ -212,6 +241,9 @@ def build(settings: StackSettings) -> Stack:
         "clusterName": cluster.name,
         "trackingServiceName": tracking.service.service.name,
         "servingServiceName": serving.service.service.name,
+        # what this deployment runs: infra/pulumi_command.py refuses an up that would roll
+        # the serving-image workflow's digest back to an older config value
+        "servingImage": settings.serving_image,
     }
     if orchestration is not None:
         outputs.update({
@@ -221,6 +253,7 @@ def build(settings: StackSettings) -> Stack:
             "sparkJobRoleArn": orchestration.job_role.arn,
             "trainJobRoleArn": orchestration.train_job_role.arn,
             "airflowWebserverUrl": orchestration.airflow.webserver_url,
+            "sparkRepositoryUrl": orchestration.spark_repository.repository_url,
         })
     return Stack(network, artifacts, database, tracking, serving, ci, outputs, orchestration,
                  alarms)

@@ -16,20 +16,25 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import pulumi
 import pulumi_aws as aws
 
+from mlops_stack.settings import ServingHours
 from mlops_stack.web_service import (
     HTTP_PORT,
     LoadBalancedService,
     LoadBalancedServiceArgs,
+    SharedLoadBalancer,
     image_reference,
     image_repository,
 )
 
 SERVING_PORT = 8000
 MODEL_ALIAS = "production"
+REGISTRY_WATCH = Path(__file__).with_name("registry_watch.py")
+"""The sidecar that reads the serving_behind_registry gauge into the task's log."""
 
 
 @dataclass
@@ -58,6 +63,12 @@ class ServingServiceArgs:
     certificate_arn: str | None = None
     log_retention_days: int = 30
     boundary_arn: pulumi.Input[str] | None = None
+    shared: SharedLoadBalancer | None = None
+    source_cidrs: Sequence[pulumi.Input[str]] = ()
+    spot: bool = False
+    service_depends_on: Sequence[pulumi.Resource] = ()
+    hours: ServingHours | None = None
+    """When the service runs; outside these hours it is scaled to zero."""
     tags: dict[str, str] | None = None
 
 
@@ -92,7 +103,7 @@ class ServingService(pulumi.ComponentResource):
                 cpu=args.cpu,
                 memory=args.memory,
                 ingress_cidrs=args.ingress_cidrs,
-                internal=not args.public,
+                internal=not args.public and args.shared is None,
                 host=args.host,
                 certificate_arn=args.certificate_arn,
                 environment={
@@ -109,6 +120,12 @@ class ServingService(pulumi.ComponentResource):
                 desired_count=args.min_tasks,
                 autoscaled=True,
                 log_retention_days=args.log_retention_days,
+                shared=args.shared,
+                rule_priority=200,
+                source_cidrs=args.source_cidrs,
+                spot=args.spot,
+                service_depends_on=args.service_depends_on,
+                sidecar_command=["python", "-c", REGISTRY_WATCH.read_text()],
                 tags=tags,
             ),
             opts=child,
@@ -145,5 +162,35 @@ class ServingService(pulumi.ComponentResource):
             opts=child,
         )
 
+        self.scheduled_actions = self._hours(name, args) if args.hours else []
+
         self.url = self.service.url
+        self.log_group_name = self.service.log_group.name
         self.register_outputs({"url": self.url, "repository_url": self.repository.repository_url})
+
+    def _hours(self, name: str, args: ServingServiceArgs
+               ) -> list[aws.appautoscaling.ScheduledAction]:
+        """Zero tasks every evening at the end hour, the configured count again on the
+        working days' start hour: the autoscaler's bounds move, and CPU tracking runs
+        within them by day."""
+        hours = args.hours
+        assert hours is not None
+        target = self.scaling_target
+        child = pulumi.ResourceOptions(parent=self)
+
+        def action(key: str, schedule: str, low: int, high: int
+                   ) -> aws.appautoscaling.ScheduledAction:
+            return aws.appautoscaling.ScheduledAction(
+                f"{name}-{key}", name=f"{args.prefix}-serving-{key}",
+                service_namespace=target.service_namespace,
+                scalable_dimension=target.scalable_dimension, resource_id=target.resource_id,
+                schedule=schedule, timezone=hours.timezone,
+                scalable_target_action=aws.appautoscaling.ScheduledActionScalableTargetActionArgs(
+                    min_capacity=str(low), max_capacity=str(high)), opts=child)
+
+        return [
+            action("off-hours", f"cron(0 {hours.end_hour} * * ? *)", 0, 0),
+            action("working-hours",
+                   f"cron(0 {hours.start_hour} ? * {hours.first_day}-{hours.last_day} *)",
+                   args.min_tasks, args.max_tasks),
+        ]

@@ -27,6 +27,11 @@ FARGATE_MEMORY = {
 }
 
 ConfigGetter = Callable[[str], str | None]
+PROFILES = ("default", "small-team")
+HOURS_PATTERN = re.compile(r"^(MON|TUE|WED|THU|FRI|SAT|SUN)-(MON|TUE|WED|THU|FRI|SAT|SUN) "
+                           r"([01]?\d|2[0-3])-([01]?\d|2[0-3])$")
+MAX_SERVING_SOURCES = 4
+"""A listener rule holds at most 5 condition values: the host, and 4 source ranges."""
 
 
 class ConfigError(Exception):
@@ -42,6 +47,18 @@ class CiEnvironments:
     infra: str = "infra"
     dags: str = "dags"
     serving_image: str = "serving-image"
+
+
+@dataclass(frozen=True)
+class ServingHours:
+    """When the serving API runs: days and hours (24 h clock) in a time zone; outside them
+    it is scaled to zero tasks by a scheduled action."""
+
+    first_day: str = "MON"
+    last_day: str = "FRI"
+    start_hour: int = 7
+    end_hour: int = 19
+    timezone: str = "UTC"
 
 
 @dataclass(frozen=True)
@@ -82,6 +99,9 @@ class StackSettings:
     log_retention_days: int = 30
     # Airflow (MWAA) and Spark (EMR Serverless) for batch work: off by default (cost)
     orchestration: bool = False
+    # the EMR jobs' image (infra/spark_image), an immutable tag or digest in the stack's
+    # spark-job repository; unset: the release's own image and the packed environment
+    spark_image: str | None = None
     # requests per 5 minutes from one address before the tracking load balancer blocks it
     tracking_rate_limit: int = 1000
     # the roles trust one workflow file on main, not only its environment: needs the
@@ -90,6 +110,13 @@ class StackSettings:
     github_oidc_provider_arn: str | None = None
     pulumi_secrets_key_arn: str | None = None
     ci_environments: CiEnvironments = field(default_factory=CiEnvironments)
+    # The small-team profile (docs/infra.md, "A cheaper stack for a small team"): each of
+    # these can also be set on its own.
+    profile: str = "default"
+    shared_load_balancer: bool = False  # one ALB, routing by host to tracking and serving
+    nat_instance: bool = False  # a t4g.nano NAT instance instead of a NAT gateway
+    fargate_spot: bool = False  # both services on Fargate Spot
+    serving_hours: ServingHours | None = None  # None: serving runs around the clock
 
     @property
     def https(self) -> bool:
@@ -184,6 +211,24 @@ def _check_size(name: str, cpu: int, memory: int) -> None:
         )
 
 
+def _serving_hours(get: ConfigGetter, default: ServingHours | None) -> ServingHours | None:
+    value = _optional(get, "servingHours")
+    timezone = _optional(get, "servingTimezone") or "UTC"
+    if value is None:
+        return None if default is None else ServingHours(timezone=timezone)
+    if value.lower() == "always":
+        return None
+    match = HOURS_PATTERN.match(value.upper())
+    if match is None:
+        raise ConfigError(f"config {_key('servingHours')} must look like MON-FRI 7-19 (days, "
+                          f"then the hours it runs) or always, got {value!r}")
+    first, last, start, end = match.groups()
+    if int(start) >= int(end):
+        raise ConfigError(f"config {_key('servingHours')}: the start hour must come before "
+                          f"the end hour, got {value!r}")
+    return ServingHours(first, last, int(start), int(end), timezone)
+
+
 def settings_from(get: ConfigGetter, *, project: str, stack: str) -> StackSettings:
     """Build the settings from a config getter (`pulumi.Config("mlops").get` in a real run)."""
     github_repo = _require(get, "githubRepo", "OWNER/REPO")
@@ -226,7 +271,18 @@ def settings_from(get: ConfigGetter, *, project: str, stack: str) -> StackSettin
         if not ENVIRONMENT_PATTERN.match(env_name):
             raise ConfigError(f"GitHub environment names may not contain wildcards: {env_name!r}")
 
+    profile = (_optional(get, "profile") or "default").lower()
+    if profile not in PROFILES:
+        raise ConfigError(f"config {_key('profile')} must be one of {', '.join(PROFILES)}, "
+                          f"got {profile!r}")
+    small = profile == "small-team"
+
     settings = StackSettings(
+        profile=profile,
+        shared_load_balancer=_bool(get, "sharedLoadBalancer", small),
+        nat_instance=_bool(get, "natInstance", small),
+        fargate_spot=_bool(get, "fargateSpot", small),
+        serving_hours=_serving_hours(get, ServingHours() if small else None),
         prefix=f"{project}-{stack}".lower(),
         github_repo=github_repo,
         state_bucket=state_bucket,
@@ -237,6 +293,8 @@ def settings_from(get: ConfigGetter, *, project: str, stack: str) -> StackSettin
         vpc_cidr=vpc_cidr,
         high_availability=_bool(get, "highAvailability", False),
         orchestration=_bool(get, "orchestration", False),
+        spark_image=(image_ref(value, "sparkImage")
+                     if (value := _optional(get, "sparkImage")) else None),
         tracking_allowed_cidrs=_cidrs(get, "trackingAllowedCidrs", ()),
         serving_public=_bool(get, "servingPublic", False),
         serving_allowed_cidrs=_cidrs(get, "servingAllowedCidrs", ()),
@@ -270,6 +328,22 @@ def settings_from(get: ConfigGetter, *, project: str, stack: str) -> StackSettin
             f"config {_key('servingMaxTasks')} ({settings.serving_max_tasks}) is below "
             f"{_key('servingMinTasks')} ({settings.serving_min_tasks})"
         )
+    if settings.shared_load_balancer and (tracking_host is None or serving_host is None):
+        raise ConfigError(
+            f"config {_key('sharedLoadBalancer')} routes by host name: set "
+            f"{_key('trackingHost')} and {_key('servingHost')}"
+        )
+    if settings.shared_load_balancer and settings.high_availability:
+        raise ConfigError(f"config {_key('sharedLoadBalancer')} is for one NAT address: "
+                          f"turn {_key('highAvailability')} off")
+    if settings.shared_load_balancer and (
+            len(settings.effective_serving_cidrs) + 1 > MAX_SERVING_SOURCES):
+        raise ConfigError(
+            f"config {_key('servingAllowedCidrs')}: with {_key('sharedLoadBalancer')} at most "
+            f"{MAX_SERVING_SOURCES - 1} ranges (the NAT address is added)")
+    if settings.nat_instance and settings.high_availability:
+        raise ConfigError(f"config {_key('natInstance')} is one instance: turn "
+                          f"{_key('highAvailability')} off")
     if len(settings.prefix) > 24:
         raise ConfigError(
             f"project and stack name {settings.prefix!r} are too long for AWS names: "

@@ -20,6 +20,7 @@ from mlops_stack.database import MYSQL_PORT
 from mlops_stack.web_service import (
     LoadBalancedService,
     LoadBalancedServiceArgs,
+    SharedLoadBalancer,
     image_reference,
     image_repository,
 )
@@ -86,6 +87,9 @@ class TrackingServerArgs:
     host: str | None = None
     certificate_arn: str | None = None
     log_retention_days: int = 30
+    shared: SharedLoadBalancer | None = None
+    spot: bool = False
+    service_depends_on: Sequence[pulumi.Resource] = ()
     tags: dict[str, str] | None = None
 
 
@@ -221,6 +225,10 @@ class TrackingServer(pulumi.ComponentResource):
                 command=command,
                 task_role_arn=self.task_role.arn,
                 log_retention_days=args.log_retention_days,
+                shared=args.shared,
+                rule_priority=100,
+                spot=args.spot,
+                service_depends_on=args.service_depends_on,
                 tags=tags,
             ),
             opts=child,

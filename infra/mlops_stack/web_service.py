@@ -26,6 +26,56 @@ EXECUTION_POLICY_ARN = "arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecut
 
 
 @dataclass
+class SharedLoadBalancerArgs:
+    prefix: str
+    vpc_id: pulumi.Input[str]
+    public_subnet_ids: Sequence[pulumi.Input[str]]
+    certificate_arn: str | None = None
+    tags: dict[str, str] | None = None
+
+
+class SharedLoadBalancer(pulumi.ComponentResource):
+    """One public load balancer in front of both services (the small-team profile): its
+    listeners answer 404 unless a service's rule matches the request's host name. Each
+    service adds its own listener rule, ingress ranges and target group."""
+
+    def __init__(self, name: str, args: SharedLoadBalancerArgs,
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("mlops:infra:SharedLoadBalancer", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        tags = args.tags or {}
+        self.https = args.certificate_arn is not None
+        self.security_group = aws.ec2.SecurityGroup(
+            f"{name}-sg", vpc_id=args.vpc_id,
+            description="shared load balancer: listener ports from allowed networks",
+            tags={**tags, "Name": f"{name}-lb"}, opts=child)
+        self.load_balancer = aws.lb.LoadBalancer(
+            f"{name}-alb", load_balancer_type="application", internal=False,
+            subnets=list(args.public_subnet_ids), security_groups=[self.security_group.id],
+            drop_invalid_header_fields=True, idle_timeout=120, tags=tags, opts=child)
+        not_found = [aws.lb.ListenerDefaultActionArgs(
+            type="fixed-response", fixed_response=aws.lb.ListenerDefaultActionFixedResponseArgs(
+                content_type="text/plain", message_body="not found", status_code="404"))]
+        if self.https:
+            self.listener = aws.lb.Listener(
+                f"{name}-https", load_balancer_arn=self.load_balancer.arn, port=HTTPS_PORT,
+                protocol="HTTPS", ssl_policy=TLS_POLICY, certificate_arn=args.certificate_arn,
+                default_actions=not_found, opts=child)
+            aws.lb.Listener(
+                f"{name}-http-redirect", load_balancer_arn=self.load_balancer.arn,
+                port=HTTP_PORT, protocol="HTTP", default_actions=[
+                    aws.lb.ListenerDefaultActionArgs(
+                        type="redirect", redirect=aws.lb.ListenerDefaultActionRedirectArgs(
+                            port=str(HTTPS_PORT), protocol="HTTPS", status_code="HTTP_301"))],
+                opts=child)
+        else:
+            self.listener = aws.lb.Listener(
+                f"{name}-http", load_balancer_arn=self.load_balancer.arn, port=HTTP_PORT,
+                protocol="HTTP", default_actions=not_found, opts=child)
+        self.register_outputs({"dns_name": self.load_balancer.dns_name})
+
+
+@dataclass
 class LoadBalancedServiceArgs:
     prefix: str
     vpc_id: pulumi.Input[str]
@@ -54,6 +104,15 @@ class LoadBalancedServiceArgs:
     desired_count: int = 1
     autoscaled: bool = False
     log_retention_days: int = 30
+    # the small-team profile: a listener rule on one shared load balancer (by host name,
+    # and from `source_cidrs` only when given), and Fargate Spot
+    shared: SharedLoadBalancer | None = None
+    rule_priority: int = 100
+    source_cidrs: Sequence[pulumi.Input[str]] = ()
+    spot: bool = False
+    service_depends_on: Sequence[pulumi.Resource] = ()
+    # a second, non-essential container of the same image (e.g. a metrics watcher)
+    sidecar_command: Sequence[str] | None = None
     tags: dict[str, str] | None = None
 
 
@@ -67,8 +126,9 @@ def container_definitions(
     command: Sequence[str] | None,
     log_group: str,
     region: str,
+    sidecar_command: Sequence[str] | None = None,
 ) -> str:
-    """The task's one container, as the JSON ECS expects."""
+    """The task's container (and its sidecar, if any), as the JSON ECS expects."""
     container: dict[str, Any] = {
         "name": name,
         "image": image,
@@ -88,7 +148,16 @@ def container_definitions(
     }
     if command:
         container["command"] = list(command)
-    return json.dumps([container])
+    containers = [container]
+    if sidecar_command:
+        containers.append({
+            "name": f"{name}-sidecar", "image": image, "essential": False,
+            "command": list(sidecar_command), "environment": [], "secrets": [],
+            "linuxParameters": {"initProcessEnabled": True},
+            "logConfiguration": {"logDriver": "awslogs", "options": {
+                "awslogs-group": log_group, "awslogs-region": region,
+                "awslogs-stream-prefix": f"{name}-sidecar"}}})
+    return json.dumps(containers)
 
 
 class LoadBalancedService(pulumi.ComponentResource):
@@ -130,13 +199,14 @@ class LoadBalancedService(pulumi.ComponentResource):
     def _security_groups(self, args: LoadBalancedServiceArgs) -> None:
         """Listener ports from the allowed networks to the load balancer; the container
         port from the load balancer to the tasks; HTTPS out."""
-        self.lb_security_group = aws.ec2.SecurityGroup(
-            f"{self._name}-lb-sg",
-            vpc_id=args.vpc_id,
-            description=f"{self._name} load balancer: listener ports from allowed networks",
-            tags={**self._tags, "Name": f"{self._name}-lb"},
-            opts=self._child,
-        )
+        self.lb_security_group = args.shared.security_group if args.shared else (
+            aws.ec2.SecurityGroup(
+                f"{self._name}-lb-sg",
+                vpc_id=args.vpc_id,
+                description=f"{self._name} load balancer: listener ports from allowed networks",
+                tags={**self._tags, "Name": f"{self._name}-lb"},
+                opts=self._child,
+            ))
         self.task_security_group = aws.ec2.SecurityGroup(
             f"{self._name}-task-sg",
             vpc_id=args.vpc_id,
@@ -182,8 +252,8 @@ class LoadBalancedService(pulumi.ComponentResource):
 
 
     def _load_balancer(self, args: LoadBalancedServiceArgs) -> None:
-        """The application load balancer and the target group of the tasks."""
-        self.load_balancer = aws.lb.LoadBalancer(
+        """The application load balancer (or the shared one) and the tasks' target group."""
+        self.load_balancer = args.shared.load_balancer if args.shared else aws.lb.LoadBalancer(
             f"{self._name}-alb",
             load_balancer_type="application",
             internal=args.internal,
@@ -214,12 +284,26 @@ class LoadBalancedService(pulumi.ComponentResource):
         )
 
     def _listeners(self, args: LoadBalancedServiceArgs) -> None:
-        """HTTPS (and a redirect from HTTP) with a certificate, else plain HTTP."""
+        """HTTPS (and a redirect from HTTP) with a certificate, else plain HTTP; on a shared
+        load balancer, a rule for this service's host name (and source ranges)."""
         forward = [
             aws.lb.ListenerDefaultActionArgs(type="forward", target_group_arn=self.target_group.arn)
         ]
-        self.listeners: list[aws.lb.Listener] = []
-        if self._https:
+        self.listeners: list[pulumi.Resource] = []
+        if args.shared is not None:
+            conditions = [aws.lb.ListenerRuleConditionArgs(
+                host_header=aws.lb.ListenerRuleConditionHostHeaderArgs(values=[args.host or ""]))]
+            if args.source_cidrs:
+                conditions.append(aws.lb.ListenerRuleConditionArgs(
+                    source_ip=aws.lb.ListenerRuleConditionSourceIpArgs(
+                        values=list(args.source_cidrs))))
+            self.listeners.append(aws.lb.ListenerRule(
+                f"{self._name}-rule", listener_arn=args.shared.listener.arn,
+                priority=args.rule_priority, conditions=conditions,
+                actions=[aws.lb.ListenerRuleActionArgs(
+                    type="forward", target_group_arn=self.target_group.arn)],
+                opts=self._child))
+        elif self._https:
             self.listeners.append(
                 aws.lb.Listener(
                     f"{self._name}-https",
@@ -308,6 +392,7 @@ class LoadBalancedService(pulumi.ComponentResource):
             command=command,
         ).apply(
             lambda v: container_definitions(
+                sidecar_command=args.sidecar_command,
                 name=self._name,
                 image=v["image"],
                 port=args.container_port,
@@ -342,7 +427,9 @@ class LoadBalancedService(pulumi.ComponentResource):
             cluster=args.cluster_arn,
             task_definition=self.task_definition.arn,
             desired_count=args.desired_count,
-            launch_type="FARGATE",
+            launch_type=None if args.spot else "FARGATE",
+            capacity_provider_strategies=[aws.ecs.ServiceCapacityProviderStrategyArgs(
+                capacity_provider="FARGATE_SPOT", weight=1)] if args.spot else None,
             network_configuration=aws.ecs.ServiceNetworkConfigurationArgs(
                 subnets=list(args.private_subnet_ids),
                 security_groups=[self.task_security_group.id],
@@ -366,7 +453,7 @@ class LoadBalancedService(pulumi.ComponentResource):
             tags=self._tags,
             opts=pulumi.ResourceOptions(
                 parent=self,
-                depends_on=self.listeners,
+                depends_on=[*self.listeners, *args.service_depends_on],
                 # the autoscaler owns the task count once it exists
                 ignore_changes=["desiredCount"] if args.autoscaled else None,
             ),

@@ -27,7 +27,7 @@ import requests
 
 from pipeline.localstack.mysql import MYSQL_HOME
 from pipeline.localstack.process import ManagedProcess
-from tests.conftest import TrackingServer, selected_backends
+from tests.conftest import BACKENDS_VARIABLE, TrackingServer, selected_backends
 from tests.utils import REPO, free_port
 
 if importlib.util.find_spec("airflow") is None:
@@ -82,32 +82,73 @@ def load_dag(module_name: str, attribute: str) -> Any:
     return getattr(module, attribute)
 
 
-@pytest.fixture(scope="session", params=selected_backends())
-def tracking_server(request: pytest.FixtureRequest,
-                    tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrackingServer]:
-    """A real MLflow server per backend, started by the main environment's `mlops stack up`.
+class TrackingServers:
+    """Real MLflow servers started by the main environment's `mlops stack up`, one per
+    backend, each started the first time a test asks for it and stopped at the end.
 
     sqlite: SQLite and local artifacts; mysql: MariaDB, S3 protocol artifacts and basic
-    auth, as in the cloud. MLOPS_TEST_BACKENDS narrows the choice, as for the main suite.
+    auth, as in the cloud.
     """
-    backend = str(request.param)
-    home = tmp_path_factory.mktemp(f"mlflow-dags-{backend}")
-    port = free_port()
-    env = {**os.environ, "MLOPS_HOME": str(home)}
-    mlops = main_venv_bin("mlops")
-    up = subprocess.run([mlops, "stack", "up", "--backend", backend, "--port", str(port)],
-                        env=env, capture_output=True, text=True, timeout=300, check=False)
-    try:
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.started: dict[str, tuple[TrackingServer, dict[str, str]]] = {}
+
+    def get(self, backend: str) -> TrackingServer:
+        if backend not in self.started:
+            self.started[backend] = self._start(backend)
+        return self.started[backend][0]
+
+    def _start(self, backend: str) -> tuple[TrackingServer, dict[str, str]]:
+        home = self.root / f"mlflow-dags-{backend}"
+        home.mkdir()
+        port = free_port()
+        env = {**os.environ, "MLOPS_HOME": str(home)}
+        up = subprocess.run([main_venv_bin("mlops"), "stack", "up", "--backend", backend,
+                             "--port", str(port)], env=env, capture_output=True, text=True,
+                            timeout=300, check=False)
         if up.returncode != 0:
+            self._stop(env)
             pytest.fail(f"mlops stack up --backend {backend} failed: {up.stderr.strip()[-500:]}")
         uri = f"http://127.0.0.1:{port}"
         client_env = {"MLFLOW_TRACKING_URI": uri}
         if backend == "mysql":
             client_env |= _exports(home / MYSQL_HOME / "client.env")
-        yield TrackingServer(uri=uri, env=client_env, home=home, backend=backend)
+        return TrackingServer(uri=uri, env=client_env, home=home, backend=backend), env
+
+    @staticmethod
+    def _stop(env: dict[str, str]) -> None:
+        subprocess.run([main_venv_bin("mlops"), "stack", "down"], env=env, capture_output=True,
+                       timeout=120, check=False)
+
+    def stop_all(self) -> None:
+        for _, env in self.started.values():
+            self._stop(env)
+
+
+@pytest.fixture(scope="session")
+def tracking_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TrackingServers]:
+    servers = TrackingServers(tmp_path_factory.mktemp("mlflow-dags"))
+    try:
+        yield servers
     finally:
-        subprocess.run([mlops, "stack", "down"], env=env, capture_output=True, timeout=120,
-                       check=False)
+        servers.stop_all()
+
+
+@pytest.fixture(scope="session", params=selected_backends())
+def tracking_server(request: pytest.FixtureRequest,
+                    tracking_servers: TrackingServers) -> TrackingServer:
+    """A real MLflow server per selected backend (MLOPS_TEST_BACKENDS narrows the choice,
+    as for the main suite)."""
+    return tracking_servers.get(str(request.param))
+
+
+@pytest.fixture(scope="session")
+def secured_tracking_server(tracking_servers: TrackingServers) -> TrackingServer:
+    """The mysql backend alone: basic auth, as the cloud's tracking server has."""
+    if "mysql" not in selected_backends():
+        pytest.skip(f"the mysql backend is not selected ({BACKENDS_VARIABLE})")
+    return tracking_servers.get("mysql")
 
 
 def _exports(path: Path) -> dict[str, str]:
@@ -154,12 +195,21 @@ def _wait_ready(url: str, process: ManagedProcess, wait_seconds: float) -> None:
 
 @dataclass(frozen=True)
 class EmrServerless:
-    """EMR Serverless's API (moto's server: AWS itself cannot run here), one Spark
-    application in it, and the Airflow connection that points the operator at it."""
+    """EMR Serverless's and Secrets Manager's APIs (moto's server: AWS itself cannot run
+    here), one Spark application in it, the Airflow connection that points the operator
+    and the login hook at it, and what points boto3 at it in a job's process."""
 
     client: Any
     application_id: str
     connection_env: dict[str, str]
+    secrets: Any
+    boto_env: dict[str, str]
+
+    def put_login(self, name: str, username: str, password: str) -> str:
+        """A login secret as the tracking server's login keeper writes it; its ARN."""
+        created = self.secrets.create_secret(
+            Name=name, SecretString=json.dumps({"username": username, "password": password}))
+        return str(created["ARN"])
 
 
 @pytest.fixture(scope="session")
@@ -179,7 +229,12 @@ def emr_serverless() -> Iterator[EmrServerless]:
                                         type="SPARK")
         connection = {"conn_type": "aws", "login": "testing", "password": "testing",
                       "extra": {"endpoint_url": endpoint, "region_name": "us-east-1"}}
-        yield EmrServerless(client=client, application_id=app["applicationId"],
-                            connection_env={"AIRFLOW_CONN_AWS_DEFAULT": json.dumps(connection)})
+        yield EmrServerless(
+            client=client, application_id=app["applicationId"],
+            connection_env={"AIRFLOW_CONN_AWS_DEFAULT": json.dumps(connection)},
+            secrets=boto3.client("secretsmanager", endpoint_url=endpoint, **login),
+            boto_env={"AWS_ENDPOINT_URL_SECRETS_MANAGER": endpoint,
+                      "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                      "AWS_DEFAULT_REGION": "us-east-1"})
     finally:
         server.stop()

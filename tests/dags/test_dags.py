@@ -162,7 +162,8 @@ def test_the_dag_files_parse_as_the_scheduler_sees_them(airflow_home: Path) -> N
     assert training.task_dict["register"].upstream_task_ids == {"evaluate"}
     assert set(training.params) == {"card", "estimator", "params", "work_root", "engine",
                                     "emr_application_id", "emr_train_job_role_arn",
-                                    "emr_entry_point", "emr_spark_parameters", "emr_card",
+                                    "emr_train_login_secret_arn", "emr_entry_point",
+                                    "emr_spark_parameters", "emr_card",
                                     "open_pull_request", "monitor_summary"}
     monitoring = bag.dags["mlops_monitoring"]
     assert {t.task_id: t.upstream_task_ids for t in monitoring.tasks} == {
@@ -210,15 +211,15 @@ def test_training_dag_on_emr_serverless_submits_mlops_train_where_the_data_is(
             "card": str(card), "estimator": "hist_gradient_boosting",
             "params": {"max_iter": 20, "learning_rate": 0.2}, "work_root": str(work_root),
             "engine": "emr-serverless", "emr_application_id": emr_serverless.application_id,
-            "emr_train_job_role_arn": role, "emr_entry_point": entry,
-            "emr_spark_parameters": archives, "emr_card": str(card)})
+            "emr_train_job_role_arn": role, "emr_train_login_secret_arn": "",
+            "emr_entry_point": entry, "emr_spark_parameters": archives, "emr_card": str(card)})
     assert str(run.state) == "success"
     assert run.get_task_instance("prepare").state == "skipped"
     assert not work_root.exists() or not any(work_root.iterdir())
 
     assert len(_job_runs(emr_serverless)) == submitted_before + 1, "the run submits one job"
     arguments = _submitted(emr_serverless, run, "emr_train", role=role, entry=entry,
-                           spark_parameters=archives)
+                           spark_parameters=archives, tracking_uri=tracking_server.uri)
     assert arguments[:3] == ["train", "--estimator", "hist_gradient_boosting"]
     registered_by = arguments[arguments.index("--registered-by") + 1]
     assert registered_by == f"airflow mlops_training {run.run_id}"
@@ -327,12 +328,13 @@ def test_inference_dag_on_emr_serverless_submits_the_spark_command_for_productio
     run = dag.test(logical_date=day, run_conf=_inference_conf(
         batch=path, out=tmp_path, url=serving.url, card=trained.card, engine="emr-serverless",
         emr_application_id=emr_serverless.application_id, emr_job_role_arn=role,
-        emr_entry_point=entry, emr_spark_parameters=archives, emr_card=str(trained.card)))
+        emr_login_secret_arn="", emr_entry_point=entry, emr_spark_parameters=archives,
+        emr_card=str(trained.card)))
     assert str(run.state) == "success"
 
     assert len(_job_runs(emr_serverless)) == submitted_before + 1, "the run submits one job"
     arguments = _submitted(emr_serverless, run, "emr_score", role=role, entry=entry,
-                           spark_parameters=archives)
+                           spark_parameters=archives, tracking_uri=tracking_server.uri)
     production = registry.production_version(registry.client(tracking_server.uri),
                                              trained.model_name)
     assert production is not None
@@ -360,14 +362,27 @@ def test_inference_dag_on_emr_serverless_submits_the_spark_command_for_productio
 
 
 def _submitted(emr: EmrServerless, run: Any, task_id: str, *, role: str, entry: str,
-               spark_parameters: str) -> list[str]:
-    """The job `task_id` started: checked for its role, entry point and Spark settings;
-    its command line returned."""
+               spark_parameters: str, tracking_uri: str, login: str | None = None) -> list[str]:
+    """The job `task_id` started: checked for its role, entry point, Spark settings and the
+    entry point's own options (the tracking server, the login secret's ARN if any); its
+    `mlops` command line returned."""
+    arguments = submitted_arguments(emr, run, task_id, role=role, entry=entry,
+                                    spark_parameters=spark_parameters)
+    options = ["--tracking-uri", tracking_uri, *(["--tracking-login", login] if login else [])]
+    assert arguments[:len(options)] == options
+    return arguments[len(options):]
+
+
+def submitted_arguments(emr: EmrServerless, run: Any, task_id: str, *, role: str, entry: str,
+                        spark_parameters: str) -> list[str]:
+    """The entry point's arguments of the job `task_id` started, checked for its role,
+    entry point and Spark settings."""
     job_id = run.get_task_instance(task_id).xcom_pull(task_ids=task_id)
     job = emr.client.get_job_run(applicationId=emr.application_id, jobRunId=job_id)["jobRun"]
     assert job["executionRole"] == role
     submit = job["jobDriver"]["sparkSubmit"]
-    assert (submit["entryPoint"], submit["sparkSubmitParameters"]) == (entry, spark_parameters)
+    assert (submit["entryPoint"], submit.get("sparkSubmitParameters", "")) == (
+        entry, spark_parameters)
     arguments: list[str] = submit["entryPointArguments"]
     return arguments
 

@@ -70,6 +70,8 @@ class StackMocks(pulumi.runtime.Mocks):
             state["arnSuffix"] = f"targetgroup/{name}/0123456789abcdef"
         elif typ == "aws:ecr/repository:Repository":
             state["repositoryUrl"] = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/{state['name']}"
+        elif typ == "aws:ec2/instance:Instance":
+            state["primaryNetworkInterfaceId"] = f"eni-{name}"
         elif typ == "aws:ec2/eip:Eip":
             state["publicIp"] = f"203.0.113.{self.counter % 250}"
         elif typ == "aws:secretsmanager/secret:Secret":
@@ -95,6 +97,10 @@ class StackMocks(pulumi.runtime.Mocks):
             return {"names": [f"{REGION}a", f"{REGION}b", f"{REGION}c"], "zoneIds": ["a", "b", "c"]}
         if args.token == "aws:index/getRegion:getRegion":
             return {"region": REGION, "name": REGION, "id": REGION}
+        if args.token == "aws:ssm/getParameter:getParameter":
+            return {"name": args.args.get("name"), "value": "ami-0123456789abcdef0",
+                    "type": "String", "arn": "", "id": args.args.get("name"), "version": 1,
+                    "insecureValue": "ami-0123456789abcdef0"}
         if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
             return {"accountId": ACCOUNT, "arn": f"arn:aws:iam::{ACCOUNT}:user/test", "userId": "x"}
         return {}

@@ -148,3 +148,26 @@ def test_the_dags_workflow_role_writes_the_dags_prefix_only(stack: Deployment,
     assert statements["ListDags"]["Resource"] == [bucket]
     assert statements["ListDags"]["Condition"]["StringLike"]["s3:prefix"] == ["dags/*"]
     assert batch_stack.outputs["ciRoleArns"]["dags"] == role.state["arn"]
+
+
+def test_airflow_and_each_job_are_told_their_own_login_by_name(batch_stack: Deployment) -> None:
+    """MWAA's configuration names the secret of each login (never a value: the stack has
+    none), and each is the one secret its role may read: the tasks read `airflow`, the
+    scoring job `emr-score`, the training job `emr-train` (dags/_tracking_login.py,
+    dags/emr/mlops_entry.py)."""
+    (airflow,) = batch_stack.of_type(rules.MWAA_ENVIRONMENT)
+    options = airflow.state["airflowConfigurationOptions"]
+    options = options.get("value", options)
+    secrets = batch_stack.outputs["loginSecretArns"]
+    assert options["mlops.tracking_login_secret_arn"] == secrets["airflow"]
+    assert options["mlops.emr_login_secret_arn"] == secrets["emr-score"]
+    assert options["mlops.emr_train_login_secret_arn"] == secrets["emr-train"]
+    readable = {name: {s["Sid"]: s for s in _policy(batch_stack, name)["Statement"]}[
+        "TrackingLogin"]["Resource"] for name in (
+        "orchestration-airflow-exec-policy", "orchestration-spark-job-policy",
+        "orchestration-train-job-policy")}
+    assert readable == {"orchestration-airflow-exec-policy": [secrets["airflow"]],
+                        "orchestration-spark-job-policy": [secrets["emr-score"]],
+                        "orchestration-train-job-policy": [secrets["emr-train"]]}
+    assert options["mlops.tracking_uri"] == batch_stack.outputs["trackingUri"]
+    assert options["mlops.serving_url"] == batch_stack.outputs["servingUrl"]

@@ -11,9 +11,12 @@ SERVICE = "aws:ecs/service:Service"
 
 
 def container(stack: Deployment, name: str) -> dict:
+    """The service's essential container (the serving task also has a non-essential
+    sidecar, the registry watcher: tests/infra/test_small_team.py)."""
     definitions = stack.named(TASK_DEF, f"{name}-task").json("containerDefinitions")
-    assert len(definitions) == 1
-    return definitions[0]
+    (essential,) = [d for d in definitions if d["essential"]]
+    assert essential["name"] == name
+    return dict(essential)
 
 
 def env_of(spec: dict) -> dict[str, str]:

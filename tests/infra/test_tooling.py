@@ -137,3 +137,38 @@ def test_tracking_image_pins_mlflow_and_what_the_cloud_setup_needs():
     assert "-r requirements.txt -c constraints.txt" in dockerfile
     assert "mlops_auth.py" in dockerfile
     assert "USER 10001" in dockerfile
+
+
+def test_an_up_from_the_config_does_not_roll_back_the_workflows_digest() -> None:
+    """serving-image.yml deploys a digest without changing the config; an up from an older
+    config is stopped, naming both images and how to proceed."""
+    digest = "sha256:" + "a" * 64
+    reason = runner.rollback_guard(configured="3f295fe", deployed=digest)
+    assert reason is not None
+    assert f"the stack serves {digest}" in reason
+    assert f"pulumi config set mlops:servingImage {digest}" in reason
+    assert runner.rollback_guard(configured=digest, deployed=digest) is None
+    assert runner.rollback_guard(configured="3f295fe", deployed=None) is None  # first up
+
+
+def test_the_runner_stops_such_an_up_before_pulumi_runs(monkeypatch, capsys) -> None:
+    digest = "sha256:" + "b" * 64
+    monkeypatch.delenv("SERVING_IMAGE", raising=False)
+    monkeypatch.setattr(runner.shutil, "which", lambda _: "/usr/bin/pulumi")
+    monkeypatch.setattr(runner, "deployed_and_configured", lambda stack: (digest, "3f295fe"))
+    monkeypatch.setattr(runner.os, "execvp", lambda *a: pytest.fail("pulumi must not run"))
+    with pytest.raises(SystemExit) as stopped:
+        runner.main(["--stack", "prod", "--command", "up"])
+    assert stopped.value.code == 2
+    assert "an up would roll the service back" in capsys.readouterr().err
+    ran: list[list[str]] = []
+    monkeypatch.setenv("SERVING_IMAGE", digest)
+    monkeypatch.setattr(runner.os, "execvp", lambda file, argv: ran.append(argv))
+    runner.main(["--stack", "prod", "--command", "up"])
+    assert f"mlops:servingImage={digest}" in ran[0]
+
+
+def test_the_stack_reports_the_serving_image_it_deployed(stack) -> None:
+    from tests.infra.conftest import SERVING_IMAGE_REF
+
+    assert stack.outputs["servingImage"] == SERVING_IMAGE_REF
