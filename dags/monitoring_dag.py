@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from _defaults import CARD, MONITOR_DIR, MONITORING_SCHEDULE, PREDICTION_LOG
-from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from _tracking_login import use_tracking_login
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Param, dag, get_current_context, task
 
 from pipeline.gitops import registry
