@@ -105,5 +105,6 @@ def _csv_cells_outside_quotes(body: bytes) -> int | None:
         return None
     line_ends = ((chars == _NEWLINE) | (chars == _RETURN)) & ~inside
     after_line_end = (before == _NEWLINE) | (before == _RETURN)
+    unended = 0 if len(chars) and line_ends[-1] else 1  # a last line with no line end
     return int(np.count_nonzero((chars == _COMMA) & ~inside)
-               + np.count_nonzero(line_ends & ~after_line_end)) + 1
+               + np.count_nonzero(line_ends & ~after_line_end)) + unended
