@@ -140,7 +140,10 @@ def inputs_from_records(records: list[dict[str, Any]], model: LoadedModel) -> In
 
 def _plain(value: Any) -> Any:
     """A cell as JSON would carry it: None for a missing value, numpy scalars as Python's."""
-    if value is None or (not isinstance(value, (str, bytes)) and pd.isna(value) is True):
+    if value is None or isinstance(value, (str, bytes)):
+        return value
+    missing = pd.isna(value)
+    if isinstance(missing, (bool, np.bool_)) and missing:
         return None
     if isinstance(value, pd.Timestamp):
         return value.to_pydatetime()
