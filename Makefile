@@ -246,6 +246,10 @@ image-test: $(STAMP) image ## run the image against a tracking server and curl /
 bench-serving: $(STAMP) ## this server (onnx twin and sklearn) vs `mlflow models serve`, per estimator: req/s, p50, p99, ratio, cold start, memory
 	@$(PY) benchmarks/serving/run.py
 
+.PHONY: bench-serving-limits
+bench-serving-limits: $(STAMP) ## three concurrent 16 MB bodies of each input format: statuses, seconds, the server's peak memory
+	@$(PY) benchmarks/serving/limits.py
+
 # --- benchmarks -------------------------------------------------------------------
 
 .PHONY: bench-score
@@ -253,4 +257,4 @@ bench-score: $(STAMP) ## mlops score on the local, spark and api engines: rows/s
 	@$(PY) benchmarks/score/run.py
 
 .PHONY: bench
-bench: bench-gate bench-gate-sim bench-serving bench-score bench-monitor bench-prediction-log ## every benchmark under benchmarks/ (ratios against peers measured in the same run)
+bench: bench-gate bench-gate-sim bench-serving bench-serving-limits bench-score bench-monitor bench-prediction-log ## every benchmark under benchmarks/ (ratios against peers measured in the same run)

@@ -18,14 +18,20 @@ from serving.settings import ServingSettings, SettingsError, load_settings
 
 
 def run(settings: ServingSettings) -> None:
-    """One worker with uvloop and httptools (TCP_NODELAY set; the model is in memory once)."""
+    """One worker with uvloop and httptools (TCP_NODELAY set; the model is in memory once).
+
+    Idle keep-alive connections stay open `SERVING_KEEP_ALIVE_SECONDS`, longer than the
+    clients' and the load balancer's own idle timeouts, so the client side always closes
+    first and no request is sent on a connection the server is closing.
+    """
     for key, value in MLFLOW_HTTP_DEFAULTS.items():  # MLflow reads these from the environment
         os.environ.setdefault(key, value)
     configure_logging(settings)
     uvicorn.run("serving.app:create_app", factory=True, host=settings.serving_host,
                 port=settings.serving_port, loop="uvloop", http="httptools",
                 log_level=settings.serving_log_level.lower(), access_log=False,
-                log_config=None, proxy_headers=True, timeout_graceful_shutdown=10)
+                log_config=None, proxy_headers=True, timeout_graceful_shutdown=10,
+                timeout_keep_alive=settings.serving_keep_alive_seconds)
 
 
 def configure_logging(settings: ServingSettings) -> None:

@@ -15,10 +15,15 @@ the scoring thread and back (about 0.3 ms on a small VM), and a graph of standar
 operators has no unbounded step to guard against. Under load requests queue as before,
 so they still share a predict.
 
+Parsing a large body is admitted the same way: `parse` hands it to one parsing thread
+through the same bounded queue, so a burst of big bodies waits (or is refused) like a
+burst of predictions, and the request's one deadline covers both its parse and its
+prediction. A small body is parsed on the event loop (tens of microseconds).
+
 Backpressure and deadlines: at most `max_queue` requests wait (more are refused with
 `Overloaded`, a 503 the client may retry), and each waits at most `deadline_seconds`
-(`DeadlineExceeded`, a 504). A request whose deadline passed while it queued is
-dropped, not scored. A `predict` that runs past `stuck_seconds` (by default the
+from its arrival (`DeadlineExceeded`, a 504). A request whose deadline passed while it
+queued is dropped, not parsed or scored. A `predict` that runs past `stuck_seconds` (by default the
 deadline) marks the thread stuck: a new scoring thread takes over the queue, and the
 stuck one exits when (if ever) its predict returns, answering its requests if they
 still wait. `health()` reports a dead or stuck thread and restarts it; a request that
@@ -32,32 +37,39 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from serving import scoring
+from serving.errors import DeadlineExceeded, Overloaded
+from serving.model import LoadedModel
 
 log = logging.getLogger("serving.batching")
+T = TypeVar("T")
+J = TypeVar("J")
+
+__all__ = ["DeadlineExceeded", "MicroBatcher", "Overloaded"]
 
 
 @dataclass
 class _Job:
-    model: scoring.LoadedModel
+    model: LoadedModel
     rows: list[Any]
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
     submitted: float  # time.monotonic()
     expires: float  # after this no one waits for the answer
-    method: str = scoring.PREDICT  # or scoring.PROBABILITIES
+    method: str = scoring.PREDICT  # or another of scoring.METHODS
     predict_started: float | None = None  # when the predict scoring it began
 
 
-class Overloaded(Exception):
-    """The queue is full (503 with Retry-After)."""
-
-
-class DeadlineExceeded(Exception):
-    """No answer within the request deadline (504)."""
+@dataclass
+class _Parse:
+    work: Callable[[], Any]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+    expires: float
 
 
 class MicroBatcher:
@@ -75,14 +87,17 @@ class MicroBatcher:
         self._abandoned: list[threading.Thread] = []  # replaced while stuck in a predict
         self._busy = False
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._waiting = 0  # requests in the queue (the bound applies to these)
+        self._parses: queue.SimpleQueue[_Parse | None] = queue.SimpleQueue()
+        self._waiting = 0  # requests in either queue (the bound applies to these)
         self._thread: threading.Thread | None = None
+        self._parser: threading.Thread | None = None
         self._generation = 0  # a thread whose generation is old exits at its next turn
         self._predict_started: float | None = None  # monotonic, while a predict runs
         self._lock = threading.Lock()
         self.batches = 0
         self.batched_requests = 0
         self.inline = 0  # of those, scored on the event loop
+        self.parses = 0  # bodies parsed on the parsing thread
         self.overloaded = 0
         self.deadlines_exceeded = 0
         self.expired = 0  # dropped from the queue: their deadline passed before scoring
@@ -98,48 +113,78 @@ class MicroBatcher:
         self._abandoned = [t for t in self._abandoned if t.is_alive()]
         return len(self._abandoned)
 
-    async def predict(self, model: scoring.LoadedModel, rows: list[Any],
-                      method: str = scoring.PREDICT) -> Any:
-        """Predictions (or, by `method`, probabilities) for `rows` (validated), off the loop.
+    def deadline(self) -> float:
+        """The deadline of a request arriving now (`time.monotonic()`)."""
+        return time.monotonic() + self.deadline_seconds
+
+    async def predict(self, model: LoadedModel, rows: list[Any],
+                      method: str = scoring.PREDICT, *,
+                      deadline: float | None = None) -> scoring.Outputs:
+        """What `method` asks of the model for `rows` (validated), off the loop.
 
         Or on it, for a small twin request while the scoring thread is idle (see above).
+        `deadline` (monotonic) is the request's, from its arrival; by default from now.
         """
         if self._scores_inline(model, rows):
             return self._score_inline(model, rows, method)
         self._ensure_thread()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
+        now = time.monotonic()
+        expires = now + self.deadline_seconds if deadline is None else deadline
+        self._admit(expires, now)
+        job = _Job(model=model, rows=rows, loop=loop, future=future, submitted=now,
+                   expires=expires, method=method)
+        self._queue.put(job)
+        try:
+            outputs: scoring.Outputs = await asyncio.wait_for(future, expires - now)
+        except TimeoutError:
+            self.deadlines_exceeded += 1
+            self._replace_if_stuck(job)
+            raise DeadlineExceeded from None
+        return outputs
+
+    async def parse(self, work: Callable[[], T], *, deadline: float | None = None) -> T:
+        """`work()` (the parse of a large body) on the parsing thread, admitted by the
+        same bounded queue as predictions (`Overloaded`) and within the request's
+        `deadline` (`DeadlineExceeded`). What `work` raises is raised here."""
+        self._ensure_parser()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        now = time.monotonic()
+        expires = now + self.deadline_seconds if deadline is None else deadline
+        self._admit(expires, now)
+        self._parses.put(_Parse(work=work, loop=loop, future=future, expires=expires))
+        try:
+            result: T = await asyncio.wait_for(future, expires - now)
+        except TimeoutError:
+            self.deadlines_exceeded += 1
+            raise DeadlineExceeded from None
+        return result
+
+    def _admit(self, expires: float, now: float) -> None:
+        """One more request waits, unless the queue is full or its deadline has passed."""
+        if expires <= now:
+            self.deadlines_exceeded += 1
+            raise DeadlineExceeded
         with self._lock:
             if self._waiting >= self.max_queue:
                 self.overloaded += 1
                 raise Overloaded
             self._waiting += 1
-        now = time.monotonic()
-        job = _Job(model=model, rows=rows, loop=loop, future=future, submitted=now,
-                   expires=now + self.deadline_seconds, method=method)
-        self._queue.put(job)
-        try:
-            return await asyncio.wait_for(future, self.deadline_seconds)
-        except TimeoutError:
-            self.deadlines_exceeded += 1
-            self._replace_if_stuck(job)
-            raise DeadlineExceeded from None
 
-    def _scores_inline(self, model: scoring.LoadedModel, rows: list[Any]) -> bool:
+    def _scores_inline(self, model: LoadedModel, rows: list[Any]) -> bool:
         return (len(rows) <= self.inline_rows
                 and getattr(model.predictor, "takes_columns", False)
                 and self._waiting == 0 and self._predict_started is None)
 
-    def _score_inline(self, model: scoring.LoadedModel, rows: list[Any], method: str) -> Any:
-        try:
-            inputs = scoring.inputs_of(model, rows)
-        except Exception as err:
-            raise scoring.ModelFailure(f"{type(err).__name__} building the frame") from err
-        predictions = scoring.run(model, inputs, method)
+    def _score_inline(self, model: LoadedModel, rows: list[Any],
+                      method: str) -> scoring.Outputs:
+        outputs = scoring.score(model, rows, method)
         self.batches += 1
         self.batched_requests += 1
         self.inline += 1
-        return predictions
+        return outputs
 
     def health(self) -> str | None:
         """None when the scoring thread can score; else why not (and it is restarted)."""
@@ -161,12 +206,16 @@ class MicroBatcher:
     def _replace_if_stuck(self, job: _Job) -> None:
         """After `job` timed out: a predict that has held the thread all along is stuck.
 
-        That is the predict scoring `job` itself, or one that began before `job` arrived;
-        either has run for the whole deadline. The next requests get a new thread.
+        That is the predict scoring `job` itself, or one that began before `job` was
+        queued, and it has run for about the stuck bound (a tenth of it is allowed for
+        what the request did before it queued: its deadline runs from its arrival, and
+        a large body's parse may have used most of it). The next requests get a new
+        thread.
         """
         with self._lock:
             started = self._predict_started
-            if started is None or self._thread is None:
+            if started is None or self._thread is None \
+                    or time.monotonic() - started < 0.9 * self.stuck_seconds:
                 return
             if started == job.predict_started or started <= job.submitted:
                 log.error("a predict has run for the whole deadline (%g s); "
@@ -176,10 +225,40 @@ class MicroBatcher:
     def close(self) -> None:
         with self._lock:
             thread, self._thread = self._thread, None
+            parser, self._parser = self._parser, None
             self._generation += 1
         if thread is not None:
             self._queue.put(None)
             thread.join(5)
+        if parser is not None:
+            self._parses.put(None)
+            parser.join(5)
+
+    def _ensure_parser(self) -> None:
+        if self._parser is not None and self._parser.is_alive():
+            return
+        with self._lock:
+            if self._parser is None or not self._parser.is_alive():
+                self._parser = threading.Thread(target=self._parse_loop, name="parsing",
+                                                daemon=True)
+                self._parser.start()
+
+    def _parse_loop(self) -> None:
+        """Parse what is queued, one body at a time; a request that expired is skipped."""
+        while True:
+            job = self._take(self._parses.get())
+            if job is None:
+                return
+            if job.expires <= time.monotonic():
+                self.expired += 1
+                continue  # its request has been answered 504
+            try:
+                result = job.work()
+            except Exception as err:
+                _settle(job.loop, job.future, error=err)
+            else:
+                _settle(job.loop, job.future, result=result)
+            self.parses += 1
 
     def _stuck(self) -> bool:
         started = self._predict_started
@@ -208,7 +287,7 @@ class MicroBatcher:
                                         name=f"scoring-{self._generation}", daemon=True)
         self._thread.start()
 
-    def _take(self, job: _Job | None) -> _Job | None:
+    def _take(self, job: J | None) -> J | None:
         if job is not None:
             with self._lock:
                 self._waiting -= 1
@@ -275,35 +354,35 @@ class MicroBatcher:
 
     def _score(self, jobs: list[_Job], generation: int) -> None:
         model = jobs[0].model
+        started = time.monotonic()
+        for job in jobs:
+            job.predict_started = started
+        if generation == self._generation:
+            self._predict_started = started
         try:
-            frame = scoring.inputs_of(model, [row for job in jobs for row in job.rows])
-            started = time.monotonic()
-            for job in jobs:
-                job.predict_started = started
-            if generation == self._generation:
-                self._predict_started = started
-            try:
-                predictions = scoring.run(model, frame, jobs[0].method)
-            finally:
-                if generation == self._generation:
-                    self._predict_started = None
+            outputs = scoring.score(model, [row for job in jobs for row in job.rows],
+                                    jobs[0].method)
         except Exception as err:
+            if generation == self._generation:
+                self._predict_started = None
             if len(jobs) > 1:  # find the request that breaks it; the others still succeed
                 for job in jobs:
                     self._score([job], generation)
                 return
             if not isinstance(err, (scoring.ModelFailure, scoring.InputError)):
-                failure = scoring.ModelFailure(f"{type(err).__name__} building the frame")
+                failure = scoring.ModelFailure(f"{type(err).__name__} in the scoring thread")
                 failure.__cause__ = err
                 err = failure
             _resolve(jobs[0], error=err)
             return
+        if generation == self._generation:
+            self._predict_started = None
         self.batches += 1
         self.batched_requests += len(jobs)
         start = 0
         for job in jobs:
             end = start + len(job.rows)
-            _resolve(job, result=predictions[start:end])
+            _resolve(job, result=outputs.rows(start, end))
             start = end
 
 
@@ -316,15 +395,21 @@ def _by_model(jobs: list[_Job]) -> list[list[_Job]]:
 
 
 def _resolve(job: _Job, *, result: Any = None, error: BaseException | None = None) -> None:
+    _settle(job.loop, job.future, result=result, error=error)
+
+
+def _settle(loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any], *,
+            result: Any = None, error: BaseException | None = None) -> None:
+    """Answer a waiting request from a worker thread, on its event loop."""
     def settle() -> None:
-        if job.future.done():  # the client went away
+        if future.done():  # the client went away, or its deadline passed
             return
         if error is not None:
-            job.future.set_exception(error)
+            future.set_exception(error)
         else:
-            job.future.set_result(result)
+            future.set_result(result)
 
     try:
-        job.loop.call_soon_threadsafe(settle)
+        loop.call_soon_threadsafe(settle)
     except RuntimeError:  # the loop is closed (shutdown)
         log.debug("dropped a result: event loop closed")

@@ -304,14 +304,12 @@ def warm_up(model: scoring.LoadedModel, example: Any) -> None:
     """Score the input example through the request path: proves the model answers."""
     if example is None:
         return
-    frame = example if isinstance(example, pd.DataFrame) else pd.DataFrame(example)
-    records = frame.to_dict(orient="records")
     try:
-        rows = scoring.inputs_from_records(records, model)
+        rows = scoring.rows_of_frame(model, example)
     except scoring.InputError as err:
         raise LoadError(f"its input example does not match its signature: {err}") from err
     try:
-        scoring.run(model, rows)
+        scoring.score(model, rows)
     except scoring.ModelFailure as err:
         raise LoadError(f"warm-up on its input example failed: {err.__cause__ or err}") from err
 

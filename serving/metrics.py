@@ -110,7 +110,11 @@ class BatcherCollector(Collector):
         yield _counter("serving_inline_requests",
                        "Of those, small twin requests scored on the event loop (thread idle)",
                        self.batcher.inline)
-        yield GaugeMetricFamily("serving_queue_depth", "Requests waiting for the scoring thread",
+        yield _counter("serving_parses",
+                       "Large bodies parsed on the parsing thread (admitted by the queue)",
+                       self.batcher.parses)
+        yield GaugeMetricFamily("serving_queue_depth",
+                                "Requests waiting for the scoring or the parsing thread",
                                 value=self.batcher.queue_depth)
         yield GaugeMetricFamily("serving_queue_limit", "Requests that may wait (SERVING_QUEUE_MAX)",
                                 value=self.batcher.max_queue)
@@ -120,7 +124,7 @@ class BatcherCollector(Collector):
                        "Requests not answered within the deadline (504)",
                        self.batcher.deadlines_exceeded)
         yield _counter("serving_expired",
-                       "Queued requests dropped unscored: their deadline had passed",
+                       "Queued requests dropped unscored or unparsed: their deadline had passed",
                        self.batcher.expired)
         yield _counter("serving_scoring_thread_restarts",
                        "Scoring threads replaced because they died or were stuck",

@@ -44,6 +44,11 @@ class ServingSettings(BaseSettings):
     # stuck: /ready answers 503 and a new thread serves the queue.
     serving_stuck_seconds: float | None = Field(default=None, gt=0)
     serving_retry_after_seconds: int = Field(default=1, ge=0)
+    # How long an idle keep-alive connection is kept open. Longer than any client's or
+    # load balancer's idle timeout (httpx 5 s, the stack's load balancer 120 s): when the
+    # server closes first, a client that sends on the connection at that moment sees it
+    # reset, with no HTTP status (uvicorn's default of 5 s did that under load).
+    serving_keep_alive_seconds: int = Field(default=130, ge=1)
     # auto: a version's verified compiled twin (onnxruntime) when it has one, else sklearn;
     # sklearn: always the skops model (to compare, or to rule the twin out).
     serving_runtime: Literal["auto", "sklearn"] = "auto"

@@ -6,11 +6,13 @@ import asyncio
 from typing import Any
 
 import numpy as np
+import orjson
 import pandas as pd
 import pytest
 
 from serving import scoring
 from serving.batching import MicroBatcher
+from serving.protocols.native import rows_of_body
 from tests.serving.helpers import ROW, Linear, loaded
 
 
@@ -30,8 +32,7 @@ class Doubling(Linear):
 
 def rows(model: scoring.LoadedModel, count: int, size: int = 1) -> list[Any]:
     records = [{**ROW, "count": count}] * size
-    return scoring.rows_from_predict_body(
-        scoring.orjson.dumps({"records": records}), model)
+    return rows_of_body(orjson.dumps({"records": records}), model)
 
 
 def test_each_request_gets_its_own_predictions_from_its_own_model() -> None:
@@ -42,7 +43,7 @@ def test_each_request_gets_its_own_predictions_from_its_own_model() -> None:
         try:
             jobs = [batcher.predict(old if i % 2 else new, rows(new, i, size=1 + i % 3))
                     for i in range(30)]
-            return await asyncio.gather(*jobs)
+            return [outputs.predictions for outputs in await asyncio.gather(*jobs)]
         finally:
             batcher.close()
 
@@ -68,7 +69,8 @@ def test_a_failing_request_does_not_fail_the_batch() -> None:
         if count == 13:
             assert isinstance(result, scoring.ModelFailure)
         else:
-            assert list(result) == [500.0 + count]
+            assert isinstance(result, scoring.Outputs)
+            assert list(result.predictions) == [500.0 + count]
 
 
 def test_frame_errors_are_model_failures_not_crashes() -> None:
@@ -112,7 +114,8 @@ def test_a_small_twin_request_on_an_idle_batcher_is_scored_on_the_loop() -> None
         try:
             small = await batcher.predict(model, rows(model, 1, size=4))
             large = await batcher.predict(model, rows(model, 2, size=5))
-            return [small, large], [batcher.inline, batcher.batches, batcher.batched_requests]
+            return [small.predictions, large.predictions], [
+                batcher.inline, batcher.batches, batcher.batched_requests]
         finally:
             batcher.close()
 
@@ -139,7 +142,7 @@ def test_while_the_thread_scores_small_twin_requests_queue_and_share_a_predict()
             batcher.close()
 
     results = asyncio.run(scenario())
-    assert [list(r) for r in results[1:]] == [[500.0 + i] for i in range(2, 6)]
+    assert [list(r.predictions) for r in results[1:]] == [[500.0 + i] for i in range(2, 6)]
     assert "MainThread" not in twin.threads
     assert len(twin.threads) == 2  # the long predict, then the four queued ones together
 

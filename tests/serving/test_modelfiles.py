@@ -1,6 +1,6 @@
 """Models as data, on real model folders written by MLflow: each refusal, and what passes.
 
-Every attack here would run code or load foreign bytes without `serving.modelfiles`:
+Every attack here would run code or load foreign bytes without `modelio`:
 the pickle's payload creates a marker file when unpickled, the self-whitelisting model
 would load a type nobody reviewed, the swapped file would be served.
 """

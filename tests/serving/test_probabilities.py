@@ -87,6 +87,47 @@ def test_predict_answers_labels_and_probabilities_on_request(
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-6)
 
 
+class Counting:
+    """Counts the calls of one method of the object it wraps; the rest passes through."""
+
+    def __init__(self, wrapped: Any, method: str) -> None:
+        self.wrapped, self.method, self.calls = wrapped, method, 0
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self.wrapped, name)
+        if name != self.method:
+            return attribute
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls += 1
+            return attribute(*args, **kwargs)
+
+        return counted
+
+
+@pytest.mark.parametrize("runtime", ["auto", "sklearn"])
+def test_labels_and_probabilities_come_from_one_call(
+        folder: Path, classifier: Pipeline, data: PreparedData, runtime: str) -> None:
+    """The twin runs its graph once for both outputs; sklearn transforms the rows once."""
+    model = _load(folder, runtime)
+    predictor: Any = model.predictor
+    if runtime == "auto":
+        counter = predictor.session = Counting(predictor.session, "run")
+    else:
+        name, transformer = predictor.estimator.steps[0]
+        counter = Counting(transformer, "transform")
+        predictor.estimator.steps[0] = (name, counter)
+    rows = data.x_validation.head(30)
+    with TestClient(create_app(ready_store(model), manage_store=False)) as client:
+        counter.calls = 0
+        answer = client.post("/predict?probabilities=true", json={"records": _records(rows)})
+        assert counter.calls == 1, f"{counter.calls} calls for one probabilities request"
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["predictions"] == classifier.predict(rows).tolist()
+    np.testing.assert_allclose(np.asarray(answer.json()["probabilities"]),
+                               classifier.predict_proba(rows), atol=PROBABILITY_TOLERANCE, rtol=0)
+
+
 def test_invocations_follows_the_signature_params_as_mlflow_does(
         folder: Path, classifier: Pipeline, data: PreparedData) -> None:
     model = _load(folder, "auto")

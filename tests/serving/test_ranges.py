@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from serving import scoring
 from serving.app import create_app
 from serving.batching import MicroBatcher
+from serving.protocols.native import rows_of_body
 from tests.serving.helpers import ROW, loaded, ready_store, ridge_pipeline
 
 
@@ -65,7 +66,7 @@ def test_a_request_out_of_range_does_not_fail_the_batch_it_shares() -> None:
 
     def rows(carat: float) -> list[Any]:
         body = orjson.dumps({"records": [{**ROW, "carat": carat}]})
-        return scoring.rows_from_predict_body(body, model)
+        return rows_of_body(body, model)
 
     async def scenario() -> list[Any]:
         batcher = MicroBatcher()
@@ -78,4 +79,4 @@ def test_a_request_out_of_range_does_not_fail_the_batch_it_shares() -> None:
     results = asyncio.run(scenario())
     assert isinstance(results[3], scoring.InputError)
     good = [r for i, r in enumerate(results) if i != 3]
-    assert all(np.isfinite(r).all() for r in good)
+    assert all(isinstance(r, scoring.Outputs) and np.isfinite(r.predictions).all() for r in good)

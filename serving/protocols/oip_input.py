@@ -1,4 +1,4 @@
-"""The Open Inference Protocol v2 (REST) as pure functions: metadata, tensors in, tensors out.
+"""The Open Inference Protocol v2 (REST), the pure side: metadata, tensors in, tensors out.
 
 The protocol KServe, MLServer and Triton speak. A model's inputs are its signature's
 columns, one tensor per column (shape `[rows]` or `[rows, 1]`): BYTES for strings,
@@ -7,6 +7,10 @@ FP64/FP32 and INT64/INT32 for numbers, BOOL for booleans. Tensors may come as JS
 then each tensor's raw bytes, little-endian, BYTES as 4-byte length + UTF-8). The rows
 they make are validated by the same signature validators as `/predict`, so the same
 rules apply. Answers are always JSON, which every client of the protocol reads.
+
+Bounded before anything is built: the JSON header by the value budget
+(`serving.limits`), each tensor's rows by its shape (at most the row limit) and binary
+data by its declared size, so a 16 MiB body cannot become millions of Python values.
 """
 
 from __future__ import annotations
@@ -17,16 +21,19 @@ from typing import Any
 
 import numpy as np
 import orjson
-from pydantic import BaseModel, ValidationError
 
-from serving.scoring import PREDICT, InputError, LoadedModel, Problem, problems_of
+from serving.errors import InputError, NotFound, Problem
+from serving.limits import check_json, too_many_rows
+from serving.model import LoadedModel
+from serving.protocols.rows import validated
+from serving.scoring import LABELS_AND_PROBABILITIES, PREDICT, Outputs
 from serving.scoring import PROBABILITIES as PREDICT_PROBA
 
 PLATFORM = "mlflow_sklearn"
 OUTPUT = "predictions"
 PROBABILITIES = "probabilities"
-METHODS = {OUTPUT: PREDICT, PROBABILITIES: PREDICT_PROBA}
-"""Each output tensor, and the model method that computes it."""
+METHODS: dict[tuple[str, ...], str] = {(OUTPUT,): PREDICT, (PROBABILITIES,): PREDICT_PROBA}
+"""The outputs asked for, and what the scoring core computes for them (both: both)."""
 # MLflow column type -> the protocol's datatype, and the datatypes a tensor may carry.
 DATATYPES: dict[str, str] = {
     "double": "FP64", "float": "FP32", "long": "INT64", "integer": "INT32",
@@ -41,10 +48,6 @@ ACCEPTED: dict[str, frozenset[str]] = {
     "BYTES": frozenset({"BYTES"}),
 }
 _NUMPY = {"FP64": "<f8", "FP32": "<f4", "INT64": "<i8", "INT32": "<i4", "BOOL": "?"}
-
-
-class NotFound(Exception):
-    """No such model or version here (404)."""
 
 
 def check_model(model: LoadedModel, name: str, version: str | None = None) -> None:
@@ -78,6 +81,10 @@ class InferRequest:
     outputs: tuple[str, ...] = (OUTPUT,)
     """The output tensors asked for (`outputs`); by default the predictions."""
 
+    @property
+    def method(self) -> str:
+        return METHODS.get(self.outputs, LABELS_AND_PROBABILITIES)
+
 
 def rows_from_infer_body(body: bytes, header_length: int | None,
                          model: LoadedModel) -> InferRequest:
@@ -86,6 +93,7 @@ def rows_from_infer_body(body: bytes, header_length: int | None,
         raise _bad((), "Inference-Header-Content-Length does not fit the body")
     header = body if header_length is None else body[:header_length]
     binary = b"" if header_length is None else body[header_length:]
+    check_json(header, model)
     try:
         payload = orjson.loads(header)
     except orjson.JSONDecodeError:
@@ -100,18 +108,13 @@ def rows_from_infer_body(body: bytes, header_length: int | None,
     columns, length = _columns(payload["inputs"], binary, model)
     records = [dict(zip(columns, cells, strict=True))
                for cells in zip(*columns.values(), strict=True)] if length else []
-    schema = model.schema
-    if schema is None:
+    if model.schema is None:
         if not 1 <= len(records) <= model.max_rows:
             raise _bad(("inputs",), f"1 to {model.max_rows} rows per request")
         return InferRequest(records, request_id, outputs)
     if not records:
         raise _bad(("inputs",), "at least 1 row is required")
-    try:
-        rows: list[BaseModel] = schema.records.validate_python(records)
-    except ValidationError as err:
-        raise InputError(problems_of(err)) from None
-    return InferRequest(rows, request_id, outputs)
+    return InferRequest(validated(records, model), request_id, outputs)
 
 
 def _requested_outputs(outputs: Any, model: LoadedModel) -> tuple[str, ...]:
@@ -130,24 +133,24 @@ def _requested_outputs(outputs: Any, model: LoadedModel) -> tuple[str, ...]:
     return names
 
 
-def infer_response(model: LoadedModel, request_id: str | None, outputs: dict[str, Any]) -> bytes:
+def infer_response(model: LoadedModel, asked: InferRequest, outputs: Outputs) -> bytes:
     """The output tensors asked for: `predictions` (one element per row) and, for a
     classifier that was asked, `probabilities` (FP64, [rows, classes], in the order of
     the `classes` parameter)."""
     tensors: list[dict[str, Any]] = []
-    if OUTPUT in outputs:
-        datatype, data = tensor_of(outputs[OUTPUT])
+    if OUTPUT in asked.outputs:
+        datatype, data = tensor_of(outputs.predictions)
         tensors.append({"name": OUTPUT, "datatype": datatype, "shape": [len(data)],
                         "data": data})
-    if PROBABILITIES in outputs:
-        matrix = np.asarray(outputs[PROBABILITIES], dtype=np.float64)
+    if PROBABILITIES in asked.outputs:
+        matrix = np.asarray(outputs.probabilities, dtype=np.float64)
         tensors.append({"name": PROBABILITIES, "datatype": "FP64", "shape": list(matrix.shape),
                         "data": matrix.ravel(),
                         "parameters": {"classes": ",".join(str(c) for c in model.classes or ())}})
     answer: dict[str, Any] = {"model_name": model.info.name,
                               "model_version": model.info.version or "", "outputs": tensors}
-    if request_id is not None:
-        answer["id"] = request_id
+    if asked.id is not None:
+        answer["id"] = asked.id
     return orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
@@ -194,13 +197,15 @@ def _columns(tensors: list[Any], binary: bytes,
         if datatype not in _NUMPY and datatype != "BYTES":
             raise _bad(where, "unsupported datatype")
         rows = _rows_of_shape(shape, where)
+        if rows > model.max_rows:
+            raise too_many_rows(model)
         parameters = tensor.get("parameters") or {}
         size = parameters.get("binary_data_size") if isinstance(parameters, dict) else None
         if size is not None:
             if not isinstance(size, int) or isinstance(size, bool) or size < 0 \
                     or offset + size > len(binary):
                 raise _bad(where, "binary_data_size does not fit the body")
-            values = _decode(binary[offset:offset + size], datatype, where)
+            values = _decode(binary[offset:offset + size], datatype, rows, where)
             offset += size
         else:
             values = _flat(tensor.get("data"), where)
@@ -236,16 +241,23 @@ def _flat(data: Any, where: tuple[str | int, ...]) -> list[Any]:
     return data
 
 
-def _decode(chunk: bytes, datatype: str, where: tuple[str | int, ...]) -> list[Any]:
+def _decode(chunk: bytes, datatype: str, rows: int, where: tuple[str | int, ...]) -> list[Any]:
+    """The elements of one tensor's binary data; more than the shape's `rows` are refused
+    before they are decoded."""
     if datatype != "BYTES":
         dtype = np.dtype(_NUMPY[datatype])
         if len(chunk) % dtype.itemsize:
             raise _bad(where, f"binary data is not a whole number of {datatype} elements")
+        if len(chunk) // dtype.itemsize != rows:
+            raise _bad(where, f"the shape says {rows} elements, the data has "
+                       f"{len(chunk) // dtype.itemsize}")
         values: list[Any] = np.frombuffer(chunk, dtype=dtype).tolist()
         return values
     strings: list[Any] = []
     position = 0
     while position < len(chunk):
+        if len(strings) == rows:
+            raise _bad(where, f"the shape says {rows} elements, the data has more")
         if position + 4 > len(chunk):
             raise _bad(where, "binary BYTES element is cut short")
         size = int.from_bytes(chunk[position:position + 4], "little")
