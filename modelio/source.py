@@ -19,7 +19,7 @@ from modelio.identity import ModelIdentity
 PRODUCTION_ALIAS = "production"
 _VERSION = re.compile(r"^models:/(?P<name>[^/@]+)/(?P<version>\d+)/?$")
 _ALIAS = re.compile(r"^models:/(?P<name>[^/@]+)@(?P<alias>[^/@]+)/?$")
-_RUN = re.compile(r"^runs:/(?P<run_id>[0-9a-f]{32})/(?P<path>[^/].*)$")
+_RUN = re.compile(r"^runs:/(?P<run_id>[^/]+)/(?P<path>[^/].*)$")
 
 
 class UnknownModel(Exception):

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -30,12 +29,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from modelio import files as modelfiles
-from modelio import sklearn_kind
+import modelio
+from modelio import source as modelio_source
+from modelio.files import CheckedModel, ModelRefused
+from modelio.source import Source
 from modelio.twin import OnnxPredictor, checked_twin, disagreement, recorded_twin
 from serving import scoring
 from serving.schema import from_signature
-from serving.scoring import ModelRef
 
 # An unreachable registry should show up in seconds, not after MLflow's minutes of retries.
 MLFLOW_HTTP_DEFAULTS = {
@@ -54,9 +54,9 @@ class LoadError(Exception):
 class Refused(LoadError):
     """A version failed a check before loading: it is never deserialized."""
 
-    def __init__(self, ref: ModelRef, refusal: modelfiles.ModelRefused) -> None:
+    def __init__(self, source: Source, refusal: ModelRefused) -> None:
         super().__init__(f"refused: {refusal}")
-        self.version = ref.version
+        self.version = source.identity.version
         self.rule = refusal.rule
         self.file = refusal.file
         self.expected = refusal.expected
@@ -67,50 +67,34 @@ class Refused(LoadError):
                 "expected": self.expected, "found": self.found, "reason": str(self)}
 
 
-Resolver = Callable[[], ModelRef]
-Loader = Callable[[ModelRef], scoring.LoadedModel]
+Resolver = Callable[[], Source]
+Loader = Callable[[Source], scoring.LoadedModel]
 
 
 def registry_resolver(tracking_uri: str, name: str, alias: str) -> Resolver:
-    """Ask the registry which version `alias` points at."""
+    """Ask the registry which version `alias` points at (with its recorded manifest)."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
-    def resolve() -> ModelRef:
-        version = client.get_model_version_by_alias(name, alias)
-        return ModelRef(name=name, version=str(version.version), run_id=version.run_id,
-                        uri=f"models:/{name}/{version.version}",
-                        manifest=(version.tags or {}).get(modelfiles.MANIFEST_TAG),
-                        verify=True)
+    def resolve() -> Source:
+        return modelio_source.of_version(client.get_model_version_by_alias(name, alias))
 
     return resolve
-
-
-_MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)/(?P<version>\d+)/?$")
-_RUNS_URI = re.compile(r"^runs:/(?P<run_id>[^/]+)/")
-
-
-def pinned_ref(uri: str, name: str | None) -> ModelRef:
-    """A fixed MODEL_URI: name and version when the URI says them."""
-    if match := _MODELS_URI.match(uri):
-        return ModelRef(name=match["name"], version=match["version"], run_id=None, uri=uri)
-    run = _RUNS_URI.match(uri)
-    return ModelRef(name=name or uri, version=None, run_id=run["run_id"] if run else None, uri=uri)
 
 
 def mlflow_loader(*, tracking_uri: str, max_rows: int, runtime: str = "auto",
                   onnx_threads: int = 1, sklearn_threads: int = 1,
                   twin_first: bool = True) -> Loader:
-    """Download, verify, load with skops (and the twin with onnxruntime), warm up."""
+    """Download, verify, load its kind (and the twin with onnxruntime), warm up."""
     limit_sklearn_threads(sklearn_threads)
 
-    def load(ref: ModelRef) -> scoring.LoadedModel:
+    def load(source: Source) -> scoring.LoadedModel:
         workdir = Path(tempfile.mkdtemp(prefix="serving-model-"))
         try:
-            local = Path(_download(ref, workdir, tracking_uri))
-            checked = _check(ref, local)
-            model, example = _assemble(ref, checked, max_rows=max_rows, runtime=runtime,
+            local = _download(source, workdir, tracking_uri)
+            opened = _check(source, local)
+            model, example = _assemble(opened, max_rows=max_rows, runtime=runtime,
                                        onnx_threads=onnx_threads, twin_first=twin_first)
             warm_up(model, example)
         except BaseException:
@@ -136,86 +120,76 @@ def _then_remove(pending: Callable[[], scoring.LoadedModel], workdir: Path
     return run
 
 
-def _download(ref: ModelRef, workdir: Path, tracking_uri: str) -> str:
-    import mlflow.artifacts
-
+def _download(source: Source, workdir: Path, tracking_uri: str) -> Path:
     try:
-        return str(mlflow.artifacts.download_artifacts(
-            artifact_uri=ref.uri, dst_path=str(workdir), tracking_uri=tracking_uri))
+        return modelio_source.download(source, workdir, tracking_uri=tracking_uri)
     except Exception as err:
         raise LoadError(f"cannot download: {one_line(err)}") from err
 
 
-def _check(ref: ModelRef, local: Path) -> modelfiles.CheckedModel:
-    """The checks of the bytes and the format (the skops types are checked before the
-    skops file is read); a version that must be verified needs a manifest."""
-    expected = modelfiles.parse_manifest(ref.manifest)
+def _check(source: Source, local: Path) -> modelio.OpenedModel:
+    """The checks of the bytes and the format (`modelio`; the kind's own checks come
+    before its file is read); a registry version needs its recorded manifest."""
     try:
-        if ref.verify and expected is None:
-            raise modelfiles.ModelRefused(
-                "manifest", f"version {ref.version} has no {modelfiles.MANIFEST_TAG} tag: "
-                "only versions recorded by `mlops promote` are served")
-        return modelfiles.check_files(local, expected_manifest=expected)
-    except modelfiles.ModelRefused as refusal:
-        raise Refused(ref, refusal) from None
+        return modelio.open_folder(local, source)
+    except ModelRefused as refusal:
+        raise Refused(source, refusal) from None
 
 
-def _assemble(ref: ModelRef, checked: modelfiles.CheckedModel, *, max_rows: int,
-              runtime: str = "auto", onnx_threads: int = 1, twin_first: bool = True
+def _assemble(opened: modelio.OpenedModel, *, max_rows: int, runtime: str = "auto",
+              onnx_threads: int = 1, twin_first: bool = True
               ) -> tuple[scoring.LoadedModel, Any]:
     """The version ready to score: its twin first when it can be (see the module), else
-    its sklearn model (and the twin, if it agrees with it)."""
-    from mlflow.models import Model  # MLmodel as YAML, and the input example as JSON
-
+    its model (and the twin, if it agrees with it)."""
     try:
-        meta = Model.load(str(checked.folder))
-        example = meta.load_input_example(str(checked.folder))
+        meta = opened.info
+        example = opened.input_example()
     except Exception as err:
         raise LoadError(f"cannot load: {one_line(err)}") from err
-    if runtime == "auto" and twin_first and ref.verify:
-        twin, _ = recorded_twin(checked.twin_file, example, threads=onnx_threads)
+    if runtime == "auto" and twin_first and opened.source.registered:
+        twin, _ = recorded_twin(opened.files.twin_file, example, threads=onnx_threads)
         if twin is not None:
-            first = _loaded(ref, meta, example, twin, why_not=None, classes=twin.classes,
+            first = _loaded(opened, meta, example, twin, why_not=None, classes=twin.classes,
                             max_rows=max_rows)
 
             def finish() -> scoring.LoadedModel:
-                return _with_sklearn(ref, checked, meta, example, max_rows=max_rows,
-                                     twin=twin)
+                return _with_model(opened, meta, example, max_rows=max_rows, twin=twin)
 
             return dataclasses.replace(first, pending=finish), example
-    return _with_sklearn(ref, checked, meta, example, max_rows=max_rows, runtime=runtime,
-                         onnx_threads=onnx_threads), example
+    return _with_model(opened, meta, example, max_rows=max_rows, runtime=runtime,
+                       onnx_threads=onnx_threads), example
 
 
-def _with_sklearn(ref: ModelRef, checked: modelfiles.CheckedModel, meta: Any, example: Any,
-                  *, max_rows: int, runtime: str = "auto", onnx_threads: int = 1,
-                  twin: OnnxPredictor | None = None) -> scoring.LoadedModel:
-    """Load the skops model (its types checked first), and serve the twin only if it
-    agrees with it; `twin` is one already loaded (twin first), re-checked here."""
+def _with_model(opened: modelio.OpenedModel, meta: Any, example: Any, *, max_rows: int,
+                runtime: str = "auto", onnx_threads: int = 1,
+                twin: OnnxPredictor | None = None) -> scoring.LoadedModel:
+    """Load the model by its kind (its types checked first), and serve the twin only if
+    it agrees with it; `twin` is one already loaded (twin first), re-checked here."""
     try:
-        estimator = sklearn_kind.load_sklearn(checked)
-    except modelfiles.ModelRefused as refusal:
-        raise Refused(ref, refusal) from None
+        estimator = opened.estimator()
+    except ModelRefused as refusal:
+        raise Refused(opened.source, refusal) from None
     except Exception as err:
         raise LoadError(f"cannot load: {one_line(err)}") from err
     sklearn_predictor = SklearnPredictor(estimator)
     if twin is not None:
         predictor, why_not = choose_twin(twin, sklearn_predictor, example)
     else:
-        predictor, why_not = choose_predictor(checked, sklearn_predictor, example,
+        predictor, why_not = choose_predictor(opened.files, sklearn_predictor, example,
                                               runtime=runtime, threads=onnx_threads)
-    model = _loaded(ref, meta, example, predictor, why_not=why_not,
+    model = _loaded(opened, meta, example, predictor, why_not=why_not,
                     classes=classes_of(estimator), max_rows=max_rows)
     if twin is not None and predictor is not twin:
-        warm_up(model, example)  # the twin was refused: sklearn serves from now on
+        warm_up(model, example)  # the twin was refused: the model serves from now on
     return model
 
 
-def _loaded(ref: ModelRef, meta: Any, example: Any, predictor: Any, *, why_not: str | None,
-            classes: tuple[Any, ...] | None, max_rows: int) -> scoring.LoadedModel:
+def _loaded(opened: modelio.OpenedModel, meta: Any, example: Any, predictor: Any, *,
+            why_not: str | None, classes: tuple[Any, ...] | None,
+            max_rows: int) -> scoring.LoadedModel:
+    who = opened.identity
     return scoring.LoadedModel(
-        info=ModelRef(name=ref.name, version=ref.version, run_id=ref.run_id or meta.run_id,
-                      uri=ref.uri),
+        info=dataclasses.replace(who, run_id=who.run_id or meta.run_id),
         loaded_at=_now(),
         predictor=predictor,
         schema=from_signature(meta.signature, max_rows=max_rows),
@@ -235,7 +209,7 @@ def choose_twin(twin: OnnxPredictor, sklearn_predictor: SklearnPredictor, exampl
     return (twin, None) if why_not is None else (sklearn_predictor, why_not)
 
 
-def choose_predictor(checked: modelfiles.CheckedModel, sklearn_predictor: SklearnPredictor,
+def choose_predictor(checked: CheckedModel, sklearn_predictor: SklearnPredictor,
                      example: Any, *, runtime: str, threads: int) -> tuple[Any, str | None]:
     """The twin when the version has one and it agrees with sklearn on the input example.
 

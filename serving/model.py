@@ -13,6 +13,7 @@ from typing import Any, Protocol, TypeAlias
 
 import pandas as pd
 
+from modelio.identity import ModelIdentity
 from serving.schema import ColumnBatch, FeatureSchema
 
 Inputs: TypeAlias = pd.DataFrame | ColumnBatch
@@ -32,35 +33,10 @@ class Predictor(Protocol):
 
 
 @dataclass(frozen=True)
-class ModelRef:
-    """A version as the registry names it, and where its files are.
-
-    What the store asks to load, and what answered: batch clients record `ref()` next
-    to each score.
-    """
-
-    name: str
-    version: str | None
-    run_id: str | None
-    uri: str
-    manifest: str | None = field(default=None, compare=False, repr=False)
-    """The manifest tag promotion wrote on the version (JSON), checked before loading."""
-    verify: bool = field(default=False, compare=False)
-    """True for registry versions: without a manifest they are refused."""
-
-    def ref(self) -> dict[str, str | None]:
-        return {"name": self.name, "version": self.version, "run_id": self.run_id}
-
-    @property
-    def label(self) -> str:
-        return f"{self.name} version {self.version}" if self.version else self.uri
-
-
-@dataclass(frozen=True)
 class LoadedModel:
     """A model ready to score: swapped in as one reference, never changed afterwards."""
 
-    info: ModelRef
+    info: ModelIdentity
     loaded_at: dt.datetime
     predictor: Predictor
     schema: FeatureSchema | None

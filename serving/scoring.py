@@ -22,12 +22,12 @@ import pandas as pd
 from pydantic import ValidationError
 
 from serving.errors import InputError, ModelFailure, Problem, problems_of, short
-from serving.model import Inputs, LoadedModel, ModelRef
+from serving.model import Inputs, LoadedModel
 from serving.schema import ColumnBatch
 
 __all__ = [  # the model types and errors are re-exported for the loader and the store
     "LABELS_AND_PROBABILITIES", "METHODS", "PREDICT", "PROBABILITIES", "InputError",
-    "LoadedModel", "ModelFailure", "ModelRef", "Outputs", "as_frame", "check_method",
+    "LoadedModel", "ModelFailure", "Outputs", "as_frame", "check_method",
     "frame_of", "inputs_from_records", "inputs_of", "rows_of_frame", "rows_of_records", "run",
     "score",
 ]

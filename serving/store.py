@@ -16,6 +16,8 @@ import threading
 import time
 from typing import Any
 
+from modelio import source as modelio_source
+from modelio.identity import ModelIdentity
 from serving import scoring
 from serving.loader import (
     Loader,
@@ -23,10 +25,8 @@ from serving.loader import (
     Resolver,
     mlflow_loader,
     one_line,
-    pinned_ref,
     registry_resolver,
 )
-from serving.scoring import ModelRef
 from serving.settings import ServingSettings
 
 log = logging.getLogger("serving.store")
@@ -62,8 +62,8 @@ class ModelStore:
     @classmethod
     def from_settings(cls, settings: ServingSettings) -> ModelStore:
         if settings.model_uri:
-            ref = pinned_ref(settings.model_uri, settings.model_name)
-            resolve: Resolver = lambda: ref  # noqa: E731
+            pinned = modelio_source.pinned(settings.model_uri, name=settings.model_name)
+            resolve: Resolver = lambda: pinned  # noqa: E731
             follow, source = False, settings.model_uri
         else:
             assert settings.model_name is not None
@@ -89,30 +89,31 @@ class ModelStore:
         with self._lock:
             self.last_checked_at = _now()
             try:
-                ref = self._resolve()
+                source = self._resolve()
             except Exception as err:
                 self.registry_failures += 1
                 self._record_error(f"registry: {one_line(err)}")
                 return False
             current = self.current
-            if current is not None and ref.uri == current.info.uri:
+            uri = source.identity.uri
+            if current is not None and uri == current.info.uri:
                 return False
-            failed_at = self._failed.get(ref.uri)
+            failed_at = self._failed.get(uri)
             if failed_at is not None and time.monotonic() - failed_at < self.retry_failed_seconds:
                 return False
             try:
-                model = self._load(ref)
-                if model.pending is not None and (current is not None or ref.uri in self._failed):
+                model = self._load(source)
+                if model.pending is not None and (current is not None or uri in self._failed):
                     model = model.pending()  # a swap, or a retry: the whole version first
             except Exception as err:
-                self._record_failure(ref, err, kept=current)
+                self._record_failure(source.identity, err, kept=current)
                 return False
             self.current = model  # the swap: one reference assignment
             self.reloads += 1
             self.last_error = None
             self.last_error_at = None
-            self._failed.pop(ref.uri, None)
-            log.info("serving %s (was %s)%s", ref.label,
+            self._failed.pop(uri, None)
+            log.info("serving %s (was %s)%s", source.identity.label,
                      current.info.label if current else "nothing",
                      "; its compiled twin first, the sklearn model loading"
                      if model.pending else "")
@@ -143,7 +144,7 @@ class ModelStore:
                 log.info("%s: the sklearn model is loaded; %s serves", first.info.label,
                          final.runtime)
 
-    def _record_failure(self, ref: ModelRef, err: Exception,
+    def _record_failure(self, ref: ModelIdentity, err: Exception,
                         kept: scoring.LoadedModel | None) -> None:
         self.reload_failures += 1
         if isinstance(err, Refused):

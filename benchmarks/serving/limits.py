@@ -182,6 +182,7 @@ def save_demo_model(root: Path) -> tuple[Path, dict[str, object]]:
     """The demo's model as training saves it, and one of its validation rows."""
     import mlflow.sklearn
 
+    from modelio import files as modelfiles
     from pipeline.stages.data import prepare
     from pipeline.stages.datasets import load_spec
     from pipeline.stages.train import (
@@ -192,7 +193,6 @@ def save_demo_model(root: Path) -> tuple[Path, dict[str, object]]:
         trusted_types,
     )
     from pipeline.stages.twin import Twin, compile_twin
-    from serving import modelfiles
 
     full = prepare(load_spec("diamonds"))
     data = dataclasses.replace(full, train=full.train.sample(2000, random_state=0),

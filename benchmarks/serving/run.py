@@ -99,10 +99,16 @@ def train(env: dict[str, str], card: Path, estimator: str) -> dict[str, Any]:
 
 def floor(model_uri: str, frames: dict[int, object]) -> dict[int, float]:
     """Median ms of the model's own predict on the same rows, in this process."""
-    import mlflow.sklearn
+    import tempfile
+
     from threadpoolctl import threadpool_limits
 
-    model = mlflow.sklearn.load_model(model_uri)
+    import modelio
+    from modelio import source as modelio_source
+
+    with tempfile.TemporaryDirectory(prefix="bench-floor-") as tmp:
+        model = modelio.fetch(modelio_source.pinned(model_uri, name=None), Path(tmp),
+                              tracking_uri=os.environ["MLFLOW_TRACKING_URI"]).estimator()
     out = {}
     with threadpool_limits(limits=1):
         for rows, frame in frames.items():

@@ -40,7 +40,9 @@ from serving.protocols.rows import loads, records_of, schemaless
 from serving.scoring import LABELS_AND_PROBABILITIES, PREDICT, Outputs, check_method
 
 
-class ModelRefOut(BaseModel):
+class ModelIdentityOut(BaseModel):
+    """`ModelIdentity.ref()` as OpenAPI shows it: the schema of the JSON, not a value."""
+
     name: str
     version: str | None
     run_id: str | None
@@ -52,7 +54,7 @@ class PredictResponse(BaseModel):
         default=None, description="with ?probabilities=true: each row's class probabilities")
     classes: list[Any] | None = Field(
         default=None, description="with ?probabilities=true: the labels of the columns")
-    model: ModelRefOut = Field(description="the version that made these predictions")
+    model: ModelIdentityOut = Field(description="the version that made these predictions")
 
 
 class ErrorDetail(BaseModel):

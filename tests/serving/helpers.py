@@ -14,9 +14,11 @@ from sklearn.linear_model import Ridge
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+from modelio.identity import ModelIdentity
+from modelio.source import Source
 from serving.loader import SklearnPredictor
 from serving.schema import ColumnSpec, from_columns
-from serving.scoring import LoadedModel, ModelRef
+from serving.scoring import LoadedModel
 from serving.store import ModelStore
 
 COLUMNS = (
@@ -42,8 +44,8 @@ class Exploding:
 
 def loaded(predictor: Any = None, *, version: str = "1", max_rows: int = 5) -> LoadedModel:
     return LoadedModel(
-        info=ModelRef(name="toy", version=version, run_id=f"run{version}",
-                      uri=f"models:/toy/{version}"),
+        info=ModelIdentity(name="toy", version=version, run_id=f"run{version}",
+                           uri=f"models:/toy/{version}"),
         loaded_at=dt.datetime.now(dt.UTC),
         predictor=predictor or Linear(),
         schema=from_columns(COLUMNS, max_rows=max_rows),
@@ -53,8 +55,8 @@ def loaded(predictor: Any = None, *, version: str = "1", max_rows: int = 5) -> L
 
 def ready_store(model: LoadedModel) -> ModelStore:
     """A store that has loaded `model` (no thread, no registry)."""
-    ref = model.info
-    store = ModelStore(resolve=lambda: ref, load=lambda _: model, poll_seconds=60)
+    source = Source(identity=model.info)
+    store = ModelStore(resolve=lambda: source, load=lambda _: model, poll_seconds=60)
     assert store.refresh()
     return store
 

@@ -15,13 +15,14 @@ import mlflow.sklearn
 from sklearn.pipeline import Pipeline
 
 from modelio import files as modelfiles
+from modelio.identity import ModelIdentity
+from modelio.source import Source
 from pipeline.stages.data import PreparedData, prepare
 from pipeline.stages.datasets import load_spec
 from pipeline.stages.train import input_example, model_signature, trusted_types
 from pipeline.stages.twin import Twin, compile_twin
 from serving import scoring
 from serving.loader import _assemble, _check
-from serving.scoring import ModelRef
 
 
 def sampled(dataset: str, *, train: int, validation: int) -> PreparedData:
@@ -54,10 +55,10 @@ def save_like_training(root: Path, model: Pipeline, data: PreparedData,
 def load_folder(folder: Path, *, name: str = "m", manifest: dict[str, str] | None = None,
                 runtime: str = "auto", max_rows: int = 100, finish: bool = True,
                 twin_first: bool = True) -> scoring.LoadedModel:
-    ref = ModelRef(name=name, version="1", run_id="r", uri=f"models:/{name}/1",
-                   manifest=modelfiles.dump_manifest(manifest or modelfiles.manifest(folder)),
-                   verify=True)
-    loaded, _ = _assemble(ref, _check(ref, folder), max_rows=max_rows, runtime=runtime,
+    source = Source(identity=ModelIdentity(name=name, version="1", run_id="r",
+                                           uri=f"models:/{name}/1"),
+                    manifest=manifest or modelfiles.manifest(folder), registered=True)
+    loaded, _ = _assemble(_check(source, folder), max_rows=max_rows, runtime=runtime,
                           twin_first=twin_first)
     if finish and loaded.pending is not None:
         return loaded.pending()

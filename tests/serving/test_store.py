@@ -8,8 +8,11 @@ from collections.abc import Callable
 
 import pytest
 
-from serving.loader import LoadError, pinned_ref
-from serving.scoring import LoadedModel, ModelRef
+from modelio import source as modelio_source
+from modelio.identity import ModelIdentity
+from modelio.source import Source
+from serving.loader import LoadError
+from serving.scoring import LoadedModel
 from serving.store import ModelStore
 from tests.serving.helpers import loaded
 
@@ -25,13 +28,14 @@ class Registry:
         self.pending: dict[str, Callable[[], LoadedModel]] = {}
         """Versions loaded twin first: what is left to do, by version."""
 
-    def resolve(self) -> ModelRef:
+    def resolve(self) -> Source:
         if self.down:
             raise ConnectionError("connection refused")
-        return ModelRef(name="toy", version=self.version, run_id=None,
-                        uri=f"models:/toy/{self.version}")
+        return Source(identity=ModelIdentity(name="toy", version=self.version, run_id=None,
+                                             uri=f"models:/toy/{self.version}"))
 
-    def load(self, ref: ModelRef) -> LoadedModel:
+    def load(self, source: Source) -> LoadedModel:
+        ref = source.identity
         assert ref.version is not None
         self.loads.append(ref.version)
         if ref.version in self.broken:
@@ -172,5 +176,5 @@ def test_a_version_whose_pending_part_fails_is_dropped_and_then_loaded_whole(
 ])
 def test_pinned_uri_names_what_it_can(uri: str, name: str, version: str | None,
                                       run_id: str | None) -> None:
-    ref = pinned_ref(uri, "cand")
+    ref = modelio_source.pinned(uri, name="cand").identity
     assert (ref.name, ref.version, ref.run_id, ref.uri) == (name, version, run_id, uri)

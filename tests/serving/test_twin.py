@@ -23,6 +23,7 @@ from sklearn.pipeline import Pipeline
 
 from modelio import files as modelfiles
 from modelio import sklearn_kind
+from modelio.source import Source
 from modelio.twin import Recorded, check_graph, recorded_twin
 from pipeline.stages.data import PreparedData
 from pipeline.stages.train import fit, input_example, make_estimator
@@ -124,12 +125,13 @@ FIRST_LOAD = """
 import json, sys
 from pathlib import Path
 from modelio import files as modelfiles
+from modelio.identity import ModelIdentity
+from modelio.source import Source
 from serving.loader import _assemble, _check
-from serving.scoring import ModelRef
 folder = Path(sys.argv[1])
-ref = ModelRef(name="m", version="1", run_id="r", uri="models:/m/1", verify=True,
-               manifest=modelfiles.dump_manifest(modelfiles.manifest(folder)))
-first, _ = _assemble(ref, _check(ref, folder), max_rows=100)
+source = Source(identity=ModelIdentity(name="m", version="1", run_id="r", uri="models:/m/1"),
+                manifest=modelfiles.manifest(folder), registered=True)
+first, _ = _assemble(_check(source, folder), max_rows=100)
 imported = sorted(m for m in sys.modules if m.split(".")[0] in ("sklearn", "skops"))
 final = first.pending()
 print(json.dumps({"first": [first.runtime, first.pending is not None, imported],
@@ -148,7 +150,8 @@ def _wait_for(condition: Callable[[], bool]) -> None:
 
 def _store_of(first: scoring.LoadedModel) -> ModelStore:
     """A store whose first (and only) version is `first`, finished in its own thread."""
-    store = ModelStore(resolve=lambda: first.info, load=lambda _: first, poll_seconds=60)
+    source = Source(identity=first.info)
+    store = ModelStore(resolve=lambda: source, load=lambda _: first, poll_seconds=60)
     assert store.refresh()
     assert store.current is first
     return store
