@@ -23,6 +23,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     SERVING_HOST=0.0.0.0 \
     SERVING_PORT=8000 \
     MODEL_ALIAS=production \
+    PREDICTION_LOG=/home/serving/predictions \
     MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=false
 RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/serving \
     --shell /usr/sbin/nologin serving

@@ -24,6 +24,7 @@ from serving.access import (
 from serving.batching import MicroBatcher
 from serving.metrics import Metrics, MetricsMiddleware
 from serving.openapi import openapi_from_model
+from serving.prediction_log import PredictionLog, PredictionLogCollector
 from serving.protocols import mlflow_router, native, oip_router
 from serving.protocols.routes import Context
 from serving.settings import ServingSettings, load_settings
@@ -50,14 +51,20 @@ def create_app(store: ModelStore | None = None, *, settings: ServingSettings | N
                            deadline_seconds=_setting(settings, "serving_deadline_seconds"),
                            stuck_seconds=_setting(settings, "serving_stuck_seconds"))
 
+    prediction_log = PredictionLog.from_settings(settings) if settings is not None else None
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if prediction_log is not None:
+            prediction_log.start()
         if manage_store:
             model_store.start()
         try:
             yield
         finally:
             batcher.close()
+            if prediction_log is not None:
+                prediction_log.close()  # what is queued is written before the process ends
             if manage_store:
                 model_store.stop()
 
@@ -67,7 +74,10 @@ def create_app(store: ModelStore | None = None, *, settings: ServingSettings | N
     app.state.context = Context(
         store=model_store, batcher=batcher, metrics=metrics,
         max_body_bytes=max_body_bytes or _setting(settings, "serving_max_body_bytes"),
-        retry_after=str(_setting(settings, "serving_retry_after_seconds")))
+        retry_after=str(_setting(settings, "serving_retry_after_seconds")),
+        prediction_log=prediction_log)
+    if prediction_log is not None:
+        metrics.registry.register(PredictionLogCollector(prediction_log))
     app.state.store = model_store
     app.state.metrics = metrics
     app.state.batcher = batcher

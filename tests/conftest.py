@@ -10,6 +10,7 @@ MLOPS_TEST_BACKENDS=sqlite (comma-separated) narrows the choice for quick local 
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,6 +27,10 @@ from pipeline.localstack.sqlite import mlflow_server
 from tests.utils import free_port, missing_service
 
 BACKENDS_VARIABLE = "MLOPS_TEST_BACKENDS"
+
+# Servers started by the tests (in process or as children) log predictions here, not into
+# the repository's .mlops/ (a test that reads the log sets its own folder).
+os.environ.setdefault("PREDICTION_LOG", tempfile.mkdtemp(prefix="mlops-test-predictions-"))
 CREDENTIALS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 
 

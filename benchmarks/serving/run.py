@@ -13,9 +13,15 @@ the HTTP floor
 (`/health` on the same server and load generator). The in-process floor is sklearn's
 own predict on the same frames.
 
+The twin is measured twice: with the prediction log off (as every other server here)
+and on (`onnx+log`, every row recorded to a local folder).
+
 The last lines are machine-readable, one per cell:
-RESULT estimator=<name> runtime=<onnx|sklearn> rows=<n> conns=<c> rps=<x> mlflow_rps=<y>
-ratio=<x/y> p50_ms=<p> p99_ms=<q> parity_max_abs=<d>
+RESULT estimator=<name> runtime=<onnx|sklearn|onnx+log> rows=<n> conns=<c> rps=<x>
+mlflow_rps=<y> ratio=<x/y> p50_ms=<p> p99_ms=<q> parity_max_abs=<d>
+and the log's cost, one per twin cell:
+RESULT prediction_log estimator=<name> rows=<n> conns=<c> rps_off=<a> rps_on=<b>
+throughput_ratio=<b/a>
 
 Usage: .venv/bin/python benchmarks/serving/run.py   (make bench-serving)
 Environment: BENCH_SECONDS (per cell, default 4), BENCH_ESTIMATORS (comma-separated,
@@ -52,7 +58,8 @@ ESTIMATORS = os.environ.get("BENCH_ESTIMATORS",
                             "ridge,hist_gradient_boosting,random_forest").split(",")
 SCENARIOS = [tuple(int(n) for n in cell.split("x"))
              for cell in os.environ.get("BENCH_SCENARIOS", "1x2,100x2").split(",")]
-RUNTIMES = ("onnx", "sklearn")
+RUNTIMES = ("onnx", "sklearn", "onnx+log")
+"""The twin, sklearn, and the twin with the prediction log on (the others log nothing)."""
 
 
 @dataclass
@@ -202,7 +209,8 @@ def bench_estimator(estimator: str, home: Path, env: dict[str, str], card_text: 
         ours[runtime] = measure(process, [sys.executable, "-m", "serving"], {
             **env, "MODEL_NAME": name, "SERVING_HOST": "127.0.0.1", "SERVING_PORT": str(port),
             "SERVING_LOG_LEVEL": "warning",
-            "SERVING_RUNTIME": "auto" if runtime == "onnx" else "sklearn"},
+            "SERVING_RUNTIME": "sklearn" if runtime == "sklearn" else "auto",
+            "PREDICTION_LOG": str(home / f"log-{estimator}") if runtime == "onnx+log" else ""},
             port, "/predict", {r: b["predict"] for r, b in bodies.items()}, health=True)
         ours[runtime].runtime = runtime
     return {"estimator": estimator, "trained": trained, "parity": parity, "floors": floors,
@@ -257,7 +265,7 @@ def print_table(results: list[dict[str, Any]]) -> None:
                       f"{cell.rps:.0f} | {cell.p50:.2f} | {cell.p99:.2f} | {failed} | "
                       f"{base.rps:.0f} | {base.p50:.2f} | {ratio:.1f}x | "
                       f"{result['floors'][rows]:.2f} |")
-                parity = result["parity"] if runtime == "onnx" else 0.0
+                parity = result["parity"] if runtime != "sklearn" else 0.0
                 lines.append(
                     f"RESULT estimator={result['estimator']} runtime={runtime} rows={rows} "
                     f"conns={conns} rps={cell.rps:.0f} mlflow_rps={base.rps:.0f} "
@@ -277,8 +285,24 @@ def print_table(results: list[dict[str, Any]]) -> None:
                   f"{health.rps if health else float('nan'):.0f} | "
                   f"{health.p50 if health else float('nan'):.2f} |")
     print()
-    for line in lines:
+    for line in lines + logging_cost(results):
         print(line)
+
+
+def logging_cost(results: list[dict[str, Any]]) -> list[str]:
+    """The prediction log's cost: req/s of the twin with the log on over off."""
+    lines = []
+    for result in results:
+        off, on = result["ours"].get("onnx"), result["ours"].get("onnx+log")
+        if off is None or on is None:
+            continue
+        for cell, measured in on.cells.items():
+            base = off.cells[cell]
+            ratio = measured.rps / base.rps if base.rps else float("nan")
+            lines.append(f"RESULT prediction_log estimator={result['estimator']} "
+                         f"rows={cell[0]} conns={cell[1]} rps_off={base.rps:.0f} "
+                         f"rps_on={measured.rps:.0f} throughput_ratio={ratio:.3f}")
+    return lines
 
 
 if __name__ == "__main__":

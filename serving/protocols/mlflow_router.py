@@ -41,6 +41,7 @@ from serving.protocols.routes import (
     protocol_route,
     query_problems,
     read_body,
+    scored,
 )
 from serving.scoring import PROBABILITIES
 
@@ -100,7 +101,7 @@ async def invocations(request: Request) -> Response:
     model = model_of(request, context)
     body = await read_body(request, context.max_body_bytes)
     asked = await parsed(context, body, partial(parse, body, model), deadline)
-    outputs = await context.batcher.predict(model, asked.rows, asked.method, deadline=deadline)
+    outputs = await scored(context, model, asked.rows, asked.method, deadline)
     values = outputs.probabilities if asked.method == PROBABILITIES else outputs.predictions
     return Response(orjson.dumps({"predictions": values}, option=orjson.OPT_SERIALIZE_NUMPY),
                     media_type="application/json")

@@ -35,6 +35,7 @@ from serving.protocols.routes import (
     protocol_route,
     query_problems,
     read_body,
+    scored,
 )
 from serving.protocols.rows import loads, records_of, schemaless
 from serving.scoring import LABELS_AND_PROBABILITIES, PREDICT, Outputs, check_method
@@ -129,7 +130,7 @@ async def predict(request: Request, probabilities: bool = Query(
     rows = await parsed(context, body, partial(rows_of_body, body, model), deadline)
     method = LABELS_AND_PROBABILITIES if probabilities else PREDICT
     check_method(model, method, ("query", "probabilities"))
-    outputs = await context.batcher.predict(model, rows, method, deadline=deadline)
+    outputs = await scored(context, model, rows, method, deadline)
     return Response(response_of(outputs, model), media_type="application/json")
 
 

@@ -28,6 +28,7 @@ from serving.protocols.routes import (
     protocol_route,
     query_problems,
     read_body,
+    scored,
 )
 from serving.scoring import rows_of_records
 
@@ -99,7 +100,7 @@ async def infer(request: Request, name: str, version: str | None = None) -> Resp
     length = int(header) if header is not None else None
     asked = await parsed(context, body,
                          partial(oip_input.rows_from_infer_body, body, length, model), deadline)
-    outputs = await context.batcher.predict(model, asked.rows, asked.method, deadline=deadline)
+    outputs = await scored(context, model, asked.rows, asked.method, deadline)
     return Response(oip_input.infer_response(model, asked, outputs),
                     media_type="application/json")
 

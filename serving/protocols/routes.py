@@ -25,6 +25,8 @@ from serving.batching import MicroBatcher
 from serving.errors import BodyTooLarge, ModelFailure, NoModel, Overloaded, Problem
 from serving.metrics import Metrics
 from serving.model import LoadedModel
+from serving.prediction_log import ModelInfo, PredictionLog
+from serving.scoring import Outputs
 from serving.store import ModelStore
 
 log = logging.getLogger("serving.app")
@@ -54,11 +56,29 @@ class Context:
     """Seconds, as the Retry-After header of a 503 for a full queue."""
     datatypes: dict[str, str] = field(default_factory=dict)
     """The Open Inference Protocol's output datatype of the model served (one entry)."""
+    prediction_log: PredictionLog | None = None
+    """Where every scored row is recorded (`PREDICTION_LOG`), or None when off."""
 
 
 def context_of(request: Request) -> Context:
     context: Context = request.app.state.context
     return context
+
+
+async def scored(context: Context, model: LoadedModel, rows: list[Any], method: str,
+                 deadline: float | None) -> Outputs:
+    """The model's outputs for a request's rows, and the rows recorded in the prediction
+    log (an enqueue: the writing happens on the log's own thread)."""
+    outputs = await context.batcher.predict(model, rows, method, deadline=deadline)
+    if context.prediction_log is not None:
+        predictions = (outputs.predictions if outputs.predictions is not None
+                       else [None] * len(rows))
+        info = ModelInfo(name=model.info.name, version=model.info.version,
+                         run_id=model.info.run_id, runtime=model.runtime,
+                         classes=model.classes)
+        context.prediction_log.record(info, request_id() or "", rows, predictions,
+                                      outputs.probabilities)
+    return outputs
 
 
 def model_of(request: Request, context: Context) -> LoadedModel:

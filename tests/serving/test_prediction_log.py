@@ -271,3 +271,35 @@ def test_a_served_app_logs_every_row_and_loses_none_on_shutdown(tmp_path: Path) 
     assert frame["request_id"].nunique() == 60
     last = frame[frame["request_id"] == "req-059"].sort_values("row")
     assert [json.loads(v)["carat"] for v in last["inputs"]] == pytest.approx([0.1, 0.2, 0.3, 0.4])
+
+
+def test_the_server_records_every_row_it_scores_on_every_protocol(tmp_path: Path) -> None:
+    """The app wired as deployed: /predict, /invocations and /v2 infer each leave their
+    rows in the log with the request's ID and the model that scored them; the rows are
+    written when the app shuts down, none lost."""
+    from fastapi.testclient import TestClient
+
+    from serving.app import create_app
+    from tests.serving.helpers import ROW, loaded, ready_store
+
+    settings = ServingSettings(model_name="toy", prediction_log=str(tmp_path / "log"))
+    app = create_app(ready_store(loaded()), settings=settings, manage_store=False)
+    with TestClient(app) as client:
+        first = client.post("/predict", json={"records": [ROW, ROW]},
+                            headers={"X-Request-ID": "req-predict"})
+        second = client.post("/invocations", json={"dataframe_records": [ROW]},
+                             headers={"X-Request-ID": "req-invocations"})
+        third = client.post("/v2/models/toy/infer", headers={"X-Request-ID": "req-v2"},
+                            json={"inputs": [
+                                {"name": name, "shape": [1], "datatype": datatype,
+                                 "data": [ROW[name]]}
+                                for name, datatype in (("carat", "FP64"), ("cut", "BYTES"),
+                                                       ("depth", "FP64"), ("count", "INT64"))]})
+        assert [r.status_code for r in (first, second, third)] == [200, 200, 200], third.text
+        assert "prediction_log_write_errors_total 0.0" in client.get("/metrics").text
+    frame = read_log(tmp_path / "log").sort_values(["request_id", "row"])
+    assert frame["request_id"].tolist() == ["req-invocations", "req-predict", "req-predict",
+                                            "req-v2"]
+    assert set(frame["model_version"]) == {"1"}
+    assert json.loads(frame["inputs"].iloc[0]) == ROW
+    assert [json.loads(p) for p in frame["prediction"]] == [502.0, 502.0, 502.0, 502.0]
