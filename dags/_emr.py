@@ -27,7 +27,7 @@ from _defaults import (
 from airflow.providers.amazon.aws.operators.emr import EmrServerlessStartJobOperator
 from airflow.sdk import Param
 
-from pipeline.gitops import emr
+from pipeline.jobs import emr
 from pipeline.settings import load_settings
 
 SECRET_ARN_PREFIX = "arn:aws:secretsmanager:"  # noqa: S105 - a name, not a password

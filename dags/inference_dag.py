@@ -11,7 +11,7 @@ the api engine needs no MLflow access of its own.
 
 With `engine: spark` the task fetches the Production model from the registry itself
 (the read-only user is enough), verifies it like the server does, and scores the batch
-with Spark (`pipeline.gitops.scoring`: `local[*]` by default, `spark_master` for a
+with Spark (`pipeline.jobs.scoring`: `local[*]` by default, `spark_master` for a
 cluster) into a folder of Parquet parts per logical date, published only when complete.
 
 With `engine: emr-serverless` (the cloud) a task pins Production's version now, and the
@@ -42,9 +42,10 @@ from _emr import emr_params, job_driver, submit_job
 from _tracking_login import use_tracking_login
 from airflow.sdk import Param, dag, get_current_context, task
 
-from pipeline.gitops import emr, registry
+from pipeline.gitops import registry
 from pipeline.gitops.card import load_card
-from pipeline.gitops.scoring import (
+from pipeline.jobs import emr
+from pipeline.jobs.scoring import (
     production_model_uri,
     score_with_model,
     spark_job_arguments,

@@ -40,9 +40,9 @@ from _emr import emr_params, job_driver, submit_job
 from _tracking_login import use_tracking_login
 from airflow.sdk import Param, Variable, dag, get_current_context, task
 
-from pipeline.gitops import emr
-from pipeline.gitops import training as steps
 from pipeline.gitops.pull_request import propose_from_env
+from pipeline.jobs import emr
+from pipeline.jobs import training as steps
 from pipeline.stages import DEFAULT_ESTIMATOR
 
 EMR_SETTINGS = {"emr_application_id": "EMR_APPLICATION_ID",

@@ -19,7 +19,7 @@ import typer
 from pipeline import progress
 from pipeline.cli.app import CardOption, ServingUrlOption, app, say, settings_and_card
 from pipeline.gitops import registry
-from pipeline.gitops.scoring import score_with_model, spark_python
+from pipeline.jobs.scoring import score_with_model, spark_python
 from pipeline.serving_client import DEFAULT_URL, ServingClient
 from pipeline.stages.batch_files import InputColumn
 from pipeline.stages.datasets import load_spec

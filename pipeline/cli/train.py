@@ -34,7 +34,7 @@ def train_command(
 ) -> None:
     """Train one model on the card's dataset and log it as an MLflow run."""
     # scikit-learn (about 1 s) is imported by the commands that fit, not by every one
-    from pipeline.gitops.training import tag_registered_by
+    from pipeline.jobs.training import tag_registered_by
     from pipeline.stages.train import make_estimator, parse_params, train
 
     if promote and not register:

@@ -15,8 +15,8 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.errors import ConfigError, NegativeVerdict
 from pipeline.gitops import registry
-from pipeline.gitops import training as steps
 from pipeline.gitops.card import load_card
+from pipeline.jobs import training as steps
 from pipeline.localstack.mysql import rclone_binary
 from pipeline.localstack.process import ManagedProcess
 from pipeline.stages.batch_files import discard, publish, staging_dir

@@ -32,12 +32,15 @@ ALLOWED: dict[str, set[str]] = {
                         "pipeline.files", "pipeline.progress"},
     "pipeline.monitoring": {"pipeline.errors", "pipeline.settings", "pipeline.stages",
                             "pipeline.gitops", "pipeline.files"},
+    "pipeline.jobs": {"pipeline.errors", "pipeline.settings", "pipeline.stages",
+                      "pipeline.gitops", "pipeline.files", "pipeline.progress",
+                      "pipeline.serving_client"},
     "pipeline.localstack": {"pipeline.errors", "pipeline.settings"},
     "pipeline.serving_client": {"pipeline.errors", "pipeline.settings"},
     "pipeline.cli": {"pipeline.errors", "pipeline.settings", "pipeline.files",
                      "pipeline.progress", "pipeline.stages",
                      "pipeline.gitops", "pipeline.localstack", "pipeline.serving_client",
-                     "pipeline.monitoring"},
+                     "pipeline.monitoring", "pipeline.jobs"},
 }
 
 
