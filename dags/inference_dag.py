@@ -1,18 +1,19 @@
 """Batch inference on a schedule: score a batch through the serving API, or on Spark.
 
-One task calls `pipeline.stages.score_batch.score_batch` with the serving API's client
-(`pipeline.serving_client`): it waits for `GET /ready`, reads the batch (CSV or
-Parquet, local or s3://), posts it to `POST /predict` in chunks with timeouts and
-retries, and writes every input row with its prediction (and, for a classifier, its
-class probabilities as `probability_<label>` columns, as every engine writes them) and
-the model version that produced it to one file per logical date. Re-running a date
-replaces that file. The serving API always answers with the registry's Production model, so
+One task calls `pipeline.jobs.scoring.score`, the function `mlops score` calls. With
+`engine: api` (the default) it waits for the serving API's `GET /ready`, reads the batch
+(CSV or Parquet, local or s3://) in bounded batches, posts each to `POST /predict` in
+chunks with timeouts and retries (`pipeline.serving_client`), and writes every input row
+with its prediction (and, for a classifier, its class probabilities as
+`probability_<label>` columns, as every engine writes them) and the model version that
+produced it. The serving API always answers with the registry's Production model, so
 the api engine needs no MLflow access of its own.
 
 With `engine: spark` the task fetches the Production model from the registry itself
 (the read-only user is enough), verifies it like the server does, and scores the batch
-with Spark (`pipeline.jobs.scoring`: `local[*]` by default, `spark_master` for a
-cluster) into a folder of Parquet parts per logical date, published only when complete.
+with Spark (`local[*]` by default, `spark_master` for a cluster). Either way the output
+is a folder of Parquet parts per logical date, published only when complete; re-running
+a date replaces it.
 
 With `engine: emr-serverless` (the cloud) a task pins Production's version now, and the
 Amazon provider's operator submits `mlops score --engine spark` with it to the stack's
@@ -47,14 +48,12 @@ from pipeline.gitops.card import load_card
 from pipeline.jobs import emr
 from pipeline.jobs.scoring import (
     production_model_uri,
-    score_with_model,
     spark_job_arguments,
     spark_python,
 )
-from pipeline.serving_client import RetryPolicy, ServingClient
+from pipeline.serving_client import RetryPolicy
 from pipeline.settings import load_settings
-from pipeline.stages.datasets import load_spec
-from pipeline.stages.score_batch import score_batch, spark_output
+from pipeline.stages.score_batch import dated_output
 
 EMR_SETTINGS = {"emr_application_id": "EMR_APPLICATION_ID",
                 "emr_job_role_arn": "EMR_JOB_ROLE_ARN", "emr_entry_point": "EMR_ENTRY_POINT"}
@@ -72,7 +71,8 @@ EMR_SETTINGS = {"emr_application_id": "EMR_APPLICATION_ID",
         "input": Param(BATCH_INPUT, type="string",
                        description="the batch: a CSV/Parquet path or an s3:// URI"),
         "output_dir": Param(SCORES_DIR, type="string",
-                            description="folder or s3:// prefix; one file per logical date"),
+                            description="folder or s3:// prefix; a folder of parts per "
+                                        "logical date"),
         "serving_url": Param(SERVING_URL, type="string", description="the serving API"),
         "card": Param(CARD, type="string",
                       description="model_card.yaml: its dataset names the feature columns"),
@@ -108,16 +108,18 @@ def mlops_inference() -> None:
         dag_run = context["dag_run"]
         logical_date = context.get("logical_date") or dag_run.run_after
         card = load_card(Path(params["card"]))
+        settings = load_settings()
         if params["engine"] == "spark":
-            return _score_on_spark(card.model.name, params, logical_date)
-        spec = load_spec(card.data.dataset)
+            # The task's edge: MLflow and Spark's workers pointed at this environment.
+            mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+            os.environ.update(spark_python())
         retry = RetryPolicy(attempts=params["attempts"], backoff_seconds=params["backoff_seconds"],
                             timeout_seconds=params["timeout_seconds"])
-        client = ServingClient(params["serving_url"], retry=retry,
-                               probabilities=spec.task == "classification")
-        result = score_batch(source=params["input"], output_dir=params["output_dir"],
-                             logical_date=logical_date, scorer=client,
-                             features=spec.feature_names, chunk_size=params["chunk_size"])
+        result = score(engine=params["engine"], source=params["input"],
+                       output=dated_output(params["output_dir"], logical_date), card=card,
+                       tracking_uri=settings.mlflow_tracking_uri,
+                       serving_url=params["serving_url"], retry=retry,
+                       chunk_rows=params["chunk_size"], spark_master=params["spark_master"])
         return result.as_dict()
 
     @task(retries=0)
@@ -132,7 +134,7 @@ def mlops_inference() -> None:
         model_uri = production_model_uri(registry.client(settings.mlflow_tracking_uri),
                                          card.model.name)
         arguments = spark_job_arguments(source=params["input"], model_uri=model_uri,
-                                        output=spark_output(params["output_dir"], logical_date),
+                                        output=dated_output(params["output_dir"], logical_date),
                                         card=params["emr_card"])
         return job_driver(params, arguments=arguments, login_param="emr_login_secret_arn")
 
@@ -140,20 +142,6 @@ def mlops_inference() -> None:
     submit_job(task_id="emr_score", role_param="emr_job_role_arn", driver=driver,
                name="mlops-score")
     choose_engine() >> [score(), driver]
-
-
-def _score_on_spark(model_name: str, params: dict[str, Any],
-                    logical_date: dt.datetime) -> dict[str, Any]:
-    """The task's edge: MLflow and Spark's workers pointed at this environment first."""
-    settings = load_settings()
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    os.environ.update(spark_python())
-    output = spark_output(params["output_dir"], logical_date)
-    result = score_with_model(registry.client(settings.mlflow_tracking_uri), model_name,
-                              source=params["input"], output=output, engine="spark",
-                              spark_master=params["spark_master"],
-                              tracking_uri=settings.mlflow_tracking_uri)
-    return result.as_dict()
 
 
 inference_dag = mlops_inference()

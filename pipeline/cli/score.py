@@ -18,12 +18,9 @@ import typer
 
 from pipeline import progress
 from pipeline.cli.app import CardOption, ServingUrlOption, app, say, settings_and_card
-from pipeline.gitops import registry
-from pipeline.jobs.scoring import score_with_model, spark_python
-from pipeline.serving_client import DEFAULT_URL, ServingClient
-from pipeline.stages.batch_files import InputColumn
-from pipeline.stages.datasets import load_spec
-from pipeline.stages.score_batch import ScoreResult, api_predict, score_files
+from pipeline.jobs.scoring import score, spark_python
+from pipeline.serving_client import DEFAULT_URL
+from pipeline.stages.score_batch import ScoreResult
 
 
 class Runtime(StrEnum):
@@ -67,32 +64,16 @@ def score_command(
 ) -> None:
     """Score a batch file with the Production model (or --model-uri); write Parquet."""
     settings, card = settings_and_card(card_path)
-    if engine is Engine.api:
-        spec = load_spec(card.data.dataset)
-        columns = [InputColumn(c.name, "double" if c.kind == "numeric" else "string")
-                   for c in spec.features]
-        client = ServingClient(url, probabilities=spec.task == "classification")
-        client.wait_ready()
-        with _progress(as_json) as on_rows:
-            result = score_files(source=source, output=output, engine="api", keys=key,
-                                 predict=api_predict(client, columns, chunk_rows=1000),
-                                 columns=columns, batch_rows=batch_rows, progress=on_rows)
-        _report(result, as_json)
-        return
     if engine is Engine.spark:
         # Spark starts its Python workers from PYSPARK_PYTHON: this interpreter, whose
         # packages (the model's loader among them) the workers need.
         os.environ.update(spark_python())
     with _progress(as_json) as on_rows:
-        result = score_with_model(registry.client(settings.mlflow_tracking_uri),
-                                  card.model.name, source=source, output=output,
-                                  engine=engine.value, model_uri=model_uri, keys=key,
-                                  batch_rows=batch_rows, spark_master=spark_master,
-                                  runtime=runtime.value,
-                                  tracking_uri=settings.mlflow_tracking_uri,
-                                  progress=on_rows, announce=say,
-                                  prediction_log=prediction_log.strip() or None,
-                                  log_id=card.monitoring.id_column)
+        result = score(engine=engine.value, source=source, output=output, card=card,
+                       tracking_uri=settings.mlflow_tracking_uri, model_uri=model_uri,
+                       serving_url=url, keys=key, batch_rows=batch_rows,
+                       spark_master=spark_master, runtime=runtime.value, progress=on_rows,
+                       announce=say, prediction_log=prediction_log.strip() or None)
     _report(result, as_json)
 
 

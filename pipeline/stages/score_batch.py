@@ -1,21 +1,20 @@
-"""Batch scoring: read a batch, score it in chunks, write it once.
+"""Batch scoring: read a file in batches, score each, publish the output once.
 
-The scheduler (the Airflow inference DAG) only wires these functions; the rows are
-scored by a `Scorer` the caller passes in (the serving API's client, or a model in
-this process), so this stage knows no HTTP. Guarantees:
+Every engine that scores in this process goes through `score_files`: the rows are
+scored by a `Predict` the caller passes in (a model loaded here, or the serving API's
+client through `api_predict`), so this stage knows no HTTP. Guarantees:
 
-- the scorer must be ready before any row is read or sent;
 - every input row gets exactly one score and the model version that produced it (a
   model swapped mid-batch shows up as two versions, never as a silent mix);
-- the output of a logical date is written to a temporary file and renamed into place,
-  so re-running the same date replaces it and a failed run leaves nothing half-written.
+- the output is written to a staging folder and published into place only once it is
+  complete, so re-running the same logical date replaces it and a failed run leaves
+  nothing half-written;
+- memory is bounded by the batch size, whatever the file's.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import os
-import tempfile
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -23,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import fsspec
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -43,7 +41,6 @@ from pipeline.stages.batch_log import log_scores
 from pipeline.stages.batch_model import PROBABILITY_PREFIX, model_inputs
 from serving.prediction_log import PredictionLog
 
-OUTPUT_FILE = "scores.parquet"
 SCORE_COLUMNS = ("prediction", "model_name", "model_version", "model_run_id")
 
 
@@ -87,43 +84,13 @@ def date_key(logical_date: dt.datetime) -> str:
     return logical_date.astimezone(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
-def output_location(output_dir: str, logical_date: dt.datetime) -> str:
-    """Where the scores of one logical date live: one file per date, replaced on re-runs."""
-    return f"{output_dir.rstrip('/')}/logical_date={date_key(logical_date)}/{OUTPUT_FILE}"
-
-
-def spark_output(output_dir: str, logical_date: dt.datetime) -> str:
-    """The spark engine's folder of parts for one logical date, replaced on re-runs."""
+def dated_output(output_dir: str, logical_date: dt.datetime) -> str:
+    """The folder of parts of one logical date's scores (every engine), replaced on
+    re-runs."""
     return f"{output_dir.rstrip('/')}/logical_date={date_key(logical_date)}/scores"
 
 
-# --- reading, scoring, writing -------------------------------------------------------------
-
-
-def read_batch(source: str) -> pd.DataFrame:
-    """A CSV or Parquet file, local or `s3://` (S3 needs s3fs and credentials)."""
-    if not source.strip():
-        raise DataError("batch: no input given (a CSV/Parquet path or an s3:// URI)")
-    suffix = Path(source.split("?")[0]).suffix.lower()
-    if not source.startswith("s3://") and not Path(source).is_file():
-        raise DataError(f"batch: no such file {source}")
-    if suffix not in {".parquet", ".pq", ".csv", ".gz", ".txt"}:
-        raise DataError(f"batch: {source} is neither .csv nor .parquet")
-    try:
-        # Through fsspec (s3fs for s3://), which any S3 protocol server accepts.
-        with fsspec.open(source, "rb", compression="infer") as handle:
-            if suffix in {".parquet", ".pq"}:
-                frame = pd.read_parquet(handle)
-            else:
-                frame = pd.read_csv(handle)
-    except pd.errors.EmptyDataError as err:
-        raise DataError(f"batch: {source} is empty") from err
-    except (pd.errors.ParserError, UnicodeDecodeError, OSError, ValueError) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise DataError(f"batch: cannot read {source}: {first}") from err
-    if frame.empty:
-        raise DataError(f"batch: {source} has no rows")
-    return frame
+# --- scoring through the API -------------------------------------------------------------------
 
 
 def score_frame(frame: pd.DataFrame, *, scorer: Scorer,
@@ -154,55 +121,6 @@ def score_columns(scores: pd.DataFrame) -> list[str]:
     return ["prediction", *probabilities, *SCORE_COLUMNS[1:]]
 
 
-def write_scores(frame: pd.DataFrame, location: str) -> None:
-    """Write all-or-nothing: a temp file renamed into place (one PUT on S3, also atomic)."""
-    if location.startswith("s3://"):
-        with fsspec.open(location, "wb") as handle:
-            frame.to_parquet(handle, index=False)
-        return
-    path = Path(location)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-@dataclass(frozen=True)
-class BatchResult:
-    """What the scoring task hands on by XCom: small, JSON-ready."""
-
-    output: str
-    rows: int
-    model_versions: list[str]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"output": self.output, "rows": self.rows, "model_versions": self.model_versions}
-
-
-def score_batch(*, source: str, output_dir: str, logical_date: dt.datetime, scorer: Scorer,
-                features: Sequence[str] | None = None, chunk_size: int = 500) -> BatchResult:
-    """The inference stage: ready check → read → score in chunks → one file for the date."""
-    scorer.wait_ready()
-    frame = read_batch(source)
-    scored = score_frame(frame, scorer=scorer, features=features, chunk_size=chunk_size)
-    location = output_location(output_dir, logical_date)
-    write_scores(scored, location)
-    versions = sorted(scored["model_version"].unique().tolist(), key=_version_order)
-    return BatchResult(output=location, rows=len(scored), model_versions=versions)
-
-
-def _version_order(version: str) -> tuple[int, str]:
-    return (int(version), "") if version.isdigit() else (10**9, version)
-
-
-# --- files through a model: the local and api engines ----------------------------------------
-
-
 @dataclass(frozen=True)
 class ScoreResult:
     """What `mlops score` reports: where, how many rows, which model versions."""
@@ -222,6 +140,10 @@ class ScoreResult:
 
 Predict = Callable[[pd.DataFrame], pd.DataFrame]
 """Rows in, prediction and model columns out (same index): a BatchModel, or the API."""
+
+
+def _version_order(version: str) -> tuple[int, str]:
+    return (int(version), "") if version.isdigit() else (10**9, version)
 
 
 def key_columns(names: Sequence[str], features: Sequence[str],

@@ -24,7 +24,7 @@ from pipeline.serving_client import to_records
 from pipeline.stages.batch_files import InputColumn
 from pipeline.stages.batch_model import model_inputs
 from pipeline.stages.datasets import load_spec
-from pipeline.stages.score_batch import output_location
+from pipeline.stages.score_batch import dated_output
 from tests.conftest import TrackingServer
 from tests.dags.conftest import ServingApi, load_dag, start_serving
 from tests.utils import REPO
@@ -90,7 +90,7 @@ def test_inference_dag_writes_a_classifiers_labels_and_probabilities(
         "serving_url": health_serving.url, "card": str(card), "chunk_size": 50,
         "attempts": 3, "backoff_seconds": 0.2, "timeout_seconds": 10, "engine": "api"})
     assert str(run.state) == "success"
-    scores = pd.read_parquet(output_location(str(tmp_path / "out"), DATE))
+    scores = pd.read_parquet(dated_output(str(tmp_path / "out"), DATE))
     assert scores["row_id"].tolist() == frame["row_id"].tolist()
 
     columns = [InputColumn(c.name, "double" if c.kind == "numeric" else "string")

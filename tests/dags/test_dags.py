@@ -26,7 +26,7 @@ from mlflow.tracking import MlflowClient
 from pipeline.gitops import registry
 from pipeline.gitops.card import load_card
 from pipeline.stages.datasets import load_spec
-from pipeline.stages.score_batch import output_location, spark_output
+from pipeline.stages.score_batch import dated_output
 from tests.conftest import TrackingServer
 from tests.dags.conftest import (
     DAGS,
@@ -269,7 +269,7 @@ def test_inference_dag_writes_one_score_per_row_equal_to_the_apis_predict(
         batch=path, out=tmp_path, url=serving.url, card=trained.card))
     assert str(run.state) == "success"
 
-    scores = pd.read_parquet(output_location(str(tmp_path), DATE))
+    scores = pd.read_parquet(dated_output(str(tmp_path), DATE))
     assert len(scores) == BATCH_ROWS
     assert scores["id"].tolist() == frame["id"].tolist()
 
@@ -298,7 +298,7 @@ def test_inference_dag_on_spark_scores_like_the_api(
         spark_master="local[2]"))
     assert str(run.state) == "success"
 
-    folder = Path(spark_output(str(tmp_path), day))
+    folder = Path(dated_output(str(tmp_path), day))
     assert (folder / "_SUCCESS").exists()
     scores = pd.read_parquet(folder).sort_values("id").reset_index(drop=True)
     assert scores["id"].tolist() == sorted(frame["id"].tolist())
@@ -338,7 +338,7 @@ def test_inference_dag_on_emr_serverless_submits_the_spark_command_for_productio
     production = registry.production_version(registry.client(tracking_server.uri),
                                              trained.model_name)
     assert production is not None
-    assert arguments[:4] == ["score", str(path), spark_output(str(tmp_path), day), "--engine"]
+    assert arguments[:4] == ["score", str(path), dated_output(str(tmp_path), day), "--engine"]
     assert arguments[arguments.index("--model-uri") + 1] == (
         f"models:/{trained.model_name}/{production.version}")
     assert arguments[arguments.index("--spark-master") + 1] == "submit", \
@@ -353,7 +353,7 @@ def test_inference_dag_on_emr_serverless_submits_the_spark_command_for_productio
                           text=True, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout)["rows"] == BATCH_ROWS
-    scores = pd.read_parquet(spark_output(str(tmp_path), day)).sort_values("id")
+    scores = pd.read_parquet(dated_output(str(tmp_path), day)).sort_values("id")
     records = json.loads(frame.sort_values("id")[FEATURES].to_json(orient="records"))
     direct = requests.post(f"{serving.url}/predict", json={"records": records}, timeout=60)
     # Spark's executors and the server both score with the verified compiled twin.
@@ -425,7 +425,7 @@ def test_rerunning_a_logical_date_replaces_its_scores(
     files = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
     assert files == ["logical_date=20261127T000000Z/scores.parquet",
                      "logical_date=20261128T000000Z/scores.parquet"]
-    assert len(pd.read_parquet(output_location(str(tmp_path), DATE))) == BATCH_ROWS
+    assert len(pd.read_parquet(dated_output(str(tmp_path), DATE))) == BATCH_ROWS
 
 
 def test_inference_dag_fails_clearly_when_the_api_is_down(

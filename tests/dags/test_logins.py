@@ -31,7 +31,7 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.gitops import registry
 from pipeline.stages.datasets import load_spec
-from pipeline.stages.score_batch import spark_output
+from pipeline.stages.score_batch import dated_output
 from tests.conftest import TrackingServer
 from tests.dags.conftest import DAGS, EmrServerless, load_dag
 from tests.dags.test_dags import submitted_arguments
@@ -233,7 +233,7 @@ def test_the_scoring_job_gets_its_login_by_name_and_reads_it_itself(
     done = _run_job([*arguments, "--spark-master", "local[2]"], emr_serverless, logins)
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout)["rows"] == BATCH_ROWS
-    assert len(pd.read_parquet(spark_output(str(tmp_path), day))) == BATCH_ROWS
+    assert len(pd.read_parquet(dated_output(str(tmp_path), day))) == BATCH_ROWS
 
     # Without its login the same job is refused by the tracking server.
     bare = [a for a in arguments if a not in ("--tracking-login", logins.arns["emr-score"])]

@@ -19,10 +19,10 @@ from pipeline.gitops.card import load_card
 from pipeline.jobs import training as steps
 from pipeline.localstack.mysql import rclone_binary
 from pipeline.localstack.process import ManagedProcess
-from pipeline.stages.batch_files import discard, publish, staging_dir
+from pipeline.stages.batch_files import InputColumn, discard, publish, staging_dir
 from pipeline.stages.data import prepare
 from pipeline.stages.datasets import load_spec
-from pipeline.stages.score_batch import output_location, read_batch, write_scores
+from pipeline.stages.score_batch import dated_output, score_files
 from tests.conftest import TrackingServer
 from tests.utils import REPO, free_port
 
@@ -123,10 +123,20 @@ def test_the_work_dir_and_batches_can_live_on_s3(s3_env: str, tmp_path: Path) ->
     assert not (tmp_path / "s3" / "work" / "training" /
                 "scheduled__2026-11-27T00_00_00_00_00").exists()
 
-    scores = pd.DataFrame({"id": [1, 2], "prediction": [310.5, 2790.0]})
-    location = output_location(f"{s3_env}/scores", dt.datetime(2026, 11, 27, tzinfo=dt.UTC))
-    write_scores(scores, location)
-    pd.testing.assert_frame_equal(read_batch(location), scores)
+    batch = pd.DataFrame({"id": [1, 2], "carat": [0.3, 2.8]})
+    batch.to_parquet(tmp_path / "batch.parquet")
+    location = dated_output(f"{s3_env}/scores", dt.datetime(2026, 11, 27, tzinfo=dt.UTC))
+
+    def predict(frame: pd.DataFrame) -> pd.DataFrame:
+        return pd.DataFrame({"prediction": frame["carat"] * 1000, "model_name": "m",
+                             "model_version": "1", "model_run_id": "r"}, index=frame.index)
+
+    result = score_files(source=str(tmp_path / "batch.parquet"), output=location,
+                         predict=predict, columns=[InputColumn("carat", "double")],
+                         engine="local")
+    assert result.rows == 2
+    scores = pd.read_parquet(location)
+    assert scores["prediction"].tolist() == [300.0, 2800.0]
 
 
 def test_spark_staging_on_s3_is_published_whole_or_discarded(s3_env: str, tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.errors import DataError, ServingError
+from pipeline.jobs.scoring import score_through_api
 from pipeline.serving_client import (
     RetryPolicy,
     ServingClient,
@@ -30,13 +31,7 @@ from pipeline.serving_client import (
 )
 from pipeline.stages.batch_files import InputColumn
 from pipeline.stages.batch_model import model_inputs
-from pipeline.stages.score_batch import (
-    chunk_bounds,
-    date_key,
-    output_location,
-    read_batch,
-    score_batch,
-)
+from pipeline.stages.score_batch import ScoreResult, chunk_bounds, date_key, dated_output
 from tests.utils import JsonHandler, free_port
 
 DATE = dt.datetime(2026, 11, 27, tzinfo=dt.UTC)
@@ -154,8 +149,8 @@ def test_retry_delays_double_and_are_capped() -> None:
 def test_output_location_is_keyed_by_the_logical_date_in_utc() -> None:
     local = dt.datetime(2026, 11, 27, 1, 30, tzinfo=dt.timezone(dt.timedelta(hours=2)))
     assert date_key(local) == "20261126T233000Z"
-    assert output_location("s3://bucket/scores/", DATE) == \
-        "s3://bucket/scores/logical_date=20261127T000000Z/scores.parquet"
+    assert dated_output("s3://bucket/scores/", DATE) == \
+        "s3://bucket/scores/logical_date=20261127T000000Z/scores"
     with pytest.raises(ValueError, match="timezone"):
         date_key(dt.datetime(2026, 1, 1))
 
@@ -170,33 +165,44 @@ def test_bad_prediction_responses_are_named(body: Any, message: str) -> None:
         parse_prediction_response(body, rows=2)
 
 
-def test_read_batch_names_the_problem(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="no such file"):
-        read_batch(str(tmp_path / "missing.csv"))
+def test_an_unreadable_batch_is_named_before_a_row_is_sent(
+        fake_api: tuple[str, FakeState], tmp_path: Path) -> None:
+    url, state = fake_api
     (tmp_path / "empty.csv").write_text("")
-    with pytest.raises(DataError, match="is empty"):
-        read_batch(str(tmp_path / "empty.csv"))
     (tmp_path / "batch.json").write_text("{}")
-    with pytest.raises(DataError, match=r"neither \.csv nor \.parquet"):
-        read_batch(str(tmp_path / "batch.json"))
+    for name in ("missing.csv", "empty.csv", "batch.json"):
+        with pytest.raises(DataError, match=name):
+            _score(url, tmp_path / name, tmp_path / "out")
+    assert state.predict_calls == 0
+    assert not (tmp_path / "out").exists()
 
 
 # --- against the server on loopback ------------------------------------------------------------
+
+COLUMNS = [InputColumn("carat", "double"), InputColumn("cut", "string"),
+           InputColumn("depth", "double")]
+
+
+def _score(url: str, source: Path, out: Path, *, chunk: int = 500,
+           columns: list[InputColumn] = COLUMNS, probabilities: bool = False,
+           retry: RetryPolicy = FAST) -> ScoreResult:
+    """The api engine of `mlops score` and the inference DAG."""
+    return score_through_api(source=str(source), output=str(out), url=url, columns=columns,
+                             probabilities=probabilities, retry=retry, chunk_rows=chunk)
 
 
 def test_scores_every_row_once_in_chunks_with_its_model_version(
         fake_api: tuple[str, FakeState], batch_csv: Path, tmp_path: Path) -> None:
     url, state = fake_api
     state.versions = ["3", "3", "4"]  # the model is swapped before the third chunk
-    result = score_batch(source=str(batch_csv), output_dir=str(tmp_path / "out"),
-                         logical_date=DATE, scorer=ServingClient(url, retry=FAST),
-                         features=["carat", "cut", "depth"], chunk_size=3)
+    result = _score(url, batch_csv, tmp_path / "out", chunk=3)
     assert state.chunks == [3, 3, 1]
     out = pd.read_parquet(result.output)
     assert result.rows == len(out) == 7
     assert out["id"].tolist() == list(range(7))
+    rows = pd.read_csv(batch_csv)
     expected = [1000.0 * c + (0.0 if pd.isna(d) else d)
-                for c, d in zip(out["carat"], out["depth"], strict=True)]
+                for c, d in zip(rows["carat"], rows["depth"], strict=True)]
     assert out["prediction"].tolist() == pytest.approx(expected)
     assert out["model_version"].tolist() == ["3"] * 6 + ["4"]
     assert result.model_versions == ["3", "4"]
@@ -206,30 +212,27 @@ def test_scores_every_row_once_in_chunks_with_its_model_version(
 def test_a_classifiers_probabilities_become_one_column_per_class(
         fake_api: tuple[str, FakeState], batch_csv: Path, tmp_path: Path) -> None:
     url, _ = fake_api
-    result = score_batch(source=str(batch_csv), output_dir=str(tmp_path / "out"),
-                         logical_date=DATE,
-                         scorer=ServingClient(url, retry=FAST, probabilities=True),
-                         features=["carat", "cut", "depth"], chunk_size=3)
+    result = _score(url, batch_csv, tmp_path / "out", chunk=3, probabilities=True)
     out = pd.read_parquet(result.output)
     assert list(out.columns[-6:]) == ["prediction", "probability_big", "probability_small",
                                       "model_name", "model_version", "model_run_id"]
     assert out["prediction"].tolist() == ["small"] * 3 + ["big", "small", "big", "small"]
-    assert out["probability_big"].tolist() == pytest.approx(out["carat"] / 2)
+    assert out["probability_big"].tolist() == pytest.approx(pd.read_csv(batch_csv)["carat"] / 2)
 
 
 def test_rerunning_a_logical_date_replaces_its_output(
         fake_api: tuple[str, FakeState], batch_csv: Path, tmp_path: Path) -> None:
     url, state = fake_api
     out_dir = tmp_path / "out"
-    first = score_batch(source=str(batch_csv), output_dir=str(out_dir), logical_date=DATE,
-                        scorer=ServingClient(url, retry=FAST), chunk_size=4)
+    dated = Path(dated_output(str(out_dir), DATE))
+    first = _score(url, batch_csv, dated, chunk=4)
     state.versions = ["5"]
     state.chunks.clear()
-    second = score_batch(source=str(batch_csv), output_dir=str(out_dir), logical_date=DATE,
-                         scorer=ServingClient(url, retry=FAST), chunk_size=4)
+    second = _score(url, batch_csv, dated, chunk=4)
     assert first.output == second.output
     files = sorted(p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*") if p.is_file())
-    assert files == ["logical_date=20261127T000000Z/scores.parquet"]
+    assert files == ["logical_date=20261127T000000Z/scores/_SUCCESS",
+                     "logical_date=20261127T000000Z/scores/part-00000.parquet"]
     out = pd.read_parquet(second.output)
     assert len(out) == 7
     assert set(out["model_version"]) == {"5"}
@@ -239,8 +242,7 @@ def test_transient_503s_are_retried(fake_api: tuple[str, FakeState], batch_csv: 
                                      tmp_path: Path) -> None:
     url, state = fake_api
     state.fail_next = 2
-    result = score_batch(source=str(batch_csv), output_dir=str(tmp_path), logical_date=DATE,
-                         scorer=ServingClient(url, retry=FAST), chunk_size=10)
+    result = _score(url, batch_csv, tmp_path / "out", chunk=10)
     assert result.rows == 7
     assert state.predict_calls == 3
 
@@ -250,8 +252,7 @@ def test_a_rejected_batch_fails_at_once_with_the_servers_reason(
     url, state = fake_api
     state.reject_with = 422
     with pytest.raises(ServingError, match=r"rejected the batch: HTTP 422 \(records\[0\]"):
-        score_batch(source=str(batch_csv), output_dir=str(tmp_path / "out"), logical_date=DATE,
-                    scorer=ServingClient(url, retry=FAST))
+        _score(url, batch_csv, tmp_path / "out")
     assert state.predict_calls == 1
     assert not (tmp_path / "out").exists()
 
@@ -262,8 +263,7 @@ def test_not_ready_fails_before_sending_rows(fake_api: tuple[str, FakeState], ba
     state.ready_status = 503
     with pytest.raises(ServingError, match=rf"{url}/ready is not ready after 3 attempt\(s\): "
                                            r"HTTP 503"):
-        score_batch(source=str(batch_csv), output_dir=str(tmp_path / "out"), logical_date=DATE,
-                    scorer=ServingClient(url, retry=FAST))
+        _score(url, batch_csv, tmp_path / "out")
     assert state.predict_calls == 0
     assert not (tmp_path / "out").exists()
 
@@ -282,9 +282,9 @@ def test_nothing_listening_fails_clearly_after_retries(batch_csv: Path, tmp_path
 def test_a_missing_feature_column_is_the_batchs_fault(
         fake_api: tuple[str, FakeState], batch_csv: Path, tmp_path: Path) -> None:
     url, state = fake_api
-    with pytest.raises(DataError, match="missing feature column"):
-        score_batch(source=str(batch_csv), output_dir=str(tmp_path), logical_date=DATE,
-                    scorer=ServingClient(url, retry=FAST), features=["carat", "color"])
+    with pytest.raises(DataError, match="has no column color"):
+        _score(url, batch_csv, tmp_path / "out",
+               columns=[InputColumn("carat", "double"), InputColumn("color", "string")])
     assert state.predict_calls == 0
 
 
@@ -293,8 +293,7 @@ def test_parquet_batches_are_read_too(fake_api: tuple[str, FakeState], batch_csv
     url, _ = fake_api
     parquet = tmp_path / "batch.parquet"
     pd.read_csv(batch_csv).to_parquet(parquet)
-    result = score_batch(source=str(parquet), output_dir=str(tmp_path / "out"),
-                         logical_date=DATE, scorer=ServingClient(url, retry=FAST))
+    result = _score(url, parquet, tmp_path / "out")
     assert result.rows == 7
 
 
