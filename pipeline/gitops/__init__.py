@@ -1,6 +1,8 @@
 """The GitOps logic on the MLflow registry: the card, registry conventions, the gate's
-statistics and decision, the verdict, the report, promotion, drift and GitHub.
+statistics and decision, the verdict and its signature, the report, promotion, drift and
+GitHub.
 
-`gitops` may import `stages` (to recompute the evaluation rows and score models) and
-nothing else of ours but `errors`/`settings`; the commands that call it live in `cli`.
+`gitops` builds on `stages` (to recompute the evaluation rows and score models) and
+loads models through `modelio`; the jobs and commands that call it live in `jobs` and
+`cli` (docs/architecture.md has the table of who may import whom).
 """

@@ -1,8 +1,8 @@
 """The ML stages: datasets, data preparation, features, training, evaluation, batch scoring.
 
-Stages import nothing of ours but `pipeline.errors` and `pipeline.settings`: they know
-no registry conventions, no card and no HTTP, so the notebook, the DAGs and the CLI
-compose them the same way.
+Stages know no registry conventions, no card and no commands (what they may import is
+the table in docs/architecture.md, enforced by tests/layout), so the notebook, the DAGs
+and the CLI compose them the same way.
 """
 
 MODEL_ARTIFACT = "model"

@@ -1,47 +1,41 @@
-"""The package boundaries of docs/architecture.md, read from the source by walking imports.
+"""The package boundaries of docs/architecture.md, read from the doc and enforced on the code.
 
-`serving/` is what the image ships, so it must import nothing of `pipeline/`; `modelio/`
-(the one way a model is resolved, verified and loaded) ships with it and imports
-neither; inside `pipeline`, stages know no GitOps and no commands, and no two
-subpackages import each other in a cycle. Of `serving`, the pipeline may import only
-`serving.prediction_log` (the one record of a scored row, which batch scoring writes and
-the monitor reads).
-Each rule names the file and the import that breaks it.
+The table between `<!-- packages: begin -->` and `<!-- packages: end -->` in
+docs/architecture.md says, for each package, what it may import of ours: `modelio`
+(models as data) and `serving` (what the image ships) import nothing of `pipeline`;
+inside `pipeline`, stages know no GitOps and no commands; and no two parts import each
+other in a cycle. Every import of every file is walked (in function bodies too), and
+each rule names the file and the import that breaks it.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
+from functools import cache
 from pathlib import Path
 
 import pytest
 
 from tests.utils import REPO
 
-SHARED_WITH_SERVING = ("serving.prediction_log",)
-# pipeline's parts and whom each may import (besides itself and the standard library).
-ALLOWED: dict[str, set[str]] = {
-    "pipeline.errors": set(),
-    "pipeline.files": {"pipeline.errors"},
-    "pipeline.progress": set(),
-    "pipeline.settings": {"pipeline.errors"},
-    "pipeline.stages": {"pipeline.errors", "pipeline.settings", "pipeline.files",
-                        "pipeline.progress"},
-    "pipeline.gitops": {"pipeline.errors", "pipeline.settings", "pipeline.stages",
-                        "pipeline.files", "pipeline.progress"},
-    "pipeline.monitoring": {"pipeline.errors", "pipeline.settings", "pipeline.stages",
-                            "pipeline.gitops", "pipeline.files"},
-    "pipeline.jobs": {"pipeline.errors", "pipeline.settings", "pipeline.stages",
-                      "pipeline.gitops", "pipeline.files", "pipeline.progress",
-                      "pipeline.serving_client"},
-    "pipeline.localstack": {"pipeline.errors", "pipeline.settings"},
-    "pipeline.serving_client": {"pipeline.errors", "pipeline.settings"},
-    "pipeline.cli": {"pipeline.errors", "pipeline.settings", "pipeline.files",
-                     "pipeline.progress", "pipeline.stages",
-                     "pipeline.gitops", "pipeline.localstack", "pipeline.serving_client",
-                     "pipeline.monitoring", "pipeline.jobs"},
-}
+DOC = REPO / "docs" / "architecture.md"
+PACKAGES = ("modelio", "serving", "pipeline")
+
+
+@cache
+def allowed() -> dict[str, frozenset[str]]:
+    """package -> what it may import of ours, from the doc's table."""
+    text = DOC.read_text(encoding="utf-8")
+    table = text.split("<!-- packages: begin -->", 1)[1].split("<!-- packages: end -->", 1)[0]
+    rules: dict[str, frozenset[str]] = {}
+    for line in table.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) != 3 or not cells[0].startswith("`"):
+            continue
+        rules[cells[0].strip("`")] = frozenset(re.findall(r"`([\w.]+)`", cells[2]))
+    return rules
 
 
 def _module_name(path: Path) -> str:
@@ -53,7 +47,8 @@ def _module_name(path: Path) -> str:
 
 
 def imports_of(path: Path) -> Iterator[tuple[int, str]]:
-    """(line, absolute module) of every import in a file, in function bodies too."""
+    """(line, absolute module) of every import in a file, in function bodies too; `from X
+    import Y` counts as importing `X.Y` (Y may be a submodule)."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     package = _module_name(path).rsplit(".", 0 if path.name == "__init__.py" else 1)[0]
     for node in ast.walk(tree):
@@ -66,78 +61,62 @@ def imports_of(path: Path) -> Iterator[tuple[int, str]]:
                 module = f"{base}.{node.module}" if node.module else base
             else:
                 module = node.module or ""
-            yield node.lineno, module
-            for alias in node.names:  # `from pipeline import registry` imports a submodule
+            for alias in node.names:
                 yield node.lineno, f"{module}.{alias.name}"
 
 
+def _matches(module: str, name: str) -> bool:
+    return module == name or module.startswith(name + ".")
+
+
 def part_of(module: str) -> str | None:
-    """The `ALLOWED` part a pipeline module belongs to (None outside pipeline)."""
-    for part in sorted(ALLOWED, key=len, reverse=True):
-        if module == part or module.startswith(part + "."):
-            return part
-    return "pipeline" if module == "pipeline" else None
+    """The table's package a module belongs to (None: not ours, or the `pipeline` root)."""
+    found = [name for name in allowed() if _matches(module, name)]
+    return max(found, key=len) if found else None
 
 
-def _shared_names(path: Path, line: int) -> bool:
-    """`from serving import prediction_log` names the shared module, nothing more."""
-    source = path.read_text(encoding="utf-8").splitlines()[line - 1]
-    return source.strip() == "from serving import prediction_log"
+def python_files() -> list[Path]:
+    return sorted(p for package in PACKAGES for p in (REPO / package).rglob("*.py"))
 
 
-def _shared(module: str) -> bool:
-    return any(module == shared or module.startswith(shared + ".")
-               for shared in SHARED_WITH_SERVING)
+def test_the_table_names_every_package_and_only_packages_that_exist() -> None:
+    named = set(allowed())
+    assert {"modelio", "serving", "pipeline.stages", "pipeline.gitops", "pipeline.cli"} <= named
+    for name in named:
+        path = REPO / name.replace(".", "/")
+        assert path.is_dir() or path.with_suffix(".py").is_file(), name
+    for path in python_files():
+        module = _module_name(path)
+        if module != "pipeline":
+            assert part_of(module) is not None, f"{module} belongs to no package of the table"
 
 
-def python_files(folder: str) -> list[Path]:
-    return sorted((REPO / folder).rglob("*.py"))
-
-
-@pytest.mark.parametrize("path", python_files("serving"), ids=lambda p: p.name)
-def test_serving_imports_nothing_from_pipeline(path: Path) -> None:
-    found = [f"{path.relative_to(REPO)}:{line} imports {module}"
-             for line, module in imports_of(path)
-             if module == "pipeline" or module.startswith("pipeline.")]
-    assert not found, "the serving image ships serving/ alone: " + "; ".join(found)
-
-
-@pytest.mark.parametrize("path", python_files("modelio"), ids=lambda p: p.name)
-def test_modelio_imports_nothing_of_pipeline_or_serving(path: Path) -> None:
-    found = [f"{path.relative_to(REPO)}:{line} imports {module}"
-             for line, module in imports_of(path)
-             if module.split(".")[0] in ("pipeline", "serving")]
-    assert not found, "modelio ships in the serving image on its own: " + "; ".join(found)
-
-
-def test_each_pipeline_part_imports_only_what_it_may() -> None:
+def test_each_package_imports_only_what_the_table_allows() -> None:
     found = []
-    for path in python_files("pipeline"):
+    for path in python_files():
         here = part_of(_module_name(path))
-        if here is None or here == "pipeline":
+        if here is None:
             continue
         for line, module in imports_of(path):
-            if module == "serving" or module.startswith("serving."):
-                if not _shared(module) and not (module == "serving" and _shared_names(path, line)):
-                    found.append(f"{path.relative_to(REPO)}:{line} imports {module} (serving/)")
+            if module.split(".")[0] not in PACKAGES or module == "pipeline":
                 continue
             there = part_of(module)
-            if there in (None, here, "pipeline"):
+            if there in (None, here) or module.startswith("pipeline.__"):
                 continue
-            if there not in ALLOWED[here]:
+            if not any(_matches(module, name) for name in allowed()[here]):
                 found.append(f"{path.relative_to(REPO)}:{line}: {here} imports {module}")
     assert not found, "; ".join(found)
 
 
-def test_no_import_cycle_between_pipeline_parts() -> None:
-    edges: dict[str, set[str]] = {part: set() for part in ALLOWED}
-    for path in python_files("pipeline"):
+def test_no_import_cycle_between_packages() -> None:
+    edges: dict[str, set[str]] = {part: set() for part in allowed()}
+    for path in python_files():
         here = part_of(_module_name(path))
-        if here not in ALLOWED:
+        if here is None:
             continue
         for _, module in imports_of(path):
             there = part_of(module)
-            if there in ALLOWED and there != here:
+            if there is not None and there != here:
                 edges[here].add(there)
 
     def reaches(start: str, goal: str, seen: frozenset[str] = frozenset()) -> bool:
@@ -153,3 +132,13 @@ def test_the_walker_sees_a_forbidden_import(tmp_path: Path) -> None:
     sneaky = tmp_path / "sneaky.py"
     sneaky.write_text("def f():\n    from pipeline.gitops import card\n    return card\n")
     assert (2, "pipeline.gitops.card") in list(imports_of(sneaky))
+    assert part_of("pipeline.gitops.card") == "pipeline.gitops"
+    assert "pipeline.gitops" not in allowed()["serving"]
+
+
+@pytest.mark.parametrize("package", ["serving", "modelio"])
+def test_what_the_image_ships_imports_nothing_of_pipeline(package: str) -> None:
+    found = [f"{path.relative_to(REPO)}:{line} imports {module}"
+             for path in sorted((REPO / package).rglob("*.py"))
+             for line, module in imports_of(path) if _matches(module, "pipeline")]
+    assert not found, "the serving image ships serving/ and modelio/ alone: " + "; ".join(found)
