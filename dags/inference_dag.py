@@ -45,7 +45,7 @@ from airflow.sdk import Param, dag, get_current_context, task
 
 from pipeline.gitops import registry
 from pipeline.gitops.card import load_card
-from pipeline.jobs import emr
+from pipeline.jobs import emr, scoring
 from pipeline.jobs.scoring import (
     production_model_uri,
     spark_job_arguments,
@@ -115,11 +115,12 @@ def mlops_inference() -> None:
             os.environ.update(spark_python())
         retry = RetryPolicy(attempts=params["attempts"], backoff_seconds=params["backoff_seconds"],
                             timeout_seconds=params["timeout_seconds"])
-        result = score(engine=params["engine"], source=params["input"],
-                       output=dated_output(params["output_dir"], logical_date), card=card,
-                       tracking_uri=settings.mlflow_tracking_uri,
-                       serving_url=params["serving_url"], retry=retry,
-                       chunk_rows=params["chunk_size"], spark_master=params["spark_master"])
+        result = scoring.score(engine=params["engine"], source=params["input"],
+                               output=dated_output(params["output_dir"], logical_date),
+                               card=card, tracking_uri=settings.mlflow_tracking_uri,
+                               serving_url=params["serving_url"], retry=retry,
+                               chunk_rows=params["chunk_size"],
+                               spark_master=params["spark_master"])
         return result.as_dict()
 
     @task(retries=0)

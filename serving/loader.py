@@ -85,7 +85,7 @@ def registry_resolver(tracking_uri: str, name: str, alias: str) -> Resolver:
 
 def mlflow_loader(*, tracking_uri: str, max_rows: int, runtime: str = "auto",
                   onnx_threads: int = 1, sklearn_threads: int = 1,
-                  twin_first: bool = True) -> Loader:
+                  twin_first: bool = True, id_column: str | None = None) -> Loader:
     """Download, verify, load its kind (and the twin with onnxruntime), warm up."""
     limit_sklearn_threads(sklearn_threads)
 
@@ -95,7 +95,8 @@ def mlflow_loader(*, tracking_uri: str, max_rows: int, runtime: str = "auto",
             local = _download(source, workdir, tracking_uri)
             opened = _check(source, local)
             model, example = _assemble(opened, max_rows=max_rows, runtime=runtime,
-                                       onnx_threads=onnx_threads, twin_first=twin_first)
+                                       onnx_threads=onnx_threads, twin_first=twin_first,
+                                       id_column=id_column)
             warm_up(model, example)
         except BaseException:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -137,7 +138,7 @@ def _check(source: Source, local: Path) -> modelio.OpenedModel:
 
 
 def _assemble(opened: modelio.OpenedModel, *, max_rows: int, runtime: str = "auto",
-              onnx_threads: int = 1, twin_first: bool = True
+              onnx_threads: int = 1, twin_first: bool = True, id_column: str | None = None
               ) -> tuple[scoring.LoadedModel, Any]:
     """The version ready to score: its twin first when it can be (see the module), else
     its model (and the twin, if it agrees with it)."""
@@ -150,19 +151,21 @@ def _assemble(opened: modelio.OpenedModel, *, max_rows: int, runtime: str = "aut
         twin, _ = recorded_twin(opened.files.twin_file, example, threads=onnx_threads)
         if twin is not None:
             first = _loaded(opened, meta, example, twin, why_not=None, classes=twin.classes,
-                            max_rows=max_rows)
+                            max_rows=max_rows, id_column=id_column)
 
             def finish() -> scoring.LoadedModel:
-                return _with_model(opened, meta, example, max_rows=max_rows, twin=twin)
+                return _with_model(opened, meta, example, max_rows=max_rows, twin=twin,
+                                   id_column=id_column)
 
             return dataclasses.replace(first, pending=finish), example
     return _with_model(opened, meta, example, max_rows=max_rows, runtime=runtime,
-                       onnx_threads=onnx_threads), example
+                       onnx_threads=onnx_threads, id_column=id_column), example
 
 
 def _with_model(opened: modelio.OpenedModel, meta: Any, example: Any, *, max_rows: int,
                 runtime: str = "auto", onnx_threads: int = 1,
-                twin: OnnxPredictor | None = None) -> scoring.LoadedModel:
+                twin: OnnxPredictor | None = None,
+                id_column: str | None = None) -> scoring.LoadedModel:
     """Load the model by its kind (its types checked first), and serve the twin only if
     it agrees with it; `twin` is one already loaded (twin first), re-checked here."""
     try:
@@ -178,7 +181,7 @@ def _with_model(opened: modelio.OpenedModel, meta: Any, example: Any, *, max_row
         predictor, why_not = choose_predictor(opened.files, sklearn_predictor, example,
                                               runtime=runtime, threads=onnx_threads)
     model = _loaded(opened, meta, example, predictor, why_not=why_not,
-                    classes=classes_of(estimator), max_rows=max_rows)
+                    classes=classes_of(estimator), max_rows=max_rows, id_column=id_column)
     if twin is not None and predictor is not twin:
         warm_up(model, example)  # the twin was refused: the model serves from now on
     return model
@@ -186,13 +189,13 @@ def _with_model(opened: modelio.OpenedModel, meta: Any, example: Any, *, max_row
 
 def _loaded(opened: modelio.OpenedModel, meta: Any, example: Any, predictor: Any, *,
             why_not: str | None, classes: tuple[Any, ...] | None,
-            max_rows: int) -> scoring.LoadedModel:
+            max_rows: int, id_column: str | None = None) -> scoring.LoadedModel:
     who = opened.identity
     return scoring.LoadedModel(
         info=dataclasses.replace(who, run_id=who.run_id or meta.run_id),
         loaded_at=_now(),
         predictor=predictor,
-        schema=from_signature(meta.signature, max_rows=max_rows),
+        schema=from_signature(meta.signature, max_rows=max_rows, id_column=id_column),
         max_rows=max_rows,
         example=example_records(example),
         runtime=getattr(predictor, "runtime", "sklearn"),

@@ -48,6 +48,7 @@ import pyarrow.parquet as pq
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from serving.schema import ID_FIELD
 from serving.settings import ServingSettings
 
 log = logging.getLogger("serving.prediction_log")
@@ -500,7 +501,8 @@ def _row_mapping(row: Any) -> Any:
     if isinstance(row, Mapping):
         return row
     dump = getattr(row, "model_dump", None)  # a pydantic row: by its aliases (column names)
-    return dump(by_alias=True) if dump is not None else row
+    # A row's own ID is recorded in `id`, not among the model's inputs.
+    return dump(by_alias=True, exclude={ID_FIELD}) if dump is not None else row
 
 
 def _values(values: Any) -> list[Any]:

@@ -80,6 +80,16 @@ class FeatureSchema:
     record: type[BaseModel]
     request: type[BaseModel]  # {"records": [Record, ...]}, 1 to max_rows rows
     records: TypeAdapter[list[BaseModel]]  # the same rows, for the other payload shapes
+    id_column: str | None = None
+    """A caller's row ID that `/predict` records may carry (the card's
+    `monitoring.id_column`): passed through to the answer and the prediction log, never
+    to the model; the MLflow and OIP protocols keep their own shapes and refuse it."""
+
+    def ids(self, rows: Sequence[BaseModel]) -> list[Any] | None:
+        """Each row's ID as sent (None where it was left out), or None without an ID column."""
+        if self.id_column is None:
+            return None
+        return [row.__dict__.get(ID_FIELD) for row in rows]
 
     @property
     def names(self) -> list[str]:
@@ -98,8 +108,13 @@ class FeatureSchema:
         return self.batch(rows).frame()
 
 
-def from_columns(columns: Sequence[ColumnSpec], *, max_rows: int) -> FeatureSchema:
-    """Build the validators for these columns (done once per loaded model)."""
+ID_FIELD = "row_id"
+
+
+def from_columns(columns: Sequence[ColumnSpec], *, max_rows: int,
+                 id_column: str | None = None) -> FeatureSchema:
+    """Build the validators for these columns (done once per loaded model); `/predict`'s
+    records may also carry `id_column` (unless a feature has that name)."""
     fields: dict[str, Any] = {}
     for index, column in enumerate(columns):
         python_type, _ = _TYPES.get(column.type, (Any, object))
@@ -123,16 +138,29 @@ def from_columns(columns: Sequence[ColumnSpec], *, max_rows: int) -> FeatureSche
         **fields,
     )
     rows = Annotated[list[record], Field(min_length=1, max_length=max_rows)]  # type: ignore[valid-type]
+    if id_column in {c.name for c in columns}:
+        id_column = None
+    predict_rows: Any = rows
+    if id_column is not None:
+        identified = create_model(  # type: ignore[call-overload]
+            "Record", __base__=record,
+            **{ID_FIELD: (str | int | None, Field(default=None, alias=id_column,
+                                                  title=id_column, description=(
+                                                      "your ID of the row: answered back "
+                                                      "and logged, not given to the model")))})
+        predict_rows = Annotated[list[identified], Field(min_length=1,  # type: ignore[valid-type]
+                                                         max_length=max_rows)]
     request = create_model(  # type: ignore[call-overload]
         "PredictRequest",
         __config__=ConfigDict(extra="forbid", strict=True, title="PredictRequest"),
-        records=(rows, Field(description=f"rows to score, 1 to {max_rows}")),
+        records=(predict_rows, Field(description=f"rows to score, 1 to {max_rows}")),
     )
     return FeatureSchema(columns=tuple(columns), record=record, request=request,
-                         records=TypeAdapter(rows))
+                         records=TypeAdapter(rows), id_column=id_column)
 
 
-def from_signature(signature: Any, *, max_rows: int) -> FeatureSchema | None:
+def from_signature(signature: Any, *, max_rows: int,
+                   id_column: str | None = None) -> FeatureSchema | None:
     """The schema of an MLflow `ModelSignature`; None when it has no named columns."""
     inputs = getattr(signature, "inputs", None)
     if inputs is None or not getattr(inputs, "has_input_names", lambda: False)():
@@ -144,7 +172,7 @@ def from_signature(signature: Any, *, max_rows: int) -> FeatureSchema | None:
         type_name = getattr(spec.type, "name", str(spec.type))
         columns.append(ColumnSpec(name=str(spec.name), type=str(type_name),
                                   required=bool(getattr(spec, "required", True))))
-    return from_columns(columns, max_rows=max_rows)
+    return from_columns(columns, max_rows=max_rows, id_column=id_column)
 
 
 def _field_name(index: int) -> str:

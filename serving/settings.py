@@ -56,6 +56,9 @@ class ServingSettings(BaseSettings):
     # recorded, and load its sklearn model behind it (a cold start without importing
     # scikit-learn); false: /ready waits for the whole version.
     serving_twin_first: bool = True
+    # A caller's row ID that /predict records may carry (the card's monitoring.id_column):
+    # answered back and recorded in the prediction log, never given to the model.
+    serving_id_column: str | None = Field(default=None, min_length=1)
     # Threads per worker process. One each by default: a single-row predict gains
     # nothing from a pool, and on a small machine the pool's threads compete with the
     # event loop and the other workers (see docs/serving.md).

@@ -75,7 +75,8 @@ class ModelStore:
                              runtime=settings.serving_runtime,
                              onnx_threads=settings.serving_onnx_threads,
                              sklearn_threads=settings.serving_sklearn_threads,
-                             twin_first=settings.serving_twin_first)
+                             twin_first=settings.serving_twin_first,
+                             id_column=settings.serving_id_column)
         return cls(resolve=resolve, load=load, poll_seconds=settings.model_poll_seconds,
                    follow=follow, retry_failed_seconds=settings.model_retry_failed_seconds,
                    source=source)

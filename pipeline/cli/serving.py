@@ -48,7 +48,10 @@ def serve_command(
     env = {"MLFLOW_TRACKING_URI": settings.mlflow_tracking_uri,
            "SERVING_HOST": host, "SERVING_PORT": str(port)}
     if not os.environ.get("MODEL_NAME") and not os.environ.get("MODEL_URI"):
-        env["MODEL_NAME"] = settings_and_card(card_path)[1].model.name
+        card = settings_and_card(card_path)[1]
+        env["MODEL_NAME"] = card.model.name
+        if card.monitoring.id_column and not os.environ.get("SERVING_ID_COLUMN"):
+            env["SERVING_ID_COLUMN"] = card.monitoring.id_column
     command = [sys.executable, "-m", "serving"]
     if not background:
         say(f"serving on http://{host}:{port} (Ctrl+C stops)")

@@ -55,6 +55,9 @@ class PredictResponse(BaseModel):
         default=None, description="with ?probabilities=true: each row's class probabilities")
     classes: list[Any] | None = Field(
         default=None, description="with ?probabilities=true: the labels of the columns")
+    ids: list[Any] | None = Field(
+        default=None, description="each row's ID as sent, when the server has an ID column "
+        "(SERVING_ID_COLUMN)")
     model: ModelIdentityOut = Field(description="the version that made these predictions")
 
 
@@ -130,8 +133,9 @@ async def predict(request: Request, probabilities: bool = Query(
     rows = await parsed(context, body, partial(rows_of_body, body, model), deadline)
     method = LABELS_AND_PROBABILITIES if probabilities else PREDICT
     check_method(model, method, ("query", "probabilities"))
-    outputs = await scored(context, model, rows, method, deadline)
-    return Response(response_of(outputs, model), media_type="application/json")
+    ids = model.schema.ids(rows) if model.schema is not None else None
+    outputs = await scored(context, model, rows, method, deadline, ids=ids)
+    return Response(response_of(outputs, model, ids), media_type="application/json")
 
 
 def rows_of_body(body: bytes, model: LoadedModel) -> list[Any]:
@@ -151,8 +155,10 @@ def rows_of_body(body: bytes, model: LoadedModel) -> list[Any]:
     return rows
 
 
-def response_of(outputs: Outputs, model: LoadedModel) -> bytes:
+def response_of(outputs: Outputs, model: LoadedModel, ids: list[Any] | None = None) -> bytes:
     answer: dict[str, Any] = {"predictions": outputs.predictions}
+    if ids is not None:
+        answer["ids"] = ids
     if outputs.probabilities is not None:
         answer["probabilities"] = outputs.probabilities
         answer["classes"] = list(model.classes or ())

@@ -66,7 +66,7 @@ def context_of(request: Request) -> Context:
 
 
 async def scored(context: Context, model: LoadedModel, rows: list[Any], method: str,
-                 deadline: float | None) -> Outputs:
+                 deadline: float | None, *, ids: list[Any] | None = None) -> Outputs:
     """The model's outputs for a request's rows, and the rows recorded in the prediction
     log (an enqueue: the writing happens on the log's own thread)."""
     outputs = await context.batcher.predict(model, rows, method, deadline=deadline)
@@ -77,7 +77,7 @@ async def scored(context: Context, model: LoadedModel, rows: list[Any], method: 
                          run_id=model.info.run_id, runtime=model.runtime,
                          classes=model.classes)
         context.prediction_log.record(info, request_id() or "", rows, predictions,
-                                      outputs.probabilities)
+                                      outputs.probabilities, ids=ids)
     return outputs
 
 

@@ -3,6 +3,7 @@ sampling, S3, and a real uvicorn app that logs from its route."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 import threading
@@ -303,3 +304,30 @@ def test_the_server_records_every_row_it_scores_on_every_protocol(tmp_path: Path
     assert set(frame["model_version"]) == {"1"}
     assert json.loads(frame["inputs"].iloc[0]) == ROW
     assert [json.loads(p) for p in frame["prediction"]] == [502.0, 502.0, 502.0, 502.0]
+
+
+def test_a_row_id_passes_through_predict_to_the_answer_and_the_log(tmp_path: Path) -> None:
+    """The card's ID column: /predict records may carry it, the answer names it, the log
+    records it, the model never sees it; MLflow's protocol keeps its own shape."""
+    from fastapi.testclient import TestClient
+
+    from serving.app import create_app
+    from serving.schema import from_columns
+    from tests.serving.helpers import COLUMNS, ROW, Linear, loaded, ready_store
+
+    model = dataclasses.replace(loaded(Linear()),
+                                schema=from_columns(COLUMNS, max_rows=5, id_column="order"))
+    settings = ServingSettings(model_name="toy", prediction_log=str(tmp_path / "log"))
+    app = create_app(ready_store(model), settings=settings, manage_store=False)
+    with TestClient(app) as client:
+        answer = client.post("/predict", json={"records": [{**ROW, "order": "A-17"},
+                                                           {**ROW, "order": 42}, ROW]})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["ids"] == ["A-17", 42, None]
+        assert answer.json()["predictions"] == [502.0, 502.0, 502.0]
+        refused = client.post("/invocations",
+                              json={"dataframe_records": [{**ROW, "order": "A-17"}]})
+        assert refused.status_code == 400
+    frame = read_log(tmp_path / "log").sort_values("row")
+    assert [None if pd.isna(v) else v for v in frame["id"]] == ["A-17", "42", None]
+    assert "order" not in json.loads(frame["inputs"].iloc[0])
