@@ -423,8 +423,9 @@ def test_rerunning_a_logical_date_replaces_its_scores(
     assert str(dag.test(logical_date=other_day, run_conf=conf).state) == "success"
 
     files = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
-    assert files == ["logical_date=20261127T000000Z/scores.parquet",
-                     "logical_date=20261128T000000Z/scores.parquet"]
+    assert files == [f"logical_date={day}/scores/{name}"
+                     for day in ("20261127T000000Z", "20261128T000000Z")
+                     for name in ("_SUCCESS", "part-00000.parquet")]
     assert len(pd.read_parquet(dated_output(str(tmp_path), DATE))) == BATCH_ROWS
 
 
