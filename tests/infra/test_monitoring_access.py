@@ -73,12 +73,13 @@ def _target(bucket: str, key: str) -> str:
 
 def _access_violations(stack: Deployment, role_name: str, *, needs: list[Call],
                        forbidden: list[Call]) -> list[str]:
-    """`role: reason` for each call the role lacks and each it should not have."""
+    """`URN: reason` for each call the role lacks and each it should not have."""
     documents, bucket = role_documents(stack, role_name), _bucket(stack)
-    found = [f"{role_name}: may not {action} on {_target(bucket, key)} {context}"
+    (role,) = [r for r in stack.of_type(rules.IAM_ROLE) if r.state["name"] == role_name]
+    found = [f"{role.urn}: may not {action} on {_target(bucket, key)} {context}"
              for action, key, context in needs
              if not permits(documents, action, _target(bucket, key), context)]
-    found += [f"{role_name}: may {action} on {_target(bucket, key)} {context}"
+    found += [f"{role.urn}: may {action} on {_target(bucket, key)} {context}"
               for action, key, context in forbidden
               if permits(documents, action, _target(bucket, key), context)]
     return found
