@@ -15,6 +15,14 @@ import pulumi_aws as aws
 from mlops_stack import documents
 
 NONCURRENT_VERSION_DAYS = 30
+PREDICTION_LOG_PREFIX = "predictions"
+"""Where the serving tasks write the prediction log in the artifact bucket (beside MLflow's
+`artifacts/`): they may only put files there, the monitor may only read them."""
+
+
+def prediction_log_uri(bucket_name: str) -> str:
+    """The log's location as PREDICTION_LOG takes it: `s3://<bucket>/predictions`."""
+    return f"s3://{bucket_name}/{PREDICTION_LOG_PREFIX}"
 
 
 @dataclass

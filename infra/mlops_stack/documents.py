@@ -68,6 +68,45 @@ def tracking_task_policy(bucket_arn: str) -> Document:
     )
 
 
+def prediction_log_write_policy(bucket_arn: str, prefix: str) -> Document:
+    """The serving tasks' only AWS permission: add files to the prediction log.
+
+    pyarrow writes each file as one multipart upload (create, parts, complete: all
+    `s3:PutObject`) and aborts an upload it gives up. Nothing to read, list or delete: a
+    task taken over can add rows to the log, not read what was served or erase it."""
+    return _doc(
+        {
+            "Sid": "WritePredictionLog",
+            "Effect": "Allow",
+            "Action": ["s3:PutObject", "s3:AbortMultipartUpload"],
+            "Resource": f"{bucket_arn}/{prefix}/*",
+        }
+    )
+
+
+def prediction_log_read_statements(bucket_arn: str, prefix: str) -> list[dict[str, Any]]:
+    """What the monitor needs to read the prediction log, and no other key of the bucket.
+
+    pyarrow first asks for the prefix itself (HEAD `<prefix>`) to learn that it is a
+    folder; S3 answers that 404, not 403, only to a caller that may get that key and list
+    with it as `s3:prefix`. Then it lists `<prefix>/` and the day folders and reads files."""
+    return [
+        {
+            "Sid": "ListPredictionLog",
+            "Effect": "Allow",
+            "Action": ["s3:ListBucket"],
+            "Resource": [bucket_arn],
+            "Condition": {"StringLike": {"s3:prefix": [prefix, f"{prefix}/*"]}},
+        },
+        {
+            "Sid": "ReadPredictionLog",
+            "Effect": "Allow",
+            "Action": ["s3:GetObject"],
+            "Resource": [f"{bucket_arn}/{prefix}", f"{bucket_arn}/{prefix}/*"],
+        },
+    ]
+
+
 def read_secrets_policy(secret_arns: list[str]) -> Document:
     """Let ECS (or a workflow) read exactly these secrets at start-up."""
     return _doc(

@@ -7,6 +7,12 @@ batches: its job role reads only the input prefix and writes only the output pre
 the batch bucket. It also runs `mlops train` where the training data is, under a role
 of its own that reads only the training prefix. Each role names the actions it needs,
 on the resources it needs.
+
+The monitoring DAG reads the prediction log (`predictions/` of the artifact bucket) and,
+on drift, the training DAG opens a pull request with a GitHub token: the Airflow variable
+`mlops_github_token`, which MWAA's secrets backend reads from one Secrets Manager secret
+whose value an operator puts. The execution role reads that secret and that prefix, no
+other secret and no other key of the artifact bucket.
 """
 
 from __future__ import annotations
@@ -20,8 +26,8 @@ from typing import Protocol
 import pulumi
 import pulumi_aws as aws
 
-from mlops_stack import versions
-from mlops_stack.artifacts import ArtifactStore, ArtifactStoreArgs
+from mlops_stack import documents, versions
+from mlops_stack.artifacts import PREDICTION_LOG_PREFIX, ArtifactStore, ArtifactStoreArgs
 from mlops_stack.web_service import image_reference, image_repository
 
 BATCH_INPUT_PREFIX = "input/"
@@ -40,6 +46,13 @@ environment installs (versions.py)."""
 DAG_REQUIREMENTS = versions.DAG_REQUIREMENTS
 JOB_PYTHON = "/opt/mlops/bin/python"
 """The Python environment of the EMR jobs' image (infra/spark_image/Dockerfile)."""
+GITHUB_TOKEN_VARIABLE = "mlops_github_token"  # noqa: S105 - a variable name, no value
+"""The Airflow variable the training DAG reads the pull request's token from."""
+SECRETS_BACKEND = "airflow.providers.amazon.aws.secrets.secrets_manager.SecretsManagerBackend"
+MONITOR_DIR = "/tmp/mlops-monitor"  # noqa: S108 - the worker's own scratch space
+"""Where the monitoring DAG leaves each run's report on the worker that ran it: writable
+wherever a task lands, and gone with the worker (the summary travels by XCom and in the
+pull request; reports that outlive a worker need an S3 folder, docs/monitoring.md)."""
 NOT_ON_MWAA = re.compile(r"^(apache-airflow|pytest|moto|flask|flask-cors)==", re.IGNORECASE)
 """Lines of dags/requirements.txt MWAA must not get: Airflow itself (MWAA installs it) and
 the DAG tests' own tools."""
@@ -70,6 +83,12 @@ class OrchestrationArgs:
     airflow_login_secret_arn: pulumi.Input[str]
     train_login_secret_arn: pulumi.Input[str]
     score_login_secret_arn: pulumi.Input[str]
+    github_repository: str
+    """owner/name: the repository the retraining pull request is opened on."""
+    prediction_log: pulumi.Input[str]
+    """`s3://<artifact bucket>/predictions`, where the serving tasks write the log."""
+    prediction_log_bucket_arn: pulumi.Input[str]
+    """The artifact bucket, whose PREDICTION_LOG_PREFIX the monitoring DAG reads."""
     tracking_uri: pulumi.Input[str] = ""
     serving_url: pulumi.Input[str] = ""
     spark_image: str | None = None
@@ -101,6 +120,7 @@ class Orchestration(pulumi.ComponentResource):
         self.spark = self._spark_application()
         self.job_role = self._job_role()
         self.train_job_role = self._train_job_role()
+        self.github_token = self._github_token()
         self.execution_role, self.execution_policy = self._execution_role()
         self.requirements = aws.s3.BucketObjectv2(
             f"{name}-requirements", bucket=self.dags.bucket.id, key=REQUIREMENTS_KEY,
@@ -113,6 +133,7 @@ class Orchestration(pulumi.ComponentResource):
             "train_job_role_arn": self.train_job_role.arn,
             "airflow_webserver_url": self.airflow.webserver_url,
             "spark_repository_url": self.spark_repository.repository_url,
+            "github_token_secret_arn": self.github_token.arn,
         })
 
     def _security_group(self) -> aws.ec2.SecurityGroup:
@@ -195,6 +216,19 @@ class Orchestration(pulumi.ComponentResource):
                            opts=self._child)
         return role
 
+    def _github_token(self) -> aws.secretsmanager.Secret:
+        """The retraining pull request's GitHub token, under the name the secrets backend
+        looks the variable up by; its value is put by an operator (docs/infra.md), never by
+        the stack."""
+        args = self._args
+        return aws.secretsmanager.Secret(
+            f"{self._name}-github-token",
+            name=f"{variables_prefix(args.prefix)}/{GITHUB_TOKEN_VARIABLE}",
+            description=f"GitHub token of the retraining pull requests on "
+                        f"{args.github_repository} (put by the operator)",
+            recovery_window_in_days=7, tags=args.tags,
+            opts=pulumi.ResourceOptions(parent=self, protect=True))
+
     def _execution_role(self) -> tuple[aws.iam.Role, aws.iam.RolePolicy]:
         args = self._args
         environment = f"{args.prefix}-airflow"
@@ -206,12 +240,14 @@ class Orchestration(pulumi.ComponentResource):
             tags=args.tags, opts=self._child)
         policy = pulumi.Output.all(
             dags=self.dags.bucket_arn, app=self.spark.arn, job_role=self.job_role.arn,
-            train_role=self.train_job_role.arn,
-            secret=args.airflow_login_secret_arn).apply(lambda a: json.dumps(airflow_policy(
+            train_role=self.train_job_role.arn, secret=args.airflow_login_secret_arn,
+            token=self.github_token.arn, log_bucket=args.prediction_log_bucket_arn,
+        ).apply(lambda a: json.dumps(airflow_policy(
                 region=args.region, account_id=args.account_id, environment=environment,
                 dags_bucket_arn=a["dags"], application_arn=a["app"],
                 job_role_arns=[a["job_role"], a["train_role"]],
-                tracking_secret_arn=a["secret"])))
+                tracking_secret_arn=a["secret"], github_token_secret_arn=a["token"],
+                prediction_log_bucket_arn=a["log_bucket"])))
         attached = aws.iam.RolePolicy(f"{self._name}-airflow-exec-policy", role=role.id,
                                       policy=policy, opts=self._child)
         return role, attached
@@ -245,13 +281,20 @@ class Orchestration(pulumi.ComponentResource):
         """What the DAGs read (AIRFLOW__MLOPS__* on the workers): the tracking server and the
         secret of Airflow's own login, the serving API; for the emr-serverless engines the
         application, the job roles, the secrets of their logins (names, never values), the
-        entry point and the Spark settings of the jobs' Python."""
+        entry point and the Spark settings of the jobs' Python; for the monitoring loop the
+        prediction log, the report folder and the pull request's repository. And the
+        secrets backend that answers the one variable `mlops_github_token` (secrets.*)."""
         args = self._args
         return pulumi.Output.all(
             app=self.spark.id, role=self.job_role.arn, train_role=self.train_job_role.arn,
             bucket=self.dags.bucket_name, tracking=args.tracking_uri, serving=args.serving_url,
             airflow_login=args.airflow_login_secret_arn, score_login=args.score_login_secret_arn,
-            train_login=args.train_login_secret_arn).apply(lambda a: {
+            train_login=args.train_login_secret_arn,
+            prediction_log=args.prediction_log).apply(lambda a: {
+                **secrets_backend_settings(args.prefix),
+                "mlops.prediction_log": a["prediction_log"],
+                "mlops.monitor_dir": MONITOR_DIR,
+                "mlops.github_repository": args.github_repository,
                 "mlops.tracking_uri": a["tracking"],
                 "mlops.tracking_login_secret_arn": a["airflow_login"],
                 "mlops.serving_url": a["serving"],
@@ -264,6 +307,27 @@ class Orchestration(pulumi.ComponentResource):
                 "mlops.emr_spark_parameters": emr_spark_parameters(
                     a["bucket"], image=bool(args.spark_image)),
             })
+
+
+def variables_prefix(prefix: str) -> str:
+    """Where the secrets backend looks Airflow variables up: `<prefix>/airflow/variables`,
+    inside the stack's own secret names (the deploy role manages `<prefix>/*`)."""
+    return f"{prefix}/airflow/variables"
+
+
+def secrets_backend_settings(prefix: str) -> dict[str, str]:
+    """MWAA's documented Secrets Manager backend, asked for the one variable the DAGs keep
+    there: no connection or configuration lookups, and no other variable name reaches
+    Secrets Manager (each would be a call the execution role may not make)."""
+    return {
+        "secrets.backend": SECRETS_BACKEND,
+        "secrets.backend_kwargs": json.dumps({
+            "connections_prefix": None,
+            "variables_prefix": variables_prefix(prefix),
+            "variables_lookup_pattern": f"^{GITHUB_TOKEN_VARIABLE}$",
+            "config_prefix": None,
+        }),
+    }
 
 
 def emr_spark_parameters(dags_bucket: str, *, image: bool = False) -> str:
@@ -346,12 +410,14 @@ def spark_job_policy(bucket_arn: str, tracking_secret_arn: str, *,
 
 
 def airflow_policy(*, region: str, account_id: str, environment: str, dags_bucket_arn: str,
-                   application_arn: str, job_role_arns: list[str],
-                   tracking_secret_arn: str) -> dict[str, object]:
+                   application_arn: str, job_role_arns: list[str], tracking_secret_arn: str,
+                   github_token_secret_arn: str,
+                   prediction_log_bucket_arn: str) -> dict[str, object]:
     """AWS's documented MWAA execution role (customer-managed bucket, AWS-owned key: its
     metrics, logs, Celery queues in MWAA's own account, and KMS only through SQS), plus
-    submitting the scoring and training jobs and reading Airflow's own tracking login.
-    Account-level reads stay on "*", as AWS authorizes them on nothing narrower."""
+    submitting the scoring and training jobs, reading Airflow's own tracking login, the
+    prediction log (the monitoring DAG) and the pull request's GitHub token (the training
+    DAG). Account-level reads stay on "*", as AWS authorizes them on nothing narrower."""
     logs = f"arn:aws:logs:{region}:{account_id}:log-group:airflow-{environment}-*"
     queue = f"arn:aws:sqs:{region}:*:airflow-celery-*"  # MWAA's own queues, in its account
     return {"Version": "2012-10-17", "Statement": [
@@ -394,4 +460,8 @@ def airflow_policy(*, region: str, account_id: str, environment: str, dags_bucke
          "Resource": job_role_arns, "Condition": {"StringEquals": {
              "iam:PassedToService": "emr-serverless.amazonaws.com"}}},
         _tracking_login(tracking_secret_arn),
+        *documents.prediction_log_read_statements(prediction_log_bucket_arn,
+                                                  PREDICTION_LOG_PREFIX),
+        {"Sid": "GithubToken", "Effect": "Allow", "Action": ["secretsmanager:GetSecretValue"],
+         "Resource": [github_token_secret_arn]},
     ]}

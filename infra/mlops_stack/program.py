@@ -165,6 +165,8 @@ def build(settings: StackSettings) -> Stack:
             boundary_arn=boundary.arn,
             model_name=settings.model_name,
             ingress_cidrs=list(settings.effective_serving_cidrs),
+            bucket_name=artifacts.bucket_name,
+            bucket_arn=artifacts.bucket_arn,
             public=settings.serving_public,
             cpu=settings.serving_cpu,
             memory=settings.serving_memory,
@@ -191,6 +193,8 @@ def build(settings: StackSettings) -> Stack:
             airflow_login_secret_arn=tracking.login_secrets["airflow"].arn,
             train_login_secret_arn=tracking.login_secrets["emr-train"].arn,
             score_login_secret_arn=tracking.login_secrets["emr-score"].arn,
+            github_repository=settings.github_repo,
+            prediction_log=serving.prediction_log, prediction_log_bucket_arn=artifacts.bucket_arn,
             tracking_uri=tracking.url, serving_url=serving.url,
             spark_image=settings.spark_image, boundary_arn=boundary.arn, tags=tags))
     ci = CiAccess(
@@ -254,6 +258,7 @@ def build(settings: StackSettings) -> Stack:
             "trainJobRoleArn": orchestration.train_job_role.arn,
             "airflowWebserverUrl": orchestration.airflow.webserver_url,
             "sparkRepositoryUrl": orchestration.spark_repository.repository_url,
+            "githubTokenSecretArn": orchestration.github_token.arn,
         })
     return Stack(network, artifacts, database, tracking, serving, ci, outputs, orchestration,
                  alarms)

@@ -3,8 +3,10 @@
 The server follows the registry's `production` alias by itself, so a promotion needs no
 redeploy; this component only keeps enough tasks running (CPU target tracking) and points
 them at the tracking server with the `serving` login (READ on the model and its
-experiment), read from its own secret. The tasks get no task role: they reach models
-through the tracking server's proxied artifacts and need no AWS permission at all.
+experiment), read from its own secret. The tasks reach models through the tracking
+server's proxied artifacts; their one AWS permission is to add files to the prediction
+log, under `predictions/` of the artifact bucket (PREDICTION_LOG, replacing the image's
+folder in the serving user's home): no read, no list, no delete.
 
 The load balancer checks `/health` (the process is alive), not `/ready` (a verified model
 is loaded): on a fresh stack no model is in Production yet, and a `/ready` check would fail
@@ -14,6 +16,7 @@ without a model answers 503 on the prediction routes until the server's poll fin
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +24,8 @@ from pathlib import Path
 import pulumi
 import pulumi_aws as aws
 
+from mlops_stack import documents
+from mlops_stack.artifacts import PREDICTION_LOG_PREFIX, prediction_log_uri
 from mlops_stack.settings import ServingHours
 from mlops_stack.web_service import (
     HTTP_PORT,
@@ -52,6 +57,9 @@ class ServingServiceArgs:
     """The login's secret ({"username", "password"}), written by the tracking task."""
     model_name: str
     ingress_cidrs: Sequence[pulumi.Input[str]]
+    bucket_name: pulumi.Input[str]
+    bucket_arn: pulumi.Input[str]
+    """The artifact bucket: the tasks write the prediction log under PREDICTION_LOG_PREFIX."""
     public: bool = False
     cpu: int = 512
     memory: int = 1024
@@ -85,6 +93,9 @@ class ServingService(pulumi.ComponentResource):
         self.repository = image_repository(
             f"{name}-repo", repo_name=f"{args.prefix}/serving", tags=tags, opts=child
         )
+        self.task_role = self._task_role(name, args)
+        self.prediction_log = pulumi.Output.from_input(args.bucket_name).apply(
+            prediction_log_uri)
         self.service = LoadBalancedService(
             name,
             LoadBalancedServiceArgs(
@@ -111,11 +122,12 @@ class ServingService(pulumi.ComponentResource):
                     "MLFLOW_TRACKING_USERNAME": args.tracking_username,
                     "MODEL_NAME": args.model_name,
                     "MODEL_ALIAS": MODEL_ALIAS,
+                    "PREDICTION_LOG": self.prediction_log,
                 },
                 secrets={"MLFLOW_TRACKING_PASSWORD": pulumi.Output.from_input(
                     args.tracking_password_secret_arn).apply(lambda arn: f"{arn}:password::")},
                 secret_arns=[args.tracking_password_secret_arn],
-                task_role_arn=None,
+                task_role_arn=self.task_role.arn,
                 boundary_arn=args.boundary_arn,
                 desired_count=args.min_tasks,
                 autoscaled=True,
@@ -166,7 +178,32 @@ class ServingService(pulumi.ComponentResource):
 
         self.url = self.service.url
         self.log_group_name = self.service.log_group.name
-        self.register_outputs({"url": self.url, "repository_url": self.repository.repository_url})
+        self.register_outputs({"url": self.url, "repository_url": self.repository.repository_url,
+                               "prediction_log": self.prediction_log})
+
+    def _task_role(self, name: str, args: ServingServiceArgs) -> aws.iam.Role:
+        """The tasks' role, under the stack's boundary: put files under the prediction
+        log's prefix, nothing else (documents.prediction_log_write_policy)."""
+        child = pulumi.ResourceOptions(parent=self)
+        role = aws.iam.Role(
+            f"{name}-task-role",
+            name=f"{args.prefix}-{name}-task",
+            assume_role_policy=json.dumps(documents.ecs_tasks_trust()),
+            description="Serving tasks: add files to the prediction log, nothing else",
+            permissions_boundary=args.boundary_arn,
+            tags=args.tags or {},
+            opts=child,
+        )
+        aws.iam.RolePolicy(
+            f"{name}-task-prediction-log",
+            role=role.id,
+            policy=pulumi.Output.from_input(args.bucket_arn).apply(
+                lambda arn: json.dumps(
+                    documents.prediction_log_write_policy(arn, PREDICTION_LOG_PREFIX))
+            ),
+            opts=child,
+        )
+        return role
 
     def _hours(self, name: str, args: ServingServiceArgs
                ) -> list[aws.appautoscaling.ScheduledAction]:

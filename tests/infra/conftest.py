@@ -9,9 +9,10 @@ read like policies over that record and name the resource URN when a rule is bro
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -75,10 +76,9 @@ class StackMocks(pulumi.runtime.Mocks):
         elif typ == "aws:ec2/eip:Eip":
             state["publicIp"] = f"203.0.113.{self.counter % 250}"
         elif typ == "aws:secretsmanager/secret:Secret":
-            state["arn"] = (
-                f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:"
-                f"{args.inputs.get('namePrefix', name)}AbCdEf"
-            )
+            # AWS ends the ARN with a random suffix: `<namePrefix>AbCdEf`, `<name>-AbCdEf`
+            stem = args.inputs.get("namePrefix") or f"{args.inputs.get('name', name)}-"
+            state["arn"] = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{stem}AbCdEf"
         elif typ == "aws:iam/role:Role":  # AWS names a role's ID by its name
             state["arn"] = f"arn:aws:iam::{ACCOUNT}:role/{state['name']}"
             return str(state["name"]), state
@@ -237,6 +237,12 @@ def ha_stack() -> Deployment:
     return deploy(base_settings(high_availability=True))
 
 
+@pytest.fixture(scope="session")
+def batch_stack() -> Deployment:
+    """The stack with Airflow (MWAA) and Spark (EMR Serverless): `mlops:orchestration`."""
+    return deploy(base_settings(orchestration=True))
+
+
 Check = Callable[[Res], str | None]
 
 
@@ -256,3 +262,70 @@ def rule_violations(stack: Deployment, validate: Any) -> list[str]:
     for res in stack.resources:
         validate(res.policy_args(), lambda message, urn: found.append(f"{urn}: {message}"))
     return found
+
+
+def _listed(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list | tuple) else [value]
+
+
+def _condition_holds(condition: Mapping[str, Any], context: Mapping[str, str]) -> bool:
+    """IAM's condition operators this stack writes; a key the request lacks fails."""
+    for operator, tests in condition.items():
+        for key, wanted in tests.items():
+            if key not in context:
+                return False
+            value = context[key]
+            if operator == "StringEquals":
+                ok = value in _listed(wanted)
+            elif operator == "StringLike":
+                ok = any(fnmatch.fnmatchcase(value, pattern) for pattern in _listed(wanted))
+            elif operator == "Bool":
+                ok = value.lower() in [str(w).lower() for w in _listed(wanted)]
+            elif operator == "NumericLessThan":
+                ok = any(float(value) < float(w) for w in _listed(wanted))
+            else:
+                raise ValueError(f"no test reads the condition operator {operator!r}")
+            if not ok:
+                return False
+    return True
+
+
+def _statement_matches(statement: Mapping[str, Any], action: str, resource: str,
+                       context: Mapping[str, str]) -> bool:
+    def any_action(patterns: Any) -> bool:
+        return any(fnmatch.fnmatchcase(action.lower(), str(p).lower()) for p in _listed(patterns))
+
+    def any_resource(patterns: Any) -> bool:
+        return any(fnmatch.fnmatchcase(resource, str(p)) for p in _listed(patterns))
+
+    if "Action" in statement and not any_action(statement["Action"]):
+        return False
+    if "NotAction" in statement and any_action(statement["NotAction"]):
+        return False
+    if "Resource" in statement and not any_resource(statement["Resource"]):
+        return False
+    if "NotResource" in statement and any_resource(statement["NotResource"]):
+        return False
+    return _condition_holds(statement.get("Condition", {}), context)
+
+
+def permits(documents: list[Mapping[str, Any]], action: str, resource: str,
+            context: Mapping[str, str] | None = None) -> bool:
+    """Whether identity policies let a request do `action` on `resource`: an Allow matches
+    and no Deny does. IAM's matching, as far as this stack's documents need it: `*` and `?`
+    in actions (any case) and resources, NotAction and NotResource, and the operators of
+    `_condition_holds` on the request's keys (`context`)."""
+    context = context or {}
+    statements = [s for document in documents for s in _listed(document["Statement"])]
+    if any(s["Effect"] == "Deny" and _statement_matches(s, action, resource, context)
+           for s in statements):
+        return False
+    return any(s["Effect"] == "Allow" and _statement_matches(s, action, resource, context)
+               for s in statements)
+
+
+def role_documents(stack: Deployment, role_name: str) -> list[dict[str, Any]]:
+    """The inline policies of one role (by its AWS name)."""
+    role = next(r for r in stack.of_type("aws:iam/role:Role") if r.state["name"] == role_name)
+    return [p.json("policy") for p in stack.of_type("aws:iam/rolePolicy:RolePolicy")
+            if p.state["role"] == role.id]

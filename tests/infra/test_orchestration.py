@@ -14,18 +14,13 @@ from typing import Any
 import pytest
 from policy import rules
 
-from tests.infra.conftest import Deployment, base_settings, deploy
+from tests.infra.conftest import Deployment
 from tests.infra.test_deploys import broken
 
 ORCHESTRATION_RULES = [rules.validate_airflow_private, rules.validate_spark_in_the_vpc,
                        rules.validate_no_wildcard_actions, rules.validate_bucket_encrypted,
                        rules.validate_bucket_public_access_blocked,
                        rules.validate_bucket_tls_only, rules.validate_stateful_protected]
-
-
-@pytest.fixture(scope="module")
-def batch_stack() -> Deployment:
-    return deploy(base_settings(orchestration=True))
 
 
 def _policy(stack: Deployment, name: str) -> dict[str, Any]:

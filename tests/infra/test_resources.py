@@ -171,6 +171,7 @@ def test_serving_points_at_the_tracking_server_and_production_alias(stack):
         "MLFLOW_TRACKING_USERNAME": "serving",
         "MODEL_NAME": "diamond-price",
         "MODEL_ALIAS": "production",
+        "PREDICTION_LOG": f"s3://{stack.outputs['artifactBucket']}/predictions",
     }
     login = stack.outputs["loginSecretArns"]["serving"]
     assert secrets_of(spec) == {"MLFLOW_TRACKING_PASSWORD": f"{login}:password::"}

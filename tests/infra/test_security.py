@@ -253,11 +253,6 @@ def test_tracking_task_role_reaches_only_its_own_bucket(stack):
     assert not attached, f"{role.urn}: managed policies attached"
 
 
-def test_serving_tasks_have_no_aws_permissions(stack):
-    task = stack.named("aws:ecs/taskDefinition:TaskDefinition", "serving-task")
-    assert not task.state.get("taskRoleArn"), task.urn
-
-
 def test_execution_roles_read_only_their_own_secrets(stack):
     db_secret = stack.named(RDS, "tracking-db-mysql").state["masterUserSecrets"][0]["secretArn"]
     admin = stack.outputs["trackingAdminSecretArn"]

@@ -27,11 +27,6 @@ IMAGE_REQUIREMENTS = versions.SPARK_IMAGE_DOCKERFILE.parent / "requirements.txt"
 
 
 @pytest.fixture(scope="module")
-def batch_stack() -> Deployment:
-    return deploy(base_settings(orchestration=True))
-
-
-@pytest.fixture(scope="module")
 def image_stack() -> Deployment:
     return deploy(base_settings(orchestration=True, spark_image=SPARK_IMAGE))
 
