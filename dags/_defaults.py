@@ -29,10 +29,13 @@ INFERENCE_SCHEDULE = os.environ.get("MLOPS_INFERENCE_SCHEDULE", "@daily") or Non
 MONITORING_SCHEDULE = os.environ.get("MLOPS_MONITORING_SCHEDULE", "@daily") or None
 """Cron or preset of the monitoring DAG; an empty value means trigger by hand only."""
 
-PREDICTION_LOG = os.environ.get("PREDICTION_LOG", str(REPO / ".mlops" / "predictions"))
+PREDICTION_LOG = (os.environ.get("PREDICTION_LOG")
+                  or os.environ.get("AIRFLOW__MLOPS__PREDICTION_LOG")
+                  or str(REPO / ".mlops" / "predictions"))
 """The prediction log the server and batch scoring write: a folder or an s3:// prefix."""
 
-MONITOR_DIR = os.environ.get("MLOPS_MONITOR_DIR", str(REPO / ".mlops" / "monitor"))
+MONITOR_DIR = (os.environ.get("MLOPS_MONITOR_DIR") or os.environ.get("AIRFLOW__MLOPS__MONITOR_DIR")
+               or str(REPO / ".mlops" / "monitor"))
 """Where each monitoring run leaves its HTML report, JSON summary and Prometheus gauges."""
 
 SERVING_URL = (os.environ.get("MLOPS_SERVING_URL")
@@ -82,3 +85,8 @@ AWS_CONN_ID = os.environ.get("AIRFLOW__MLOPS__AWS_CONN_ID", "aws_default")
 
 EMR_POLL_SECONDS = int(os.environ.get("AIRFLOW__MLOPS__EMR_POLL_SECONDS", "60"))
 """How often the operator asks EMR Serverless whether the job has finished."""
+
+GITHUB_REPOSITORY = (os.environ.get("GITHUB_REPOSITORY")
+                     or os.environ.get("AIRFLOW__MLOPS__GITHUB_REPOSITORY", ""))
+"""owner/name of the repository the retrained candidate's pull request is opened on
+(MWAA's configuration `mlops.github_repository`, set by the stack)."""

@@ -33,6 +33,7 @@ from _defaults import (
     CARD,
     EMR_TRAIN_JOB_ROLE_ARN,
     EMR_TRAIN_LOGIN_SECRET_ARN,
+    GITHUB_REPOSITORY,
     TRAINING_SCHEDULE,
     WORK_ROOT,
 )
@@ -154,11 +155,13 @@ def mlops_training() -> None:
         """Branch, bot commit of the card's candidate_run_id, pull request (GitHub's API).
 
         The token is the Airflow variable `mlops_github_token` (MWAA: the secret
-        `airflow/variables/mlops_github_token`, which only its execution role reads), else
-        GITHUB_TOKEN; the repository is GITHUB_REPOSITORY.
+        `<prefix>/airflow/variables/mlops_github_token`, which only its execution role
+        reads), else GITHUB_TOKEN; the repository is GITHUB_REPOSITORY, or MWAA's
+        `mlops.github_repository`.
         """
         context = get_current_context()
-        pull = propose_from_env(os.environ, run_id=registered["run_id"],
+        pull = propose_from_env({**os.environ, "GITHUB_REPOSITORY": GITHUB_REPOSITORY},
+                                run_id=registered["run_id"],
                                 model_name=registered["name"], version=registered["version"],
                                 summary=context["params"]["monitor_summary"] or None,
                                 registered_by=_registered_by(context["run_id"]),

@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from pipeline.cli.app import CardOption, app, say, settings_and_card
-from pipeline.errors import NegativeVerdict
+from pipeline.errors import ConfigError, NegativeVerdict
 from pipeline.gitops import registry
 
 
@@ -49,6 +49,10 @@ def monitor_command(
     from pipeline.monitoring.outputs import write_gauges, write_html, write_json
     from pipeline.monitoring.window import Window, parse_time
 
+    for option, path in (("--json", json_path), ("--report", report), ("--gauges", gauges)):
+        if path is not None and "://" in str(path):
+            raise ConfigError(f"{option} {path}: the monitor writes local files; copy them "
+                              "to object storage afterwards")
     settings, card = settings_and_card(card_path)
     until = parse_time(end, option="--to") if end else dt.datetime.now(dt.UTC)
     since = parse_time(start, option="--from") if start else until - dt.timedelta(hours=24)

@@ -67,9 +67,12 @@ def log_files(location: str, window: Window) -> tuple[pafs.FileSystem, list[str]
     else:
         filesystem, root = pafs.LocalFileSystem(), os.path.abspath(location)
     root = root.rstrip("/")
-    top = filesystem.get_file_info(root)
-    if top.type != pafs.FileType.Directory:
-        raise DataError(f"{location}: no prediction log there (no such folder)")
+    if not location.startswith("s3://"):
+        if filesystem.get_file_info(root).type != pafs.FileType.Directory:
+            raise DataError(f"{location}: no prediction log there (no such folder)")
+    elif not filesystem.get_file_info(pafs.FileSelector(root, allow_not_found=True)):
+        # On S3 a prefix is not an object: listing it is all a reader may (and need) do.
+        raise DataError(f"{location}: no prediction log there (nothing under the prefix)")
     wanted = set()
     day = (window.start - dt.timedelta(days=1)).date()
     while day <= window.end.date():

@@ -4,6 +4,7 @@ sampling, S3, and a real uvicorn app that logs from its route."""
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import socket
 import threading
@@ -220,6 +221,17 @@ def test_the_log_can_live_on_s3(s3_bucket: str) -> None:
     frame = read_log(root, filesystem)
     assert sorted(frame["request_id"]) == ["r1", "r2", "r2"]
     assert log.rows_dropped == {"queue_full": 0, "write_error": 0, "closed": 0}
+
+    # The monitor finds the window's files by listing the prefix (a reader's grant), and
+    # an empty prefix is "no log", one line.
+    from pipeline.errors import DataError
+    from pipeline.monitoring.window import Window, log_files
+
+    now = dt.datetime.now(dt.UTC)
+    _, found = log_files(s3_bucket, Window(start=now - dt.timedelta(hours=1), end=now))
+    assert len(found) == 2
+    with pytest.raises(DataError, match="nothing under the prefix"):
+        log_files(s3_bucket + "-none", Window(start=now - dt.timedelta(hours=1), end=now))
 
 
 # --- a real uvicorn app that logs from its route ---------------------------------------------
