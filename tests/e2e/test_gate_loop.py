@@ -175,8 +175,11 @@ def test_the_gitops_loop(loop: Loop, tmp_path: Path) -> None:
     assert tags["gate_verdict"].startswith("pass (improve, rmse")
     assert tags["promoted_at"]
     manifest = json.loads(tags["mlops.manifest"])
-    assert set(manifest) >= {"MLmodel", "model.skops"}
-    assert manifest == json.loads((tmp_path / "better.json").read_text())["manifest"]
+    assert set(manifest) >= {"MLmodel", "model.skops", "model.onnx"}
+    evaluated = json.loads((tmp_path / "better.json").read_text())["manifest"]
+    # What was gated, plus the twin promotion compiled from it (derived, not supplied).
+    assert {k: v for k, v in manifest.items() if k != "model.onnx"} == evaluated
+    assert "model.onnx" not in evaluated
     recomputed = json.loads(tags["mlops.promote.verdict"])
     assert (recomputed["passed"], recomputed["candidate_run_id"]) == (True, hgb)
 
