@@ -256,5 +256,9 @@ bench-serving-limits: $(STAMP) ## three concurrent 16 MB bodies of each input fo
 bench-score: $(STAMP) ## mlops score on the local, spark and api engines: rows/s and peak memory
 	@$(PY) benchmarks/score/run.py
 
+.PHONY: bench-cli
+bench-cli: $(STAMP) ## `mlops --help` and `mlops status` start-up, warm: the median of repeated runs (goal: 1 s)
+	@$(PY) benchmarks/cli/startup.py
+
 .PHONY: bench
-bench: bench-gate bench-gate-sim bench-serving bench-serving-limits bench-score bench-monitor bench-prediction-log ## every benchmark under benchmarks/ (ratios against peers measured in the same run)
+bench: bench-gate bench-gate-sim bench-serving bench-serving-limits bench-score bench-monitor bench-prediction-log bench-cli ## every benchmark under benchmarks/ (ratios against peers measured in the same run)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
@@ -14,10 +14,10 @@ from pipeline.errors import ConfigError, DataProblems, MlopsError
 from pipeline.files import atomic_write
 from pipeline.gitops.card import check_policy, load_card, with_data_section
 from pipeline.settings import load_settings
-from pipeline.stages.data import read_table
-from pipeline.stages.datasets import DatasetSpec
-from pipeline.stages.datasets.infer import Proposal, dataset_name, propose
-from pipeline.stages.datasets.schema_file import render_schema
+
+if TYPE_CHECKING:  # pandas and friends load when a file is read, not with every command
+    from pipeline.stages.datasets import DatasetSpec
+    from pipeline.stages.datasets.infer import Proposal
 
 data_app = typer.Typer(help="Your own data: a schema from a CSV/Parquet file.",
                        no_args_is_help=True)
@@ -41,6 +41,10 @@ def init_command(
     card_path: CardOption = None,
 ) -> None:
     """Infer a schema from SOURCE, show why, write it as YAML and point the card at it."""
+    from pipeline.stages.data import read_table
+    from pipeline.stages.datasets.infer import dataset_name, propose
+    from pipeline.stages.datasets.schema_file import render_schema
+
     card_file = card_path or load_settings().mlops_card
     load_card(card_file)  # a broken card fails before anything is read or written
     dataset = name or dataset_name(source)

@@ -14,37 +14,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from mlflow.tracking import MlflowClient
 
 from pipeline import progress
 from pipeline.cli.app import CardOption, app, say, settings_and_card, use_tracking_server
 from pipeline.errors import ConfigError, NegativeVerdict
 from pipeline.gitops import registry
 from pipeline.gitops.card import ModelCard, policy_hash
-from pipeline.gitops.drift import check_drift
-from pipeline.gitops.evaluation import draw_plot, now, record_verdict, run_gate
-from pipeline.gitops.github import (
-    Audit,
-    audit_from_env,
-    pr_number_from_event,
-    read_event,
-    target_from_env,
-    upsert_comment,
-)
-from pipeline.gitops.github import session as github_session
-from pipeline.gitops.promote import promote, rollback
-from pipeline.gitops.report import (
-    MARKER,
-    render,
-    render_gate_error,
-    render_no_candidate,
-)
-from pipeline.gitops.review import from_file, from_pull_request
-from pipeline.gitops.verdict import Verdict, no_candidate
 from pipeline.settings import Settings, load_settings
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # each command imports what it uses: `mlops --help` stays quick
     from matplotlib.figure import Figure
+    from mlflow.tracking import MlflowClient
+
+    from pipeline.gitops.github import Audit
+    from pipeline.gitops.verdict import Verdict
 
 GitShaOption = Annotated[str | None, typer.Option(
     "--git-sha", help="commit to record (default: $GITHUB_SHA, else git HEAD)")]
@@ -79,6 +62,10 @@ def gate_command(
 
     Exit 0 pass, 1 fail (the report says why), 2 the gate could not run.
     """
+    from pipeline.gitops.evaluation import draw_plot, now, record_verdict, run_gate
+    from pipeline.gitops.report import render, render_no_candidate
+    from pipeline.gitops.verdict import no_candidate
+
     settings, card = settings_and_card(card_path)
     if card.model.candidate_run_id is None:
         # A fresh fork, or a card without a proposal: nothing to judge, not an error.
@@ -109,6 +96,8 @@ def gate_command(
 
 def _save_plot(drawn: tuple[Figure, str] | None, path: Path | None) -> str | None:
     """Write the plot; the note says where a reviewer finds it (the run's artifacts on CI)."""
+    from pipeline.gitops.github import audit_from_env
+
     if drawn is None or path is None:
         return None
     figure, name = drawn
@@ -150,6 +139,8 @@ def _write(path: Path, text: str) -> None:
 
 def _audit(git_sha: str | None, pr: str | None, run_url: str | None,
            actor: str | None) -> Audit:
+    from pipeline.gitops.github import audit_from_env
+
     return audit_from_env(os.environ, git_sha=git_sha, pr_number=pr, run_url=run_url,
                           actor=actor)
 
@@ -168,6 +159,9 @@ def promote_command(
 
     Compare-and-set; a re-run is a no-op. Exit 1 when main's verdict fails.
     """
+    from pipeline.gitops.promote import promote
+    from pipeline.gitops.review import from_file, from_pull_request
+
     settings, card, mlflow_client = _connect(card_path)
     audit = _audit(git_sha, pr, run_url, actor)
     env = dict(os.environ)
@@ -196,6 +190,9 @@ def gate_pr_command(
 
     Exit 0 pass, 1 fail, 2 the gate could not run (the comment and status say so).
     """
+    from pipeline.gitops.evaluation import draw_plot
+    from pipeline.gitops.github import audit_from_env
+    from pipeline.gitops.github import session as github_session
     from pipeline.gitops.pr_gate import gate_pull_request
 
     settings = load_settings()
@@ -262,6 +259,8 @@ def rollback_command(
 
     Then put that version's run ID in the card (mode: rollback) so git matches again.
     """
+    from pipeline.gitops.promote import rollback
+
     _, card, mlflow_client = _connect(card_path)
     result = rollback(mlflow_client, card.model.name, to_version=to,
                       audit=_audit(git_sha, pr, run_url, actor))
@@ -271,6 +270,8 @@ def rollback_command(
 @app.command("drift")
 def drift_command(card_path: CardOption = None) -> None:
     """Exit 1 when the registry's Production is not the run the card names."""
+    from pipeline.gitops.drift import check_drift
+
     _, card, mlflow_client = _connect(card_path)
     report = check_drift(mlflow_client, card)
     if report.in_sync:
@@ -293,6 +294,16 @@ def pr_comment_command(
     Without a report (the gate could not run) the comment says so, so a PASS from an
     earlier run never stays up next to a gate that now errors.
     """
+    from pipeline.gitops.github import (
+        audit_from_env,
+        pr_number_from_event,
+        read_event,
+        target_from_env,
+        upsert_comment,
+    )
+    from pipeline.gitops.github import session as github_session
+    from pipeline.gitops.report import MARKER, render_gate_error
+
     env = dict(os.environ)
     try:
         body = report.read_text(encoding="utf-8")

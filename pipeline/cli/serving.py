@@ -18,7 +18,6 @@ import typer
 
 from pipeline.cli.app import CardOption, ServingUrlOption, app, say, settings_and_card
 from pipeline.errors import MlopsError, ServingError
-from pipeline.gitops.card import prepare_data
 from pipeline.localstack.process import ManagedProcess
 from pipeline.serving_client import DEFAULT_URL, RetryPolicy, ServingClient, to_records
 from pipeline.settings import load_settings
@@ -90,6 +89,8 @@ def predict_command(
     card_path: CardOption = None,
 ) -> None:
     """Send validation rows to the serving API's POST /predict and print the answer."""
+    from pipeline.gitops.card import prepare_data
+
     _, card = settings_and_card(card_path)
     data = prepare_data(card)
     records = to_records(data.x_validation.head(rows))

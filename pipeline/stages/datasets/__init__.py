@@ -14,11 +14,12 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
-
-import pandas as pd
+from typing import TYPE_CHECKING, Literal
 
 from pipeline.errors import ConfigError
+
+if TYPE_CHECKING:  # the CLI reads specs before (and often without) touching a frame
+    import pandas as pd
 
 Task = Literal["regression", "classification"]
 ColumnKind = Literal["numeric", "categorical"]
