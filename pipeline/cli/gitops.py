@@ -49,7 +49,8 @@ def _connect(card_path: Path | None) -> tuple[Settings, ModelCard, MlflowClient]
 def gate_command(
     card_path: CardOption = None,
     report: Annotated[Path | None, typer.Option(
-        "--report", help="write the markdown report here (it is printed too)")] = None,
+        "--report", help="write the markdown report here; then only the verdict and its "
+        "reasons are printed (without it, the whole report)")] = None,
     json_path: Annotated[Path | None, typer.Option(
         "--json", help="write the verdict as JSON here")] = None,
     plot_path: Annotated[Path | None, typer.Option(
@@ -124,7 +125,20 @@ def _publish(markdown: str, verdict: Verdict, *, report: Path | None,
     if summary:
         with open(summary, "a", encoding="utf-8") as handle:
             handle.write(markdown + "\n")
-    typer.echo(markdown)
+    if report is None:
+        typer.echo(markdown)
+        return
+    # The report (Mermaid, an embedded plot) is for a browser: a terminal gets the verdict.
+    typer.echo("\n".join([*_verdict_lines(verdict), f"report: {report}"]))
+
+
+def _verdict_lines(verdict: Verdict) -> list[str]:
+    """The verdict and its reasons, one line each: what a person reads in a terminal."""
+    against = (f"Production version {verdict.production_version}"
+               if verdict.production_version else "no Production version")
+    head = (f"gate {'PASSED' if verdict.passed else 'FAILED'}: {verdict.model_name} run "
+            f"{verdict.candidate_run_id or '(none)'} vs {against}, on {verdict.metric}")
+    return [head, *(f"- {reason}" for reason in verdict.reasons)]
 
 
 def _write(path: Path, text: str) -> None:

@@ -110,8 +110,13 @@ def test_the_gitops_loop(loop: Loop, tmp_path: Path) -> None:
     assert "FAIL" in report.splitlines()[1]
     assert "**Why it failed:**" in report
     assert "misses the floor (at least 0.9)" in report
-    assert "not better than Production by more than noise" in report
+    assert "the whole interval is on the worse side: worse than Production by" in report
     assert verdict["passed"] is False
+    # The terminal gets the verdict and its reasons; the report (Mermaid, the plot) the file.
+    assert done.stdout.splitlines()[0].startswith(f"gate FAILED: {loop.model} run {dummy}")
+    assert "- floor: r2 is" in done.stdout
+    assert "```mermaid" not in done.stdout
+    assert "```mermaid" in report
     assert verdict["production_version"] == "1"
 
     # A better candidate passes, against the same Production version.
