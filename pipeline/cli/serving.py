@@ -58,10 +58,12 @@ def serve_command(
         os.execve(sys.executable, command, {**os.environ, **env})  # noqa: S606 - argv, no shell
     service = serving_process(settings.mlops_home, host, port)
     started = service.start(command, env=env, wait_seconds=60)
-    state = "started" if started else "already running"
-    say(f"serving API {state} at http://{host}:{port} (PID file {service.pidfile}, "
-        f"log {service.logfile})")
-    say(f"serving {_wait_ready(f'http://{host}:{port}', wait)}")
+    url = f"http://{host}:{port}"
+    say(f"started a new serving API at {url} (PID {service.pid()})" if started
+        else f"a serving API started here already answers at {url} (PID {service.pid()}): "
+             "left it running")
+    say(f"PID file {service.pidfile}, log {service.logfile}")
+    say(f"serving {_wait_ready(url, wait)}")
 
 
 def _wait_ready(base: str, wait_seconds: float) -> str:

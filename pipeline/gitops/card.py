@@ -156,8 +156,9 @@ class ModelCard(_Strict):
     monitoring: MonitoringSection = MonitoringSection()
 
 
-def load_card(path: Path) -> ModelCard:
+def load_card(path: Path | str) -> ModelCard:
     """Read and validate a card; every problem becomes one line naming the field."""
+    path = Path(path)
     raw = read_yaml_mapping(path, label=str(path), expected="model, promotion and card")
     try:
         return ModelCard.model_validate(raw)

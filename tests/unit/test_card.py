@@ -32,6 +32,11 @@ def _card(**promotion: object) -> ModelCard:
     return ModelCard.model_validate(raw)
 
 
+def test_a_card_loads_from_a_string_path_as_from_a_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)
+    assert load_card("model_card.yaml") == load_card(REPO / "model_card.yaml")
+
+
 def test_the_repository_card_is_valid_and_its_policy_fits_the_demo_task() -> None:
     card = load_card(REPO / "model_card.yaml")
     check_policy(card, task="regression")
