@@ -1,4 +1,4 @@
-"""`mlops gate`, `promote`, `rollback`, `drift`, `pr-comment`: the GitOps commands.
+"""`mlops gate`, `promote`, `rollback`, `registry-check`, `pr-comment`: the GitOps commands.
 
 Each command only translates: options in, a library call, plain words out. Progress
 for people goes to stderr; the gate's report (its product) goes to stdout. Failures
@@ -281,21 +281,34 @@ def rollback_command(
     typer.echo(result.message)
 
 
-@app.command("drift")
-def drift_command(card_path: CardOption = None) -> None:
+@app.command("registry-check")
+def registry_check_command(card_path: CardOption = None) -> None:
     """Exit 1 when the registry's Production is not the run the card names."""
-    from pipeline.gitops.drift import check_drift
+    from pipeline.gitops.registry_check import check_registry
 
     _, card, mlflow_client = _connect(card_path)
-    report = check_drift(mlflow_client, card)
+    report = check_registry(mlflow_client, card)
     if report.in_sync:
         typer.echo(f"in sync: {card.model.name} Production is version "
                    f"{report.production_version or 'none'}, run "
                    f"{report.production_run_id or 'none'}, as the card says")
         return
     for finding in report.findings:
-        typer.echo(f"drift: {finding}")
-    raise NegativeVerdict(f"drift found: {report.findings[0]}")
+        typer.echo(f"out of sync: {finding}")
+    raise NegativeVerdict(f"the registry does not match the card: {report.findings[0]}")
+
+
+@app.command("drift", hidden=True)
+def drift_command(card_path: CardOption = None) -> None:
+    """The former name of `registry-check` (drift now means data drift: `mlops monitor`)."""
+    note = ("note: `mlops drift` is now `mlops registry-check` (does the registry's Production "
+            "match the card); drift of the data is `mlops monitor`")
+    try:
+        registry_check_command(card_path)
+    except NegativeVerdict:
+        say(note)  # after the findings; a failure to check stays one line
+        raise
+    say(note)
 
 
 @app.command("pr-comment")
