@@ -6,6 +6,7 @@ Importing this package registers every command on `app`; `main` is the console s
 from __future__ import annotations
 
 from pipeline.cli import (  # noqa: F401 - registers
+    card,
     data,
     gitops,
     monitor,
