@@ -11,6 +11,7 @@ from pipeline.cli import (  # noqa: F401 - registers
     gitops,
     monitor,
     registry,
+    runs,
     score,
     serving,
     stack,

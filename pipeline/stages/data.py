@@ -55,6 +55,8 @@ class PreparedData:
     test: pd.DataFrame
     report: CleansingReport
     data_hash: str
+    source: str = ""
+    """Where the rows were read from (the card's `data.source`): what a run records."""
 
     @property
     def x_train(self) -> pd.DataFrame:
@@ -317,7 +319,7 @@ def prepare(
         report.rows_in, report.rows_out, len(train), len(validation), len(test),
     )
     return PreparedData(spec=spec, train=train, validation=validation, test=test,
-                        report=report, data_hash=data_hash(clean))
+                        report=report, data_hash=data_hash(clean), source=source)
 
 
 def _first_line(err: BaseException) -> str:

@@ -77,6 +77,11 @@ def test_own_csv_classification_through_the_whole_loop(tracking_server: Tracking
     with serving_process(tmp_path / "serving", tracking_server.env, model) as server:
         candidate = json.loads(mlops("train", "--json"))["run_id"]  # the default classifier
         assert candidate != boot["run_id"]
+        assert {f.path for f in client.list_artifacts(candidate, "plots")} == {
+            "plots/confusion_matrix.png"}
+        board = json.loads(mlops("runs", "--json"))["runs"]
+        assert [r["run_id"] for r in board] == [candidate, boot["run_id"]]  # by val_f1_macro
+        assert board[1]["production"] is True
         mlops("propose", candidate)
         report = tmp_path / "gate.md"
         mlops("gate", "--record", "--report", str(report), "--json", str(tmp_path / "v.json"))

@@ -97,7 +97,7 @@ HEAVY = ("sklearn", "skops", "mlflow", "pandas", "numpy", "scipy", "matplotlib",
 import them, `--help` and `status` do not (benchmarks/cli/startup.py times both)."""
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["status", "--help"]])
+@pytest.mark.parametrize("argv", [["--help"], ["status", "--help"], ["runs", "--help"]])
 def test_the_cli_starts_without_the_heavy_libraries(argv: list[str]) -> None:
     """`mlops --help` imports the whole CLI and renders every command's help, and
     imports none of the libraries that take seconds."""
