@@ -95,7 +95,7 @@ def test_new_regression_data_through_the_loop_with_only_the_candidate_edited(
         record = {"age": 50.0, "sex": 2.0, "bmi": 32.0, "bp": 100.0, "s1": 200.0,
                   "s2": 120.0, "s3": 40.0, "s4": 5.0, "s5": 5.2, "s6": 95.0}
         predictions, answered_by = ServingClient(f"http://127.0.0.1:{port}").predict([record])
-        assert answered_by["version"] == production.version
+        assert answered_by["model_version"] == production.version
         assert 25 <= float(predictions[0]) <= 346
         assert requests.get(f"http://127.0.0.1:{port}/ready", timeout=10).status_code == 200
     finally:
