@@ -79,6 +79,8 @@ def init_command(
         made = new_card(frame, proposal.spec, schema=reference, source=source,
                         model_name=model_name)
         card_text = made.text
+    for path in (schema_path, card_file):
+        path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(schema_path, text)
     atomic_write(card_file, card_text)
     next_step = _policy_hint(card_file, proposal.spec) if made is None else None

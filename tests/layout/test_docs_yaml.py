@@ -24,7 +24,7 @@ from pipeline.gitops.card import ModelCard
 from pipeline.stages.datasets.schema_file import SchemaEntry
 from tests.utils import REPO
 
-DOCS = sorted((REPO / "docs").glob("*.md")) + [REPO / "README.md"]
+DOCS = [*sorted((REPO / "docs").glob("*.md")), REPO / "README.md"]
 BLOCK = re.compile(r"^```ya?ml[^\n]*\n(.*?)^```", flags=re.DOTALL | re.MULTILINE)
 CARD_SECTIONS = set(ModelCard.model_fields)
 SCHEMA_KEYS = {"name", "task", "target"}
@@ -44,7 +44,7 @@ def _claims(kind: str) -> list[tuple[str, Any]]:
     blocks = [(where, value) for where, value in yaml_blocks() if isinstance(value, dict)]
     if kind == "card":
         return [(w, v) for w, v in blocks if set(v) <= CARD_SECTIONS]
-    return [(w, v) for w, v in blocks if SCHEMA_KEYS <= set(v)]
+    return [(w, v) for w, v in blocks if set(v) >= SCHEMA_KEYS]
 
 
 def _is_placeholder(value: Any) -> bool:

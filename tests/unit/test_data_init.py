@@ -281,3 +281,12 @@ def test_a_note_for_each_column_it_was_unsure_about(
     assert "income" not in notes
     assert "# Unsure about grade: 3 distinct whole numbers" in \
         (workdir / "loans.schema.yaml").read_text()
+
+
+def test_a_missing_card_is_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    loans().to_csv(tmp_path / "loans.csv", index=False)
+    assert run(["data", "init", "loans.csv", "--target", "outcome", "--card",
+                "cards/loans.yaml", "--model-name", "loan-outcome"]) == 0
+    card = load_card(tmp_path / "cards" / "loans.yaml")
+    assert (card.model.name, card.data.dataset) == ("loan-outcome", "cards/loans.schema.yaml")
