@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # pandas and friends load when a file is read, not with every
     from pipeline.stages.datasets import DatasetSpec
     from pipeline.stages.datasets.infer import Proposal
 
-data_app = typer.Typer(help="Your own data: a schema from a CSV/Parquet file.",
+data_app = typer.Typer(help="Your own data: a schema and a card from a CSV/Parquet file.",
                        no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
