@@ -115,7 +115,7 @@ infra-run: ## run pulumi COMMAND (preview|up|refresh|destroy) on STACK, non-inte
 
 CARD ?= model_card.yaml
 GATE_DIR ?= .mlops/gate
-WORKFLOWS := .github/workflows/pr.yml .github/workflows/promote.yml .github/workflows/drift.yml \
+WORKFLOWS := .github/workflows/pr.yml .github/workflows/promote.yml .github/workflows/registry-check.yml \
 	.github/workflows/rollback.yml .github/workflows/dags.yml .github/workflows/gate.yml \
 	.github/workflows/gate-request.yml .github/workflows/serving-image.yml
 # ROLLBACK_TO (rollback.yml's input) is never pasted into a recipe: `mlops rollback`
@@ -155,16 +155,16 @@ rollback: $(STAMP) ## break glass: move Production back to previous-production (
 monitor: $(STAMP) ## drift of the last 24 h of served traffic vs the training reference (MONITOR_ARGS="--from T --to T --report r.html ...")
 	@$(MLOPS) monitor $(MONITOR_ARGS)
 
-.PHONY: drift
-drift: $(STAMP) ## exit 1 when Production is not the run the card names
-	@$(MLOPS) drift --card $(CARD)
+.PHONY: registry-check
+registry-check: $(STAMP) ## exit 1 when the registry's Production is not the run the card names
+	@$(MLOPS) registry-check --card $(CARD)
 
 .PHONY: audit
 audit: $(STAMP) ## known vulnerabilities in every pin of constraints.txt (pip-audit; needs the advisory database online)
 	@$(VENV)/bin/pip-audit --strict --disable-pip --no-deps --progress-spinner off -r constraints.txt
 
 .PHONY: workflow-lint
-workflow-lint: $(STAMP) ## lint pr.yml, promote.yml, drift.yml (zizmor, actionlint, schema)
+workflow-lint: $(STAMP) ## lint pr.yml, promote.yml, registry-check.yml and the other workflows (zizmor, actionlint, schema)
 	@$(VENV)/bin/zizmor --offline --min-severity medium $(WORKFLOWS)
 	@$(VENV)/bin/zizmor --offline --persona auditor $(WORKFLOWS)
 	@$(VENV)/bin/actionlint $(WORKFLOWS)
@@ -256,5 +256,9 @@ bench-serving-limits: $(STAMP) ## three concurrent 16 MB bodies of each input fo
 bench-score: $(STAMP) ## mlops score on the local, spark and api engines: rows/s and peak memory
 	@$(PY) benchmarks/score/run.py
 
+.PHONY: bench-cli
+bench-cli: $(STAMP) ## `mlops --help` and `mlops status` start-up, warm: the median of repeated runs (goal: 1 s)
+	@$(PY) benchmarks/cli/startup.py
+
 .PHONY: bench
-bench: bench-gate bench-gate-sim bench-serving bench-serving-limits bench-score bench-monitor bench-prediction-log ## every benchmark under benchmarks/ (ratios against peers measured in the same run)
+bench: bench-gate bench-gate-sim bench-serving bench-serving-limits bench-score bench-monitor bench-prediction-log bench-cli ## every benchmark under benchmarks/ (ratios against peers measured in the same run)

@@ -19,13 +19,14 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
 import requests
 
 from pipeline.errors import NegativeVerdict, ServingError
+
+if TYPE_CHECKING:  # numpy and pandas load with the frames, not with every command
+    import pandas as pd
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -54,18 +55,20 @@ class RetryPolicy:
 
 def to_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """JSON-ready rows: numpy scalars become Python values, missing values become null."""
+    import numpy as np
+    import pandas as pd
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, np.generic):
+            value = value.item()
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, (pd.Timestamp, dt.datetime, dt.date)):
+            return value.isoformat()
+        return value
+
     records = frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
-    return [{str(k): _plain(v) for k, v in row.items()} for row in records]
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, (pd.Timestamp, dt.datetime, dt.date)):
-        return value.isoformat()
-    return value
+    return [{str(k): plain(v) for k, v in row.items()} for row in records]
 
 
 def parse_prediction_response(body: Any, *, rows: int) -> tuple[list[Any], dict[str, str]]:

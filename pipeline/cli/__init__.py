@@ -6,10 +6,12 @@ Importing this package registers every command on `app`; `main` is the console s
 from __future__ import annotations
 
 from pipeline.cli import (  # noqa: F401 - registers
+    card,
     data,
     gitops,
     monitor,
     registry,
+    runs,
     score,
     serving,
     stack,

@@ -17,9 +17,7 @@ import uuid
 from pathlib import Path
 from typing import Annotated
 
-import mlflow
 import typer
-from mlflow.exceptions import MlflowException
 
 from pipeline import progress
 from pipeline.errors import EXIT_BAD_INPUT, EXIT_UNEXPECTED, MlopsError, first_line
@@ -62,6 +60,8 @@ def settings_and_card(card_path: Path | None) -> tuple[Settings, ModelCard]:
 
 def use_tracking_server(settings: Settings) -> None:
     """Point MLflow's fluent API at the tracking server: done here, at the edge, only."""
+    import mlflow  # seconds to import: only the commands that talk to MLflow pay for it
+
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
 
 
@@ -72,9 +72,6 @@ def run(argv: list[str]) -> int:
     except MlopsError as err:
         typer.echo(f"error: {err}", err=True)
         return err.exit_code
-    except MlflowException as err:
-        typer.echo(f"error: MLflow: {first_line(err.message)}", err=True)
-        return EXIT_BAD_INPUT
     except (typer.Abort, KeyboardInterrupt):
         typer.echo("aborted", err=True)
         return 130
@@ -84,8 +81,24 @@ def run(argv: list[str]) -> int:
             typer.echo(f"error: {message}", err=True)
         return EXIT_BAD_INPUT
     except Exception as err:
+        mlflow_message = _mlflow_message(err)
+        if mlflow_message is not None:
+            typer.echo(f"error: MLflow: {first_line(mlflow_message)}", err=True)
+            return EXIT_BAD_INPUT
         return _unexpected(err)
     return result if isinstance(result, int) else 0
+
+
+def _mlflow_message(err: Exception) -> str | None:
+    """MLflow's own message when `err` is an MlflowException, else None.
+
+    Checked without importing MLflow (seconds): if no command imported it, no
+    MlflowException can have been raised.
+    """
+    exceptions = sys.modules.get("mlflow.exceptions")
+    if exceptions is None or not isinstance(err, exceptions.MlflowException):
+        return None
+    return str(err.message)
 
 
 def _unexpected(err: Exception) -> int:

@@ -1,11 +1,11 @@
-"""`mlops data init`: a reviewed YAML schema from your CSV/Parquet, the card pointed at it."""
+"""`mlops data init`: a reviewed YAML schema from your CSV/Parquet, and a card for it."""
 
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
@@ -14,12 +14,13 @@ from pipeline.errors import ConfigError, DataProblems, MlopsError
 from pipeline.files import atomic_write
 from pipeline.gitops.card import check_policy, load_card, with_data_section
 from pipeline.settings import load_settings
-from pipeline.stages.data import read_table
-from pipeline.stages.datasets import DatasetSpec
-from pipeline.stages.datasets.infer import Proposal, dataset_name, propose
-from pipeline.stages.datasets.schema_file import render_schema
 
-data_app = typer.Typer(help="Your own data: a schema from a CSV/Parquet file.",
+if TYPE_CHECKING:  # pandas and friends load when a file is read, not with every command
+    from pipeline.gitops.new_card import NewCard
+    from pipeline.stages.datasets import DatasetSpec
+    from pipeline.stages.datasets.infer import Proposal
+
+data_app = typer.Typer(help="Your own data: a schema and a card from a CSV/Parquet file.",
                        no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
@@ -33,6 +34,9 @@ def init_command(
     = None,
     name: Annotated[str | None, typer.Option(help="dataset name (default: from the file)")]
     = None,
+    model_name: Annotated[str | None, typer.Option(
+        "--model-name", help="registered model name of a new card (default: from the "
+        "dataset name)")] = None,
     out: Annotated[Path | None, typer.Option(
         "--out", help="schema file to write (default: <name>.schema.yaml beside the card)")]
     = None,
@@ -40,35 +44,64 @@ def init_command(
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
     card_path: CardOption = None,
 ) -> None:
-    """Infer a schema from SOURCE, show why, write it as YAML and point the card at it."""
+    """Infer a schema from SOURCE, show why, and write it with a complete card for it.
+
+    The card gets a model name from the data's, the task's primary metric, a floor
+    derived from the dummy baseline on the validation rows and TODOs for its prose; a
+    card that already names this schema is kept, with its data section updated.
+    """
+    from pipeline.gitops.new_card import describes, new_card
+    from pipeline.stages.data import read_table
+    from pipeline.stages.datasets.infer import dataset_name, propose
+    from pipeline.stages.datasets.schema_file import render_schema
+
     card_file = card_path or load_settings().mlops_card
-    load_card(card_file)  # a broken card fails before anything is read or written
+    # a broken card fails before anything is read or written; a missing one is written
+    existing = load_card(card_file) if card_file.exists() else None
     dataset = name or dataset_name(source)
     schema_path = out or card_file.parent / f"{dataset}.schema.yaml"
     if schema_path.exists() and not force:
         raise ConfigError(f"{schema_path}: exists; review or delete it, or pass --force")
+    frame = read_table(source)
     try:
-        proposal = propose(read_table(source), target=target, name=dataset, task=task)
+        proposal = propose(frame, target=target, name=dataset, task=task)
     except DataProblems as err:
         if as_json:
             typer.echo(json.dumps({"written": False, "errors": list(err.problems)}))
         raise
     text = render_schema(proposal.spec, header=_header(source, proposal), reasons=proposal.reasons)
     reference = _as_typed(schema_path)
-    card_text = with_data_section(card_file, dataset=reference, source=source,
-                                  comment="schema by mlops data init: review it")
+    made = None
+    if describes(existing, schema=reference):
+        card_text = with_data_section(card_file, dataset=reference, source=source,
+                                      comment="schema by mlops data init: review it")
+    else:
+        made = new_card(frame, proposal.spec, schema=reference, source=source,
+                        model_name=model_name)
+        card_text = made.text
+    for path in (schema_path, card_file):
+        path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(schema_path, text)
     atomic_write(card_file, card_text)
-    next_step = _policy_hint(card_file, proposal.spec)
+    next_step = _policy_hint(card_file, proposal.spec) if made is None else None
     if as_json:
-        typer.echo(json.dumps(_summary(proposal, schema_path, card_file, next_step)))
+        typer.echo(json.dumps(_summary(proposal, schema_path, card_file, next_step, made)))
         return
     show_table(proposal)
-    say(f"wrote {schema_path}; {card_file} now reads data.dataset: {reference}, "
-        f"data.source: {source}")
+    for column, note in proposal.notes.items():
+        say(f"unsure about {column}: {note}")
+    say(f"wrote {schema_path}")
+    if made is None:
+        say(f"kept {card_file} (it already names this schema); data.source: {source}")
+    else:
+        say(f"wrote a new {card_file}: model {made.model_name}, primary metric {made.metric}; "
+            "floor: " + "; ".join(f.rule for f in made.floors))
+        say(f"the card's prose says TODO where a person must write it: see {card_file}")
     if next_step:
         say(f"next: {next_step}")
-    say(f"review {schema_path}, then: mlops train --card {card_file}")
+    say(f"review {schema_path} and {card_file}, then: mlops train --estimator dummy "
+        "--register --promote (a first Production, if the registry has none), mlops train, "
+        "mlops propose RUN_ID, mlops gate")
 
 
 def _as_typed(path: Path) -> str:
@@ -82,12 +115,15 @@ def _as_typed(path: Path) -> str:
 
 def _header(source: str, proposal: Proposal) -> str:
     left_out = "".join(f"\nLeft out: {name} ({why})." for name, why in proposal.left_out.items())
+    unsure = "".join(f"\nUnsure about {name}: {note}." for name, note in proposal.notes.items())
     return (f"Dataset schema proposed by `mlops data init` from {os.path.basename(source)} "
             f"({proposal.rows} rows).\n"
             "Review it before training: each column's kind, its range (min/max) or its\n"
-            "categories. A feature value outside them is blanked (the model imputes it);\n"
-            "a target value outside them drops the row. The comment says why each was "
-            f"guessed.{left_out}")
+            "categories, all as seen in this file. `outside: keep` keeps a value outside\n"
+            "them, counted and warned about (the range is recorded for monitoring); where a\n"
+            "bound is a rule, `outside: blank` blanks a feature's value (the model imputes\n"
+            "it) and `outside: drop` drops the row. The comment says why each was guessed."
+            f"{left_out}{unsure}")
 
 
 def _policy_hint(card_file: Path, spec: DatasetSpec) -> str | None:
@@ -103,11 +139,19 @@ def _policy_hint(card_file: Path, spec: DatasetSpec) -> str | None:
     return None
 
 
-def _summary(proposal: Proposal, schema: Path, card: Path, next_step: str | None
-             ) -> dict[str, Any]:
+def _summary(proposal: Proposal, schema: Path, card: Path, next_step: str | None,
+             made: NewCard | None) -> dict[str, Any]:
     spec = proposal.spec
     return {
-        "written": True, "schema": str(schema), "card": str(card), "dataset": spec.name,
+        "written": True, "schema": str(schema), "card": str(card),
+        "card_written": "kept" if made is None else "new",
+        "model_name": None if made is None else made.model_name,
+        "metric": None if made is None else made.metric,
+        "floors": [] if made is None else [
+            {"metric": f.metric, "bound": f.bound, "baseline": f.baseline, "rule": f.rule}
+            for f in made.floors],
+        "notes": proposal.notes,
+        "dataset": spec.name,
         "task": spec.task, "rows": proposal.rows, "target": spec.target.name,
         "columns": [{"name": c.name, "kind": c.kind, "min": c.min, "max": c.max,
                      "categories": None if c.categories is None else list(c.categories),
@@ -134,6 +178,8 @@ def show_table(proposal: Proposal) -> None:
             shown = f"{column.min:g} .. {column.max:g}"
         else:
             shown = "any"
+        if column.outside == "keep" and shown != "any":
+            shown += " (kept if outside)"
         label = f"{column.name} (target)" if column is spec.target else column.name
         table.add_row(label, column.kind, shown, proposal.reasons.get(column.name, ""))
     for name, why in proposal.left_out.items():

@@ -1,4 +1,4 @@
-"""`mlops gate`, `promote`, `rollback`, `drift`, `pr-comment`: the GitOps commands.
+"""`mlops gate`, `promote`, `rollback`, `registry-check`, `pr-comment`: the GitOps commands.
 
 Each command only translates: options in, a library call, plain words out. Progress
 for people goes to stderr; the gate's report (its product) goes to stdout. Failures
@@ -14,37 +14,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from mlflow.tracking import MlflowClient
 
 from pipeline import progress
 from pipeline.cli.app import CardOption, app, say, settings_and_card, use_tracking_server
 from pipeline.errors import ConfigError, NegativeVerdict
 from pipeline.gitops import registry
 from pipeline.gitops.card import ModelCard, policy_hash
-from pipeline.gitops.drift import check_drift
-from pipeline.gitops.evaluation import draw_plot, now, record_verdict, run_gate
-from pipeline.gitops.github import (
-    Audit,
-    audit_from_env,
-    pr_number_from_event,
-    read_event,
-    target_from_env,
-    upsert_comment,
-)
-from pipeline.gitops.github import session as github_session
-from pipeline.gitops.promote import promote, rollback
-from pipeline.gitops.report import (
-    MARKER,
-    render,
-    render_gate_error,
-    render_no_candidate,
-)
-from pipeline.gitops.review import from_file, from_pull_request
-from pipeline.gitops.verdict import Verdict, no_candidate
 from pipeline.settings import Settings, load_settings
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # each command imports what it uses: `mlops --help` stays quick
     from matplotlib.figure import Figure
+    from mlflow.tracking import MlflowClient
+
+    from pipeline.gitops.github import Audit
+    from pipeline.gitops.verdict import Verdict
 
 GitShaOption = Annotated[str | None, typer.Option(
     "--git-sha", help="commit to record (default: $GITHUB_SHA, else git HEAD)")]
@@ -66,7 +49,8 @@ def _connect(card_path: Path | None) -> tuple[Settings, ModelCard, MlflowClient]
 def gate_command(
     card_path: CardOption = None,
     report: Annotated[Path | None, typer.Option(
-        "--report", help="write the markdown report here (it is printed too)")] = None,
+        "--report", help="write the markdown report here; then only the verdict and its "
+        "reasons are printed (without it, the whole report)")] = None,
     json_path: Annotated[Path | None, typer.Option(
         "--json", help="write the verdict as JSON here")] = None,
     plot_path: Annotated[Path | None, typer.Option(
@@ -79,6 +63,10 @@ def gate_command(
 
     Exit 0 pass, 1 fail (the report says why), 2 the gate could not run.
     """
+    from pipeline.gitops.evaluation import draw_plot, now, record_verdict, run_gate
+    from pipeline.gitops.report import render, render_no_candidate
+    from pipeline.gitops.verdict import no_candidate
+
     settings, card = settings_and_card(card_path)
     if card.model.candidate_run_id is None:
         # A fresh fork, or a card without a proposal: nothing to judge, not an error.
@@ -109,6 +97,8 @@ def gate_command(
 
 def _save_plot(drawn: tuple[Figure, str] | None, path: Path | None) -> str | None:
     """Write the plot; the note says where a reviewer finds it (the run's artifacts on CI)."""
+    from pipeline.gitops.github import audit_from_env
+
     if drawn is None or path is None:
         return None
     figure, name = drawn
@@ -135,7 +125,20 @@ def _publish(markdown: str, verdict: Verdict, *, report: Path | None,
     if summary:
         with open(summary, "a", encoding="utf-8") as handle:
             handle.write(markdown + "\n")
-    typer.echo(markdown)
+    if report is None:
+        typer.echo(markdown)
+        return
+    # The report (Mermaid, an embedded plot) is for a browser: a terminal gets the verdict.
+    typer.echo("\n".join([*_verdict_lines(verdict), f"report: {report}"]))
+
+
+def _verdict_lines(verdict: Verdict) -> list[str]:
+    """The verdict and its reasons, one line each: what a person reads in a terminal."""
+    against = (f"Production version {verdict.production_version}"
+               if verdict.production_version else "no Production version")
+    head = (f"gate {'PASSED' if verdict.passed else 'FAILED'}: {verdict.model_name} run "
+            f"{verdict.candidate_run_id or '(none)'} vs {against}, on {verdict.metric}")
+    return [head, *(f"- {reason}" for reason in verdict.reasons)]
 
 
 def _write(path: Path, text: str) -> None:
@@ -150,6 +153,8 @@ def _write(path: Path, text: str) -> None:
 
 def _audit(git_sha: str | None, pr: str | None, run_url: str | None,
            actor: str | None) -> Audit:
+    from pipeline.gitops.github import audit_from_env
+
     return audit_from_env(os.environ, git_sha=git_sha, pr_number=pr, run_url=run_url,
                           actor=actor)
 
@@ -168,6 +173,9 @@ def promote_command(
 
     Compare-and-set; a re-run is a no-op. Exit 1 when main's verdict fails.
     """
+    from pipeline.gitops.promote import promote
+    from pipeline.gitops.review import from_file, from_pull_request
+
     settings, card, mlflow_client = _connect(card_path)
     audit = _audit(git_sha, pr, run_url, actor)
     env = dict(os.environ)
@@ -196,6 +204,9 @@ def gate_pr_command(
 
     Exit 0 pass, 1 fail, 2 the gate could not run (the comment and status say so).
     """
+    from pipeline.gitops.evaluation import draw_plot
+    from pipeline.gitops.github import audit_from_env
+    from pipeline.gitops.github import session as github_session
     from pipeline.gitops.pr_gate import gate_pull_request
 
     settings = load_settings()
@@ -262,25 +273,42 @@ def rollback_command(
 
     Then put that version's run ID in the card (mode: rollback) so git matches again.
     """
+    from pipeline.gitops.promote import rollback
+
     _, card, mlflow_client = _connect(card_path)
     result = rollback(mlflow_client, card.model.name, to_version=to,
                       audit=_audit(git_sha, pr, run_url, actor))
     typer.echo(result.message)
 
 
-@app.command("drift")
-def drift_command(card_path: CardOption = None) -> None:
+@app.command("registry-check")
+def registry_check_command(card_path: CardOption = None) -> None:
     """Exit 1 when the registry's Production is not the run the card names."""
+    from pipeline.gitops.registry_check import check_registry
+
     _, card, mlflow_client = _connect(card_path)
-    report = check_drift(mlflow_client, card)
+    report = check_registry(mlflow_client, card)
     if report.in_sync:
         typer.echo(f"in sync: {card.model.name} Production is version "
                    f"{report.production_version or 'none'}, run "
                    f"{report.production_run_id or 'none'}, as the card says")
         return
     for finding in report.findings:
-        typer.echo(f"drift: {finding}")
-    raise NegativeVerdict(f"drift found: {report.findings[0]}")
+        typer.echo(f"out of sync: {finding}")
+    raise NegativeVerdict(f"the registry does not match the card: {report.findings[0]}")
+
+
+@app.command("drift", hidden=True)
+def drift_command(card_path: CardOption = None) -> None:
+    """The former name of `registry-check` (drift now means data drift: `mlops monitor`)."""
+    note = ("note: `mlops drift` is now `mlops registry-check` (does the registry's Production "
+            "match the card); drift of the data is `mlops monitor`")
+    try:
+        registry_check_command(card_path)
+    except NegativeVerdict:
+        say(note)  # after the findings; a failure to check stays one line
+        raise
+    say(note)
 
 
 @app.command("pr-comment")
@@ -293,6 +321,16 @@ def pr_comment_command(
     Without a report (the gate could not run) the comment says so, so a PASS from an
     earlier run never stays up next to a gate that now errors.
     """
+    from pipeline.gitops.github import (
+        audit_from_env,
+        pr_number_from_event,
+        read_event,
+        target_from_env,
+        upsert_comment,
+    )
+    from pipeline.gitops.github import session as github_session
+    from pipeline.gitops.report import MARKER, render_gate_error
+
     env = dict(os.environ)
     try:
         body = report.read_text(encoding="utf-8")

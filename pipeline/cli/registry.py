@@ -20,8 +20,7 @@ def status_command(
 ) -> None:
     """Show the registered model, its Production version, run ID and metrics."""
     settings, card = settings_and_card(card_path)
-    mlflow_client = registry.client(settings.mlflow_tracking_uri)
-    state = registry.describe(mlflow_client, card.model.name)
+    state = registry.describe(registry.reader(settings.mlflow_tracking_uri), card.model.name)
     state["candidate_run_id"] = card.model.candidate_run_id
     state["tracking_uri"] = settings.mlflow_tracking_uri
     if as_json:

@@ -12,15 +12,16 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from pipeline import progress
 from pipeline.cli.app import CardOption, ServingUrlOption, app, say, settings_and_card
-from pipeline.jobs.scoring import score, spark_python
 from pipeline.serving_client import DEFAULT_URL
-from pipeline.stages.score_batch import ScoreResult
+
+if TYPE_CHECKING:
+    from pipeline.stages.score_batch import ScoreResult
 
 
 class Runtime(StrEnum):
@@ -63,6 +64,8 @@ def score_command(
     card_path: CardOption = None,
 ) -> None:
     """Score a batch file with the Production model (or --model-uri); write Parquet."""
+    from pipeline.jobs.scoring import score, spark_python
+
     settings, card = settings_and_card(card_path)
     if engine is Engine.spark:
         # Spark starts its Python workers from PYSPARK_PYTHON: this interpreter, whose

@@ -18,7 +18,6 @@ import typer
 
 from pipeline.cli.app import CardOption, ServingUrlOption, app, say, settings_and_card
 from pipeline.errors import MlopsError, ServingError
-from pipeline.gitops.card import prepare_data
 from pipeline.localstack.process import ManagedProcess
 from pipeline.serving_client import DEFAULT_URL, RetryPolicy, ServingClient, to_records
 from pipeline.settings import load_settings
@@ -59,10 +58,12 @@ def serve_command(
         os.execve(sys.executable, command, {**os.environ, **env})  # noqa: S606 - argv, no shell
     service = serving_process(settings.mlops_home, host, port)
     started = service.start(command, env=env, wait_seconds=60)
-    state = "started" if started else "already running"
-    say(f"serving API {state} at http://{host}:{port} (PID file {service.pidfile}, "
-        f"log {service.logfile})")
-    say(f"serving {_wait_ready(f'http://{host}:{port}', wait)}")
+    url = f"http://{host}:{port}"
+    say(f"started a new serving API at {url} (PID {service.pid()})" if started
+        else f"a serving API started here already answers at {url} (PID {service.pid()}): "
+             "left it running")
+    say(f"PID file {service.pidfile}, log {service.logfile}")
+    say(f"serving {_wait_ready(url, wait)}")
 
 
 def _wait_ready(base: str, wait_seconds: float) -> str:
@@ -90,6 +91,8 @@ def predict_command(
     card_path: CardOption = None,
 ) -> None:
     """Send validation rows to the serving API's POST /predict and print the answer."""
+    from pipeline.gitops.card import prepare_data
+
     _, card = settings_and_card(card_path)
     data = prepare_data(card)
     records = to_records(data.x_validation.head(rows))

@@ -156,8 +156,9 @@ class ModelCard(_Strict):
     monitoring: MonitoringSection = MonitoringSection()
 
 
-def load_card(path: Path) -> ModelCard:
+def load_card(path: Path | str) -> ModelCard:
     """Read and validate a card; every problem becomes one line naming the field."""
+    path = Path(path)
     raw = read_yaml_mapping(path, label=str(path), expected="model, promotion and card")
     try:
         return ModelCard.model_validate(raw)
@@ -265,7 +266,8 @@ def check_policy(card: ModelCard, *, task: str) -> None:
 
     Checked when the task is known (the dataset module declares it), so a typo in a
     floor or a flipped `greater_is_better` fails with the field path before any
-    model is evaluated.
+    model is evaluated; so does a card about other data that kept the demo card's
+    model name or prose (`check_leftovers`).
     """
     from pipeline.stages.metrics import METRICS
 
@@ -292,6 +294,64 @@ def check_policy(card: ModelCard, *, task: str) -> None:
                 f"promotion.floors.{metric}: not a metric of a {task} task "
                 f"(choose from {', '.join(of_task)})"
             )
+    check_leftovers(card)
+
+
+DEMO_DATASET = "diamonds"
+DEMO_CARD = {
+    "model.name": "diamond-price",
+    "card.owner": "3868e93e60b1f779",
+    "card.model_details": "1ce54395afade263",
+    "card.intended_use": "dc9955ea339c99f8",
+    "card.training_data": "5be7a1f9a77db6d7",
+    "card.evaluation_data": "de6229a43168696c",
+    "card.metrics": "ec544e4f9c5a2aa0",
+    "card.limitations": "6dda227d46e76908",
+    "card.ethical_considerations": "3f20ec129a435e2e",
+    "card.caveats_and_recommendations": "412a86e64228c9b9",
+}
+"""The demo card (`model_card.yaml` as the repository ships it): its model name, and a
+fingerprint of each field of its prose (`prose_fingerprint`). A test holds them to the
+shipped card."""
+PLACEHOLDER = "TODO"
+
+
+def prose_fingerprint(text: str) -> str:
+    """A short hash of prose, blind to how its lines are wrapped."""
+    return hashlib.sha256(" ".join(text.split()).encode()).hexdigest()[:16]
+
+
+def demo_leftovers(card: ModelCard) -> list[str]:
+    """The fields still the demo card's in a card whose data is not the demo's.
+
+    A fork that changed `data:` alone keeps a model name whose Production was trained on
+    other columns (the gate then fails on "feature schema differs") and prose about
+    diamonds; `mlops data init` writes a whole card instead.
+    """
+    if card.data.dataset == DEMO_DATASET:
+        return []
+    found = ["model.name"] if card.model.name == DEMO_CARD["model.name"] else []
+    for field, value in card.card.model_dump().items():
+        key = f"card.{field}"
+        if value is not None and DEMO_CARD.get(key) == prose_fingerprint(value):
+            found.append(key)
+    return found
+
+
+def placeholders(card: ModelCard) -> list[str]:
+    """The card's prose fields that still hold a TODO for a person to write."""
+    return [f"card.{field}" for field, value in card.card.model_dump().items()
+            if value is not None and PLACEHOLDER in value]
+
+
+def check_leftovers(card: ModelCard) -> None:
+    """Refuse a card about other data that still carries the demo card's fields."""
+    found = demo_leftovers(card)
+    if found:
+        raise ConfigError(
+            f"{', '.join(found)}: still the demo card's, but data.dataset is "
+            f"{card.data.dataset!r}; write this model's own (`mlops data init` writes a "
+            "whole card for new data)")
 
 
 def policy_hash(card: ModelCard) -> str:

@@ -149,6 +149,10 @@ def _improvement_sentence(policy: PromotionPolicy, production: Evaluation,
                 f"which clears min_improvement {fmt(policy.min_improvement)}")
     if interval.difference == 0 and interval.low == interval.high:
         return f"{head}; the candidate predicts exactly like Production, so it is no improvement"
+    best = interval.high if policy.greater_is_better else -interval.low
+    if best < 0:
+        return (f"{head}; the whole interval is on the worse side: worse than Production by "
+                f"{fmt(-best)} to {fmt(-bound)}")
     return (f"{head}; the improvement could be as small as {fmt(bound)}, which does not clear "
             f"min_improvement {fmt(policy.min_improvement)}: not better than Production "
             "by more than noise")

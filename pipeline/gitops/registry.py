@@ -12,13 +12,10 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlparse, urlsplit, urlunsplit
 
 import requests
-from mlflow.entities.model_registry import ModelVersion
-from mlflow.exceptions import MlflowException, RestException
-from mlflow.tracking import MlflowClient
 
 import modelio
 from modelio import files as modelfiles
@@ -26,6 +23,10 @@ from modelio import source as modelio_source
 from pipeline import progress
 from pipeline.errors import RegistryError
 from pipeline.stages import MODEL_ARTIFACT
+
+if TYPE_CHECKING:  # MLflow takes seconds to import: commands that only read stay quick
+    from mlflow.entities.model_registry import ModelVersion
+    from mlflow.tracking import MlflowClient
 
 PRODUCTION = "production"
 PREVIOUS = "previous-production"
@@ -73,26 +74,55 @@ def run_url(tracking_uri: str, run_id: str) -> str:
 
 
 def client(tracking_uri: str) -> MlflowClient:
+    from mlflow.tracking import MlflowClient
+
     check_reachable(tracking_uri)
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
-def is_missing(err: MlflowException) -> bool:
-    return err.error_code in {"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE"}
+class RegistryReader(Protocol):
+    """What reading the registry's state takes: an `MlflowClient`, or the REST reader
+    (`pipeline.gitops.rest_reader`) that answers the same two calls without importing
+    MLflow, so `mlops status` starts in a fraction of a second."""
+
+    def get_model_version_by_alias(self, name: str, alias: str) -> Any: ...
+
+    def get_run(self, run_id: str) -> Any: ...
 
 
-def version_by_alias(mlflow: MlflowClient, name: str, alias: str) -> ModelVersion | None:
-    """The version an alias points at, or None when the model or alias does not exist."""
+def reader(tracking_uri: str) -> RegistryReader:
+    """The quickest reader for this tracking URI: REST over HTTP(S), else an MlflowClient
+    (a database or folder URI, or an authentication plugin only MLflow knows)."""
+    from pipeline.gitops.rest_reader import RestReader, supports
+
+    if supports(tracking_uri):
+        check_reachable(tracking_uri)
+        return RestReader(tracking_uri)
+    return client(tracking_uri)
+
+
+MISSING_CODES = frozenset({"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE"})
+
+
+def is_missing(err: BaseException) -> bool:
+    """MLflow's (or the REST reader's) error for a model, version or alias that is not there."""
+    return getattr(err, "error_code", None) in MISSING_CODES
+
+
+def version_by_alias(mlflow: RegistryReader, name: str, alias: str) -> Any:
+    """The version an alias points at (a `ModelVersion` from an MlflowClient), or None when
+    the model or alias does not exist."""
     try:
         return mlflow.get_model_version_by_alias(name, alias)
-    except RestException as err:
+    except Exception as err:
         if is_missing(err):
             return None
         raise
 
 
 def production_version(mlflow: MlflowClient, name: str) -> ModelVersion | None:
-    return version_by_alias(mlflow, name, PRODUCTION)
+    version: ModelVersion | None = version_by_alias(mlflow, name, PRODUCTION)
+    return version
 
 
 def find_version_of_run(mlflow: MlflowClient, name: str, run_id: str) -> ModelVersion | None:
@@ -124,6 +154,8 @@ def register_run(mlflow: MlflowClient, name: str, run_id: str, *,
     existing = find_version_of_run(mlflow, name, run_id)
     if existing is not None:
         return existing
+    from mlflow.exceptions import RestException
+
     try:
         mlflow.get_registered_model(name)
     except RestException as err:
@@ -152,6 +184,8 @@ def fetch_model(mlflow: MlflowClient, source: modelio.Source, workdir: Path, *,
                 tracking_uri: str, require_manifest: bool | None = None) -> modelio.OpenedModel:
     """The source's files downloaded and verified by `modelio` (nothing deserialized yet);
     any failure is one line (`RegistryError`) naming the model and the rule."""
+    from mlflow.exceptions import MlflowException
+
     try:
         with progress.stage(f"downloading {source.identity.uri}"):
             return modelio.fetch(source, workdir, tracking_uri=tracking_uri,
@@ -172,6 +206,8 @@ def resolve(mlflow: MlflowClient, uri: str, *, name: str | None = None) -> model
 
 def version_manifest(name: str, version: str, *, tracking_uri: str) -> dict[str, str]:
     """The SHA-256 of every file the registry serves for `name` version `version`, now."""
+    from mlflow.exceptions import MlflowException
+
     source = modelio_source.pinned(f"models:/{name}/{version}", name=name)
     with tempfile.TemporaryDirectory(prefix="mlops-manifest-") as tmp:
         try:
@@ -247,9 +283,9 @@ def set_production(mlflow: MlflowClient, name: str, version: str, *, manifest: d
     return after
 
 
-def describe(mlflow: MlflowClient, name: str) -> dict[str, Any]:
-    """The registry's view of a model, as plain data for `mlops status`."""
-    production = production_version(mlflow, name)
+def describe(mlflow: RegistryReader, name: str) -> dict[str, Any]:
+    """The registry's view of a model, as plain data for `mlops status` (and the notebook)."""
+    production = version_by_alias(mlflow, name, PRODUCTION)
     previous = version_by_alias(mlflow, name, PREVIOUS)
     state: dict[str, Any] = {"model": name, "production": None,
                              "previous_production": previous.version if previous else None}

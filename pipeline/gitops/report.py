@@ -164,7 +164,8 @@ def interval_sentence(verdict: Verdict) -> str | None:
     if low > 0:
         where = f"between {fmt(low)} and {fmt(high)} {better} than Production's"
     elif high < 0:
-        where = f"between {fmt(-high)} and {fmt(-low)} {worse} than Production's (worse)"
+        return (f"With {level} confidence {name} is worse than Production's: between "
+                f"{fmt(-high)} and {fmt(-low)} {worse}.")
     elif low == high == 0:
         return f"The candidate's {verdict.metric.upper()} equals Production's on every row."
     else:

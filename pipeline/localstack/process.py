@@ -76,12 +76,35 @@ class ManagedProcess:
         except requests.RequestException:
             return False
 
+    def recorded_url(self) -> str | None:
+        """The health URL the recorded process was started for (None in older PID files)."""
+        try:
+            fields = self.pidfile.read_text().split()
+        except FileNotFoundError:
+            return None
+        return fields[2] if len(fields) > 2 else None
+
     def start(self, command: Sequence[str], *, env: Mapping[str, str] | None = None,
               wait_seconds: float = 90.0) -> bool:
-        """Start unless already running and healthy; return True if it was started now."""
-        if self.pid() is not None and self.healthy():
+        """Start unless already running and healthy; return True if it was started now.
+
+        A process started here for another address (another port) is never stopped to
+        make room: that is refused, naming where it runs. One started for this address
+        that no longer answers is restarted.
+        """
+        pid = self.pid()
+        recorded = self.recorded_url()
+        if pid is not None and recorded is None and self.healthy():
+            return False  # a PID file of an older version, and this address answers
+        if pid is not None and recorded != self.health_url:
+            where = recorded or "an address its PID file does not record"
+            raise ServiceError(
+                f"{self.name}: the one started here (PID {pid}, PID file {self.pidfile}) runs "
+                f"for {where}, not {self.health_url}; it was left running: stop it first "
+                "(`mlops stack down`) or ask for its address")
+        if pid is not None and self.healthy():
             return False
-        if self.pid() is not None:
+        if pid is not None:
             self.stop()
         if self.healthy():
             raise ServiceError(
@@ -94,7 +117,7 @@ class ManagedProcess:
                 list(command), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 env={**os.environ, **dict(self.env), **(env or {})}, start_new_session=True,
             )
-        self.pidfile.write_text(f"{process.pid} {_start_time(process.pid)}\n")
+        self.pidfile.write_text(f"{process.pid} {_start_time(process.pid)} {self.health_url}\n")
         self._wait_healthy(process, wait_seconds)
         return True
 

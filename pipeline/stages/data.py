@@ -55,6 +55,8 @@ class PreparedData:
     test: pd.DataFrame
     report: CleansingReport
     data_hash: str
+    source: str = ""
+    """Where the rows were read from (the card's `data.source`): what a run records."""
 
     @property
     def x_train(self) -> pd.DataFrame:
@@ -181,10 +183,12 @@ def _is_textual(values: pd.Series) -> bool:
 
 
 def cleanse(frame: pd.DataFrame, spec: DatasetSpec) -> tuple[pd.DataFrame, CleansingReport]:
-    """Drop duplicates and rows without a valid target; blank invalid feature values.
+    """Drop duplicates and rows without a target; act on values outside the declared ranges.
 
-    Invalid feature values are blanked rather than dropped: the model's imputer fills
-    them, so one bad cell does not cost a whole row.
+    A value outside its column's range or categories is kept, blanked or its row dropped,
+    as the column's `outside` says (unset: a feature's is blanked, so the model's imputer
+    fills it and one bad cell does not cost a whole row; the target's row is dropped).
+    Never silently: each is counted in the report and logged as a warning.
     """
     report = CleansingReport(rows_in=len(frame))
     duplicated = frame.duplicated()
@@ -196,13 +200,27 @@ def cleanse(frame: pd.DataFrame, spec: DatasetSpec) -> tuple[pd.DataFrame, Clean
     report.add("drop_missing_target", int(missing_target.sum()))
     frame = frame.loc[~missing_target]
     invalid_target = ~_valid(frame[target], spec.target)
-    report.add("drop_invalid_target", int(invalid_target.sum()))
-    frame = frame.loc[~invalid_target].copy()
+    if spec.target.outside == "keep":
+        _kept(report, spec.target, int(invalid_target.sum()))
+    else:
+        report.add("drop_invalid_target", int(invalid_target.sum()))
+        _warn_outside(spec.target, int(invalid_target.sum()), "dropped their rows")
+        frame = frame.loc[~invalid_target]
+    frame = frame.copy()
 
     for column in spec.features:
         invalid = frame[column.name].notna() & ~_valid(frame[column.name], column)
-        report.add(f"blank_invalid_{column.name}", int(invalid.sum()))
-        frame.loc[invalid, column.name] = np.nan if column.kind == "numeric" else None
+        outside = column.outside or "blank"
+        if outside == "keep":
+            _kept(report, column, int(invalid.sum()))
+        elif outside == "drop":
+            report.add(f"drop_invalid_{column.name}", int(invalid.sum()))
+            _warn_outside(column, int(invalid.sum()), "dropped their rows")
+            frame = frame.loc[~invalid]
+        else:
+            report.add(f"blank_invalid_{column.name}", int(invalid.sum()))
+            _warn_outside(column, int(invalid.sum()), "blanked them (the model imputes)")
+            frame.loc[invalid, column.name] = np.nan if column.kind == "numeric" else None
         report.add(f"missing_{column.name}", int(frame[column.name].isna().sum()))
         if frame[column.name].isna().all():
             raise DataError(f"column {column.name!r}: no valid value left after cleansing")
@@ -210,6 +228,18 @@ def cleanse(frame: pd.DataFrame, spec: DatasetSpec) -> tuple[pd.DataFrame, Clean
         raise DataError(f"dataset {spec.name!r}: no row left after cleansing")
     report.rows_out = len(frame)
     return frame.reset_index(drop=True), report
+
+
+def _kept(report: CleansingReport, column: Column, count: int) -> None:
+    """`outside: keep`: the values stay as they are, counted and warned about."""
+    report.add(f"outside_range_{column.name}", count)
+    _warn_outside(column, count, "kept them (outside: keep)")
+
+
+def _warn_outside(column: Column, count: int, what: str) -> None:
+    if count:
+        log.warning("column %r: %d value(s) outside its declared %s; %s", column.name, count,
+                    "categories" if column.kind == "categorical" else "range", what)
 
 
 def _valid(values: pd.Series, column: Column) -> pd.Series:
@@ -289,7 +319,7 @@ def prepare(
         report.rows_in, report.rows_out, len(train), len(validation), len(test),
     )
     return PreparedData(spec=spec, train=train, validation=validation, test=test,
-                        report=report, data_hash=data_hash(clean))
+                        report=report, data_hash=data_hash(clean), source=source)
 
 
 def _first_line(err: BaseException) -> str:

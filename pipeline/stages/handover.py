@@ -65,7 +65,7 @@ def write_prepared(data: PreparedData, work_dir: str) -> dict[str, Any]:
                         (data.test, TEST_FILE)):
         _write_parquet(frame, _join(work_dir, name))
     _write_json(work_dir, PREPARED_FILE, {
-        "dataset": data.spec.name, "data_hash": data.data_hash,
+        "dataset": data.spec.name, "data_hash": data.data_hash, "source": data.source,
         "rows_in": data.report.rows_in, "rows_out": data.report.rows_out,
         "counts": data.report.counts})
     return {"work_dir": work_dir, "rows_train": len(data.train),
@@ -91,7 +91,7 @@ def read_prepared(spec: DatasetSpec, work_dir: str) -> PreparedData:
     return PreparedData(spec=spec, train=validate(train_rows, spec),
                         validation=validate(validation_rows, spec),
                         test=validate(test_rows, spec), report=report,
-                        data_hash=meta["data_hash"])
+                        data_hash=meta["data_hash"], source=str(meta.get("source", "")))
 
 
 def write_feature_summary(data: PreparedData, work_dir: str) -> dict[str, Any]:

@@ -251,6 +251,9 @@ def log_run(*, data: PreparedData, model: Pipeline, estimator_name: str,
             log_reference(model, x_validation=data.x_validation, y_validation=data.y_validation,
                           kinds={c.name: c.kind for c in data.spec.features},
                           task=data.spec.task)
+            from pipeline.stages.run_record import record_run  # name, datasets, importance, plot
+            record_run(data=data, model=model, estimator_name=estimator_name,
+                       run_id=run.info.run_id)
         except BaseException:
             mlflow.end_run(status="FAILED")
             mlflow.delete_run(run.info.run_id)

@@ -1,4 +1,5 @@
-"""The loop as the workflows run it: PR gate, merge, promote, stale verdict, rollback, drift.
+"""The loop as the workflows run it: PR gate, merge, promote, stale verdict, rollback,
+the registry check.
 
 Everything goes through the installed `mlops` command against a real MLflow server,
 in a temporary git repository where the card is committed, changed on branches and
@@ -110,8 +111,13 @@ def test_the_gitops_loop(loop: Loop, tmp_path: Path) -> None:
     assert "FAIL" in report.splitlines()[1]
     assert "**Why it failed:**" in report
     assert "misses the floor (at least 0.9)" in report
-    assert "not better than Production by more than noise" in report
+    assert "the whole interval is on the worse side: worse than Production by" in report
     assert verdict["passed"] is False
+    # The terminal gets the verdict and its reasons; the report (Mermaid, the plot) the file.
+    assert done.stdout.splitlines()[0].startswith(f"gate FAILED: {loop.model} run {dummy}")
+    assert "- floor: r2 is" in done.stdout
+    assert "```mermaid" not in done.stdout
+    assert "```mermaid" in report
     assert verdict["production_version"] == "1"
 
     # A better candidate passes, against the same Production version.
@@ -191,19 +197,22 @@ def test_the_gitops_loop(loop: Loop, tmp_path: Path) -> None:
     assert loop.client.get_model_version(loop.model, "3").tags["promoted_at"] == \
         tags["promoted_at"]
 
-    # The card on main and the registry agree.
-    assert loop.mlops("drift").returncode == 0
+    # The card on main and the registry agree (and the former name of the check still works).
+    assert loop.mlops("registry-check").returncode == 0
+    former = loop.mlops("drift")
+    assert former.returncode == 0
+    assert "`mlops drift` is now `mlops registry-check`" in former.stderr
 
-    # Break glass: roll back; the previous version is Production again, and drift sees it.
+    # Break glass: roll back; the previous version is Production again, and the check sees it.
     done = loop.mlops("rollback", env=workflow)
     assert done.returncode == 0, done.stderr
     assert loop.production() == ("1", ridge)
     assert loop.stage_of("1") == "Production"
     assert loop.stage_of("3") == "Archived"
     assert loop.client.get_model_version(loop.model, "1").tags["rolled_back_from"] == "3"
-    drift = loop.mlops("drift")
-    assert drift.returncode == 1
-    assert f"but the card names run {hgb}" in drift.stdout
+    check = loop.mlops("registry-check")
+    assert check.returncode == 1
+    assert f"but the card names run {hgb}" in check.stdout
 
     # The GitOps way back to the better model: a card in rollback mode, gated and merged.
     git(loop.repo, "checkout", "-q", "-b", "restore", "main")
@@ -221,13 +230,13 @@ def test_the_gitops_loop(loop: Loop, tmp_path: Path) -> None:
     git(loop.repo, "merge", "-q", "--ff-only", "restore")
     assert loop.mlops("promote").returncode == 0
     assert loop.production() == ("3", hgb)
-    assert loop.mlops("drift").returncode == 0
+    assert loop.mlops("registry-check").returncode == 0
 
-    # Someone moves the alias by hand in the UI: drift finds it.
+    # Someone moves the alias by hand in the UI: the registry check finds it.
     loop.client.set_registered_model_alias(loop.model, "production", "1")
-    drift = loop.mlops("drift")
-    assert drift.returncode == 1
-    assert "Production is version 1" in drift.stdout
+    check = loop.mlops("registry-check")
+    assert check.returncode == 1
+    assert "Production is version 1" in check.stdout
     assert "stage Production is on version(s) 3, but alias production is on version 1" \
-        in drift.stdout
+        in check.stdout
     assert load_card(loop.card).model.candidate_run_id == hgb

@@ -1,10 +1,11 @@
 """Your own data, classification, the whole loop, through the CLI alone and no Python.
 
-A CSV the test writes (not a built-in dataset) -> `mlops data init` -> bootstrap a
-dummy Production -> serve it -> train the default classifier -> propose -> gate
-(f1_macro primary, an accuracy floor, the ROC plot recorded on the run) -> promote ->
-the running server swaps to it -> /predict and /invocations answer with labels (and
-probabilities on request) -> `mlops score` through the API and in process agree.
+A CSV the test writes (not a built-in dataset) -> `mlops data init` (a new card) ->
+bootstrap a dummy Production -> serve it -> train the default classifier -> propose ->
+gate (f1_macro primary, its floor from the dummy baseline, the ROC plot recorded on the
+run) -> promote -> the running server swaps to it -> /predict and /invocations answer
+with labels (and probabilities on request) -> `mlops score` through the API and in
+process agree.
 On both backends (the `tracking_server` fixture is parametrized over them).
 """
 
@@ -51,9 +52,7 @@ def test_own_csv_classification_through_the_whole_loop(tracking_server: Tracking
                                                        tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     model = f"e2e-own-{uuid.uuid4().hex[:8]}"
-    card = write_card(repo, model, replace={
-        "metric: rmse ": "metric: f1_macro ", "greater_is_better: false":
-        "greater_is_better: true", "    r2: 0.90": "    accuracy: 0.75"})
+    card = write_card(repo, model)  # the demo's card: data init writes one for the loans
     write_loans(repo / "loans.csv")
     git(repo, "init", "-q", "-b", "main")
     git(repo, "add", ".")
@@ -65,9 +64,12 @@ def test_own_csv_classification_through_the_whole_loop(tracking_server: Tracking
         assert done.returncode == 0, done.stderr
         return done.stdout
 
-    init = json.loads(mlops("data", "init", "loans.csv", "--target", "outcome", "--json"))
-    assert (init["task"], init["next"]) == ("classification", None)  # the policy fits
+    init = json.loads(mlops("data", "init", "loans.csv", "--target", "outcome",
+                            "--model-name", model, "--json"))
+    assert (init["task"], init["card_written"], init["metric"]) == (
+        "classification", "new", "f1_macro")
     assert "dataset: loans.schema.yaml" in card.read_text()
+    git(repo, "commit", "-q", "-am", "A card for the loans (mlops data init)")
 
     boot = json.loads(mlops("train", "--estimator", "dummy", "--register", "--promote",
                             "--json"))
@@ -75,6 +77,11 @@ def test_own_csv_classification_through_the_whole_loop(tracking_server: Tracking
     with serving_process(tmp_path / "serving", tracking_server.env, model) as server:
         candidate = json.loads(mlops("train", "--json"))["run_id"]  # the default classifier
         assert candidate != boot["run_id"]
+        assert {f.path for f in client.list_artifacts(candidate, "plots")} == {
+            "plots/confusion_matrix.png"}
+        board = json.loads(mlops("runs", "--json"))["runs"]
+        assert [r["run_id"] for r in board] == [candidate, boot["run_id"]]  # by val_f1_macro
+        assert board[1]["production"] is True
         mlops("propose", candidate)
         report = tmp_path / "gate.md"
         mlops("gate", "--record", "--report", str(report), "--json", str(tmp_path / "v.json"))
@@ -82,7 +89,7 @@ def test_own_csv_classification_through_the_whole_loop(tracking_server: Tracking
         assert (verdict["passed"], verdict["metric"]) == (True, "f1_macro")
         assert verdict["metrics"]["f1_macro"]["candidate"] > \
             verdict["metrics"]["f1_macro"]["production"]
-        assert verdict["floors"][0]["metric"] == "accuracy"
+        assert verdict["floors"][0]["metric"] == "f1_macro"  # from the dummy baseline
         assert "roc_auc" in verdict["metrics"]
         logged = {f.path for f in client.list_artifacts(candidate, "gate")}
         assert "gate/roc.png" in logged

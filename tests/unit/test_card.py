@@ -7,12 +7,16 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipeline.cli import run
 from pipeline.errors import ConfigError
 from pipeline.gitops.card import (
+    DEMO_CARD,
     ModelCard,
     check_policy,
+    demo_leftovers,
     load_card,
     policy_hash,
+    prose_fingerprint,
     write_candidate_run_id,
 )
 from tests.utils import REPO
@@ -30,6 +34,11 @@ def _card(**promotion: object) -> ModelCard:
     raw = _raw()
     raw["promotion"] = {**raw["promotion"], **promotion}  # type: ignore[dict-item]
     return ModelCard.model_validate(raw)
+
+
+def test_a_card_loads_from_a_string_path_as_from_a_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)
+    assert load_card("model_card.yaml") == load_card(REPO / "model_card.yaml")
 
 
 def test_the_repository_card_is_valid_and_its_policy_fits_the_demo_task() -> None:
@@ -126,3 +135,42 @@ def test_docs_name_the_primary_metrics_the_card_accepts() -> None:
                               if m.task == task and m.resamplable}, task
     with pytest.raises(ConfigError, match="log_loss and roc_auc may be floors"):
         check_policy(_card(metric="roc_auc", greater_is_better=True), task="classification")
+
+
+def test_the_demo_card_fingerprints_are_the_shipped_card() -> None:
+    """DEMO_CARD must describe model_card.yaml as shipped: edit both together."""
+    card = load_card(REPO / "model_card.yaml")
+    assert card.model.name == DEMO_CARD["model.name"]
+    assert {f"card.{k}": prose_fingerprint(v) for k, v in card.card.model_dump().items()
+            if v is not None} == {k: v for k, v in DEMO_CARD.items() if k != "model.name"}
+
+
+def test_a_card_about_other_data_with_demo_leftovers_is_refused(tmp_path: Path) -> None:
+    """The first gate of a fork that only pointed data: at its own file: refused in one
+    line naming the leftovers, not "feature schema differs from Production" later."""
+    raw = _raw()
+    raw["data"] = {**raw["data"], "dataset": "loans.schema.yaml"}  # type: ignore[dict-item]
+    card = ModelCard.model_validate(raw)
+    assert demo_leftovers(card)[:2] == ["model.name", "card.owner"]
+    with pytest.raises(ConfigError, match=r"^model\.name, card\.owner, .*: still the demo "
+                                          r"card's, but data\.dataset is 'loans\.schema\.yaml'"):
+        check_policy(card, task="regression")
+    raw["model"] = {**raw["model"], "name": "loans"}  # type: ignore[dict-item]
+    raw["card"] = {k: f"Ours: {v}" for k, v in raw["card"].items()}  # type: ignore[union-attr]
+    check_policy(ModelCard.model_validate(raw), task="regression")  # nothing left over
+
+
+def test_mlops_card_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                          capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(REPO)
+    assert run(["card", "check"]) == 0
+    assert "model_card.yaml: valid; model diamond-price, regression on diamonds" in \
+        capsys.readouterr().out
+    text = (REPO / "model_card.yaml").read_text().replace(
+        "dataset: diamonds ", "dataset: rand_health ").replace(
+        "metric: rmse ", "metric: f1_macro ").replace(
+        "greater_is_better: false", "greater_is_better: true").replace(
+        "    r2: 0.90", "    accuracy: 0.5")
+    (tmp_path / "card.yaml").write_text(text)
+    assert run(["card", "check", "--card", str(tmp_path / "card.yaml")]) == 2
+    assert "model.name, card.owner" in capsys.readouterr().err

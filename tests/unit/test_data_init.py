@@ -11,7 +11,7 @@ import pytest
 
 from pipeline.cli import run
 from pipeline.errors import ConfigError
-from pipeline.gitops.card import check_policy, load_card
+from pipeline.gitops.card import check_policy, load_card, placeholders
 from pipeline.stages.data import prepare
 from pipeline.stages.datasets import load_spec
 from tests.utils import REPO
@@ -69,7 +69,15 @@ def test_a_schema_from_a_csv_that_the_pipeline_then_reads(
     data = prepare(spec, source=card.data.source)
     assert data.report.rows_in == 300
     assert data.report.counts["missing_income"] == 1
-    assert "next: promotion.metric: 'rmse'" in captured.err  # the card's policy is regression's
+
+    # A whole card for this data, not the demo's with a new data section.
+    assert (card.model.name, card.promotion.metric, card.promotion.greater_is_better) == \
+        ("loans", "f1_macro", True)
+    check_policy(card, task="classification")  # no leftover of the demo card either
+    assert list(card.promotion.floors) == ["f1_macro"]
+    assert "dummy baseline" in (workdir / "model_card.yaml").read_text()
+    assert set(placeholders(card)) >= {"card.owner", "card.intended_use", "card.limitations"}
+    assert "wrote a new" in captured.err
 
 
 def test_whole_number_labels_and_a_numeric_target(workdir: Path) -> None:
@@ -194,14 +202,91 @@ def test_the_builtin_classification_dataset_is_a_yaml_schema_with_real_flaws() -
     check_policy(example, task=spec.task)
 
 
-def test_a_card_without_a_data_section_gets_one(workdir: Path) -> None:
-    card = workdir / "model_card.yaml"
-    text = card.read_text()
-    start = text.index("\ndata:")
-    end = text.index("\ncard:")
-    card.write_text(text[:start] + text[end:])
+def test_a_card_that_already_names_the_schema_is_kept(workdir: Path) -> None:
+    """A re-run (new rows, --force) keeps the reviewed card: only its data section moves."""
     loans().to_csv(workdir / "loans.csv", index=False)
     assert run(["data", "init", "loans.csv", "--target", "outcome"]) == 0
-    data = load_card(card).data
-    assert (data.dataset, data.source) == ("loans.schema.yaml", "loans.csv")
-    assert card.read_text().startswith(text[:start])  # the rest, comments too, is kept
+    card = workdir / "model_card.yaml"
+    reviewed = card.read_text().replace("TODO: the team that answers for this model",
+                                        "The lending team")
+    card.write_text(reviewed)
+    loans(rows=400).to_csv(workdir / "more_loans.csv", index=False)
+    assert run(["data", "init", "more_loans.csv", "--target", "outcome", "--name", "loans",
+                "--force"]) == 0
+    assert load_card(card).card.owner == "The lending team"
+    assert load_card(card).data.source == "more_loans.csv"
+    assert card.read_text() == reviewed.replace("source: loans.csv", "source: more_loans.csv")
+
+
+def test_the_floor_is_the_dummy_baseline_on_the_validation_rows_and_its_rule(
+        workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Regression: the dummy predicts the training mean; a useful model closes a tenth of
+    the gap to a perfect RMSE of 0 on the same validation rows the pipeline uses."""
+    frame = loans(rows=400)
+    frame["amount"] = frame["income"].fillna(50) * 3 + np.random.default_rng(1).normal(0, 5, 400)
+    frame.to_csv(workdir / "amounts.csv", index=False)
+    assert run(["data", "init", "amounts.csv", "--target", "amount", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["card_written"], out["model_name"], out["metric"]) == ("new", "amounts", "rmse")
+    card = load_card(workdir / "model_card.yaml")
+    data = prepare(load_spec(card.data.dataset), source=card.data.source,
+                   validation_fraction=card.data.validation_fraction,
+                   test_fraction=card.data.test_fraction)
+    dummy_rmse = float(np.sqrt(((data.y_validation - data.y_train.mean()) ** 2).mean()))
+    floor = out["floors"][0]
+    assert floor["metric"] == "rmse"
+    assert floor["baseline"] == pytest.approx(dummy_rmse)
+    assert card.promotion.floors["rmse"] == pytest.approx(0.9 * dummy_rmse, rel=1e-3)
+    assert floor["rule"].startswith("the dummy baseline (predicts the mean of the training "
+                                    f"target) scores rmse {dummy_rmse:.4g} on the "
+                                    f"{len(data.validation)} validation rows")
+    assert floor["rule"] in " ".join((workdir / "model_card.yaml").read_text().replace(
+        "    # ", " ").split())  # written beside the floor
+
+
+def test_ranges_as_seen_never_drop_or_blank_rows_later(
+        workdir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The schema records the ranges of the file it read; rows from later data outside
+    them are kept, counted and warned about, not silently blanked or dropped."""
+    frame = loans(rows=400)
+    frame.head(300).to_csv(workdir / "loans.csv", index=False)
+    assert run(["data", "init", "loans.csv", "--target", "outcome"]) == 0
+    spec = load_spec("loans.schema.yaml")
+    assert {c.outside for c in spec.columns} == {"keep"}
+    later = frame.copy()
+    later.loc[350:359, "income"] = 10_000.0  # far above the range seen
+    later.loc[360:364, "region"] = "west"  # a region the first file did not have
+    later.to_csv(workdir / "later.csv", index=False)
+    with caplog.at_level("WARNING"):
+        data = prepare(spec, source="later.csv")
+    assert data.report.rows_out == 400  # no row dropped
+    income = next(c for c in spec.features if c.name == "income")
+    outside = ~later["income"].dropna().between(income.min, income.max)
+    assert int(outside.sum()) >= 10
+    assert data.report.counts["outside_range_income"] == int(outside.sum())
+    assert data.report.counts["outside_range_region"] == 5
+    assert (pd.concat([data.train, data.validation, data.test])["income"] == 10_000).sum() == 10
+    assert (f"column 'income': {int(outside.sum())} value(s) outside its declared range; "
+            "kept them") in caplog.text
+
+
+def test_a_note_for_each_column_it_was_unsure_about(
+        workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    frame = loans().assign(grade=lambda f: np.arange(len(f)) % 3 + 1, constant=7)
+    frame.to_csv(workdir / "loans.csv", index=False)
+    assert run(["data", "init", "loans.csv", "--target", "outcome", "--json"]) == 0
+    notes = json.loads(capsys.readouterr().out)["notes"]
+    assert notes["grade"].startswith("3 distinct whole numbers (1, 2, 3): if they are codes")
+    assert notes["constant"].startswith("one value only")
+    assert "income" not in notes
+    assert "# Unsure about grade: 3 distinct whole numbers" in \
+        (workdir / "loans.schema.yaml").read_text()
+
+
+def test_a_missing_card_is_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    loans().to_csv(tmp_path / "loans.csv", index=False)
+    assert run(["data", "init", "loans.csv", "--target", "outcome", "--card",
+                "cards/loans.yaml", "--model-name", "loan-outcome"]) == 0
+    card = load_card(tmp_path / "cards" / "loans.yaml")
+    assert (card.model.name, card.data.dataset) == ("loan-outcome", "cards/loans.schema.yaml")

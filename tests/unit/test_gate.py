@@ -71,6 +71,15 @@ def test_an_improvement_within_noise_fails_in_plain_words() -> None:
     assert "not better than Production by more than noise" in decision.reasons[0]
 
 
+def test_a_candidate_worse_over_the_whole_interval_is_called_worse() -> None:
+    decision = _decide(_policy(), {"rmse": 4500, "r2": 0.2}, {"rmse": 1130, "r2": 0.92},
+                       _interval(3430, 3361, 3505))
+    assert not decision.passed
+    improvement = [r for r in decision.reasons if r.startswith("rmse (lower is better)")]
+    assert improvement[0].endswith("the whole interval is on the worse side: worse than "
+                                   "Production by 3,361 to 3,505")
+
+
 def test_identical_predictions_never_pass() -> None:
     decision = _decide(_policy(), {"rmse": 1130, "r2": 0.92}, {"rmse": 1130, "r2": 0.92},
                        _interval(0, 0, 0))
@@ -294,8 +303,8 @@ def test_the_report_says_what_the_interval_means_for_this_pr() -> None:
         "Production's.")
     worse = replace(_clear_win(), metrics={"rmse": MetricRow(1150, 1130, 20, 5, 31)})
     assert interval_sentence(worse) == (
-        "With 95% confidence the candidate's RMSE is between 5 and 31 higher than "
-        "Production's (worse).")
+        "With 95% confidence the candidate's RMSE is worse than Production's: between 5 and "
+        "31 higher.")
     assert "cannot tell which model is better" in (interval_sentence(_verdict(True, ["ok"]))
                                                     or "")
     assert interval_sentence(replace(_clear_win(), metrics={})) is None

@@ -23,7 +23,7 @@ URIS = (f"https://alice:{SECRET}@mlflow.example.com", f"http://alice:{SECRET}@12
 
 
 @pytest.mark.parametrize("uri", URIS)
-@pytest.mark.parametrize("argv", [["status"], ["gate"], ["promote"], ["drift"],
+@pytest.mark.parametrize("argv", [["status"], ["gate"], ["promote"], ["drift"], ["registry-check"],
                                   ["train", "--estimator", "dummy"]])
 def test_every_command_refuses_a_login_in_the_tracking_uri(
         uri: str, argv: list[str], monkeypatch: pytest.MonkeyPatch,

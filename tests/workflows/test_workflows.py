@@ -50,11 +50,11 @@ def make_targets() -> frozenset[str]:
 
 def test_the_gate_workflows_exist() -> None:
     names = {path.name for path in WORKFLOWS}
-    assert {"pr.yml", "promote.yml", "drift.yml"} <= names
+    assert {"pr.yml", "promote.yml", "registry-check.yml"} <= names
 
 
 def test_make_targets_are_read_from_the_makefile() -> None:
-    assert {"gate", "promote", "rollback", "drift", "test-unit"} <= make_targets()
+    assert {"gate", "promote", "rollback", "registry-check", "test-unit"} <= make_targets()
     assert "no-such-target" not in make_targets()
 
 
@@ -120,13 +120,13 @@ def _secret_users() -> dict[tuple[str, str], str | None]:
 
 
 def test_write_credentials_exist_only_where_the_registry_is_written() -> None:
-    """The PR's code (the image test) and the drift check get the read-only environment,
+    """The PR's code (the image test) and the registry check get the read-only environment,
     the gate workflow its own (read-only user and signing key); the `production`
     environment, with the write credentials, serves promote and rollback alone."""
     users = _secret_users()
     assert users[("gate.yml", "gate")] == "gate"
     assert users[("pr.yml", "image")] == "registry-read"
-    assert users[("drift.yml", "drift")] == "registry-read"
+    assert users[("registry-check.yml", "registry-check")] == "registry-read"
     production = {job for job, environment in users.items() if environment == "production"}
     assert production == {("promote.yml", "promote"), ("rollback.yml", "rollback")}
     assert all(environment for environment in users.values()), users
@@ -150,8 +150,8 @@ def test_zizmor_auditor_finds_no_secret_outside_an_environment() -> None:
     assert [f["ident"] for f in findings] == [], done.stdout[:2000]
 
 
-def test_drift_runs_on_a_schedule() -> None:
-    workflow = _load(REPO / ".github" / "workflows" / "drift.yml")
+def test_the_registry_check_runs_on_a_schedule() -> None:
+    workflow = _load(REPO / ".github" / "workflows" / "registry-check.yml")
     triggers = workflow.get(True, workflow.get("on"))
     assert triggers["schedule"][0]["cron"]
 

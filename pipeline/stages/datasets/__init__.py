@@ -14,22 +14,28 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
-
-import pandas as pd
+from typing import TYPE_CHECKING, Literal
 
 from pipeline.errors import ConfigError
 
+if TYPE_CHECKING:  # the CLI reads specs before (and often without) touching a frame
+    import pandas as pd
+
 Task = Literal["regression", "classification"]
 ColumnKind = Literal["numeric", "categorical"]
+Outside = Literal["keep", "blank", "drop"]
+"""What cleansing does with a value outside a column's range or categories: `keep` it
+(counted and warned about: the range is recorded for monitoring), `blank` it (a feature:
+the model imputes it) or `drop` the row. Every one is counted and logged as a warning."""
 
 
 @dataclass(frozen=True, kw_only=True)
 class Column:
     """One declared column: its kind and the values it may hold.
 
-    Values outside the range (or categories) are treated as invalid: the cleansing
-    stage blanks them in features (the model imputes) and drops the row for the target.
+    What cleansing does with a value outside the range (or categories) is `outside`;
+    unset, it blanks it in a feature (the model imputes) and drops the row for the
+    target. `mlops data init` writes `keep` for ranges it only observed.
     """
 
     name: str
@@ -39,6 +45,7 @@ class Column:
     min_exclusive: bool = False
     categories: tuple[str, ...] | None = None
     description: str = ""
+    outside: Outside | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

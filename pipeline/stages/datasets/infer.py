@@ -9,7 +9,12 @@ each column), because a schema nobody can explain is one nobody reviews:
 - true/false, or text with at most `MAX_CATEGORIES` distinct values -> categorical;
 - text with more distinct values -> categorical without a list (any value accepted),
   unless every row differs: an identifier, left out of the features;
-- the task follows the target: text, true/false or a few whole numbers -> classification.
+- the task follows the target: text, true/false or a few whole numbers -> classification;
+- every range and list is the one seen, so it is written `outside: keep`: a value outside
+  it later is kept, counted and warned about (the range is there for monitoring), never
+  silently blanked or its row dropped; tighten it by hand where a bound is a rule;
+- a column it was unsure about (whole numbers that may be codes, numbers written as
+  text, many distinct texts, mostly missing, one value only) gets a one-line note.
 
 Problems with the data (an empty file, a target that does not exist or has one
 class, a column with no value at all) are collected, not raised one by one, so the
@@ -20,7 +25,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -32,6 +37,8 @@ from pipeline.stages.datasets import Column, DatasetSpec, Task
 
 MAX_CATEGORIES = 50
 MAX_CLASSES_OF_NUMBERS = 20  # a numeric target with at most this many whole values: labels
+FEW_CODES = 10  # a numeric feature with at most this many whole values may be codes
+MOSTLY_MISSING = 0.5
 
 
 @dataclass(frozen=True)
@@ -44,12 +51,14 @@ class Guess:
 
 @dataclass(frozen=True)
 class Proposal:
-    """The proposed schema, with a reason per column and the columns left out."""
+    """The proposed schema, with a reason per column, a note per column it was unsure
+    about, and the columns left out."""
 
     spec: DatasetSpec
     reasons: dict[str, str]
     left_out: dict[str, str]
     rows: int
+    notes: dict[str, str] = field(default_factory=dict)
 
 
 def propose(frame: pd.DataFrame, *, target: str, name: str, task: Task | None = None
@@ -86,7 +95,35 @@ def propose(frame: pd.DataFrame, *, target: str, name: str, task: Task | None = 
     spec = DatasetSpec(name=name, task=chosen_task, target=target_guess.column,
                        features=tuple(g.column for g in guesses.values()))
     reasons = {target: target_guess.reason} | {k: g.reason for k, g in guesses.items()}
-    return Proposal(spec=spec, reasons=reasons, left_out=left_out, rows=len(frame))
+    notes = {str(c): note for c in frame.columns if str(c) in reasons
+             and (note := unsure(frame[c], is_target=c == target, task=chosen_task))}
+    return Proposal(spec=spec, reasons=reasons, left_out=left_out, rows=len(frame),
+                    notes=notes)
+
+
+def unsure(values: pd.Series, *, is_target: bool, task: Task) -> str | None:
+    """One line about a column whose guess a person should check, or None."""
+    present = values.dropna()
+    missing = 1 - len(present) / max(len(values), 1)
+    if present.nunique() == 1:
+        return f"one value only ({present.iloc[0]!r}): it cannot help a model; drop it?"
+    if _is_text(values) and _parses_as_numbers(values):
+        return "numbers written as text: check the file's format (a unit, a comma?)"
+    numeric = ptypes.is_numeric_dtype(values) and not ptypes.is_bool_dtype(values)
+    if numeric and is_target and task == "classification":
+        return (f"{present.nunique()} whole numbers taken as classes: for a quantity, "
+                "use --task regression")
+    if numeric and not is_target and present.nunique() <= FEW_CODES \
+            and bool(np.all(np.mod(present.astype(float), 1) == 0)):
+        shown = ", ".join(_fmt(v) for v in sorted(present.unique())[:FEW_CODES])
+        return (f"{present.nunique()} distinct whole numbers ({shown}): if they are codes, "
+                "not amounts, make it categorical")
+    if _is_text(values) and MAX_CATEGORIES < present.nunique() < len(values):
+        return (f"{present.nunique()} distinct texts: free text or an identifier? kept as "
+                "a category, any value")
+    if missing > MOSTLY_MISSING:
+        return f"{missing:.0%} missing: the model imputes them; is it worth keeping?"
+    return None
 
 
 def dataset_name(source: str) -> str:
@@ -138,13 +175,15 @@ def _target(values: pd.Series, name: str, task: Task, stats: dict[str, tuple[flo
         if len(labels) > MAX_CATEGORIES:
             return None, (f"--target {name!r}: {len(labels)} distinct labels; for a number "
                           "to predict use --task regression")
-        column = Column(name=name, kind="categorical", categories=tuple(labels))
+        column = Column(name=name, kind="categorical", categories=tuple(labels),
+                        outside="keep")
         return Guess(column, f"target: {len(labels)} classes -> classification"), None
     if _is_text(values) and not _parses_as_numbers(values):
         return None, f"--target {name!r}: text, but --task regression needs numbers"
     low, high = stats.get(name) or _bounds(values)
-    column = Column(name=name, kind="numeric", min=low, max=high)
-    return Guess(column, f"target: numbers from {_fmt(low)} to {_fmt(high)} -> regression"), None
+    column = Column(name=name, kind="numeric", min=low, max=high, outside="keep")
+    return Guess(column, f"target: numbers from {_fmt(low)} to {_fmt(high)} -> regression, "
+                         "range as seen"), None
 
 
 def _feature(values: pd.Series, name: str, stats: dict[str, tuple[float, float]]
@@ -154,7 +193,8 @@ def _feature(values: pd.Series, name: str, stats: dict[str, tuple[float, float]]
         labels = sorted(_labels(present).unique())
         kind = "true/false" if ptypes.is_bool_dtype(values) else "text"
         if len(labels) <= MAX_CATEGORIES:
-            return Guess(Column(name=name, kind="categorical", categories=tuple(labels)),
+            return Guess(Column(name=name, kind="categorical", categories=tuple(labels),
+                                outside="keep"),
                          f"{kind} with {len(labels)} distinct values -> categorical")
         if len(labels) == len(values):
             return None
@@ -164,7 +204,7 @@ def _feature(values: pd.Series, name: str, stats: dict[str, tuple[float, float]]
     low, high = stats.get(name) or _bounds(present)
     what = "text that parses as numbers" if _is_text(values) else "numbers"
     gaps = f", {int(values.isna().sum())} missing" if values.isna().any() else ""
-    return Guess(Column(name=name, kind="numeric", min=low, max=high),
+    return Guess(Column(name=name, kind="numeric", min=low, max=high, outside="keep"),
                  f"{what} from {_fmt(low)} to {_fmt(high)}{gaps} -> numeric, range as seen")
 
 

@@ -38,6 +38,9 @@ class ColumnEntry(_Strict):
     min_exclusive: bool = False
     categories: tuple[str, ...] | None = None
     description: str = ""
+    outside: Literal["keep", "blank", "drop"] | None = None
+    """keep: count and warn, the range is for monitoring; blank: a feature's value is
+    imputed; drop: the row goes. Unset: blank for a feature, drop for the target."""
 
     @field_validator("categories", mode="before")
     @classmethod
@@ -71,7 +74,7 @@ class ColumnEntry(_Strict):
     def column(self) -> Column:
         return Column(name=self.name, kind=self.kind, min=self.min, max=self.max,
                       min_exclusive=self.min_exclusive, categories=self.categories,
-                      description=self.description)
+                      description=self.description, outside=self.outside)
 
 
 class SchemaEntry(_Strict):
@@ -94,6 +97,9 @@ class SchemaEntry(_Strict):
             raise ValueError("a classification target is categorical (its labels as text)")
         if self.task == "regression" and self.target.kind != "numeric":
             raise ValueError("a regression target is numeric")
+        if self.target.outside == "blank":
+            raise ValueError("target: outside: blank would leave rows without a label; "
+                             "choose keep or drop")
         return self
 
 
@@ -170,6 +176,8 @@ def _column_lines(column: Column, *, indent: str) -> list[str]:
         lines.append(f"categories: {_scalar(list(column.categories))}")
     if column.description:
         lines.append(f"description: {_scalar(column.description)}")
+    if column.outside is not None:
+        lines.append(f"outside: {column.outside}")
     return [indent + line for line in lines]
 
 

@@ -1,30 +1,33 @@
-"""Drift between git and the registry: is Production the run the card on main names?
+"""Does the registry match the card: is Production the run the card on main names?
 
 GitOps means the card in git is the desired state. Production moved by hand (an alias
 set in the UI, a break-glass `mlops rollback`) or a promotion that never ran leaves the
-registry out of step; the scheduled drift workflow turns that into a red check.
+registry out of step; the scheduled `registry-check` workflow turns that into a red
+check. (Drift of the data itself is `pipeline.monitoring`'s, `mlops monitor`.)
 """
 
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-
-from mlflow.tracking import MlflowClient
+from typing import TYPE_CHECKING
 
 from pipeline.gitops import registry
 from pipeline.gitops.card import ModelCard
 
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
 
 @dataclass(frozen=True)
-class DriftReport:
+class RegistryCheck:
     in_sync: bool
     findings: tuple[str, ...]
     production_version: str | None
     production_run_id: str | None
 
 
-def check_drift(mlflow_client: MlflowClient, card: ModelCard) -> DriftReport:
+def check_registry(mlflow_client: MlflowClient, card: ModelCard) -> RegistryCheck:
     """Compare the card's candidate run with the Production alias and the stage mirror."""
     name = card.model.name
     wanted = card.model.candidate_run_id
@@ -45,7 +48,7 @@ def check_drift(mlflow_client: MlflowClient, card: ModelCard) -> DriftReport:
             shown = ", ".join(staged) or "none"
             findings.append(f"stage {registry.STAGE} is on version(s) {shown}, "
                             f"but alias {registry.PRODUCTION} is on version {current.version}")
-    return DriftReport(in_sync=not findings, findings=tuple(findings),
+    return RegistryCheck(in_sync=not findings, findings=tuple(findings),
                        production_version=current.version if current else None,
                        production_run_id=current.run_id if current else None)
 
