@@ -412,3 +412,19 @@ def test_promote_compares_budget_states_and_slice_digests_but_not_timings() -> N
         "slice table sha256"]
     # The tag form (what the sticky comment embeds) compares by the same digest.
     assert differences(reviewed.compact(), reviewed) == ()
+
+
+def test_the_signed_verdict_names_the_slice_table_by_its_digest() -> None:
+    """The comment's hidden token stays small however many slices there are."""
+    from pipeline.gitops import signing
+    from pipeline.gitops.signing import Evidence
+
+    private, public = signing.new_key_pair()
+    tokens = {}
+    for rows in (12, 100):
+        evidence = Evidence(verdict=_sliced(rows), repository="o/r", pr_number="7",
+                            head_sha="a" * 40)
+        tokens[rows] = signing.sign(evidence, private)
+        verified = signing.verify(tokens[rows], public)
+        assert verified == replace(evidence, verdict=evidence.verdict.compact())
+    assert abs(len(tokens[100]) - len(tokens[12])) < 200
