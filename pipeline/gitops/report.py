@@ -254,7 +254,12 @@ def slice_section(verdict: Verdict) -> list[str]:
     metric = text(table.metric)
     worse = "lower" if verdict.greater_is_better else "higher"
     head = [f"**Slices**: {metric} on each slice of the sealed test rows."]
-    if table.family:
+    compared = verdict.mode == "improve" and verdict.production_run_id not in (
+        None, verdict.candidate_run_id)
+    if table.family and not compared:
+        head.append("Slices are judged only when the candidate is compared with another "
+                    "Production (mode improve): shown here, not judged.")
+    elif table.family:
         head.append(
             f"A slice with at least {table.min_rows:,} rows fails when the candidate's {metric} "
             f"could be {worse} than Production's by more than {fmt(table.max_regression)} "

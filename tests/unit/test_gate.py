@@ -428,3 +428,15 @@ def test_the_signed_verdict_names_the_slice_table_by_its_digest() -> None:
         verified = signing.verify(tokens[rows], public)
         assert verified == replace(evidence, verdict=evidence.verdict.compact())
     assert abs(len(tokens[100]) - len(tokens[12])) < 200
+
+
+def test_a_rollback_shows_its_slices_without_judging_them() -> None:
+    verdict = _sliced()
+    assert verdict.slices is not None
+    unjudged = replace(verdict.slices, rows=tuple(replace(row, holds=None)
+                                                  for row in verdict.slices.rows),
+                       failed=()).sealed()
+    text = render(replace(verdict, mode="rollback", slices=unjudged))
+    assert "shown here, not judged" in text
+    assert "fails when the candidate" not in text
+    assert text.count("| not judged |") == 12
