@@ -245,6 +245,9 @@ def decide(*, policy: PromotionPolicy, candidate: Evaluation, production: Evalua
 
 def _slices_hold(table: SliceTable, section: SliceSection) -> str:
     judged = sum(1 for row in table.rows if row.holds is not None)
+    if not judged:
+        return (f"slices: no slice of {', '.join(section.columns)} has {section.min_rows:,} "
+                "rows or more, so none is judged")
     return (f"slices: on all {judged} slices of {', '.join(section.columns)} with at least "
             f"{section.min_rows:,} rows, the candidate's {table.metric} is not worse than "
             f"Production's by more than max_regression {fmt(section.max_regression)} "

@@ -205,3 +205,10 @@ def test_the_gate_catches_a_candidate_better_overall_but_worse_on_one_slice() ->
     decision = _decide(policy, table)
     assert not decision.passed  # type: ignore[attr-defined]
     assert [r.split(" (")[0] for r in decision.reasons] == ["slice cut = b"]  # type: ignore[attr-defined]
+
+
+def test_with_no_slice_big_enough_the_reason_says_none_is_judged() -> None:
+    decision = _decide(_policy(), _table(SliceRow("cut", "Fair", 30, 950.0, 900.0)))
+    assert decision.passed  # type: ignore[attr-defined]
+    assert "slices: no slice of cut has 50 rows or more, so none is judged" in \
+        decision.reasons  # type: ignore[attr-defined]
