@@ -223,6 +223,8 @@ def run_gate(card: ModelCard, *, mlflow_client: MlflowClient, tracking_uri: str,
     if run_id is None:
         raise ConfigError("model.candidate_run_id: not set; put the run ID of your candidate "
                           "(printed by `mlops train`) in the card")
+    # The models' folders stay on disk until their serving cost is measured: each is
+    # loaded again there, in a process of its own.
     with tempfile.TemporaryDirectory(prefix="mlops-gate-") as tmp:
         workdir = Path(tmp)
         candidate = resolve_model(mlflow_client, run_id, what="candidate", workdir=workdir,
@@ -246,8 +248,7 @@ def run_gate(card: ModelCard, *, mlflow_client: MlflowClient, tracking_uri: str,
         pieces = split(data.test, policy.slices) if policy.slices is not None else None
         outputs, scores = _score(models, data)
         intervals = _bootstrap(policy, data, outputs, scores) if production is not None else {}
-        table = (_compare_slices(policy, pieces, data, outputs) if pieces is not None
-                 and policy.slices is not None else None)
+        table = _compare_slices(policy, pieces, data, outputs) if pieces is not None else None
         with progress.stage("compiling the candidate's twin and checking it on the same rows"):
             twin = compile_twin(models["candidate"], spec, data.x_test, data.y_test,
                                 tolerance=card.model.twin_tolerance, example=example,
