@@ -123,9 +123,9 @@ WORKFLOWS := .github/workflows/pr.yml .github/workflows/promote.yml .github/work
 export ROLLBACK_TO
 
 .PHONY: gate
-gate: $(STAMP) ## gate the card's candidate vs Production, read-only (report, verdict, plot in GATE_DIR)
+gate: $(STAMP) ## gate the card's candidate vs Production, read-only (report, verdict, plot, slices in GATE_DIR)
 	@$(MLOPS) gate --card $(CARD) --report $(GATE_DIR)/report.md --json $(GATE_DIR)/verdict.json \
-		--plot $(GATE_DIR)/plot.png
+		--plot $(GATE_DIR)/plot.png --slices $(GATE_DIR)/slices.json
 
 .PHONY: gate-comment
 gate-comment: $(STAMP) ## post or update the one sticky PR comment with the gate report

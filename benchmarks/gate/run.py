@@ -5,7 +5,8 @@ boosting as candidate) are fitted in-process on the card's dataset, then the sam
 steps `mlops gate` runs after loading them are timed: scoring the sealed test rows and
 the paired bootstrap of every metric with the card's resamples. Median of REPEATS.
 Registry round trips (model download, tags, artifacts) are not included: they depend
-on the server and the network, not on the gate.
+on the server and the network, not on the gate. The slice comparison is timed on `cut`
+and `color` (12 slices, Bonferroni-corrected intervals) with the card's resamples.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.gitops.card import load_card, prepare_data
+from pipeline.gitops.card import SliceSection, load_card, prepare_data
+from pipeline.gitops.slices import compare as compare_slices
+from pipeline.gitops.slices import split
 from pipeline.gitops.stats import paired_bootstrap
 from pipeline.stages.datasets import load_spec
 from pipeline.stages.evaluate import evaluate
@@ -27,6 +30,7 @@ from pipeline.stages.train import fit, make_estimator
 REPO = Path(__file__).resolve().parents[2]
 
 REPEATS = 5
+SLICE_COLUMNS = ("cut", "color")
 
 
 def timed(fn: Callable[[], object]) -> float:
@@ -67,6 +71,14 @@ def main() -> None:
         total_bootstrap += seconds
         rows.append((f"paired bootstrap of {metric}", seconds))
     rows.append(("paired bootstrap, all metrics", total_bootstrap))
+    section = SliceSection(columns=list(SLICE_COLUMNS), min_rows=100, max_regression=50.0)
+    pieces = split(data.test, section)
+    slice_s = timed(lambda: compare_slices(
+        pieces, section=section, metric=policy.metric, truth=truth, candidate=p_cand,
+        production=p_prod, confidence=policy.confidence,
+        resamples=policy.bootstrap_resamples, seed=policy.seed))
+    rows.append((f"slices: {len(pieces)} of {', '.join(SLICE_COLUMNS)}, corrected bootstrap",
+                 slice_s))
     print(f"gate compute on {spec.name}: {len(data.test):,} test rows, "
           f"{policy.bootstrap_resamples:,} resamples, median of {REPEATS}")
     for label, seconds in rows:
@@ -75,6 +87,8 @@ def main() -> None:
     print(f"  {'bootstrap cost per resample and metric':<55} {per_resample * 1e6:9.1f} us")
     evaluation_s = rows[1][1]
     print(f"  ratio bootstrap / evaluation: {total_bootstrap / evaluation_s:.2f}")
+    print(f"  ratio slices / bootstrap of {policy.metric}: "
+          f"{slice_s / dict(rows)[f'paired bootstrap of {policy.metric}']:.2f}")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@ Two scenarios, each with known truth (benchmarks/gate_simulation/simulation.py):
 `synthetic` (correlated heavy-tailed errors) and `diamonds` (real per-row errors of
 gradient-boosting models trained in-process on the demo data, on its validation and
 its test rows, rescaled to equal RMSE on the test rows, then shifted by the effect).
-For each, with the demo's validation and test sizes:
+A third, `slices` (benchmarks/gate_simulation/slices.py), asks whether the gate's slice
+rule catches a candidate better overall but worse on one slice, and how often it fails
+one that is worse on none. For the first two, with the demo's validation and test sizes:
 
 - false promotion at a true difference of zero, for one candidate, for the best of k
   selected on validation rows, and for the best of k selected on the test rows;
@@ -22,9 +24,11 @@ come with 95% Wilson intervals over the simulated pull requests.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -38,12 +42,44 @@ from benchmarks.gate_simulation.simulation import (
     run,
     smallest_effect,
 )
-from pipeline.gitops.card import load_card, prepare_data
+from benchmarks.gate_simulation.slices import (
+    SlicedPool,
+    SliceSetting,
+    candidate_errors,
+    worst_ratio,
+)
+from benchmarks.gate_simulation.slices import run as run_slices
+from pipeline.gitops.card import PromotionPolicy, SliceSection, load_card, prepare_data
+from pipeline.gitops.slices import corrected_confidence, slice_resamples
 from pipeline.gitops.stats import METHODS, Method
+from pipeline.stages.data import PreparedData
 
 REPO = Path(__file__).resolve().parents[2]
 STATED_EFFECT = 25.0
 """Dollars of RMSE: the effect docs/gate.md states the gate's power at."""
+
+
+VARIANTS: list[dict[str, object]] = [
+    {}, {"learning_rate": 0.06, "max_leaf_nodes": 41, "random_state": 1},
+    {"learning_rate": 0.15, "max_leaf_nodes": 21, "random_state": 2},
+    {"learning_rate": 0.1, "l2_regularization": 1.0, "random_state": 3},
+    {"learning_rate": 0.08, "max_depth": 8, "random_state": 4}]
+"""The default histogram gradient boosting (Production) and four trained variants."""
+
+
+@functools.cache
+def _fitted() -> tuple[PreparedData, tuple[Any, ...]]:
+    """The demo's data and the five models, fitted once for every scenario that uses them."""
+    from pipeline.stages.train import fit, make_estimator
+
+    data = prepare_data(load_card(REPO / "model_card.yaml"))
+    return data, tuple(fit(data, make_estimator(data.spec.task, "hist_gradient_boosting", p))
+                       for p in VARIANTS)
+
+
+def _errors(model: Any, x: Any, y: Any) -> np.ndarray:
+    errors: np.ndarray = np.asarray(model.predict(x), dtype=float) - np.asarray(y, dtype=float)
+    return errors
 
 
 def diamonds_scenario(models: int) -> tuple[Resampled, int, int]:
@@ -55,21 +91,21 @@ def diamonds_scenario(models: int) -> tuple[Resampled, int, int]:
     average of their predictions, a real ensemble model, weights 1/4, 1/2 or 3/4), so
     20 candidates are 20 real models from five fits.
     """
-    from pipeline.stages.train import fit, make_estimator
-
-    data = prepare_data(load_card(REPO / "model_card.yaml"))
-    spec = data.spec
-    variants = [{}, {"learning_rate": 0.06, "max_leaf_nodes": 41, "random_state": 1},
-                {"learning_rate": 0.15, "max_leaf_nodes": 21, "random_state": 2},
-                {"learning_rate": 0.1, "l2_regularization": 1.0, "random_state": 3},
-                {"learning_rate": 0.08, "max_depth": 8, "random_state": 4}]
-    fitted = [fit(data, make_estimator(spec.task, "hist_gradient_boosting", p))
-              for p in variants]
-    pools = [_candidates([np.asarray(m.predict(x), dtype=float) - np.asarray(y, dtype=float)
-                          for m in fitted], models)
+    data, fitted = _fitted()
+    pools = [_candidates([_errors(m, x, y) for m in fitted], models)
              for x, y in ((data.x_validation, data.y_validation), (data.x_test, data.y_test))]
     return (Resampled(validation=pools[0], test=pools[1]), len(data.validation),
             len(data.test))
+
+
+def sliced_pool(columns: list[str]) -> tuple[SlicedPool, int]:
+    """Production's and the first variant's errors on the sealed test rows, with the rows'
+    slice columns; and the demo's test size."""
+    data, fitted = _fitted()
+    pool = SlicedPool(production=_errors(fitted[0], data.x_test, data.y_test),
+                      candidate=_errors(fitted[1], data.x_test, data.y_test),
+                      frame=data.test[columns].reset_index(drop=True))
+    return pool, len(data.test)
 
 
 def _candidates(errors: list[np.ndarray], models: int) -> np.ndarray:
@@ -145,7 +181,19 @@ def main(argv: list[str] | None = None) -> list[str]:
     parser.add_argument("--grid", default="10,20,25,30", help="effects for the power curve")
     parser.add_argument("--rows", type=int, default=0,
                         help="test and validation rows (0: the demo's sizes)")
-    parser.add_argument("--scenarios", default="synthetic,diamonds")
+    parser.add_argument("--scenarios", default="synthetic,diamonds,slices")
+    parser.add_argument("--slice-pairs", type=int, default=400,
+                        help="pull requests per world of the slices scenario")
+    parser.add_argument("--slice-columns", default="cut,color")
+    parser.add_argument("--slice-target", default="cut=Good",
+                        help="COLUMN=VALUE: the slice the candidate is worse on")
+    parser.add_argument("--slice-regression", type=float, default=0.10,
+                        help="how much worse on the target slice (share of Production's RMSE)")
+    parser.add_argument("--slice-better", type=float, default=0.05,
+                        help="how much better elsewhere (share of Production's RMSE)")
+    parser.add_argument("--slice-min-rows", type=int, default=800)
+    parser.add_argument("--slice-margin", type=float, default=80.0,
+                        help="max_regression, dollars of RMSE")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--method", choices=METHODS, default="percentile",
@@ -166,13 +214,17 @@ def main(argv: list[str] | None = None) -> list[str]:
     results: list[str] = []
     for name in names:
         scenario: Scenario
+        if name == "slices":
+            results += slices_report(args, policy)
+            continue
         if name == "diamonds":
             scenario, validation_rows, test_rows = diamonds_scenario(args.k + 1)
         elif name == "synthetic":
             validation_rows, test_rows = (args.rows, args.rows) if args.rows else _demo_sizes()
             scenario = Synthetic()
         else:
-            parser.error(f"--scenarios: unknown scenario {name!r} (synthetic, diamonds)")
+            parser.error(f"--scenarios: unknown scenario {name!r} "
+                         "(synthetic, diamonds, slices)")
         if args.rows:
             validation_rows = test_rows = args.rows
         settings = settings_for(scenario, pairs=args.pairs, k=args.k, effect=args.effect,
@@ -183,6 +235,53 @@ def main(argv: list[str] | None = None) -> list[str]:
     for line in results:
         print(line)
     return results
+
+
+def slices_report(args: argparse.Namespace, policy: PromotionPolicy) -> list[str]:
+    """The slices scenario: the catch rate and the false-failure rate, with their truth."""
+    columns = args.slice_columns.split(",")
+    column, _, value = args.slice_target.partition("=")
+    pool, rows = sliced_pool(columns)
+    if args.rows:
+        rows = args.rows
+    section = SliceSection(columns=columns, min_rows=args.slice_min_rows,
+                           max_regression=args.slice_margin)
+    sliced = policy.model_copy(update={"slices": section})
+    worlds = [(args.slice_regression, "caught"), (0.0, "false failure")]
+    settings = [SliceSetting(pool=pool, column=column, value=value, regression=regression,
+                             better=args.slice_better, pairs=args.slice_pairs, rows=rows,
+                             seed=args.seed * 1000 + 100 + i)
+                for i, (regression, _) in enumerate(worlds)]
+    outcomes = run_slices(settings, sliced, workers=args.workers)
+    target = settings[0].target
+    production = float(pool.rmse_by(column, pool.production)[value])
+    print(f"\n## slices: the demo's sealed rows ({rows:,} drawn per pull request), slices on "
+          f"{', '.join(columns)}, min_rows {section.min_rows:,}, max_regression "
+          f"{section.max_regression:g} dollars, Bonferroni; {args.slice_pairs} pull requests "
+          f"per world")
+    family = sum(int((pool.frame[c].value_counts() >= section.min_rows).sum()) for c in columns)
+    level = corrected_confidence(policy.confidence, family)
+    print(f"{family} slices judged in the pool: each interval at {level:.2%}, from "
+          f"{slice_resamples(policy.bootstrap_resamples, confidence=level):,} resamples")
+    print(f"target {target}: Production's RMSE on it {production:,.0f} dollars, "
+          f"{int((pool.frame[column] == value).sum()):,} rows in the pool; the candidate is "
+          f"{args.slice_better:.0%} better on every other {column} slice")
+    print(f"| {'world':<62} | {'gate fails naming the target':<28} | "
+          f"{'gate fails on some slice':<28} |")
+    print(f"|{'-' * 64}|{'-' * 30}|{'-' * 30}|")
+    for (regression, _), outcome in zip(worlds, outcomes, strict=True):
+        errors = candidate_errors(pool, column=column, value=value, regression=regression,
+                                  better=args.slice_better, columns=columns)
+        other, ratio = worst_ratio(pool, errors, columns, skip=target)
+        world = (f"{regression:.0%} worse on {target} "
+                 f"(worst other slice: {other} x{ratio:.3f})")
+        print(f"| {world:<62} | {outcome.cell('target_failed'):<28} | "
+              f"{outcome.cell('any_failed'):<28} |")
+    caught, clean = outcomes
+    return [f"RESULT rule=gate scenario=diamonds-slices target={target.replace(' ', '')} "
+            f"regression={args.slice_regression:g} pairs={args.slice_pairs} "
+            f"catch={caught.rate('target_failed'):.4f} "
+            f"false_failure={clean.rate('any_failed'):.4f}"]
 
 
 def _demo_sizes() -> tuple[int, int]:

@@ -55,6 +55,9 @@ def gate_command(
         "--json", help="write the verdict as JSON here")] = None,
     plot_path: Annotated[Path | None, typer.Option(
         "--plot", help="write the plot (PNG) here, e.g. for the workflow's artifact")] = None,
+    slices_path: Annotated[Path | None, typer.Option(
+        "--slices", help="write the slice table here (JSON; its SHA-256 is the verdict's "
+        "slices.digest), when the card declares slices")] = None,
     record: Annotated[bool, typer.Option(
         "--record", help="also log the report, verdict and plot to the candidate run "
         "(needs write access; informational: promote recomputes the verdict)")] = False,
@@ -89,7 +92,8 @@ def gate_command(
         link = record_verdict(mlflow_client, outcome, markdown=markdown, drawn=drawn)
         if link is not None:
             say(f"report and verdict logged to the candidate run: {link}")
-    _publish(markdown, outcome.verdict, report=report, json_path=json_path)
+    _publish(markdown, outcome.verdict, report=report, json_path=json_path,
+             slices_path=slices_path)
     if not outcome.verdict.passed:
         raise NegativeVerdict(f"gate failed: {outcome.verdict.reasons[0]}")
     say("gate passed")
@@ -115,12 +119,17 @@ def _save_plot(drawn: tuple[Figure, str] | None, path: Path | None) -> str | Non
 
 
 def _publish(markdown: str, verdict: Verdict, *, report: Path | None,
-             json_path: Path | None) -> None:
-    """The report to its file, the job summary and stdout; the verdict to its JSON file."""
+             json_path: Path | None, slices_path: Path | None = None) -> None:
+    """The report to its file, the job summary and stdout; the verdict to its JSON file,
+    the slice table to its own (the artifact whose digest the verdict carries)."""
     if report is not None:
         _write(report, markdown)
     if json_path is not None:
         _write(json_path, json.dumps(verdict.to_json(), indent=2) + "\n")
+    if slices_path is not None and verdict.slices is not None:
+        from pipeline.gitops.slices import table_json
+
+        _write(slices_path, table_json(verdict.slices))
     summary = os.environ.get("GITHUB_STEP_SUMMARY")
     if summary:
         with open(summary, "a", encoding="utf-8") as handle:
@@ -189,6 +198,8 @@ def promote_command(
                      tracking_uri=settings.mlflow_tracking_uri)
     for difference in result.differences:
         say(f"promote: the PR's verdict and main's differ: {difference}")
+    for movement in result.movements:
+        say(f"promote: serving cost re-measured (within noise, not compared): {movement}")
     typer.echo(result.message)
 
 
@@ -224,6 +235,10 @@ def gate_pr_command(
         _write(out / "report.md", done.markdown)
         if done.verdict is not None:
             _write(out / "verdict.json", json.dumps(done.verdict.to_json(), indent=2) + "\n")
+        if done.verdict is not None and done.verdict.slices is not None:
+            from pipeline.gitops.slices import SLICES_FILE, table_json
+
+            _write(out / SLICES_FILE, table_json(done.verdict.slices))
     summary = env.get("GITHUB_STEP_SUMMARY")
     if summary:
         with open(summary, "a", encoding="utf-8") as handle:

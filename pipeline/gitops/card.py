@@ -8,7 +8,9 @@ for Model Reporting" (2019).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+import math
 import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -46,6 +48,86 @@ class ModelSection(_Strict):
     by default 1e-6 * max(1, |y|)."""
 
 
+MAX_SLICES = 100
+"""More slices than this would make the report unreadable and each corrected interval so
+wide that none passes: the gate refuses (exit 2) and asks for bins or fewer columns."""
+
+
+class SliceSection(_Strict):
+    """Which slices of the sealed test rows the gate compares, and how much worse one may be.
+
+    Each column's values make slices (a numeric column's bins, declared in `bins`, make
+    them instead). A slice with at least `min_rows` rows fails the gate when the candidate
+    could be worse than Production on it, on the primary metric, by more than
+    `max_regression` (the metric's units): the pessimistic end of the slice's paired
+    bootstrap interval, Bonferroni-corrected for the number of slices judged, must not
+    fall below `-max_regression` (docs/gate.md, "Slices").
+    """
+
+    columns: list[str] = Field(min_length=1)
+    bins: dict[str, list[float]] = Field(default_factory=dict)
+    """A numeric column's bin edges, increasing: `[0.5, 1, 2]` makes `< 0.5`,
+    `0.5 to < 1`, `1 to < 2` and `>= 2`."""
+    min_rows: int = Field(default=100, ge=10)
+    """A smaller slice is shown in the report but never fails the gate: too few rows."""
+    max_regression: float = Field(ge=0.0, allow_inf_nan=False)
+
+    @field_validator("columns")
+    @classmethod
+    def _distinct_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not name.strip():
+                raise ValueError("a column name must not be blank")
+        repeated = sorted({name for name in value if value.count(name) > 1})
+        if repeated:
+            raise ValueError(f"{repeated[0]!r} is named twice")
+        return value
+
+    @field_validator("bins")
+    @classmethod
+    def _increasing_edges(cls, value: dict[str, list[float]]) -> dict[str, list[float]]:
+        for name, edges in value.items():
+            if not edges:
+                raise ValueError(f"{name}: give at least one edge")
+            if not all(math.isfinite(edge) for edge in edges):
+                raise ValueError(f"{name}: edges must be finite numbers")
+            if any(b <= a for a, b in itertools.pairwise(edges)):
+                raise ValueError(f"{name}: edges must be strictly increasing")
+        return value
+
+    @model_validator(mode="after")
+    def _bins_of_named_columns(self) -> SliceSection:
+        stray = sorted(set(self.bins) - set(self.columns))
+        if stray:
+            raise PydanticCustomError(
+                "stray_bins", "bins.{name}: not one of the slice columns",
+                {"name": stray[0]})
+        return self
+
+
+class BudgetSection(_Strict):
+    """What serving the candidate may cost, measured on the runtime it would be served with
+    (its compiled twin when it has one, else sklearn), in a process of its own.
+
+    Every limit is optional; without any, the figures are still measured and shown next
+    to Production's. Timings are of one row, repeated; each figure is the median over
+    `repeats` processes per model (docs/gate.md, "Serving budgets").
+    """
+
+    p50_ms: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    p99_ms: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    model_mb: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    load_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    memory_mb: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    repeats: int = Field(default=3, ge=1, le=15)
+
+    def limits(self) -> dict[str, float]:
+        """The declared budgets, by figure name, in a fixed order."""
+        values = {"p50_ms": self.p50_ms, "p99_ms": self.p99_ms, "model_mb": self.model_mb,
+                  "load_s": self.load_s, "memory_mb": self.memory_mb}
+        return {name: value for name, value in values.items() if value is not None}
+
+
 class PromotionPolicy(_Strict):
     mode: Literal["improve", "rollback"] = "improve"
     metric: str = Field(min_length=1)
@@ -55,6 +137,8 @@ class PromotionPolicy(_Strict):
     floors: dict[str, float] = Field(default_factory=dict)
     bootstrap_resamples: int = Field(default=2000, ge=1000, le=100_000)
     seed: int = 0
+    slices: SliceSection | None = None
+    budgets: BudgetSection | None = None
 
 
 class DataSection(_Strict):
@@ -354,6 +438,31 @@ def check_leftovers(card: ModelCard) -> None:
             "whole card for new data)")
 
 
+def check_slices(card: ModelCard, *, spec: DatasetSpec) -> None:
+    """Every slice column is a column of the card's dataset, binned when it is numeric.
+
+    Checked before any model is downloaded, so a typo in a slice column fails with the
+    field path (exit 2) instead of slicing nothing; the gate checks the rows themselves
+    again when it splits them (`pipeline.gitops.slices.split`).
+    """
+    section = card.promotion.slices
+    if section is None:
+        return
+    kinds = {column.name: column.kind for column in spec.columns}
+    for name in section.columns:
+        if name not in kinds:
+            raise ConfigError(
+                f"promotion.slices.columns: {name!r} is not a column of dataset {spec.name} "
+                f"(columns: {', '.join(kinds)})")
+        if kinds[name] == "numeric" and name not in section.bins:
+            raise ConfigError(
+                f"promotion.slices.bins.{name}: {name} is numeric; declare its bin edges "
+                f"(e.g. {name}: [edge, edge, ...]) to slice it")
+        if kinds[name] != "numeric" and name in section.bins:
+            raise ConfigError(f"promotion.slices.bins.{name}: {name} is categorical; its "
+                              "values are the slices, so it takes no bins")
+
+
 def policy_hash(card: ModelCard) -> str:
     """A content hash of what a gate verdict depends on: model, candidate, policy, data.
 
@@ -362,7 +471,9 @@ def policy_hash(card: ModelCard) -> str:
     """
     payload = {
         "model": card.model.model_dump(mode="json"),
-        "promotion": card.promotion.model_dump(mode="json"),
+        # Keys left unset (slices, budgets) are left out: a card that does not use them
+        # keeps the hash it had before they existed.
+        "promotion": card.promotion.model_dump(mode="json", exclude_none=True),
         "data": card.data.model_dump(mode="json"),
     }
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"))

@@ -30,9 +30,27 @@ from modelio import source as modelio_source
 from pipeline import progress
 from pipeline.errors import ConfigError, RegistryError
 from pipeline.gitops import registry
-from pipeline.gitops.card import ModelCard, check_policy, policy_hash, prepare_data
+from pipeline.gitops.budgets import Served, ServingCosts, ServingUnmeasured, one_row
+from pipeline.gitops.budgets import measure as measure_serving
+from pipeline.gitops.card import (
+    ModelCard,
+    PromotionPolicy,
+    check_policy,
+    check_slices,
+    policy_hash,
+    prepare_data,
+)
 from pipeline.gitops.gate import Decision, Evaluation, TwinCheck, decide
 from pipeline.gitops.report import plot
+from pipeline.gitops.slices import (
+    SLICES_FILE,
+    Slice,
+    SliceTable,
+    resamples_needed,
+    split,
+    table_json,
+)
+from pipeline.gitops.slices import compare as compare_slices
 from pipeline.gitops.stats import Interval, paired_bootstrap, supports
 from pipeline.gitops.verdict import MetricRow, Verdict
 from pipeline.stages.data import PreparedData, rows_hash
@@ -198,12 +216,15 @@ def run_gate(card: ModelCard, *, mlflow_client: MlflowClient, tracking_uri: str,
     """
     spec = load_spec(card.data.dataset)
     check_policy(card, task=spec.task)
+    check_slices(card, spec=spec)
     policy = card.promotion
     name = card.model.name
     run_id = card.model.candidate_run_id
     if run_id is None:
         raise ConfigError("model.candidate_run_id: not set; put the run ID of your candidate "
                           "(printed by `mlops train`) in the card")
+    # The models' folders stay on disk until their serving cost is measured: each is
+    # loaded again there, in a process of its own.
     with tempfile.TemporaryDirectory(prefix="mlops-gate-") as tmp:
         workdir = Path(tmp)
         candidate = resolve_model(mlflow_client, run_id, what="candidate", workdir=workdir,
@@ -220,45 +241,117 @@ def run_gate(card: ModelCard, *, mlflow_client: MlflowClient, tracking_uri: str,
         supplied_twin = modelio_files.TWIN_FILE in candidate.files.manifest
         if production is not None:
             models["production"] = production.estimator()
-    former = policy.mode == "rollback" and was_production(mlflow_client, name, run_id)
+        former = policy.mode == "rollback" and was_production(mlflow_client, name, run_id)
 
-    with progress.stage("data: read, validate, cleanse, split"):
-        data = prepare_data(card, root=data_root, spec=spec)
-    x, y = data.x_test, data.y_test
-    truth = np.asarray(y)
-    outputs: dict[str, Predictions] = {}
-    scores: dict[str, dict[str, float]] = {}
-    for role, model in models.items():
-        with progress.stage(f"scoring {role} on {len(x):,} sealed test rows"):
-            outputs[role] = predict(model, x)  # once: metrics, bootstrap, twin, plot
-            scores[role] = scores_of(outputs[role], y, task=spec.task)
-
-    intervals: dict[str, Interval] = {}
-    if production is not None:
-        compared = [metric for metric in scores["candidate"] if supports(metric)]
-        with progress.steps(f"bootstrap resamples ({', '.join(compared)})",
-                            policy.bootstrap_resamples * len(compared)) as advance:
-            for metric in compared:
-                intervals[metric] = paired_bootstrap(
-                    metric, truth, outputs["candidate"].prediction,
-                    outputs["production"].prediction,
-                    resamples=policy.bootstrap_resamples, confidence=policy.confidence,
-                    seed=policy.seed, advance=advance)
+        with progress.stage("data: read, validate, cleanse, split"):
+            data = prepare_data(card, root=data_root, spec=spec)
+        pieces = split(data.test, policy.slices) if policy.slices is not None else None
+        outputs, scores = _score(models, data)
+        intervals = _bootstrap(policy, data, outputs, scores) if production is not None else {}
+        table = _compare_slices(policy, pieces, data, outputs) if pieces is not None else None
+        with progress.stage("compiling the candidate's twin and checking it on the same rows"):
+            twin = compile_twin(models["candidate"], spec, data.x_test, data.y_test,
+                                tolerance=card.model.twin_tolerance, example=example,
+                                expected=outputs["candidate"])
+        serving, unmeasured = _measure_serving(policy, candidate, production, twin, data,
+                                               workdir=workdir)
 
     cand_eval = Evaluation(run_id=run_id, version=None, metrics=scores["candidate"])
     prod_eval = None if production is None or current is None else Evaluation(
         run_id=production.run_id, version=current.version, metrics=scores["production"])
-    with progress.stage("compiling the candidate's twin and checking it on the same rows"):
-        twin = compile_twin(models["candidate"], spec, x, y,
-                            tolerance=card.model.twin_tolerance, example=example,
-                            expected=outputs["candidate"])
     decision = decide(policy=policy, candidate=cand_eval, production=prod_eval,
                       interval=intervals.get(policy.metric), former_production=former,
-                      twin=twin_check(twin))
+                      twin=twin_check(twin), slices=table, serving=serving)
     verdict = _verdict(card, decision, scores, intervals, candidate, production, data,
-                       tracking_uri, twin_check(twin), supplied_twin=supplied_twin)
+                       tracking_uri, twin_check(twin), supplied_twin=supplied_twin,
+                       serving=serving, unmeasured=unmeasured)
     return GateOutcome(verdict=verdict, candidate=candidate, production=production, data=data,
                        outputs=outputs, twin=twin)
+
+
+def _score(models: dict[str, Any], data: PreparedData
+           ) -> tuple[dict[str, Predictions], dict[str, dict[str, float]]]:
+    """Each model asked once on the sealed rows: metrics, bootstrap, slices, twin, plot."""
+    x, y = data.x_test, data.y_test
+    outputs: dict[str, Predictions] = {}
+    scores: dict[str, dict[str, float]] = {}
+    for role, model in models.items():
+        with progress.stage(f"scoring {role} on {len(x):,} sealed test rows"):
+            outputs[role] = predict(model, x)
+            scores[role] = scores_of(outputs[role], y, task=data.spec.task)
+    return outputs, scores
+
+
+def _bootstrap(policy: PromotionPolicy, data: PreparedData, outputs: dict[str, Predictions],
+               scores: dict[str, dict[str, float]]) -> dict[str, Interval]:
+    """The paired interval of every metric the gate can resample, on all sealed rows."""
+    truth = np.asarray(data.y_test)
+    compared = [metric for metric in scores["candidate"] if supports(metric)]
+    intervals: dict[str, Interval] = {}
+    with progress.steps(f"bootstrap resamples ({', '.join(compared)})",
+                        policy.bootstrap_resamples * len(compared)) as advance:
+        for metric in compared:
+            intervals[metric] = paired_bootstrap(
+                metric, truth, outputs["candidate"].prediction,
+                outputs["production"].prediction,
+                resamples=policy.bootstrap_resamples, confidence=policy.confidence,
+                seed=policy.seed, advance=advance)
+    return intervals
+
+
+def _compare_slices(policy: PromotionPolicy, pieces: list[Slice], data: PreparedData,
+                    outputs: dict[str, Predictions]) -> SliceTable:
+    """The primary metric on every slice; the corrected paired interval where judged."""
+    assert policy.slices is not None
+    theirs = outputs.get("production")
+    total = resamples_needed(pieces, section=policy.slices, confidence=policy.confidence,
+                             resamples=policy.bootstrap_resamples,
+                             compared=theirs is not None)
+    with progress.steps(f"slices: {len(pieces)} of {', '.join(policy.slices.columns)}",
+                        total or None) as advance:
+        return compare_slices(
+            pieces, section=policy.slices, metric=policy.metric,
+            truth=np.asarray(data.y_test), candidate=outputs["candidate"].prediction,
+            production=theirs.prediction if theirs is not None else None,
+            confidence=policy.confidence, resamples=policy.bootstrap_resamples,
+            seed=policy.seed, advance=advance)
+
+
+def _measure_serving(policy: PromotionPolicy, candidate: ResolvedModel,
+                     production: ResolvedModel | None, twin: Twin | TwinRefused, data:
+                     PreparedData, *, workdir: Path) -> tuple[ServingCosts | None, str | None]:
+    """Both models' serving figures, each on the runtime it would be served with.
+
+    The candidate serves its twin when the gate compiled one that agrees (promotion
+    compiles it again), Production the twin its promotion recorded, else each serves
+    through sklearn. Declared budgets need the figures: a failure to measure is raised
+    (exit 2); without budgets it is a note, and the verdict carries no figures.
+    """
+    twin_file = None
+    if isinstance(twin, Twin):
+        twin_file = workdir / "candidate-twin.onnx"
+        twin_file.write_bytes(twin.onnx_bytes)
+    served = [_served(candidate, twin_file)]
+    if production is not None:
+        served.append(_served(production, production.files.twin_file))
+    repeats = policy.budgets.repeats if policy.budgets is not None else 1
+    try:
+        with progress.stage(f"serving cost: {repeats * len(served)} measuring run(s), one "
+                            "child process each"):
+            costs = measure_serving(served, row=one_row(data.x_test), repeats=repeats)
+    except ServingUnmeasured as err:
+        if policy.budgets is not None:
+            raise
+        return None, f"{err}; no budget is declared, so the gate goes on without the figures"
+    return ServingCosts(candidate=costs[0],
+                        production=costs[1] if len(costs) > 1 else None), None
+
+
+def _served(model: ResolvedModel, twin_file: Path | None) -> Served:
+    identity = model.opened.identity
+    return Served(what=model.what, name=identity.name, folder=model.opened.folder,
+                  manifest=model.opened.source.manifest, twin=twin_file,
+                  version=identity.version, run_id=identity.run_id)
 
 
 def twin_check(twin: Twin | TwinRefused) -> TwinCheck:
@@ -272,7 +365,8 @@ def _verdict(card: ModelCard, decision: Decision, scores: dict[str, dict[str, fl
              intervals: dict[str, Interval], candidate: ResolvedModel,
              production: ResolvedModel | None, data: PreparedData,
              tracking_uri: str, twin: TwinCheck | None = None, *,
-             supplied_twin: bool = False) -> Verdict:
+             supplied_twin: bool = False, serving: ServingCosts | None = None,
+             unmeasured: str | None = None) -> Verdict:
     policy = card.promotion
     rows: dict[str, MetricRow] = {}
     for metric, value in scores["candidate"].items():
@@ -297,6 +391,8 @@ def _verdict(card: ModelCard, decision: Decision, scores: dict[str, dict[str, fl
     if supplied_twin:
         notes.append(f"the candidate run's model folder carries a {modelio_files.TWIN_FILE}: it is "
                      "ignored; the twin is compiled from the verified model at promotion")
+    if unmeasured is not None:
+        notes.append(unmeasured)
     if candidate.data_hash not in (None, data.data_hash):
         notes.append(f"the candidate was trained on data with hash {candidate.data_hash}; "
                      f"the data evaluated now has hash {data.data_hash}")
@@ -316,6 +412,7 @@ def _verdict(card: ModelCard, decision: Decision, scores: dict[str, dict[str, fl
         tracking_uri=tracking_uri,
         gated_at=now(), notes=tuple(notes), manifest=candidate.evaluated_manifest,
         twin=twin.describe() if twin is not None else None,
+        slices=decision.slices, serving=serving, budgets=decision.budgets,
     )
 
 
@@ -343,6 +440,8 @@ def record_verdict(mlflow_client: MlflowClient, outcome: GateOutcome, *, markdow
     folder = registry.GATE_ARTIFACT_DIR
     mlflow_client.log_text(run_id, markdown, f"{folder}/report.md")
     mlflow_client.log_dict(run_id, verdict.to_json(), f"{folder}/verdict.json")
+    if verdict.slices is not None:
+        mlflow_client.log_text(run_id, table_json(verdict.slices), f"{folder}/{SLICES_FILE}")
     if drawn is not None:
         mlflow_client.log_figure(run_id, drawn[0], f"{folder}/{drawn[1]}")
     mlflow_client.set_tag(run_id, registry.VERDICT_TAG, verdict.to_tag())

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from mlflow.tracking import MlflowClient
@@ -32,6 +33,7 @@ from mlflow.tracking import MlflowClient
 from modelio import files as modelfiles
 from pipeline.errors import NegativeVerdict, RegistryError
 from pipeline.gitops import registry
+from pipeline.gitops.budgets import FIGURES
 from pipeline.gitops.card import ModelCard
 from pipeline.gitops.evaluation import run_gate
 from pipeline.gitops.github import Audit
@@ -48,6 +50,8 @@ class PromoteResult:
     message: str
     verdict: Verdict | None = None
     differences: tuple[str, ...] = ()
+    movements: tuple[str, ...] = ()
+    """Serving figures re-measured on main beside the PR's (`serving_movements`)."""
 
 
 def _now() -> str:
@@ -84,11 +88,52 @@ def differences(reviewed: Verdict, recomputed: Verdict) -> tuple[str, ...]:
         differ(f"{metric} of Production", before.production, after.production)
         differ(f"{metric} interval low", before.low, after.low)
         differ(f"{metric} interval high", before.high, after.high)
+    _slice_differences(reviewed, recomputed, differ)
+    held = {check.name: check.ok for check in reviewed.budgets}
+    for check in recomputed.budgets:  # a budget's state is compared; its figure is noise
+        differ(f"budget {check.name}", _state(held.get(check.name)), _state(check.ok))
     changed = modelfiles.first_difference(reviewed.manifest, recomputed.manifest)
     if changed is not None:
         found.append(f"model file {changed[0]}: sha256 {(changed[1] or 'none')[:12]} on the "
                      f"PR, {(changed[2] or 'none')[:12]} on main")
     return tuple(found)
+
+
+def _state(ok: bool | None) -> str:
+    return "unchecked" if ok is None else "holds" if ok else "fails"
+
+
+def _slice_differences(reviewed: Verdict, recomputed: Verdict,
+                       differ: Callable[[str, object, object], None]) -> None:
+    """The slice table is deterministic (seeded, same rows): compared by its digest."""
+    before, after = reviewed.slices, recomputed.slices
+    if before is None or after is None:
+        differ("slices", before is not None, after is not None)
+        return
+    differ("failed slices", ", ".join(before.failed) or "none",
+           ", ".join(after.failed) or "none")
+    differ("slice table sha256", before.digest[:12], after.digest[:12])
+
+
+def serving_movements(reviewed: Verdict, recomputed: Verdict) -> tuple[str, ...]:
+    """How far each serving figure moved between the PR's measurement and main's: printed
+    for the record, never compared strictly (timings on two machines are noise). Only a
+    budget that held on the PR and fails now blocks, through main's verdict."""
+    if reviewed.serving is None or recomputed.serving is None:
+        return ()
+    lines = []
+    for role in ("candidate", "production"):
+        was = getattr(reviewed.serving, role)
+        now = getattr(recomputed.serving, role)
+        if was is None or now is None:
+            continue
+        moved = [f"{name} {was.figure(name):.4g} -> {now.figure(name):.4g}"
+                 + (f" ({now.figure(name) / was.figure(name):.2f}x)"
+                    if was.figure(name) > 0 else "")
+                 for name in FIGURES]
+        lines.append(f"{'the candidate' if role == 'candidate' else 'Production'} "
+                     f"({now.runtime}), PR -> main: {'; '.join(moved)}")
+    return tuple(lines)
 
 
 def promote(mlflow_client: MlflowClient, card: ModelCard, *, audit: Audit, tracking_uri: str,
@@ -122,9 +167,11 @@ def promote(mlflow_client: MlflowClient, card: ModelCard, *, audit: Audit, track
     verdict = outcome.verdict
     changed = differences(reviewed, verdict) if reviewed is not None else ()
     if not verdict.passed:
-        suffix = f" (the PR's verdict differs: {changed[0]})" if changed else ""
+        flipped = [c for c in changed if c.startswith("budget ")]
+        suffix = (f" (the PR's verdict differs: {(flipped or changed)[0]})" if changed else "")
         raise NegativeVerdict(f"promote: the gate re-computed on main fails: "
                               f"{verdict.reasons[0]}{suffix}")
+    movements = serving_movements(reviewed, verdict) if reviewed is not None else ()
     if reviewed is not None and reviewed.manifest != verdict.manifest:
         raise RegistryError(f"run {run_id}: its model files changed after the PR's gate "
                             f"({_first_file(changed)}); promote refuses: gate it again")
@@ -149,7 +196,7 @@ def promote(mlflow_client: MlflowClient, card: ModelCard, *, audit: Audit, track
     return PromoteResult(changed=True, version=after.version, previous=baseline,
                          message=f"{name} version {after.version} (run {run_id}) is now "
                                  f"Production (was {_v(baseline)}){note}",
-                         verdict=verdict, differences=changed)
+                         verdict=verdict, differences=changed, movements=movements)
 
 
 def _first_file(changed: tuple[str, ...]) -> str:

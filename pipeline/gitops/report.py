@@ -17,9 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pipeline.gitops.budgets import FIGURES
 from pipeline.gitops.gate import fmt
 from pipeline.gitops.markdown import code, mermaid_name, text
 from pipeline.gitops.registry import run_url
+from pipeline.gitops.slices import SLICES_FILE
 from pipeline.gitops.verdict import Verdict
 from pipeline.stages.metrics import METRICS
 
@@ -93,6 +95,8 @@ def render(verdict: Verdict, *, plot_note: str | None = None,
         *chart(verdict),
         _floor_table(verdict),
         "",
+        *slice_section(verdict),
+        *serving_section(verdict),
         "| data | hash |",
         "|---|---|",
         *[f"| {text(role)} | {code(value or 'n/a')} |"
@@ -236,6 +240,88 @@ def _floor_table(verdict: Verdict) -> str:
         rows.append(f"| {text(floor.metric)} | {side} {fmt(floor.bound)} | "
                     f"{fmt(floor.value)} | {'yes' if floor.ok else '**no**'} |")
     return "\n".join(rows)
+
+
+FOLDED_SLICES = 12
+"""A longer slice table is folded (`<details>`): the failing slices are in the reasons."""
+
+
+def slice_section(verdict: Verdict) -> list[str]:
+    """The primary metric per slice, both models, the corrected interval, and whether the
+    slice holds; empty when the card declares no slices."""
+    table = verdict.slices
+    if table is None:
+        return []
+    metric = text(table.metric)
+    worse = "lower" if verdict.greater_is_better else "higher"
+    head = [f"**Slices**: {metric} on each slice of the sealed test rows."]
+    compared = verdict.mode == "improve" and verdict.production_run_id not in (
+        None, verdict.candidate_run_id)
+    if table.family and not compared:
+        head.append("Slices are judged only when the candidate is compared with another "
+                    "Production (mode improve): shown here, not judged.")
+    elif table.family:
+        head.append(
+            f"A slice with at least {table.min_rows:,} rows fails when the candidate's {metric} "
+            f"could be {worse} than Production's by more than {fmt(table.max_regression)} "
+            f"(max_regression): each interval of the difference candidate - Production is "
+            f"at {table.confidence:.2%}, Bonferroni-corrected for the {table.family} slices "
+            f"judged, so that all of them hold together at {verdict.confidence:.0%}; "
+            "smaller slices are shown, not judged.")
+    else:
+        head.append("No slice is compared with Production (there is none, or no slice "
+                    f"has {table.min_rows:,} rows).")
+    digest = f"<sub>slice table sha256 {code(table.digest)} ({code(SLICES_FILE)})</sub>"
+    if not table.rows:
+        return [" ".join(head), "", f"The rows are in the {code(SLICES_FILE)} artifact. {digest}",
+                ""]
+    level = f"{table.confidence:.2%}"
+    rows = [f"| slice | rows | candidate | Production | difference | {level} interval | holds |",
+            "|---|---:|---:|---:|---:|---|---|"]
+    for row in table.rows:
+        interval = f"[{fmt(row.low)}, {fmt(row.high)}]" if row.low is not None else "n/a"
+        rows.append(f"| {text(row.label)} | {row.rows:,} | {fmt(row.candidate)} | "
+                    f"{fmt(row.production)} | {fmt(row.difference)} | {interval} | "
+                    f"{_holds(row.holds, row.rows, table.min_rows)} |")
+    if len(table.rows) > FOLDED_SLICES:
+        failed = len(table.failed)
+        summary = (f"all {len(table.rows)} slices ({failed} failing)" if failed
+                   else f"all {len(table.rows)} slices")
+        rows = [f"<details><summary>{summary}</summary>", "", *rows, "", "</details>"]
+    return [" ".join(head), "", *rows, "", digest, ""]
+
+
+def _holds(holds: bool | None, rows: int, min_rows: int) -> str:
+    if holds is None:
+        return f"not judged (under {min_rows:,} rows)" if rows < min_rows else "not judged"
+    return "yes" if holds else "**no**"
+
+
+def serving_section(verdict: Verdict) -> list[str]:
+    """Both models' serving figures side by side, the candidate's ratio to Production's,
+    and each declared budget; empty when nothing was measured (a note says why)."""
+    serving = verdict.serving
+    if serving is None:
+        return []
+    mine, theirs = serving.candidate, serving.production
+    budgets = {check.name: check for check in verdict.budgets}
+    runs = f"median of {mine.runs} run{'s' if mine.runs != 1 else ''} per model"
+    production = f"Production ({text(theirs.runtime)})" if theirs is not None else "Production"
+    lines = [f"**Serving cost** on the runtime each model would be served with, each loaded "
+             f"in a process of its own ({runs}; one row, one thread):", "",
+             f"| figure | budget | candidate ({text(mine.runtime)}) | {production} | "
+             "candidate / Production | holds |",
+             "|---|---:|---:|---:|---:|---|"]
+    for name, (what, unit) in FIGURES.items():
+        check = budgets.get(name)
+        ratio = serving.ratio(name)
+        lines.append(
+            f"| {what} ({unit}) | {'≤ ' + fmt(check.limit) if check else '—'} | "
+            f"{fmt(mine.figure(name))} | "
+            f"{fmt(theirs.figure(name)) if theirs is not None else 'n/a'} | "
+            f"{f'{ratio:.2f}x' if ratio is not None else 'n/a'} | "
+            f"{('yes' if check.ok else '**no**') if check else '—'} |")
+    return [*lines, ""]
 
 
 def plot(*, task: str, truth: np.ndarray, predictions: dict[str, np.ndarray],

@@ -37,9 +37,11 @@ class Evidence:
     head_sha: str
 
     def payload(self) -> bytes:
-        """The exact bytes that are signed: canonical JSON."""
+        """The exact bytes that are signed: canonical JSON. The verdict in its compact form
+        (`Verdict.compact`: the slice table by its digest), so the comment's hidden token
+        stays small however many slices the table has; the rows are in the comment."""
         value = {"repository": self.repository, "pr_number": self.pr_number,
-                 "head_sha": self.head_sha, "verdict": self.verdict.to_json()}
+                 "head_sha": self.head_sha, "verdict": self.verdict.compact().to_json()}
         return json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
 
     @classmethod

@@ -4,6 +4,11 @@ The gate builds it, the report renders it, `--json` writes it, the run tag store
 and promote reads it back and compares it with the verdict it recomputes. Dicts appear
 only at the edge: `to_json`/`from_json` (and `to_tag`/`from_tag`, the same JSON,
 compact) are the one place the shape is written down, round-trip tested.
+
+The slice table can be long (a slice per value of each declared column), and MLflow
+caps a tag at 8,000 characters: the tag keeps the table's digest and the failed
+slices, not its rows, which are in the report, the `--json` file and the `slices.json`
+artifact (whose SHA-256 is that digest).
 """
 
 from __future__ import annotations
@@ -12,7 +17,9 @@ import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from pipeline.gitops.gate import FloorCheck
+from pipeline.gitops.budgets import ServingCosts, costs_from_json
+from pipeline.gitops.gate import BudgetCheck, FloorCheck
+from pipeline.gitops.slices import SliceTable, table_from_json
 
 TAG_LIMIT = 8000
 """MLflow caps a tag value at 8,000 characters."""
@@ -64,6 +71,12 @@ class Verdict:
     twin: str | None = None
     """What the twin the gate compiled from the candidate does on the evaluated rows (one
     sentence): it serves, or sklearn does and why."""
+    slices: SliceTable | None = None
+    """The primary metric per slice and how each was judged (None: no slices declared);
+    without rows in the tag form (`compact`)."""
+    serving: ServingCosts | None = None
+    """Both models' serving figures (None: not measured, a note says why)."""
+    budgets: tuple[BudgetCheck, ...] = ()
 
     @property
     def interval(self) -> MetricRow | None:
@@ -80,6 +93,7 @@ class Verdict:
         out["reasons"] = list(self.reasons)
         out["notes"] = list(self.notes)
         out["floors"] = [{**asdict(floor), "ok": floor.ok} for floor in self.floors]
+        out["budgets"] = [{**asdict(check), "ok": check.ok} for check in self.budgets]
         out["verdict"] = "pass" if self.passed else "fail"
         row = self.interval
         out["interval"] = {"metric": self.metric,
@@ -104,13 +118,28 @@ class Verdict:
             FloorCheck(metric=f["metric"], bound=f["bound"], value=f["value"],
                        greater_is_better=f["greater_is_better"]) for f in data["floors"])
         data["manifest"] = dict(data.get("manifest", {}))
+        if data.get("slices") is not None:
+            data["slices"] = table_from_json(data["slices"])
+        if data.get("serving") is not None:
+            data["serving"] = costs_from_json(data["serving"])
+        data["budgets"] = tuple(
+            BudgetCheck(name=b["name"], limit=b["limit"], value=b["value"],
+                        production=b.get("production")) for b in data.get("budgets", ()))
         return cls(**data)
 
+    def compact(self) -> Verdict:
+        """The verdict as its tag keeps it: the slice table without its rows."""
+        if self.slices is None:
+            return self
+        return replace(self, slices=self.slices.without_rows())
+
     def to_tag(self) -> str:
-        """The verdict as a run tag: the same JSON, compact; notes trimmed if needed."""
-        text = _compact(self.to_json())
+        """The verdict as a run tag: the same JSON, compact (`compact`: the slice table's
+        digest, not its rows); notes and reasons trimmed if needed."""
+        text = _compact(self.compact().to_json())
         if len(text) > TAG_LIMIT:
-            text = _compact(replace(self, notes=(), reasons=self.reasons[:1]).to_json())
+            text = _compact(replace(self.compact(), notes=(),
+                                    reasons=self.reasons[:1]).to_json())
         if len(text) > TAG_LIMIT:
             raise ValueError(f"the verdict is {len(text)} characters, over MLflow's tag limit")
         return text

@@ -52,6 +52,14 @@ def _is_placeholder(value: Any) -> bool:
                                        re.fullmatch(r"<[^<>]+>", value.strip()) is not None)
 
 
+def _has_placeholder(value: Any) -> bool:
+    if isinstance(value, dict):
+        return any(_is_placeholder(k) or _has_placeholder(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_placeholder(v) for v in value)
+    return _is_placeholder(value)
+
+
 def _laid_over(base: dict[str, Any], fragment: dict[str, Any]) -> dict[str, Any]:
     merged = copy.deepcopy(base)
     for key, value in fragment.items():
@@ -59,6 +67,8 @@ def _laid_over(base: dict[str, Any], fragment: dict[str, Any]) -> dict[str, Any]
             continue  # `{<metric>: <bound>}`: the shape of a map, not a key of it
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
             merged[key] = _laid_over(merged[key], value)
+        elif key not in merged and _has_placeholder(value):
+            continue  # an optional section shown by its shape: not a value to check
         elif _is_placeholder(value):
             merged.setdefault(key, value)
         else:

@@ -13,6 +13,7 @@ from pipeline.gitops.card import (
     DEMO_CARD,
     ModelCard,
     check_policy,
+    check_slices,
     demo_leftovers,
     load_card,
     policy_hash,
@@ -174,3 +175,66 @@ def test_mlops_card_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     (tmp_path / "card.yaml").write_text(text)
     assert run(["card", "check", "--card", str(tmp_path / "card.yaml")]) == 2
     assert "model.name, card.owner" in capsys.readouterr().err
+SLICES = {"columns": ["cut", "carat"], "bins": {"carat": [0.5, 1, 2]}, "min_rows": 200,
+          "max_regression": 50}
+
+
+@pytest.mark.parametrize(("slices", "where"), [
+    ({**SLICES, "columns": []}, "promotion.slices.columns"),
+    ({**SLICES, "columns": ["cut", "cut"]}, "promotion.slices.columns: .*'cut' is named twice"),
+    ({**SLICES, "bins": {"carat": [1, 0.5]}}, "carat: edges must be strictly increasing"),
+    ({**SLICES, "bins": {"carat": []}}, "carat: give at least one edge"),
+    ({**SLICES, "bins": {"depth": [60]}}, "bins.depth: not one of the slice columns"),
+    ({**SLICES, "max_regression": -1}, "promotion.slices.max_regression"),
+    ({**SLICES, "min_rows": 1}, "promotion.slices.min_rows"),
+    ({key: value for key, value in SLICES.items() if key != "max_regression"},
+     "promotion.slices.max_regression: Field required"),
+])
+def test_an_invalid_slices_section_names_the_field(tmp_path: Path, slices: dict[str, object],
+                                                   where: str) -> None:
+    _refused(tmp_path, "slices", slices, where)
+
+
+def _refused(tmp_path: Path, key: str, section: dict[str, object], where: str) -> None:
+    raw = _raw()
+    raw["promotion"][key] = section  # type: ignore[index]
+    path = tmp_path / "card.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match=where) as err:
+        load_card(path)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(("budgets", "where"), [
+    ({"p99_ms": 0}, "promotion.budgets.p99_ms"),
+    ({"model_mb": -1}, "promotion.budgets.model_mb"),
+    ({"latency": 5}, "promotion.budgets.latency"),
+    ({"repeats": 0}, "promotion.budgets.repeats"),
+])
+def test_an_invalid_budgets_section_names_the_field(tmp_path: Path, budgets: dict[str, object],
+                                                    where: str) -> None:
+    _refused(tmp_path, "budgets", budgets, where)
+
+
+def test_slice_columns_must_be_the_datasets_and_numeric_ones_binned() -> None:
+    from pipeline.stages.datasets import load_spec
+
+    spec = load_spec("diamonds")
+    check_slices(_card(slices=SLICES), spec=spec)
+    with pytest.raises(ConfigError, match=r"^promotion\.slices\.columns: 'shape' is not a "
+                       r"column of dataset diamonds \(columns: carat, cut"):
+        check_slices(_card(slices={**SLICES, "columns": ["shape"], "bins": {}}), spec=spec)
+    with pytest.raises(ConfigError, match=r"^promotion\.slices\.bins\.depth: depth is numeric"):
+        check_slices(_card(slices={**SLICES, "columns": ["depth"], "bins": {}}), spec=spec)
+    with pytest.raises(ConfigError, match=r"^promotion\.slices\.bins\.cut: cut is categorical"):
+        check_slices(_card(slices={**SLICES, "columns": ["cut"], "bins": {"cut": [1]}}),
+                     spec=spec)
+
+
+def test_a_card_without_slices_or_budgets_keeps_the_policy_hash_it_had() -> None:
+    """Verdicts gated before these keys existed still match the policy they were gated on."""
+    base = load_card(REPO / "model_card.yaml")
+    assert policy_hash(base) == "922972f343c8a089"  # the repository card's, before them
+    assert policy_hash(_card(slices=SLICES)) != policy_hash(base)
+    assert policy_hash(_card(budgets={"p99_ms": 20})) != policy_hash(base)
+    assert policy_hash(_card(budgets={"p99_ms": 20})) != policy_hash(_card(budgets={"p99_ms": 25}))

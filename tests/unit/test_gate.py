@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import replace
@@ -10,9 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pipeline.gitops.budgets import ServingCost, ServingCosts
 from pipeline.gitops.card import PromotionPolicy
-from pipeline.gitops.gate import Decision, Evaluation, FloorCheck, decide
+from pipeline.gitops.gate import BudgetCheck, Decision, Evaluation, FloorCheck, decide
 from pipeline.gitops.github import audit_from_env, pr_number_from_event
+from pipeline.gitops.promote import differences, serving_movements
 from pipeline.gitops.registry import public_uri
 from pipeline.gitops.report import (
     CHART_SIZE,
@@ -22,8 +25,9 @@ from pipeline.gitops.report import (
     plot,
     render,
 )
+from pipeline.gitops.slices import SliceRow, SliceTable, table_json
 from pipeline.gitops.stats import Interval
-from pipeline.gitops.verdict import MetricRow, Verdict
+from pipeline.gitops.verdict import TAG_LIMIT, MetricRow, Verdict
 
 CANDIDATE, PRODUCTION = "c" * 32, "d" * 32
 
@@ -340,3 +344,108 @@ def test_a_metric_without_an_interval_draws_no_chart() -> None:
     text = render(verdict)
     assert "```mermaid" not in text
     assert "With 95% confidence" not in text
+
+
+def _sliced(rows: int = 12) -> Verdict:
+    """A verdict with a slice table (one slice failing), serving figures and budgets."""
+    table = SliceTable(
+        metric="rmse", correction="bonferroni", confidence=1 - 0.05 / rows, family=rows,
+        min_rows=100, max_regression=50.0,
+        rows=tuple(SliceRow(column="cut", value=f"value {i:03d} " + "x" * 40, rows=400 + i,
+                            candidate=500.0 + i, production=520.0, low=-60.0, high=10.0 + i,
+                            holds=i != 3) for i in range(rows)),
+        failed=(f"cut = value 003 {'x' * 40}",)).sealed()
+    cost = ServingCost(runtime="onnx", p50_ms=0.4, p99_ms=1.9, model_mb=0.21, load_s=0.08,
+                       memory_mb=41.0, runs=3)
+    return replace(_verdict(False, ["slice cut = value 003: could be worse"]), slices=table,
+                   serving=ServingCosts(candidate=cost, production=replace(cost, p50_ms=5.8)),
+                   budgets=(BudgetCheck(name="p99_ms", limit=20.0, value=1.9,
+                                        production=2.0),))
+
+
+def test_the_slice_table_travels_in_the_json_and_only_its_digest_in_the_tag() -> None:
+    verdict = _sliced(rows=100)
+    assert Verdict.from_json(json.loads(json.dumps(verdict.to_json()))) == verdict
+    tag = verdict.to_tag()
+    assert len(tag) <= TAG_LIMIT < len(json.dumps(verdict.to_json()))
+    back = Verdict.from_tag(tag)
+    assert back == verdict.compact()
+    assert back.slices is not None
+    assert verdict.slices is not None
+    assert back.slices.rows == ()
+    assert back.slices.digest == verdict.slices.digest == hashlib.sha256(
+        table_json(verdict.slices).encode()).hexdigest()
+    assert back.slices.failed == verdict.slices.failed
+    assert back.serving == verdict.serving
+    assert back.budgets == verdict.budgets
+    assert json.loads(tag)["budgets"] == [{"name": "p99_ms", "limit": 20.0, "value": 1.9,
+                                           "production": 2.0, "ok": True}]
+
+
+def test_the_report_shows_the_slices_and_both_models_serving_costs() -> None:
+    text = render(_sliced())
+    assert ("| slice | rows | candidate | Production | difference | 99.58% interval | holds |"
+            in text)
+    assert "| cut = value 003 " + "x" * 40 + " | 403 | 503 | 520 | -17 | [-60, 13] | **no** |" \
+        in text
+    assert "Bonferroni-corrected for the 12 slices judged" in text
+    assert "| one-row latency, p50 (ms) | — | 0.4 | 5.8 | 0.07x | — |" in text
+    assert "| one-row latency, p99 (ms) | ≤ 20 | 1.9 | 1.9 | 1.00x | yes |" in text
+    assert "| figure | budget | candidate (onnx) | Production (onnx) |" in text
+    assert text.index("| floor") < text.index("**Slices**") < text.index("**Serving cost**")
+    assert "<details>" not in text  # 12 slices fit; a longer table is folded
+    assert "<details><summary>all 13 slices (1 failing)</summary>" in render(_sliced(13))
+    # The embedded verdict (the tag form) still names the table by its digest.
+    embedded = embedded_verdict(text)
+    assert embedded is not None
+    assert embedded.slices is not None
+    assert embedded.slices.digest == _sliced().slices.digest  # type: ignore[union-attr]
+
+
+def test_promote_compares_budget_states_and_slice_digests_but_not_timings() -> None:
+    reviewed = _sliced()
+    assert reviewed.serving is not None
+    assert reviewed.slices is not None
+    slower = replace(reviewed.serving.candidate, p50_ms=0.6, p99_ms=2.5)
+    noisy = replace(reviewed, serving=replace(reviewed.serving, candidate=slower))
+    assert differences(reviewed, noisy) == ()
+    moved = serving_movements(reviewed, noisy)
+    assert moved[0].startswith("the candidate (onnx), PR -> main: p50_ms 0.4 -> 0.6 (1.50x); "
+                               "p99_ms 1.9 -> 2.5 (1.32x); model_mb 0.21 -> 0.21 (1.00x)")
+    over = replace(noisy, budgets=(BudgetCheck(name="p99_ms", limit=20.0, value=25.0),))
+    assert differences(reviewed, over) == (
+        "budget p99_ms: holds on the PR, fails on main",)
+    other_table = replace(reviewed, slices=replace(
+        reviewed.slices, rows=reviewed.slices.rows[1:]).sealed())
+    assert [d.split(":")[0] for d in differences(reviewed, other_table)] == [
+        "slice table sha256"]
+    # The tag form (what the sticky comment embeds) compares by the same digest.
+    assert differences(reviewed.compact(), reviewed) == ()
+
+
+def test_the_signed_verdict_names_the_slice_table_by_its_digest() -> None:
+    """The comment's hidden token stays small however many slices there are."""
+    from pipeline.gitops import signing
+    from pipeline.gitops.signing import Evidence
+
+    private, public = signing.new_key_pair()
+    tokens = {}
+    for rows in (12, 100):
+        evidence = Evidence(verdict=_sliced(rows), repository="o/r", pr_number="7",
+                            head_sha="a" * 40)
+        tokens[rows] = signing.sign(evidence, private)
+        verified = signing.verify(tokens[rows], public)
+        assert verified == replace(evidence, verdict=evidence.verdict.compact())
+    assert abs(len(tokens[100]) - len(tokens[12])) < 200
+
+
+def test_a_rollback_shows_its_slices_without_judging_them() -> None:
+    verdict = _sliced()
+    assert verdict.slices is not None
+    unjudged = replace(verdict.slices, rows=tuple(replace(row, holds=None)
+                                                  for row in verdict.slices.rows),
+                       failed=()).sealed()
+    text = render(replace(verdict, mode="rollback", slices=unjudged))
+    assert "shown here, not judged" in text
+    assert "fails when the candidate" not in text
+    assert text.count("| not judged |") == 12

@@ -10,10 +10,19 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from benchmarks.gate_simulation import run
 from benchmarks.gate_simulation.simulation import Resampled, smallest_effect, wilson
+from benchmarks.gate_simulation.slices import (
+    SlicedPool,
+    SliceSetting,
+    candidate_errors,
+    worst_ratio,
+)
+from benchmarks.gate_simulation.slices import run as run_slices
+from pipeline.gitops.card import PromotionPolicy, SliceSection
 
 
 def _parse(lines: list[str]) -> dict[tuple[str, str], dict[str, float]]:
@@ -89,3 +98,39 @@ def test_the_real_error_scenario_draws_validation_and_test_rows_from_disjoint_po
     assert np.isin(drawn_test[0], scenario.test[0]).all()
     assert not np.isin(drawn_validation[0], scenario.test[0]).any()
     assert np.isin(drawn_validation[1], scenario.validation[1]).all()
+
+
+def _sliced_pool(rows: int = 3000) -> SlicedPool:
+    """Two correlated models' errors on rows with two crossing slice columns."""
+    rng = np.random.default_rng(1)
+    shared = rng.standard_t(5, rows) * 300
+    frame = pd.DataFrame({"cut": rng.choice(["a", "b", "c"], rows, p=[0.5, 0.3, 0.2]),
+                          "color": rng.choice(["x", "y"], rows)})
+    return SlicedPool(production=shared + rng.normal(0, 60, rows),
+                      candidate=shared + rng.normal(0, 60, rows), frame=frame)
+
+
+def test_the_slice_world_puts_every_slice_of_every_column_at_its_ratio() -> None:
+    pool = _sliced_pool()
+    errors = candidate_errors(pool, column="cut", value="b", regression=0.10, better=0.05,
+                              columns=["cut", "color"])
+    by_cut = pool.rmse_by("cut", errors) / pool.rmse_by("cut", pool.production)
+    assert by_cut.to_dict() == pytest.approx({"a": 0.95, "b": 1.10, "c": 0.95}, rel=1e-6)
+    by_color = pool.rmse_by("color", errors) / pool.rmse_by("color", pool.production)
+    assert by_color.max() == pytest.approx(by_color.min(), rel=1e-6)  # one ratio for all
+    assert worst_ratio(pool, errors, ["cut", "color"], skip="cut = b")[1] < 1.0
+
+
+def test_the_slice_scenario_catches_a_worse_slice_and_spares_a_candidate_worse_on_none(
+        ) -> None:
+    pool = _sliced_pool()
+    policy = PromotionPolicy(metric="rmse", greater_is_better=False, bootstrap_resamples=1000,
+                             slices=SliceSection(columns=["cut", "color"], min_rows=200,
+                                                 max_regression=15.0))
+    settings = [SliceSetting(pool=pool, column="cut", value="b", regression=regression,
+                             better=0.05, pairs=30, rows=3000, seed=5)
+                for regression in (0.15, 0.0)]
+    caught, clean = run_slices(settings, policy, workers=1)
+    assert caught.rate("target_failed") >= 0.8
+    assert clean.rate("any_failed") <= 0.2
+    assert caught.cell("target_failed").strip().endswith("%]")

@@ -13,7 +13,8 @@ from dataclasses import replace
 
 import pytest
 
-from pipeline.gitops.gate import FloorCheck
+from pipeline.gitops.budgets import ServingCost, ServingCosts
+from pipeline.gitops.gate import BudgetCheck, FloorCheck
 from pipeline.gitops.markdown import WORD_JOINER, code, text
 from pipeline.gitops.report import (
     CHART_SIZE,
@@ -22,6 +23,7 @@ from pipeline.gitops.report import (
     render,
     render_no_candidate,
 )
+from pipeline.gitops.slices import SliceRow, SliceTable
 from pipeline.gitops.verdict import MetricRow, Verdict
 
 CANDIDATE, PRODUCTION = "c" * 32, "d" * 32
@@ -61,10 +63,29 @@ def _hostile(payload: str) -> Verdict:
         metrics={**base.metrics, payload: MetricRow(1.0, 2.0, -1.0, -2.0, 0.5)},
         floors=(FloorCheck(metric=payload, bound=1.0, value=2.0, greater_is_better=True),),
         data_hashes={"candidate": payload, payload: payload},
-        gated_at=payload, policy_hash=payload, candidate_run_id=payload)
+        gated_at=payload, policy_hash=payload, candidate_run_id=payload,
+        slices=_hostile_slices(payload), serving=_hostile_serving(payload),
+        budgets=(BudgetCheck(name=payload, limit=1.0, value=2.0),))
 
 
-OWN_TAGS = {"<code>", "</code>", "<sub>", "</sub>"}
+def _hostile_slices(payload: str) -> SliceTable:
+    """A slice column and values from the data: a table long enough to be folded."""
+    rows = tuple(SliceRow(column=payload, value=f"{payload} {i}", rows=500, candidate=1.0,
+                          production=2.0, low=-2.0, high=0.5, holds=i % 2 == 0)
+                 for i in range(14))
+    return SliceTable(metric=payload, correction="bonferroni", confidence=0.99, family=14,
+                      min_rows=100, max_regression=1.0, rows=rows,
+                      failed=tuple(row.label for row in rows if not row.holds)).sealed()
+
+
+def _hostile_serving(payload: str) -> ServingCosts:
+    cost = ServingCost(runtime=payload, p50_ms=1, p99_ms=2, model_mb=3, load_s=4,
+                       memory_mb=5, runs=3)
+    return ServingCosts(candidate=cost, production=cost)
+
+
+OWN_TAGS = {"<code>", "</code>", "<sub>", "</sub>", "<details>", "</details>", "<summary>",
+            "</summary>"}
 
 
 def _markup_outside_our_own(report: str, genuine_marker: str) -> list[str]:
@@ -91,7 +112,9 @@ def test_a_hostile_value_in_every_field_stays_text(payload: str) -> None:
         assert forbidden not in outside_mermaid, repr(forbidden)
     for line in report.splitlines():  # each table row keeps its own columns
         if line.startswith("| ") and not line.startswith("|---"):
-            assert line.count("|") in (3, 5, 6), line
+            assert line.count("|") in (3, 5, 6, 7, 8), line
+    assert sum(" | 500 | " in line for line in report.splitlines()) == 14  # every slice
+    assert "**Serving cost**" in report
     mermaid = re.findall(r"```mermaid\n(.*?)```", report, flags=re.DOTALL)
     assert all(block.count("%%") == 2 and block.startswith(CHART_SIZE) for block in mermaid)
 
