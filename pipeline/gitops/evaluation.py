@@ -148,6 +148,8 @@ def resolve_model(mlflow_client: MlflowClient, run_id: str, *, what: str, workdi
         opened = registry.fetch_model(mlflow_client, source, workdir / what,
                                       tracking_uri=tracking_uri, require_manifest=False)
     except RegistryError as err:
+        if isinstance(err.__cause__, modelio.ModelRefused):
+            raise RegistryError(f"{what} run {run_id}: model refused: {err.__cause__}") from err
         raise RegistryError(f"{what} run {run_id}: {err}") from err
     signature = opened.signature
     if signature is None or signature.inputs is None:
