@@ -8,6 +8,7 @@ loaded; the store then loads the skops model and re-checks the twin against it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -21,8 +22,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sklearn.pipeline import Pipeline
 
+from modelio import allowlist
 from modelio import files as modelfiles
-from modelio import sklearn_kind
 from modelio.source import Source
 from modelio.twin import Recorded, check_graph, recorded_twin
 from pipeline.stages.data import PreparedData
@@ -117,9 +118,6 @@ def test_a_twin_the_manifest_does_not_cover_is_refused_before_loading(
 
 
 # --- twin first: served on the answers training recorded, before scikit-learn loads ---
-
-HGB_REGRESSOR = ("sklearn.ensemble._hist_gradient_boosting.gradient_boosting."
-                 "HistGradientBoostingRegressor")
 
 FIRST_LOAD = """
 import json, sys
@@ -217,7 +215,8 @@ def test_a_skops_file_the_allowlist_refuses_drops_the_version_its_twin_served(
     folder = save_like_training(tmp_path, model, data, own_twin(model, data))
     first = load_folder(folder, finish=False)
     assert first.pending is not None
-    monkeypatch.setattr(sklearn_kind, "ALLOWED_TYPES", sklearn_kind.ALLOWED_TYPES - {HGB_REGRESSOR})
+    strict = dataclasses.replace(allowlist.current(), sklearn_estimators=False)
+    monkeypatch.setattr(allowlist, "current", lambda: strict)  # HGB no longer admitted
     store = _store_of(first)
     _wait_for(lambda: store.current is None)
     assert store.refusals == 1
