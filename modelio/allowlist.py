@@ -167,6 +167,7 @@ def current() -> Allowlist:
     return read()
 
 
+@cache
 def capabilities() -> dict[str, Any]:
     """What this process can load: each kind with its library's version (None: not
     installed), and the allowlist's digest. The server publishes it on `/model`; promote

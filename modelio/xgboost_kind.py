@@ -42,13 +42,13 @@ def compatible(trained: str, installed: str) -> bool:
 
 
 try:  # the class exists where XGBoost is installed; skops imports it only for such a model
-    from xgboost import XGBClassifier
+    from xgboost import XGBClassifier as _Classifier
 except ImportError:  # pragma: no cover - a server without the kind refuses first
-    XGBClassifier = None
+    _Classifier = None  # type: ignore[assignment, misc]
 
-if XGBClassifier is not None:
+if _Classifier is not None:
 
-    class XGBLabelClassifier(XGBClassifier):  # type: ignore[misc, valid-type]
+    class XGBLabelClassifier(_Classifier):  # type: ignore[misc, valid-type]
         """`XGBClassifier` for any labels (XGBoost's takes 0..n-1 only): the labels are
         encoded when fitting and given back by `predict` and `classes_`, as scikit-learn's
         classifiers do. Its state adds `labels_`, an array: loading it runs nothing more

@@ -35,6 +35,8 @@ ALLOWED: dict[str, set[str]] = {
     "pipeline.jobs": {"pipeline.errors", "pipeline.settings", "pipeline.stages",
                       "pipeline.gitops", "pipeline.files", "pipeline.progress",
                       "pipeline.serving_client"},
+    "pipeline.api": {"pipeline.errors", "pipeline.settings", "pipeline.stages",
+                     "pipeline.gitops", "pipeline.jobs"},
     "pipeline.localstack": {"pipeline.errors", "pipeline.settings"},
     "pipeline.serving_client": {"pipeline.errors", "pipeline.settings"},
     "pipeline.cli": {"pipeline.errors", "pipeline.settings", "pipeline.files",
