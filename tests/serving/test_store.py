@@ -7,11 +7,14 @@ import threading
 from collections.abc import Callable
 
 import pytest
+from prometheus_client import generate_latest
 
+from modelio import allowlist
 from modelio import source as modelio_source
 from modelio.identity import ModelIdentity
 from modelio.source import Source
 from serving.loader import LoadError
+from serving.metrics import Metrics
 from serving.scoring import LoadedModel
 from serving.store import ModelStore
 from tests.serving.helpers import loaded
@@ -184,10 +187,6 @@ def test_a_version_it_cannot_load_leaves_it_behind_the_registry_and_says_so(
         registry: Registry, store: ModelStore) -> None:
     """/ready stays 200 on the old version (load balancers act on it); /model and the
     metric `serving_behind_registry` tell that the registry moved on without it."""
-    from prometheus_client import generate_latest
-
-    from serving.metrics import Metrics
-
     metrics = Metrics(store, endpoints=["/model"])
     store.refresh()
     assert (store.behind_registry, store.status()["behind_registry"]) == (False, False)
@@ -206,8 +205,6 @@ def test_a_version_it_cannot_load_leaves_it_behind_the_registry_and_says_so(
 
 
 def test_model_status_publishes_what_the_server_can_load(store: ModelStore) -> None:
-    from modelio import allowlist
-
     loads = store.status()["loads"]
     assert loads["allowlist"] == allowlist.current().digest
     assert set(loads["kinds"]) == {"sklearn", "xgboost", "lightgbm"}

@@ -32,7 +32,8 @@ def test_a_server_that_publishes_nothing_loads_scikit_learn_only() -> None:
 def test_another_allowlist_is_a_note() -> None:
     other = {"loads": {"kinds": {"sklearn": "1"}, "allowlist": "f" * 64}}
     note = deployed.allowlist_note(other)
-    assert note is not None and "another loading allowlist" in note
+    assert note is not None
+    assert "another loading allowlist" in note
     assert deployed.allowlist_note(status()) is None
 
 
@@ -73,7 +74,8 @@ def test_waiting_ends_with_the_servers_reason_when_it_refuses(server: Server) ->
         "version": "2", "reason": "refused: types not on the loading allowlist: posix.system"}}]
     served = deployed.await_served("http://s", "2", clock=server.clock, sleep=server.sleep)
     assert not served.ok
-    assert served.reason is not None and "posix.system" in served.reason
+    assert served.reason is not None
+    assert "posix.system" in served.reason
 
 
 def test_waiting_ends_with_the_load_error_of_that_version(server: Server) -> None:
