@@ -188,6 +188,8 @@ def move_back(client: MlflowClient, name: str, refused: str, *, to: str | None,
                        f"version {refused})"})
     if previous is not None:
         client.set_registered_model_alias(name, registry.PREVIOUS, previous)
+    else:
+        client.delete_registered_model_alias(name, registry.PREVIOUS)
 
 
 def _now() -> str:

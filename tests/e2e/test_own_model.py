@@ -29,7 +29,7 @@ import modelio
 from modelio import source as modelio_source
 from pipeline.gitops.card import load_card, prepare_data
 from tests.conftest import TrackingServer
-from tests.serving.conftest import serving_process, using_env
+from tests.serving.conftest import serving_process, using_env, wait_for
 from tests.utils import MLOPS, REPO
 from tests.utils.cards import write_card
 
@@ -147,3 +147,47 @@ from nbclient import NotebookClient
 notebook = nbformat.read("experiment.ipynb", as_version=4)
 NotebookClient(notebook, timeout=600, kernel_name="python3").execute()
 """
+
+
+def test_promote_moves_the_alias_back_when_the_deployed_server_cannot_load_it(
+        tracking_server: TrackingServer, tmp_path: Path) -> None:
+    """A server whose LightGBM is broken (an import that fails, as on an image built
+    without it) is sent a LightGBM candidate: promote waits, sees the server's reason,
+    moves `production` back to the version it serves, and exits 2 with that reason."""
+    repo = tmp_path / "repo"
+    model = f"e2e-refused-{uuid.uuid4().hex[:8]}"
+    write_card(repo, model)
+    broken = tmp_path / "broken" / "lightgbm"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text("raise ImportError('lightgbm is broken on this server')\n")
+    env = {**tracking_server.env, "MLOPS_EXPERIMENT": "e2e-refused"}
+    client = MlflowClient(tracking_server.uri, registry_uri=tracking_server.uri)
+
+    def ok(*args: str) -> str:
+        done = mlops(*args, repo=repo, env=env)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    ok("train", "--estimator", "dummy", "--register", "--promote", "--json")
+    server_env = {**tracking_server.env, "PYTHONPATH": str(broken.parent)}
+    with serving_process(tmp_path / "serving", server_env, model) as server:
+        candidate = json.loads(ok("train", "--estimator", "lightgbm", "--json"))["run_id"]
+        ok("propose", candidate)
+        ok("gate", "--json", str(tmp_path / "v.json"))
+        promoted = mlops("promote", "--verdict", str(tmp_path / "v.json"), repo=repo,
+                         env={**env, "MLOPS_SERVING_URL": server.url})
+        assert promoted.returncode == 2, promoted.stderr
+        line = promoted.stderr.strip().splitlines()[-1]
+        assert line.startswith(f"error: the deployed server refused {model} version 2: ")
+        assert "lightgbm is broken on this server" in line
+        assert line.endswith("production is back on version 1")
+
+        assert client.get_model_version_by_alias(model, "production").version == "1"
+        assert "previous-production" not in client.get_registered_model(model).aliases
+        back = client.get_model_version(model, "1").tags
+        assert back["rolled_back_from"] == "2"
+        status = requests.get(server.url + "/model", timeout=5).json()
+        assert status["version"] == "1"
+        assert requests.get(server.url + "/ready", timeout=5).status_code == 200
+        wait_for(lambda: requests.get(server.url + "/model", timeout=5).json()[
+            "behind_registry"] is False, what="the server in step with the registry again")
