@@ -121,13 +121,15 @@ def test_a_booster_without_its_twin_serves_on_its_own_library(
                                model.predict(diamonds.x_validation.head(100)), rtol=1e-9)
 
 
-def test_svr_is_served_by_its_twin_or_says_why(diamonds: PreparedData,
-                                               tmp_path: Path) -> None:
+def test_svr_serves_on_scikit_learn_its_graph_being_refused(diamonds: PreparedData,
+                                                          tmp_path: Path) -> None:
+    """skl2onnx converts SVR to `ai.onnx.ml.SVMRegressor`, which the served graphs'
+    allowlist does not admit (yet): the model serves itself, as it trained."""
     model = fit(diamonds, SVR(C=1000.0))
     twin = compile_twin(model, diamonds.spec, diamonds.x_validation, diamonds.y_validation)
-    folder = save_like_training(tmp_path, model, diamonds,
-                                twin.onnx_bytes if isinstance(twin, Twin) else None)
-    loaded = load_folder(folder)
-    assert loaded.runtime == ("onnx" if isinstance(twin, Twin) else "sklearn")
+    assert not isinstance(twin, Twin)
+    assert "uses operator ai.onnx.ml.SVMRegressor" in twin.reason
+    loaded = load_folder(save_like_training(tmp_path, model, diamonds, None))
+    assert loaded.runtime == "sklearn"
     np.testing.assert_allclose(served(loaded, diamonds),
-                               model.predict(diamonds.x_validation.head(100)), rtol=1e-5)
+                               model.predict(diamonds.x_validation.head(100)), rtol=1e-9)
