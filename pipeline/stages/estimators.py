@@ -128,7 +128,7 @@ def from_factory(spelling: str, *, root: Path) -> Any:
     module_name, attribute = match["module"], match["attribute"]
     with importable_from(root):
         try:
-            module = importlib.import_module(module_name)
+            module = fresh_import(module_name, root)
         except ModuleNotFoundError as err:
             if err.name is not None and module_name.split(".")[0] != err.name.split(".")[0] \
                     and not module_name.startswith(f"{err.name}."):
@@ -165,6 +165,20 @@ def check_estimator(estimator: Any, *, what: str) -> Any:
             else f"a {type(estimator).__name__}, which has no {', '.join(missing)}"
         raise ConfigError(f"{what} {kind}: not a scikit-learn estimator")
     return estimator
+
+
+def fresh_import(module_name: str, root: Path) -> Any:
+    """The module as its file under `root` is now: a notebook that edits `my_models.py`
+    and trains again gets the edit, and a module of the same name imported from another
+    folder is not taken for it."""
+    cached = sys.modules.get(module_name)
+    if cached is not None:
+        where = getattr(cached, "__file__", None)
+        if where is not None and Path(where).resolve().is_relative_to(root.resolve()):
+            return importlib.reload(cached)
+        if (root / Path(*module_name.split("."))).with_suffix(".py").is_file():
+            del sys.modules[module_name]
+    return importlib.import_module(module_name)
 
 
 @contextmanager
