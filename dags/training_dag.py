@@ -33,9 +33,9 @@ from typing import Any
 
 from _defaults import (
     CARD,
-    REPO,
     EMR_TRAIN_JOB_ROLE_ARN,
     EMR_TRAIN_LOGIN_SECRET_ARN,
+    REPO,
     TRAINING_SCHEDULE,
     WORK_ROOT,
 )
