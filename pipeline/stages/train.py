@@ -1,7 +1,9 @@
-"""Training: pick an estimator by name, fit the feature+estimator pipeline, log the run.
+"""Training: fit the feature+estimator pipeline, evaluate it, compile its twin, log the run.
 
-Everything that can fail on bad input (estimator, parameters, data, fitting) happens
-before the MLflow run starts, and a failure while logging deletes the run: no
+The estimator comes from `pipeline.stages.estimators` (a built-in name or `MODULE:FACTORY`)
+or from the caller (an estimator object, or a model already fitted). Everything that can
+fail on bad input (estimator, parameters, types the server would refuse, data, fitting)
+happens before the MLflow run starts, and a failure while logging deletes the run: no
 half-logged run is ever left behind.
 """
 

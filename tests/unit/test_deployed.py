@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import xgboost
 
 from modelio import allowlist
 from pipeline.errors import RegistryError
@@ -90,3 +91,28 @@ def test_a_server_that_never_serves_it_times_out_without_a_refusal(server: Serve
     with pytest.raises(RegistryError, match="did not serve version 2 within 10 s"):
         deployed.await_served("http://s", "2", timeout=10, clock=server.clock,
                               sleep=server.sleep)
+
+
+def test_the_gate_warns_and_promote_refuses_a_kind_the_server_lacks(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(deployed, "server_status",
+                        lambda _url, **_kw: status(xgboost=None, lightgbm="4.7.0"))
+    candidate = xgboost.XGBRegressor(n_estimators=2).fit([[0.0], [1.0]], [0.0, 1.0])
+    warning = deployed.warning("http://s", candidate)
+    assert warning is not None
+    assert "cannot load a xgboost model" in warning
+    with pytest.raises(RegistryError, match="promote refuses version 3: the deployed server "
+                       "cannot load a xgboost model"):
+        deployed.refuse_unloadable("http://s", candidate, version="3")
+    assert deployed.warning(None, candidate) is None
+    deployed.refuse_unloadable(None, candidate)  # no server configured: nothing to ask
+
+
+def test_an_unreachable_server_is_a_warning_for_the_gate(monkeypatch: pytest.MonkeyPatch) -> None:
+    def down(url: str, **_kw: Any) -> dict[str, Any]:
+        raise RegistryError(f"the serving API at {url} did not answer /model (ConnectionError)")
+
+    monkeypatch.setattr(deployed, "server_status", down)
+    warning = deployed.warning("http://s", object())
+    assert warning is not None
+    assert warning.startswith("could not ask the deployed server what it loads")
