@@ -28,7 +28,7 @@ from mlflow.tracking import MlflowClient
 import modelio
 from modelio import source as modelio_source
 from pipeline.gitops.card import load_card, prepare_data
-from tests.conftest import TrackingServer
+from tests.conftest import TrackingServer, TrackingServers, selected_backends
 from tests.serving.conftest import serving_process, using_env, wait_for
 from tests.utils import MLOPS, REPO
 from tests.utils.cards import write_card
@@ -54,6 +54,13 @@ def log_price_with_a_shell():
     return TransformedTargetRegressor(regressor=Ridge(), func=np.log1p,
                                       inverse_func=os.system, check_inverse=False)
 '''
+
+
+@pytest.fixture(scope="module")
+def tracking_server(tracking_servers: TrackingServers) -> TrackingServer:
+    """One backend, the first selected: nothing here depends on the registry's database,
+    and the loop is long (the backends are each tested by the other e2e tests)."""
+    return tracking_servers.get(selected_backends()[0])
 
 
 def mlops(*args: str, repo: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
