@@ -206,8 +206,12 @@ def train_and_register(card: ModelCard, settings: Settings, *, estimator: Any,
         estimator_name = estimator_name or estimator
         built = make_estimator(spec.task, estimator, params, root=root)
     else:
-        built = with_params(check_estimator(estimator, what="the estimator is"), params) \
-            if not fitted else check_estimator(estimator, what="the fitted model is")
+        built = check_estimator(estimator, what="the fitted model is" if fitted
+                                else "the estimator is")
+        if not fitted:  # a copy: the notebook's own object stays as it was
+            from sklearn.base import clone
+
+            built = with_params(clone(built), params)
         estimator_name = estimator_name or type(estimator).__name__
     model_check = built if fitted else build_model(spec, built)
     check_loadable(model_check)  # before the data is read: a refused type costs nothing
