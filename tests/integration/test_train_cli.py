@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.gitops.card import load_card, prepare_data
 from pipeline.stages.evaluate import evaluate, on_validation
-from tests.conftest import TrackingServer
+from tests.conftest import TrackingServer, TrackingServers, selected_backends
 from tests.utils import run_mlops
 from tests.utils.cards import write_card
 
@@ -150,6 +150,13 @@ def two_callables():
 '''
 
 
+@pytest.fixture(scope="module")
+def one_server(tracking_servers: TrackingServers) -> TrackingServer:
+    """The first selected backend: a factory is refused before the registry is written to,
+    whichever database is behind it."""
+    return tracking_servers.get(selected_backends()[0])
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -179,9 +186,10 @@ def two_callables():
     ],
 )
 def test_a_bad_factory_fails_in_one_line_before_any_run(
-    tracking_server: TrackingServer, tmp_path: Path, args: list[str], message: str
+    one_server: TrackingServer, tmp_path: Path, args: list[str], message: str
 ) -> None:
     """`MODULE:FACTORY` from the working directory: every mistake named, exit 2, no run."""
+    tracking_server = one_server
     (tmp_path / "factories.py").write_text(FACTORIES)
     (tmp_path / "needs_pkg.py").write_text("import catboost_not_here\n")
     experiment = "it-train-bad-factory"
