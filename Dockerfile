@@ -25,6 +25,13 @@ ENV PATH=/opt/venv/bin:$PATH \
     MODEL_ALIAS=production \
     PREDICTION_LOG=/home/serving/predictions \
     MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=false
+# LightGBM's library links OpenMP's runtime, which the slim base lacks (scikit-learn and
+# xgboost-cpu bundle their own). Debian's current libgomp1, whatever the base's release.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libgomp1 \
+    && apt-get clean \
+    && rm -rf /var/lib/apt/lists/*
 RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/serving \
     --shell /usr/sbin/nologin serving
 COPY --from=build /opt/venv /opt/venv

@@ -7,7 +7,9 @@ is registered but never made Production: that only happens through the pull requ
 gate (`mlops gate`) and the merge (`mlops promote`).
 
 Hyperparameters are DAG params (estimator and its parameters), so a run can be
-triggered with `{"estimator": "random_forest", "params": {"n_estimators": 200}}`.
+triggered with `{"estimator": "random_forest", "params": {"n_estimators": 200}}`, or
+with a data scientist's own factory, spelled as for `mlops train`:
+`{"estimator": "my_models:extra_trees"}` (a module at the repository root).
 
 With `engine: emr-serverless` (the cloud) the training runs where the data is: the
 Amazon provider's operator submits `mlops train --register` to the stack's EMR
@@ -34,6 +36,7 @@ from _defaults import (
     EMR_TRAIN_JOB_ROLE_ARN,
     EMR_TRAIN_LOGIN_SECRET_ARN,
     GITHUB_REPOSITORY,
+    REPO,
     TRAINING_SCHEDULE,
     WORK_ROOT,
 )
@@ -73,7 +76,11 @@ def _work_dir() -> str:
     params={
         "card": Param(CARD, type="string", description="path of model_card.yaml"),
         "estimator": Param(DEFAULT_ESTIMATOR, type="string",
-                           description="dummy, ridge, hist_gradient_boosting, random_forest"),
+                           description="a built-in name (dummy, ridge or logistic, "
+                                       "hist_gradient_boosting, random_forest, xgboost, "
+                                       "lightgbm) or MODULE:FACTORY, a function importable "
+                                       "from the repository root that returns an unfitted "
+                                       "estimator (as `mlops train --estimator`)"),
         "params": Param({}, type="object", description="estimator hyperparameters"),
         "work_root": Param(WORK_ROOT, type="string",
                            description="folder or s3:// prefix for the data handed between "
@@ -130,7 +137,8 @@ def mlops_training() -> None:
         params = get_current_context()["params"]
         result = steps.train_step(card_path=Path(params["card"]),
                                   work_dir=prepared["work_dir"],
-                                  estimator=params["estimator"], params=params["params"])
+                                  estimator=params["estimator"], params=params["params"],
+                                  root=REPO)
         return str(result["run_id"])
 
     @task

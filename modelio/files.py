@@ -165,8 +165,11 @@ def check_mlmodel(folder: Path) -> Path:
     flavors: dict[str, Any] = mlmodel["flavors"]
     others = sorted(set(flavors) - ALLOWED_FLAVORS)
     if others:
+        hint = (": XGBoost and LightGBM load as (the last step of) a scikit-learn model "
+                "saved with skops, as `mlops train` and `pipeline.api` log them"
+                if others[0] in ("xgboost", "lightgbm") else "")
         raise ModelRefused("flavor", f"flavor {others[0]} is refused: only sklearn models "
-                           "saved with skops are loaded")
+                           f"saved with skops are loaded{hint}")
     sklearn = flavors.get("sklearn")
     if not isinstance(sklearn, dict):
         raise ModelRefused("flavor", "no sklearn flavor: only sklearn models saved with skops "

@@ -2,10 +2,13 @@
 
 skops stores an estimator as a schema of types and their state; asked which types a
 file needs, it answers without building any object. Those types are checked against
-`ALLOWED_TYPES`, a list held here, never the one in the model's own MLmodel; skops'
-default trust in every scikit-learn estimator is turned off (`skops_io`), so each
-estimator and transformer is named here. Only then does skops load the file, trusting
-exactly those types (`load_sklearn`).
+`modelio/allowlist.yaml`, a reviewed file, never the list in the model's own MLmodel.
+skops' default trust in every scikit-learn estimator and every numpy and scipy ufunc is
+turned off (`skops_io`), so each type and callable goes through the allowlist
+(`modelio.allowlist`): scikit-learn's own estimators by rule, the rest by name, the
+types of other kinds (`modelio.xgboost_kind`, `modelio.lightgbm_kind`) only where their
+library is installed in a version that reads the model (`check_kinds`). Only then does
+skops load the file, trusting exactly those types (`load_sklearn`).
 """
 
 from __future__ import annotations
@@ -18,43 +21,50 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from modelio import allowlist
 from modelio.files import CheckedModel, ModelRefused, check_files
 
-ALLOWED_TYPES = frozenset({
-    "numpy.dtype",
-    "sklearn.compose._column_transformer.ColumnTransformer",
-    "sklearn.dummy.DummyClassifier",
-    "sklearn.dummy.DummyRegressor",
-    "sklearn.ensemble._forest.RandomForestClassifier",
-    "sklearn.ensemble._forest.RandomForestRegressor",
-    "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingClassifier",
-    "sklearn.ensemble._hist_gradient_boosting.gradient_boosting.HistGradientBoostingRegressor",
-    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
-    "sklearn.impute._base.SimpleImputer",
-    "sklearn.linear_model._logistic.LogisticRegression",
-    "sklearn.linear_model._ridge.Ridge",
-    "sklearn.pipeline.Pipeline",
-    "sklearn.preprocessing._data.StandardScaler",
-    "sklearn.preprocessing._encoders.OneHotEncoder",
-    "sklearn.preprocessing._label.LabelEncoder",
-    "sklearn.tree._classes.DecisionTreeClassifier",
-    "sklearn.tree._classes.DecisionTreeRegressor",
-    "sklearn.tree._tree.Tree",
-})
-"""Every type the estimators of `pipeline.stages.train` need beyond skops' safe
-primitives, containers, numpy and scikit-learn's internal loss and binning types (a test
-checks every estimator against this list). Add a type only after reading what it can do
-when loaded."""
 
 def check_types(types: Iterable[str]) -> tuple[str, ...]:
-    """The types, if every one is on our allowlist."""
+    """The types, if `allowlist.yaml` admits every one; else refuse naming them all."""
     needed = tuple(sorted(set(types)))
-    refused = [name for name in needed if name not in ALLOWED_TYPES]
+    refused = allowlist.current().refused(needed)
     if refused:
-        more = f" and {len(refused) - 1} more" if len(refused) > 1 else ""
-        raise ModelRefused("types", f"type {refused[0]}{more} is not on the loading allowlist "
-                           "(modelio/sklearn_kind.py ALLOWED_TYPES)")
+        raise ModelRefused("types", refusal_line(refused))
     return needed
+
+
+def refusal_line(refused: list[allowlist.Refusal]) -> str:
+    """One line naming every refused type and why."""
+    plural = "s" if len(refused) > 1 else ""
+    return (f"type{plural} not on the loading allowlist (modelio/allowlist.yaml): "
+            + "; ".join(r.line() for r in refused))
+
+
+def check_kinds(types: Iterable[str], folder: Path) -> None:
+    """Each library the types need is installed, in a version that reads the model's
+    (the version training wrote into the model's requirements.txt)."""
+    trained = _requirements(folder)
+    for kind in allowlist.current().kinds_needed(types):
+        installed = kind.version()
+        if installed is None:
+            raise ModelRefused("kind", f"this model is a {kind.name} model and {kind.package} "
+                               "is not installed here")
+        module = importlib.import_module(f"modelio.{kind.name}_kind")
+        wanted = trained.get(module.DISTRIBUTION) or trained.get(kind.package)
+        if wanted is not None and not module.compatible(wanted, installed):
+            raise ModelRefused("kind", f"this model was trained with {kind.package} {wanted}; "
+                               f"{installed} is installed here, which does not read it")
+
+
+def _requirements(folder: Path) -> dict[str, str]:
+    """`name==version` lines of the model's requirements.txt (no file: none)."""
+    try:
+        lines = (folder / "requirements.txt").read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return {}
+    pins = (line.split("==", 1) for line in lines if "==" in line)
+    return {name.strip().lower(): version.strip() for name, version in pins}
 
 
 def skops_io() -> ModuleType:
@@ -65,7 +75,7 @@ def skops_io() -> ModuleType:
     (`sklearn.utils.all_estimators`): importing skops after scikit-learn took 0.8 s
     with that list and takes 0.4 s without, on the server's cold start and in every
     `mlops` command that reads or writes a model. The list is emptied, so only the types
-    named in `ALLOWED_TYPES` load (narrower than skops' default), and when skops is first
+    the allowlist admits load (narrower than skops' default), and when skops is first
     imported here it is never built. For the whole process: MLflow, which loads a model
     back when it saves one with skops, then needs the types named (`skops_trusted_types`,
     as `mlops train` does).
@@ -82,6 +92,8 @@ def skops_io() -> ModuleType:
     from skops.io import _trusted_types
 
     _trusted_types.SKLEARN_ESTIMATOR_TYPE_NAMES.clear()  # shared by every skops node type
+    _trusted_types.NUMPY_UFUNC_TYPE_NAMES.clear()  # callables: only our named list
+    _trusted_types.SCIPY_UFUNC_TYPE_NAMES.clear()
     module: ModuleType = sys.modules["skops.io"]
     return module
 
@@ -113,4 +125,13 @@ def load_sklearn(checked: CheckedModel) -> Any:
     types = checked.types
     if types is None:
         types = check_types(untrusted_types(checked.model_file))
-    return skops_io().load(checked.model_file, trusted=list(types))
+    check_kinds(types, checked.folder)
+    try:
+        return skops_io().load(checked.model_file, trusted=list(types))
+    except Exception as err:  # a state the admitted types' own parsers reject
+        raise ModelRefused("format", f"{checked.model_file.name} does not load: "
+                           f"{type(err).__name__}: {_first_line(err)}") from None
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [""])[0][:200]

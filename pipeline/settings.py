@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     mlops_experiment: str = Field(default="mlops-gitops")
     mlops_card: Path = Field(default=Path("model_card.yaml"))
     mlops_home: Path = Field(default=Path(".mlops"))
+    mlops_serving_url: str | None = Field(default=None)
+    """The deployed serving API: the gate asks it what it loads, promote waits for it."""
 
     @field_validator("mlflow_tracking_uri")
     @classmethod

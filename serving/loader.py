@@ -221,9 +221,23 @@ def choose_predictor(checked: CheckedModel, sklearn_predictor: SklearnPredictor,
     """
     if runtime == "sklearn":
         return sklearn_predictor, "turned off (SERVING_RUNTIME=sklearn)"
+    if checked.twin_file is None:
+        return sklearn_predictor, no_twin(sklearn_predictor.estimator)
     twin, why_not = checked_twin(checked.twin_file, sklearn_predictor.estimator, example,
                                  threads=threads)
     return (twin, None) if twin is not None else (sklearn_predictor, why_not)
+
+
+def no_twin(estimator: Any) -> str:
+    """Why a version has no twin, as far as the server can tell: promotion records one only
+    when a converter exists for the model and the twin's parity was proven."""
+    final = estimator.steps[-1][1] if hasattr(estimator, "steps") else estimator
+    name = type(final).__name__
+    library = type(final).__module__.split(".")[0]
+    runtime = {"sklearn": "scikit-learn", "modelio": "xgboost"}.get(library, library)
+    return (f"this version has no compiled twin: promotion records one only when {name} has "
+            f"a converter and its twin's parity is proven; {name} serves on its own runtime "
+            f"({runtime})")
 
 
 def classes_of(estimator: Any) -> tuple[Any, ...] | None:

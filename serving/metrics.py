@@ -88,6 +88,10 @@ class StoreCollector(Collector):
         yield info
         yield GaugeMetricFamily("serving_model_ready", "1 once a verified model is loaded",
                                 value=1.0 if model is not None else 0.0)
+        yield GaugeMetricFamily("serving_behind_registry",
+                                "1 while the registry's alias points at a version this "
+                                "server does not serve (refused, failed or loading)",
+                                value=1.0 if store.behind_registry else 0.0)
         loaded = model.loaded_at.timestamp() if model is not None else 0.0
         yield GaugeMetricFamily("serving_model_loaded_timestamp_seconds",
                                 "When the served model was swapped in (Unix time)", value=loaded)

@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from modelio import source as modelio_source
+from modelio.allowlist import capabilities
 from modelio.identity import ModelIdentity
 from serving import scoring
 from serving.loader import (
@@ -54,6 +55,8 @@ class ModelStore:
         self.registry_failures = 0
         self.refusals = 0  # versions that failed verification (never deserialized)
         self.last_refusal: dict[str, str | None] | None = None
+        self.registry_version: str | None = None
+        """The version the alias pointed at when last asked (None: not asked, or pinned)."""
         self._failed: dict[str, float] = {}  # version key → when it last failed to load
         self._lock = threading.Lock()  # one refresh at a time
         self._stop = threading.Event()
@@ -95,6 +98,8 @@ class ModelStore:
                 self.registry_failures += 1
                 self._record_error(f"registry: {one_line(err)}")
                 return False
+            if self.follow:
+                self.registry_version = source.identity.version
             current = self.current
             uri = source.identity.uri
             if current is not None and uri == current.info.uri:
@@ -182,6 +187,16 @@ class ModelStore:
         self.last_error = message
         self.last_error_at = _now()
 
+    @property
+    def behind_registry(self) -> bool:
+        """True while the alias points at a version this server does not serve (it failed
+        to load, was refused, or is still loading): what `/model` and the metric
+        `serving_behind_registry` tell, not `/ready`, which load balancers act on."""
+        if not self.follow or self.registry_version is None:
+            return False
+        model = self.current
+        return model is None or model.info.version != self.registry_version
+
     def status(self) -> dict[str, Any]:
         """What `/model` shows."""
         model = self.current
@@ -202,6 +217,9 @@ class ModelStore:
             "twin": model.twin if model else None,
             "sklearn": ("loading" if model.pending else "loaded") if model else None,
             "last_refusal": self.last_refusal,
+            "registry_version": self.registry_version,
+            "behind_registry": self.behind_registry,
+            "loads": capabilities(),
         }
 
 

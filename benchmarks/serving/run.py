@@ -1,7 +1,7 @@
 """Benchmark: this server (compiled twin and sklearn) vs `mlflow models serve`, per estimator.
 
 Starts a throwaway MLflow server (SQLite, temporary folder). For each estimator
-(ridge, hist_gradient_boosting, random_forest) it trains the model into it as
+(ridge, hist_gradient_boosting, random_forest, xgboost, lightgbm) it trains the model into it as
 Production of its own registered model, then starts in turn, one worker each on
 loopback: `mlflow models serve`, this server with the twin (`SERVING_RUNTIME=auto`,
 onnxruntime) and this server with sklearn (`SERVING_RUNTIME=sklearn`). Each is driven
@@ -25,7 +25,7 @@ throughput_ratio=<b/a>
 
 Usage: .venv/bin/python benchmarks/serving/run.py   (make bench-serving)
 Environment: BENCH_SECONDS (per cell, default 4), BENCH_ESTIMATORS (comma-separated,
-default all three), BENCH_SCENARIOS (rows x conns, default "1x2,100x2").
+default all five), BENCH_SCENARIOS (rows x conns, default "1x2,100x2").
 Timings on shared machines are noisy: compare the ratios measured in one run.
 """
 
@@ -55,7 +55,8 @@ from pipeline.localstack.sqlite import mlflow_server  # noqa: E402
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", "4"))
 ESTIMATORS = os.environ.get("BENCH_ESTIMATORS",
-                            "ridge,hist_gradient_boosting,random_forest").split(",")
+                            "ridge,hist_gradient_boosting,random_forest,xgboost,"
+                            "lightgbm").split(",")
 SCENARIOS = [tuple(int(n) for n in cell.split("x"))
              for cell in os.environ.get("BENCH_SCENARIOS", "1x2,100x2").split(",")]
 RUNTIMES = ("onnx", "sklearn", "onnx+log")

@@ -84,7 +84,8 @@ def gate_command(
     say(f"gate: candidate run {card.model.candidate_run_id} for {card.model.name}")
     with progress.shown_on_terminal():
         outcome = run_gate(card, mlflow_client=mlflow_client,
-                           tracking_uri=settings.mlflow_tracking_uri)
+                           tracking_uri=settings.mlflow_tracking_uri,
+                           serving_url=settings.mlops_serving_url)
     drawn = draw_plot(outcome)
     note = _save_plot(drawn, plot_path)
     markdown = render(outcome.verdict, plot_note=note)
@@ -180,7 +181,10 @@ def promote_command(
 ) -> None:
     """Re-compute the gate with this code and, if it passes, make the candidate Production.
 
-    Compare-and-set; a re-run is a no-op. Exit 1 when main's verdict fails.
+    Compare-and-set; a re-run is a no-op. Exit 1 when main's verdict fails. With
+    MLOPS_SERVING_URL (the deployed server) it refuses a candidate that server cannot
+    load, then waits until the server serves the new version, and moves the alias back
+    (exit 2, with the server's reason) when the server refuses it.
     """
     from pipeline.gitops.promote import promote
     from pipeline.gitops.review import from_file, from_pull_request
@@ -195,7 +199,8 @@ def promote_command(
     say(f"promote: re-computing the gate for run {card.model.candidate_run_id} with this "
         "code")
     result = promote(mlflow_client, card, audit=audit, review=review,
-                     tracking_uri=settings.mlflow_tracking_uri)
+                     tracking_uri=settings.mlflow_tracking_uri,
+                     serving_url=settings.mlops_serving_url)
     for difference in result.differences:
         say(f"promote: the PR's verdict and main's differ: {difference}")
     for movement in result.movements:

@@ -3,23 +3,24 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from pipeline import progress
 from pipeline.cli.app import CardOption, app, say, settings_and_card, use_tracking_server
-from pipeline.errors import MlopsError
 from pipeline.gitops import registry
-from pipeline.gitops.card import prepare_data
 from pipeline.stages import DEFAULT_ESTIMATOR
-from pipeline.stages.datasets import load_spec
 
 
 @app.command("train")
 def train_command(
-    estimator: Annotated[str, typer.Option(help="estimator name, e.g. dummy, ridge, "
-                                           "hist_gradient_boosting, random_forest")]
+    estimator: Annotated[str, typer.Option(help="a built-in estimator (dummy, ridge or "
+                                           "logistic, hist_gradient_boosting, random_forest, "
+                                           "xgboost, lightgbm) or MODULE:FACTORY, a function "
+                                           "importable from the current folder that returns "
+                                           "an unfitted estimator")]
     = DEFAULT_ESTIMATOR,
     param: Annotated[list[str] | None, typer.Option(
         "--param", help="hyperparameter KEY=VALUE (repeatable)")] = None,
@@ -34,30 +35,17 @@ def train_command(
 ) -> None:
     """Train one model on the card's dataset and log it as an MLflow run."""
     # scikit-learn (about 1 s) is imported by the commands that fit, not by every one
-    from pipeline.jobs.training import tag_registered_by
-    from pipeline.stages.train import make_estimator, parse_params, train
+    from pipeline.jobs.training import train_and_register
+    from pipeline.stages.train import parse_params
 
-    if promote and not register:
-        raise MlopsError("--promote needs --register")
-    if registered_by is not None and not register:
-        raise MlopsError("--registered-by needs --register")
     settings, card = settings_and_card(card_path)
-    spec = load_spec(card.data.dataset)
     params = parse_params(param or [])
-    built = make_estimator(spec.task, estimator, params)
-    mlflow_client = registry.client(settings.mlflow_tracking_uri)
-    if promote:
-        registry.refuse_if_production_exists(mlflow_client, card.model.name)
     use_tracking_server(settings)
     with progress.shown_on_terminal(quiet=as_json):
-        with progress.stage("data: read, validate, cleanse, split"):
-            data = prepare_data(card)
-        say(f"data: {data.report.rows_in} rows read, {data.report.rows_out} kept after "
-            f"cleansing, {len(data.train)} train / {len(data.validation)} validation / "
-            f"{len(data.test)} test, sealed for the gate (hash {data.data_hash})")
-        result = train(data=data, estimator=built, estimator_name=estimator, params=params,
-                       experiment=settings.mlops_experiment,
-                       twin_tolerance=card.model.twin_tolerance)
+        done = train_and_register(card, settings, estimator=estimator, params=params,
+                                  register=register, promote=promote,
+                                  registered_by=registered_by, root=Path.cwd(), say=say)
+    result = done.result
     summary: dict[str, Any] = {"run_id": result.run_id, "estimator": estimator,
                                "metrics": result.metrics, "data_hash": result.data_hash}
     link = registry.run_url(settings.mlflow_tracking_uri, result.run_id)
@@ -67,29 +55,15 @@ def train_command(
     summary["twin"] = result.twin
     say("compiled twin: onnx, verified on the validation rows (promotion compiles it again "
         "from the registered model)" if result.twin == "onnx"
-        else f"no compiled twin ({result.twin}): it would serve through sklearn")
-    if register and promote:
-        from pipeline.stages.twin import derive
-
-        version = registry.bootstrap_production(
-            mlflow_client, card.model.name, result.run_id,
-            tracking_uri=settings.mlflow_tracking_uri,
-            derive_twin=lambda model, example: derive(
-                model, data, tolerance=card.model.twin_tolerance, example=example))
-    elif register:
-        version = registry.register_run(mlflow_client, card.model.name, result.run_id)
-    if register:
-        if registered_by is not None:
-            tag_registered_by(mlflow_client, card.model.name, version.version, registered_by)
-        summary["version"] = version.version
-        say(f"registered {card.model.name} version {version.version}")
-        if promote:
-            summary["production"] = version.version
-            say(f"{card.model.name} version {version.version} is now Production "
+        else f"no compiled twin ({result.twin}): it would serve through its own runtime")
+    if done.version is not None:
+        summary["version"] = done.version.version
+        say(f"registered {card.model.name} version {done.version.version}")
+        if done.production:
+            summary["production"] = done.version.version
+            say(f"{card.model.name} version {done.version.version} is now Production "
                 f"(alias {registry.PRODUCTION})")
     if as_json:
         typer.echo(json.dumps(summary))
     else:
         typer.echo(result.run_id)
-
-

@@ -11,6 +11,7 @@ gate runs read-only, and promote recomputes the verdict rather than trusting a t
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import tempfile
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from modelio import files as modelio_files
 from modelio import source as modelio_source
 from pipeline import progress
 from pipeline.errors import ConfigError, RegistryError
-from pipeline.gitops import registry
+from pipeline.gitops import deployed, registry
 from pipeline.gitops.budgets import Served, ServingCosts, ServingUnmeasured, one_row
 from pipeline.gitops.budgets import measure as measure_serving
 from pipeline.gitops.card import (
@@ -210,11 +211,12 @@ def was_production(mlflow_client: MlflowClient, name: str, run_id: str) -> bool:
 
 
 def run_gate(card: ModelCard, *, mlflow_client: MlflowClient, tracking_uri: str,
-             data_root: Path | None = None) -> GateOutcome:
+             data_root: Path | None = None, serving_url: str | None = None) -> GateOutcome:
     """Resolve, check, evaluate both models on the same recomputed rows, and decide.
 
     `data_root`: where the card's relative data files are (the gate workflow's copy of
-    a pull request's files); by default the working directory.
+    a pull request's files); by default the working directory. `serving_url`: the
+    deployed server, asked whether it can load the candidate (a warning in the notes).
     """
     spec = load_spec(card.data.dataset)
     check_policy(card, task=spec.task)
@@ -267,6 +269,9 @@ def run_gate(card: ModelCard, *, mlflow_client: MlflowClient, tracking_uri: str,
     verdict = _verdict(card, decision, scores, intervals, candidate, production, data,
                        tracking_uri, twin_check(twin), supplied_twin=supplied_twin,
                        serving=serving, unmeasured=unmeasured)
+    # the deployed server's view of the candidate: a warning, not a verdict (gitops.deployed)
+    if (warning := deployed.warning(serving_url, models["candidate"])) is not None:
+        verdict = dataclasses.replace(verdict, notes=(*verdict.notes, warning))
     return GateOutcome(verdict=verdict, candidate=candidate, production=production, data=data,
                        outputs=outputs, twin=twin)
 

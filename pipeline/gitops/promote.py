@@ -32,7 +32,7 @@ from mlflow.tracking import MlflowClient
 
 from modelio import files as modelfiles
 from pipeline.errors import NegativeVerdict, RegistryError
-from pipeline.gitops import registry
+from pipeline.gitops import deployed, registry
 from pipeline.gitops.budgets import FIGURES
 from pipeline.gitops.card import ModelCard
 from pipeline.gitops.evaluation import run_gate
@@ -137,11 +137,14 @@ def serving_movements(reviewed: Verdict, recomputed: Verdict) -> tuple[str, ...]
 
 
 def promote(mlflow_client: MlflowClient, card: ModelCard, *, audit: Audit, tracking_uri: str,
-            review: Review | None = None) -> PromoteResult:
+            review: Review | None = None, serving_url: str | None = None) -> PromoteResult:
     """Make the card's candidate Production if main's own verdict passes, compare-and-set.
 
     `review` is the PR's verdict as far as it can be believed (`gitops.review`): when a
     signed one is required and none was found, promote refuses (after the no-op cases).
+    With `serving_url` (the deployed server), promote refuses a candidate that server
+    cannot load, and after moving the alias waits until it serves the new version,
+    moving the alias back on a refusal (`gitops.deployed`).
     """
     name = card.model.name
     run_id = card.model.candidate_run_id
@@ -177,6 +180,8 @@ def promote(mlflow_client: MlflowClient, card: ModelCard, *, audit: Audit, track
                             f"({_first_file(changed)}); promote refuses: gate it again")
     baseline = verdict.production_version
     _compare(current.version if current else None, baseline, name=name)
+    # the deployed server must be able to load it (gitops.deployed)
+    deployed.refuse_unloadable(serving_url, outcome.candidate.estimator())
     version = registry.register_run(mlflow_client, name, run_id)
     twin = outcome.twin.onnx_bytes if isinstance(outcome.twin, Twin) else None
     manifest = registry.attach_twin(mlflow_client, run_id, twin, verdict.manifest)
@@ -187,9 +192,14 @@ def promote(mlflow_client: MlflowClient, card: ModelCard, *, audit: Audit, track
             "baseline_version": baseline or "none",
             registry.PROMOTE_VERDICT_TAG: verdict.to_tag(),
             "promoted_at": _now(), "promoted_by": "mlops promote"}
+    previous = registry.version_by_alias(mlflow_client, name, registry.PREVIOUS)
     after = registry.set_production(mlflow_client, name, version.version,
                                     manifest=manifest, tags=tags)
     _read_back(mlflow_client, name, after.version, run_id)
+    # the deployed server serves it, or the alias moves back (gitops.deployed)
+    deployed.confirm_served(mlflow_client, name, after.version, url=serving_url,
+                            baseline=baseline, previous=previous.version if previous else None,
+                            tags=audit.tags())
     note = ("" if reviewed is None else
             "; the PR's verdict agrees" if not changed else
             f"; the PR's verdict differs in {len(changed)} figure(s), first: {changed[0]}")

@@ -17,6 +17,10 @@ from sklearn.base import BaseEstimator
 from sklearn.compose import ColumnTransformer
 from sklearn.dummy import DummyClassifier, DummyRegressor
 from sklearn.ensemble import (
+    ExtraTreesClassifier,
+    ExtraTreesRegressor,
+    GradientBoostingClassifier,
+    GradientBoostingRegressor,
     HistGradientBoostingClassifier,
     HistGradientBoostingRegressor,
     RandomForestClassifier,
@@ -25,17 +29,24 @@ from sklearn.ensemble import (
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
 
 from modelio.twin import MISSING_CATEGORY  # how a missing category travels, here and in the twin
 from pipeline.stages.datasets import DatasetSpec
 
 SCALE_FREE = (DummyClassifier, DummyRegressor, HistGradientBoostingClassifier,
-              HistGradientBoostingRegressor, RandomForestClassifier, RandomForestRegressor)
+              HistGradientBoostingRegressor, RandomForestClassifier, RandomForestRegressor,
+              ExtraTreesClassifier, ExtraTreesRegressor, GradientBoostingClassifier,
+              GradientBoostingRegressor, DecisionTreeClassifier, DecisionTreeRegressor)
 """Estimators whose predictions do not depend on the scale of a feature."""
+SCALE_FREE_LIBRARIES = ("xgboost.", "lightgbm.", "modelio.xgboost_kind")
+"""Tree libraries, by module: their estimators are scale free too (neither need be
+installed for this check)."""
 
 
 def needs_scaling(estimator: BaseEstimator) -> bool:
-    return not isinstance(estimator, SCALE_FREE)
+    return not (isinstance(estimator, SCALE_FREE)
+                or type(estimator).__module__.startswith(SCALE_FREE_LIBRARIES))
 
 
 def build_preprocessor(spec: DatasetSpec, *, scale: bool = True) -> ColumnTransformer:

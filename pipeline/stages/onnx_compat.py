@@ -19,6 +19,13 @@ re-registering converters, never by editing the library:
    category as `features.MISSING_CATEGORY` and can hold no NaN, the imputer that turns
    NaN into that marker is an identity.
 4. `DummyRegressor` / `DummyClassifier` have no converter: a constant per row.
+5. Gradient boosting and extra trees: the same double/float fix as the forests (their
+   trees, like every scikit-learn tree, compare float32(x) with float32 thresholds).
+6. XGBoost and LightGBM: skl2onnx knows neither; onnxmltools' converters are registered
+   inside skl2onnx (as onnxmltools documents), wrapped like the tree ensembles above.
+   XGBoost compares float32(x) with float32 thresholds, so its trees read float32;
+   LightGBM compares doubles with double thresholds, so its trees stay in double
+   (opset 3 tensors). Each is registered only where its library is installed.
 """
 
 from __future__ import annotations
@@ -45,13 +52,16 @@ def install() -> None:
 
     for alias in ("SklearnRandomForestRegressor", "SklearnRandomForestClassifier",
                   "SklearnHistGradientBoostingRegressor",
-                  "SklearnHistGradientBoostingClassifier"):
+                  "SklearnHistGradientBoostingClassifier",
+                  "SklearnGradientBoostingRegressor", "SklearnGradientBoostingClassifier",
+                  "SklearnExtraTreesRegressor", "SklearnExtraTreesClassifier"):
         registered = get_converter(alias)
         register_converter(alias, _double_trees(registered._fct), overwrite=True,
                            options=registered.get_allowed_options())
     original_imputer = get_converter("SklearnSimpleImputer")._fct
     register_converter("SklearnSimpleImputer", _imputer(original_imputer), overwrite=True)
     _register_dummies()
+    _register_boosters()
     _installed = True
 
 
@@ -98,7 +108,7 @@ def _as_double_tensors(attrs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _double_trees(convert: Any) -> Any:
+def _double_trees(convert: Any, *, versioned: bool = True) -> Any:
     def convert_in_double(scope: Any, operator: Any, container: Any) -> Any:
         from skl2onnx.common.data_types import DoubleTensorType
 
@@ -110,16 +120,27 @@ def _double_trees(convert: Any) -> Any:
                 return convert(scope, operator, _TreeNodeContainer(container, double=False))
             # op_version 3 makes the classifier keep its thresholds in double, too
             return convert(scope, operator, _TreeNodeContainer(container, double=True),
-                           op_version=_OPSET_ML)
+                           **({"op_version": _OPSET_ML} if versioned else {}))
 
     return convert_in_double
 
 
 def _is_forest(estimator: Any) -> bool:
-    """Forests compare float32(x) to their thresholds, as sklearn's trees cast X to float32."""
-    from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+    """Trees that compare float32(x) to their thresholds: scikit-learn's (they cast X to
+    float32) and XGBoost's (float32 features and split values)."""
+    from sklearn.ensemble import (
+        ExtraTreesClassifier,
+        ExtraTreesRegressor,
+        GradientBoostingClassifier,
+        GradientBoostingRegressor,
+        RandomForestClassifier,
+        RandomForestRegressor,
+    )
 
-    return isinstance(estimator, RandomForestClassifier | RandomForestRegressor)
+    return isinstance(estimator, RandomForestClassifier | RandomForestRegressor
+                      | ExtraTreesClassifier | ExtraTreesRegressor
+                      | GradientBoostingClassifier | GradientBoostingRegressor) \
+        or type(estimator).__module__.startswith(("xgboost.", "modelio.xgboost_kind"))
 
 
 @contextmanager
@@ -301,3 +322,57 @@ def _dummy_classifier(scope: Any, operator: Any, container: Any) -> None:
                                   [str(v).encode() for v in labels])
     container.add_node("Gather", [classes, best], [operator.outputs[0].full_name], axis=0,
                        name=scope.get_unique_operator_name("Gather"))
+
+
+# --- 6: XGBoost and LightGBM ---------------------------------------------------------------
+
+
+def _register_boosters() -> None:
+    """onnxmltools' converters for the estimators whose library is installed."""
+    import importlib.util
+
+    from skl2onnx import update_registered_converter
+    from skl2onnx.common.shape_calculator import (
+        calculate_linear_classifier_output_shapes,
+        calculate_linear_regressor_output_shapes,
+    )
+
+    classifier_options = {"nocl": [True, False], "zipmap": [True, False, "columns"]}
+    if importlib.util.find_spec("xgboost") is not None:
+        from onnxmltools.convert.xgboost.operator_converters.XGBoost import convert_xgboost
+        from xgboost import XGBClassifier, XGBRegressor
+
+        from modelio.xgboost_kind import XGBLabelClassifier
+
+        update_registered_converter(XGBRegressor, "XGBoostXGBRegressor",
+                                    calculate_linear_regressor_output_shapes,
+                                    _double_trees(convert_xgboost))
+        for cls in (XGBClassifier, XGBLabelClassifier):
+            update_registered_converter(cls, f"XGBoost{cls.__name__}",
+                                        calculate_linear_classifier_output_shapes,
+                                        _double_trees(convert_xgboost),
+                                        options=classifier_options)
+    if importlib.util.find_spec("lightgbm") is not None:
+        from lightgbm import LGBMClassifier, LGBMRegressor
+        from onnxmltools.convert.lightgbm.operator_converters.LightGbm import convert_lightgbm
+
+        update_registered_converter(LGBMRegressor, "LightGbmLGBMRegressor",
+                                    calculate_linear_regressor_output_shapes,
+                                    _double_trees(convert_lightgbm, versioned=False),
+                                    options={"split": None})
+        update_registered_converter(LGBMClassifier, "LightGbmLGBMClassifier",
+                                    calculate_linear_classifier_output_shapes,
+                                    _double_trees(convert_lightgbm, versioned=False),
+                                    options={**classifier_options, "split": None})
+
+
+SINGLE_PRECISION_TOLERANCE = 1e-5
+"""Relative parity tolerance for a model that computes in float32 itself (XGBoost): its
+own predictions are rounded to float32, so the twin, summing the same trees in another
+order, differs by a few units in the last place (measured: 1.3e-6 of the largest price)."""
+
+
+def single_precision(model: Any) -> bool:
+    """True when the model's final estimator predicts in float32 (XGBoost)."""
+    final = model.steps[-1][1] if hasattr(model, "steps") else model
+    return type(final).__module__.startswith(("xgboost.", "modelio.xgboost_kind"))

@@ -1,7 +1,9 @@
-"""Training: pick an estimator by name, fit the feature+estimator pipeline, log the run.
+"""Training: fit the feature+estimator pipeline, evaluate it, compile its twin, log the run.
 
-Everything that can fail on bad input (estimator, parameters, data, fitting) happens
-before the MLflow run starts, and a failure while logging deletes the run: no
+The estimator comes from `pipeline.stages.estimators` (a built-in name or `MODULE:FACTORY`)
+or from the caller (an estimator object, or a model already fitted). Everything that can
+fail on bad input (estimator, parameters, types the server would refuse, data, fitting)
+happens before the MLflow run starts, and a failure while logging deletes the run: no
 half-logged run is ever left behind.
 """
 
@@ -24,27 +26,19 @@ import sklearn
 import yaml
 from mlflow.models import infer_signature
 from sklearn.base import BaseEstimator
-from sklearn.dummy import DummyClassifier, DummyRegressor
-from sklearn.ensemble import (
-    HistGradientBoostingClassifier,
-    HistGradientBoostingRegressor,
-    RandomForestClassifier,
-    RandomForestRegressor,
-)
-from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.pipeline import Pipeline
 from sklearn.utils._param_validation import InvalidParameterError
 
 import pipeline
-from modelio import files as modelfiles
-from modelio import sklearn_kind
 from modelio.files import PROBABILITIES_PARAM
 from pipeline import progress
 from pipeline.errors import ConfigError
 from pipeline.stages import DEFAULT_ESTIMATOR as DEFAULT_ESTIMATOR  # what notebooks import
 from pipeline.stages import MODEL_ARTIFACT
 from pipeline.stages.data import PreparedData, rows_hash
-from pipeline.stages.datasets import Task
+from pipeline.stages.estimators import BUILT_IN, check_loadable, kind_requirements
+from pipeline.stages.estimators import make_estimator as make_estimator  # re-exported
 from pipeline.stages.evaluate import evaluate, on_validation
 from pipeline.stages.features import build_model
 from pipeline.stages.reference import log_reference
@@ -53,24 +47,9 @@ from pipeline.stages.twin import Twin, TwinRefused, compile_twin
 log = logging.getLogger(__name__)
 
 
-ESTIMATORS: dict[Task, dict[str, Callable[[], BaseEstimator]]] = {
-    "regression": {
-        "dummy": lambda: DummyRegressor(strategy="mean"),
-        "ridge": lambda: Ridge(alpha=1.0),
-        "hist_gradient_boosting": lambda: HistGradientBoostingRegressor(random_state=0),
-        "random_forest": lambda: RandomForestRegressor(
-            n_estimators=100, min_samples_leaf=2, random_state=0
-        ),
-    },
-    "classification": {
-        "dummy": lambda: DummyClassifier(strategy="prior"),
-        "logistic": lambda: LogisticRegression(max_iter=1000),
-        "hist_gradient_boosting": lambda: HistGradientBoostingClassifier(random_state=0),
-        "random_forest": lambda: RandomForestClassifier(
-            n_estimators=100, min_samples_leaf=2, random_state=0
-        ),
-    },
-}
+ESTIMATORS = BUILT_IN
+"""The built-in estimators by task (`pipeline.stages.estimators`); `--estimator` also takes
+`MODULE:FACTORY`."""
 
 
 @dataclass(frozen=True)
@@ -98,32 +77,57 @@ def parse_params(pairs: Sequence[str]) -> dict[str, Any]:
     return params
 
 
-def make_estimator(task: Task, name: str, params: dict[str, Any]) -> BaseEstimator:
-    """The named estimator with `params` set; unknown names or keys fail here."""
-    choices = ESTIMATORS[task]
-    if name not in choices:
-        raise ConfigError(
-            f"--estimator {name!r}: unknown for {task}; choose one of {', '.join(sorted(choices))}"
-        )
-    estimator = choices[name]()
-    valid = estimator.get_params(deep=False)
-    unknown = sorted(set(params) - set(valid))
-    if unknown:
-        raise ConfigError(
-            f"--param {unknown[0]}: {type(estimator).__name__} has no such parameter "
-            f"(valid: {', '.join(sorted(valid))})"
-        )
-    return estimator.set_params(**params)
-
-
 def fit(data: PreparedData, estimator: BaseEstimator) -> Pipeline:
-    """Fit features and estimator together; sklearn's parameter checks become ConfigError."""
+    """Fit features and estimator together; the estimator's rejections become ConfigError.
+
+    An estimator that stops early on the validation rows (XGBoost's
+    `early_stopping_rounds`, LightGBM's `early_stopping_round`) is fitted by `fit_stopped`.
+    """
     model = build_model(data.spec, estimator)
     try:
-        model.fit(data.x_train, data.y_train)
+        if stopping_rounds(estimator):
+            fit_stopped(model, data)
+        else:
+            model.fit(data.x_train, data.y_train)
     except InvalidParameterError as err:
         raise ConfigError(f"--param: {str(err).splitlines()[0]}") from err
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"fitting {type(estimator).__name__} failed: "
+                          f"{_one_line(err)}") from err
+    except Exception as err:
+        if type(err).__name__ in LIBRARY_ERRORS:
+            raise ConfigError(f"fitting {type(estimator).__name__} failed: "
+                              f"{_one_line(err)}") from err
+        raise
     return model
+
+
+LIBRARY_ERRORS = frozenset({"XGBoostError", "LightGBMError"})
+"""What XGBoost and LightGBM raise for parameters they reject (by name: neither library
+need be installed)."""
+
+
+def stopping_rounds(estimator: BaseEstimator) -> int | None:
+    """The early stopping patience of an XGBoost or LightGBM estimator, if it has one."""
+    params = estimator.get_params(deep=False)
+    rounds = params.get("early_stopping_rounds") or params.get("early_stopping_round")
+    return int(rounds) if isinstance(rounds, int) and rounds > 0 else None
+
+
+def fit_stopped(model: Pipeline, data: PreparedData) -> None:
+    """Fit with early stopping on the validation rows.
+
+    The features are fitted on the training rows first, so the estimator can watch its
+    validation score on the same features. The booster keeps the rounds past its best;
+    both libraries predict with the best round only (XGBoost's `best_iteration`,
+    LightGBM's `best_iteration_`), and so do their ONNX converters.
+    """
+    features, estimator = model.named_steps["features"], model.named_steps["estimator"]
+    x_train = features.fit_transform(data.x_train, data.y_train)
+    x_validation = features.transform(data.x_validation)
+    quiet = {"verbose": False} if "early_stopping_rounds" in estimator.get_params() else {}
+    estimator.fit(x_train, data.y_train, eval_set=[(x_validation, data.y_validation)],
+                  **quiet)
 
 
 HGB_ITERATION = re.compile(r"^\[(\d+)/(\d+)\]")
@@ -181,8 +185,10 @@ def git_commit() -> str:
     return out.stdout.strip() or "unknown"
 
 
-def pip_requirements() -> list[str]:
-    """Explicit requirements: inferring them costs MLflow 6-13 s per logged model."""
+def pip_requirements(types: Sequence[str] = ()) -> list[str]:
+    """Explicit requirements: inferring them costs MLflow 6-13 s per logged model. A model
+    of another kind (XGBoost, LightGBM) names its library's version, which the server
+    checks it reads (`modelio.sklearn_kind.check_kinds`)."""
     import skops
 
     return [
@@ -191,22 +197,19 @@ def pip_requirements() -> list[str]:
         f"pandas=={pd.__version__}",
         f"numpy=={np.__version__}",
         f"skops=={skops.__version__}",
+        *kind_requirements(tuple(types)),
     ]
 
 
 def trusted_types(model: BaseEstimator) -> list[str]:
     """The types skops must be told to trust to load this model again.
 
-    They must be on the loading allowlist (`modelio.sklearn_kind.ALLOWED_TYPES`) that the
+    They must be admitted by the loading allowlist (`modelio/allowlist.yaml`) that the
     server, the gate and promote hold to: a model that could never be served is refused
-    here, at training time, not at promotion.
+    here, at training time (and, for what the unfitted model shows, before fitting:
+    `check_loadable` in `train`), not at promotion.
     """
-    skops_io = sklearn_kind.skops_io()
-    needed = skops_io.get_untrusted_types(data=skops_io.dumps(model))
-    try:
-        return list(sklearn_kind.check_types(needed))
-    except modelfiles.ModelRefused as err:
-        raise ConfigError(f"the fitted model cannot be served: {err}") from err
+    return list(check_loadable(model))
 
 
 def signature_sample(x: pd.DataFrame, *, rows: int = 100) -> pd.DataFrame:
@@ -232,6 +235,7 @@ def log_run(*, data: PreparedData, model: Pipeline, estimator_name: str,
     """
     mlflow.set_experiment(experiment)
     signature = model_signature(model, data.x_train)
+    types = trusted_types(model)  # before the run exists: a refusal leaves no run
     with mlflow.start_run() as run:
         try:
             mlflow.set_tags(_tags(data, estimator_name))
@@ -245,8 +249,8 @@ def log_run(*, data: PreparedData, model: Pipeline, estimator_name: str,
                 name=MODEL_ARTIFACT,
                 signature=signature,
                 input_example=input_example(data),
-                pip_requirements=pip_requirements(),
-                skops_trusted_types=trusted_types(model),
+                pip_requirements=pip_requirements(types),
+                skops_trusted_types=types,
             )
             log_reference(model, x_validation=data.x_validation, y_validation=data.y_validation,
                           kinds={c.name: c.kind for c in data.spec.features},
@@ -312,9 +316,10 @@ def _tags(data: PreparedData, estimator_name: str) -> dict[str, str]:
     }
 
 
-def _params(data: PreparedData, estimator_name: str, model: Pipeline,
+def _params(data: PreparedData, estimator_name: str, model: BaseEstimator,
             overrides: dict[str, Any]) -> dict[str, Any]:
-    estimator_params = model.named_steps["estimator"].get_params(deep=False)
+    final = model.steps[-1][1] if isinstance(model, Pipeline) else model
+    estimator_params = final.get_params(deep=False)
     return {
         "estimator": estimator_name,
         "dataset": data.spec.name,
@@ -329,16 +334,22 @@ def _params(data: PreparedData, estimator_name: str, model: Pipeline,
 
 def train(*, data: PreparedData, estimator: BaseEstimator, estimator_name: str,
           params: dict[str, Any], experiment: str,
-          twin_tolerance: float | None = None) -> TrainResult:
+          twin_tolerance: float | None = None, fitted: bool = False) -> TrainResult:
     """The whole training stage: fit, evaluate on the validation rows, compile its twin, log.
 
-    The metrics are named `val_…`: the sealed test rows are the gate's alone. The
-    estimator comes in already built by `make_estimator`, so a wrong name or parameter
-    fails before the (slower) data stage runs. The twin is verified on the same
-    validation rows; without one the model serves through sklearn.
+    The metrics are named `val_…`: the sealed test rows are the gate's alone. Before
+    anything is fitted, the unfitted model is held to the loading allowlist
+    (`check_loadable`): a type the server would refuse fails here, every such type named,
+    and no run is created. With `fitted`, `estimator` is a model already fitted on the
+    raw feature columns (a notebook's), evaluated and logged as it is. The twin is
+    verified on the same validation rows; without one the model serves through its own
+    runtime.
     """
-    with progress.stage(f"fitting {estimator_name} on {len(data.train):,} rows"):
-        model = fit_with_progress(data, estimator)
+    model = estimator if fitted else build_model(data.spec, estimator)
+    check_loadable(model)
+    if not fitted:
+        with progress.stage(f"fitting {estimator_name} on {len(data.train):,} rows"):
+            model = fit_with_progress(data, estimator)
     x_eval, y_eval = data.x_validation, data.y_validation
     with progress.stage(f"evaluating on {len(data.validation):,} validation rows"):
         metrics = on_validation(evaluate(model, x_eval, y_eval, task=data.spec.task))
@@ -355,3 +366,8 @@ def train(*, data: PreparedData, estimator: BaseEstimator, estimator_name: str,
     return TrainResult(run_id=run_id, estimator=estimator_name, metrics=metrics,
                        data_hash=data.data_hash, model_uri=f"runs:/{run_id}/{MODEL_ARTIFACT}",
                        twin=twin_tag(twin))
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    return f"{type(err).__name__}: {text}"[:300]

@@ -72,6 +72,14 @@ class InputErrorResponse(BaseModel):
     detail: list[ErrorDetail]
 
 
+class LoadCapabilities(BaseModel):
+    """`modelio.allowlist.capabilities()`: the model kinds this server loads (with their
+    library's version, null when not installed) and its allowlist's SHA-256."""
+
+    kinds: dict[str, str | None]
+    allowlist: str
+
+
 class ModelStatus(BaseModel):
     name: str | None
     version: str | None
@@ -86,13 +94,24 @@ class ModelStatus(BaseModel):
     features: list[str] | None
     runtime: Literal["onnx", "sklearn"] | None = Field(
         default=None, description="onnx: the verified compiled twin serves; sklearn: the skops "
-        "model")
-    twin: str | None = Field(default=None, description="why the twin does not serve, if not")
+        "model itself, on its own runtime (scikit-learn, and XGBoost or LightGBM for their "
+        "kinds)")
+    twin: str | None = Field(default=None, description="why the twin does not serve, if not "
+                             "(no converter for the model, or it disagreed with it)")
     sklearn: Literal["loaded", "loading"] | None = Field(
         default=None, description="loading: the twin serves while the skops model loads and "
         "the twin is re-checked against it (the first version after start-up)")
     last_refusal: dict[str, str | None] | None = Field(
         default=None, description="the last version refused before loading, and why")
+    registry_version: str | None = Field(
+        default=None, description="the version the registry's alias pointed at when last "
+        "asked (null for a pinned MODEL_URI)")
+    behind_registry: bool = Field(
+        default=False, description="true while the alias points at a version this server "
+        "does not serve: refused (see last_refusal), failed (last_reload_error) or loading")
+    loads: LoadCapabilities | None = Field(
+        default=None, description="what this server can load: promote refuses a version "
+        "that needs more")
 
 
 def answer_error(request: Request, err: Exception) -> Response | None:

@@ -78,6 +78,30 @@ def test_steps_hand_over_through_files_and_a_weak_model_stops_at_the_floors(
     assert not (tmp_path / "run").exists()
 
 
+def test_the_train_step_takes_a_factory_spelled_as_for_mlops_train(
+        tracking_env: TrackingServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The DAG's `estimator` param `my_models:extra_trees`, from the repository root (the
+    card's folder): the same run as `mlops train --estimator my_models:extra_trees`."""
+    monkeypatch.setenv("MLOPS_EXPERIMENT", "steps-factory")
+    card = tmp_path / "model_card.yaml"
+    card.write_text((REPO / "model_card.yaml").read_text().replace(
+        "name: diamond-price", f"name: steps-{uuid.uuid4().hex[:8]}"))
+    (tmp_path / "my_models.py").write_text(
+        "from sklearn.ensemble import ExtraTreesRegressor\n\n\n"
+        "def extra_trees():\n    return ExtraTreesRegressor(n_estimators=5, random_state=0)\n")
+    work = str(tmp_path / "run")
+    steps.prepare_step(card_path=card, work_dir=work)
+    trained = steps.train_step(card_path=card, work_dir=work, estimator="my_models:extra_trees",
+                               params={"min_samples_leaf": 3})
+    run = MlflowClient(tracking_env.uri).get_run(trained["run_id"])
+    assert run.data.params["estimator"] == "my_models:extra_trees"
+    assert run.data.params["estimator.min_samples_leaf"] == "3"
+    assert run.data.tags["twin"] == "onnx"
+    with pytest.raises(ConfigError, match="module my_models has no attribute nothing"):
+        steps.train_step(card_path=card, work_dir=work, estimator="my_models:nothing",
+                         params={})
+
+
 @pytest.fixture
 def s3_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A real S3 protocol server (`rclone serve s3`) on loopback with one bucket."""

@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from pipeline.gitops.card import load_card, prepare_data
 from pipeline.stages.evaluate import evaluate, on_validation
-from tests.conftest import TrackingServer
+from tests.conftest import TrackingServer, TrackingServers, selected_backends
 from tests.utils import run_mlops
 from tests.utils.cards import write_card
 
@@ -94,7 +94,8 @@ def test_plain_train_prints_only_the_run_id_on_stdout(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--register", "--estimator", "xgboost"], "--estimator 'xgboost': unknown for regression"),
+        (["--register", "--estimator", "catboost"],
+         "--estimator 'catboost': unknown for regression"),
         (["--register", "--param", "depth=3"], "--param depth: HistGradientBoosting"),
         (["--register", "--param", "max_iter=-5"], "'max_iter' parameter"),
         (["--promote"], "--promote needs --register"),
@@ -116,6 +117,92 @@ def test_bad_input_fails_in_one_line_and_logs_nothing(
     assert "Traceback" not in done.stderr
     assert _runs(tracking_server, experiment) == before
     assert MlflowClient(tracking_server.uri).search_model_versions("name='it-train-bad'") == []
+
+
+FACTORIES = '''
+import os
+
+from sklearn.compose import TransformedTargetRegressor
+from sklearn.ensemble import ExtraTreesRegressor
+from sklearn.linear_model import Ridge
+
+NOT_CALLABLE = [ExtraTreesRegressor()]
+
+
+def extra_trees():
+    return ExtraTreesRegressor(n_estimators=5)
+
+
+def raises():
+    raise RuntimeError("no data here")
+
+
+def not_an_estimator():
+    return "ExtraTreesRegressor"
+
+
+def a_class():
+    return ExtraTreesRegressor
+
+
+def two_callables():
+    return TransformedTargetRegressor(regressor=Ridge(), func=eval, inverse_func=os.system)
+'''
+
+
+@pytest.fixture(scope="module")
+def one_server(tracking_servers: TrackingServers) -> TrackingServer:
+    """The first selected backend: a factory is refused before the registry is written to,
+    whichever database is behind it."""
+    return tracking_servers.get(selected_backends()[0])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--estimator", "nowhere:f"], "--estimator nowhere:f: no module nowhere importable from"),
+        (["--estimator", "needs_pkg:f"],
+         "--estimator needs_pkg:f: module needs_pkg needs catboost_not_here, which is not "
+         "installed"),
+        (["--estimator", "factories:missing"],
+         "--estimator factories:missing: module factories has no attribute missing"),
+        (["--estimator", "factories:NOT_CALLABLE"],
+         "factories.NOT_CALLABLE is not callable (a list)"),
+        (["--estimator", "factories:raises"],
+         "factories.raises() raised RuntimeError: no data here"),
+        (["--estimator", "factories:not_an_estimator"],
+         "factories.not_an_estimator() returned a str, which has no fit, predict, get_params, "
+         "set_params: not a scikit-learn estimator"),
+        (["--estimator", "factories:a_class"],
+         "factories.a_class() returned the class ExtraTreesRegressor (call it)"),
+        (["--estimator", "factories:extra_trees", "--param", "max_featurez=1"],
+         "--param max_featurez: ExtraTreesRegressor has no such parameter"),
+        (["--estimator", "factories:extra_trees", "--param", "n_estimators=-1"],
+         "'n_estimators' parameter of ExtraTreesRegressor"),
+        (["--estimator", "factories:two_callables"],
+         "builtins.eval (a callable not on the callables list); posix.system (a callable not "
+         "on the callables list, os.system)"),
+        (["--estimator", "a:b:c"], "expected MODULE:FACTORY"),
+    ],
+)
+def test_a_bad_factory_fails_in_one_line_before_any_run(
+    one_server: TrackingServer, tmp_path: Path, args: list[str], message: str
+) -> None:
+    """`MODULE:FACTORY` from the working directory: every mistake named, exit 2, no run."""
+    tracking_server = one_server
+    (tmp_path / "factories.py").write_text(FACTORIES)
+    (tmp_path / "needs_pkg.py").write_text("import catboost_not_here\n")
+    experiment = "it-train-bad-factory"
+    card_path = _card(tmp_path, "it-train-bad-factory")
+    before = _runs(tracking_server, experiment)
+    done = run_mlops("train", *args, "--card", str(card_path),
+                     env=_env(tracking_server, experiment), cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    error_lines = [ln for ln in done.stderr.splitlines() if ln.startswith("error:")]
+    assert len(error_lines) == 1, done.stderr
+    assert message in error_lines[0]
+    assert "Traceback" not in done.stderr
+    assert _runs(tracking_server, experiment) == before
 
 
 def test_bad_data_file_fails_in_one_line(tracking_server: TrackingServer, tmp_path: Path) -> None:

@@ -16,14 +16,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from sklearn.compose import TransformedTargetRegressor
 from sklearn.linear_model import Lasso, Ridge
 from sklearn.neighbors import KNeighborsRegressor
 
+from modelio import allowlist, sklearn_kind
 from modelio import files as modelfiles
-from modelio import sklearn_kind
 from pipeline.stages.datasets import load_spec
 from pipeline.stages.features import build_model
-from pipeline.stages.train import ESTIMATORS, make_estimator, trusted_types
+from pipeline.stages.train import ESTIMATORS, make_estimator, stopping_rounds, trusted_types
 
 X = pd.DataFrame({"a": np.arange(40, dtype=float), "b": np.arange(40, dtype=float) % 7})
 Y = X["a"] * 2 + X["b"]
@@ -66,7 +67,7 @@ def good(tmp_path: Path) -> Path:
 def test_a_skops_model_passes_and_loads_with_only_allowed_types(good: Path) -> None:
     checked = sklearn_kind.check_model(good)
     assert set(checked.manifest) >= {"MLmodel", "model.skops"}
-    assert set(checked.types) <= sklearn_kind.ALLOWED_TYPES
+    assert not allowlist.current().refused(checked.types)
     model = sklearn_kind.load_sklearn(checked)
     assert model.predict(X.head(2)) == pytest.approx(Ridge().fit(X, Y).predict(X.head(2)))
 
@@ -97,25 +98,39 @@ def test_a_pickled_model_is_refused_before_its_code_runs(serialization: str,
 
 
 def test_a_model_cannot_whitelist_its_own_types(tmp_path: Path) -> None:
-    """skops' trusted types in MLmodel are the author's word; only our list counts."""
-    tree = KNeighborsRegressor(n_neighbors=2, algorithm="kd_tree").fit(X, Y)
-    needed = _types_of(tree)
-    folder = _save(tmp_path / "kd", tree, skops_trusted_types=needed)
+    """skops' trusted types in MLmodel are the author's word; only our list counts: a
+    callable skops would trust by default (any numpy ufunc) is refused unless named."""
+    model = TransformedTargetRegressor(regressor=Ridge(), func=np.sin, inverse_func=np.arcsin,
+                                       check_inverse=False).fit(X, Y / 200)
+    needed = _types_of(model)
+    folder = _save(tmp_path / "sin", model, skops_trusted_types=needed)
     assert yaml.safe_load((folder / "MLmodel").read_text())["flavors"]["sklearn"][
         "skops_trusted_types"] == needed
     with pytest.raises(modelfiles.ModelRefused, match="not on the loading allowlist") as refused:
         sklearn_kind.check_model(folder)
     assert refused.value.rule == "types"
+    assert "numpy.arcsin (a callable not on the callables list)" in str(refused.value)
+    assert "numpy.sin (a callable not on the callables list)" in str(refused.value)
 
 
-def test_an_estimator_skops_would_trust_by_default_is_refused_unless_listed_here(
+def test_scikit_learns_own_estimators_load_by_rule(tmp_path: Path) -> None:
+    """Any scikit-learn estimator loads without naming it (the allowlist's rule), and
+    KNN's search tree, named in the list's types."""
+    for name, model in (("lasso", Lasso(alpha=0.1)),
+                        ("kd", KNeighborsRegressor(n_neighbors=2, algorithm="kd_tree"))):
+        fitted = model.fit(X, Y)
+        folder = _save(tmp_path / name, fitted)
+        loaded = sklearn_kind.load_sklearn(sklearn_kind.check_model(folder))
+        assert loaded.predict(X.head(3)) == pytest.approx(fitted.predict(X.head(3)))
+
+
+def test_a_type_outside_scikit_learn_is_refused_with_every_other_at_once(
         tmp_path: Path) -> None:
-    """skops trusts every scikit-learn estimator unless told otherwise; we name ours."""
-    folder = _save(tmp_path / "lasso", Lasso(alpha=0.1).fit(X, Y))
-    with pytest.raises(modelfiles.ModelRefused, match="not on the loading allowlist") as refused:
-        sklearn_kind.check_model(folder)
-    assert refused.value.rule == "types"
-    assert "sklearn.linear_model._coordinate_descent.Lasso" in str(refused.value)
+    model = TransformedTargetRegressor(regressor=Ridge(), func=np.sin, inverse_func=os.system,
+                                       check_inverse=False)
+    refused = allowlist.current().refused(_types_of(model))
+    assert [r.name for r in refused] == ["numpy.sin", "posix.system"]
+    assert "os.system" in refused[1].why
 
 
 @pytest.mark.parametrize(("edit", "rule"), [
@@ -172,5 +187,10 @@ def test_every_estimator_of_the_registry_is_on_the_allowlist(task: str) -> None:
                       "y": [4.0] * 40, "z": [2.5] * 40})
     y = x["carat"] * 1000 if task == "regression" else (x["carat"] > 0.6).astype(int)
     for name in ESTIMATORS[task]:
-        model = build_model(spec, make_estimator(task, name, {})).fit(x[spec.feature_names], y)
-        assert set(trusted_types(model)) <= sklearn_kind.ALLOWED_TYPES, name
+        estimator = make_estimator(task, name, {})
+        if stopping_rounds(estimator):  # a plain fit, without validation rows to stop on
+            estimator.set_params(n_estimators=5, **{key: None for key in (
+                "early_stopping_rounds", "early_stopping_round") if key in
+                estimator.get_params()})
+        model = build_model(spec, estimator).fit(x[spec.feature_names], y)
+        assert not allowlist.current().refused(trusted_types(model)), name

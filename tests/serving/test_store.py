@@ -7,11 +7,14 @@ import threading
 from collections.abc import Callable
 
 import pytest
+from prometheus_client import generate_latest
 
+from modelio import allowlist
 from modelio import source as modelio_source
 from modelio.identity import ModelIdentity
 from modelio.source import Source
 from serving.loader import LoadError
+from serving.metrics import Metrics
 from serving.scoring import LoadedModel
 from serving.store import ModelStore
 from tests.serving.helpers import loaded
@@ -178,3 +181,31 @@ def test_pinned_uri_names_what_it_can(uri: str, name: str, version: str | None,
                                       run_id: str | None) -> None:
     ref = modelio_source.pinned(uri, name="cand").identity
     assert (ref.name, ref.version, ref.run_id, ref.uri) == (name, version, run_id, uri)
+
+
+def test_a_version_it_cannot_load_leaves_it_behind_the_registry_and_says_so(
+        registry: Registry, store: ModelStore) -> None:
+    """/ready stays 200 on the old version (load balancers act on it); /model and the
+    metric `serving_behind_registry` tell that the registry moved on without it."""
+    metrics = Metrics(store, endpoints=["/model"])
+    store.refresh()
+    assert (store.behind_registry, store.status()["behind_registry"]) == (False, False)
+    assert b"serving_behind_registry 0.0" in generate_latest(metrics.registry)
+    registry.version = "2"
+    registry.broken.add("2")
+    store.refresh()
+    status = store.status()
+    assert status["version"] == "1"
+    assert status["registry_version"] == "2"
+    assert status["behind_registry"] is True
+    assert b"serving_behind_registry 1.0" in generate_latest(metrics.registry)
+    registry.version = "1"  # the alias moved back: in step again
+    store.refresh()
+    assert store.status()["behind_registry"] is False
+
+
+def test_model_status_publishes_what_the_server_can_load(store: ModelStore) -> None:
+    loads = store.status()["loads"]
+    assert loads["allowlist"] == allowlist.current().digest
+    assert set(loads["kinds"]) == {"sklearn", "xgboost", "lightgbm"}
+    assert loads["kinds"]["sklearn"]

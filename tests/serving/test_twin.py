@@ -8,6 +8,7 @@ loaded; the store then loads the skops model and re-checks the twin against it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -21,8 +22,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sklearn.pipeline import Pipeline
 
+from modelio import allowlist
 from modelio import files as modelfiles
-from modelio import sklearn_kind
 from modelio.source import Source
 from modelio.twin import Recorded, check_graph, recorded_twin
 from pipeline.stages.data import PreparedData
@@ -92,7 +93,11 @@ def test_a_twin_that_disagrees_is_not_served_and_model_says_why(
 def test_a_version_without_twin_or_with_the_runtime_turned_off_serves_sklearn(
         tmp_path: Path, model: Pipeline, data: PreparedData) -> None:
     without = load_folder(save_like_training(tmp_path / "a", model, data, None))
-    assert (without.runtime, without.twin) == ("sklearn", "this version has no compiled twin")
+    assert without.runtime == "sklearn"
+    assert without.twin == (
+        "this version has no compiled twin: promotion records one only when "
+        "HistGradientBoostingRegressor has a converter and its twin's parity is proven; "
+        "HistGradientBoostingRegressor serves on its own runtime (scikit-learn)")
     off = load_folder(save_like_training(tmp_path / "b", model, data, own_twin(model, data)),
                       runtime="sklearn")
     assert (off.runtime, off.twin) == ("sklearn", "turned off (SERVING_RUNTIME=sklearn)")
@@ -117,9 +122,6 @@ def test_a_twin_the_manifest_does_not_cover_is_refused_before_loading(
 
 
 # --- twin first: served on the answers training recorded, before scikit-learn loads ---
-
-HGB_REGRESSOR = ("sklearn.ensemble._hist_gradient_boosting.gradient_boosting."
-                 "HistGradientBoostingRegressor")
 
 FIRST_LOAD = """
 import json, sys
@@ -217,7 +219,8 @@ def test_a_skops_file_the_allowlist_refuses_drops_the_version_its_twin_served(
     folder = save_like_training(tmp_path, model, data, own_twin(model, data))
     first = load_folder(folder, finish=False)
     assert first.pending is not None
-    monkeypatch.setattr(sklearn_kind, "ALLOWED_TYPES", sklearn_kind.ALLOWED_TYPES - {HGB_REGRESSOR})
+    strict = dataclasses.replace(allowlist.current(), sklearn_estimators=False)
+    monkeypatch.setattr(allowlist, "current", lambda: strict)  # HGB no longer admitted
     store = _store_of(first)
     _wait_for(lambda: store.current is None)
     assert store.refusals == 1
