@@ -59,6 +59,11 @@ services: ## install and start what the tests need (MariaDB, dockerd, base image
 train: $(STAMP) ## train and log one run (ESTIMATOR=name, PARAMS="--param k=v ...")
 	@$(MLOPS) train --estimator $(ESTIMATOR) $(PARAMS)
 
+.PHONY: notebook
+notebook: $(STAMP) ## open the experiment notebook in JupyterLab (starts the local MLflow server first)
+	@$(MLOPS) stack up --backend $(BACKEND)
+	@$(VENV)/bin/jupyter lab notebooks/experiment.ipynb $(if $(filter 0,$(shell id -u)),--allow-root)
+
 .PHONY: status
 status: $(STAMP) ## show the registered model, its Production version and metrics
 	@$(MLOPS) status

@@ -7,6 +7,7 @@
     result = api.train(project, "my_models:extra_trees")        # your factory
     result = api.train(project, ExtraTreesRegressor(n_estimators=300))  # an estimator
     result = api.train(project, my_pipeline, fitted=True)      # fitted in the notebook
+    api.runs(project)                           # the leaderboard, as `mlops runs`
     verdict = api.gate(project, result.run_id)  # the pull request's gate, on the test rows
     api.propose(project, result.run_id)         # the run into model_card.yaml, if it passes
 
@@ -23,16 +24,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeline.gitops.card import ModelCard, load_card, prepare_data, write_candidate_run_id
+from pipeline.gitops.leaderboard import RunRow
 from pipeline.gitops.verdict import Verdict
 from pipeline.settings import Settings, load_settings
 from pipeline.stages.data import PreparedData
 from pipeline.stages.estimators import BUILT_IN
 from pipeline.stages.train import TrainResult
 
-__all__ = ["Project", "Verdict", "estimators", "gate", "load", "propose", "train"]
+if TYPE_CHECKING:
+    from mlflow.entities.model_registry import ModelVersion
+
+__all__ = ["Project", "RunRow", "Verdict", "estimators", "gate", "load", "production",
+           "propose", "runs", "train"]
 
 
 @dataclass
@@ -103,12 +109,37 @@ def gate(project: Project, run_id: str) -> Verdict:
     return outcome.verdict
 
 
-def propose(project: Project, run_id: str, verdict: Verdict | None = None) -> bool:
-    """Write `run_id` into the card as its candidate when the gate passes (computed here
-    unless given); True when written. Then open the pull request (git push)."""
+def runs(project: Project, limit: int = 10) -> list[RunRow]:
+    """The leaderboard `mlops runs` prints: the best finished runs of the experiment on
+    the card's dataset, by the primary metric on the validation rows, best first."""
+    from pipeline.gitops import registry
+    from pipeline.gitops.leaderboard import best_runs
+
+    client = registry.client(project.settings.mlflow_tracking_uri)
+    return best_runs(client, project.card, experiment=project.settings.mlops_experiment,
+                     dataset=project.data.spec.name, limit=limit)
+
+
+def production(project: Project) -> ModelVersion | None:
+    """The registry's Production version of the card's model (None before the first)."""
+    from pipeline.gitops import registry
+
+    client = registry.client(project.settings.mlflow_tracking_uri)
+    return registry.production_version(client, project.card.model.name)
+
+
+def propose(project: Project, run_id: str, verdict: Verdict | None = None, *,
+            to: str | Path | None = None) -> Path | None:
+    """Write `run_id` as the candidate when the gate passes (computed here unless given):
+    into the card itself, or, with `to`, into a copy of the card there (comments and
+    layout kept; beside the card, its relative data paths still hold), so an experiment
+    need not touch the card the pull request carries. The file written, or None when the
+    gate did not pass."""
     verdict = verdict if verdict is not None else gate(project, run_id)
     if not verdict.passed or verdict.candidate_run_id != run_id:
-        return False
-    write_candidate_run_id(project.card_path, run_id)
-    project.card = load_card(project.card_path)
-    return True
+        return None
+    target = Path(to) if to is not None else project.card_path
+    write_candidate_run_id(target, run_id, source=project.card_path)
+    if target.resolve() == project.card_path.resolve():
+        project.card = load_card(project.card_path)
+    return target

@@ -253,11 +253,12 @@ def load_card(path: Path | str) -> ModelCard:
 _CANDIDATE_LINE = re.compile(r"^(\s*candidate_run_id:)[^\n#]*(#.*)?$", re.MULTILINE)
 
 
-def write_candidate_run_id(path: Path, run_id: str) -> None:
-    """Put `run_id` in the card, keeping its comments; atomic, validated before writing."""
+def write_candidate_run_id(path: Path, run_id: str, *, source: Path | None = None) -> None:
+    """Put `run_id` in the card, keeping its comments; atomic, validated before writing.
+    With `source`, the card read is that one and `path` becomes its copy."""
     if not re.match(RUN_ID_PATTERN, run_id):
         raise ConfigError(f"run ID {run_id!r} is not a 32-character MLflow run ID")
-    text = path.read_text(encoding="utf-8")
+    text = (source or path).read_text(encoding="utf-8")
     new_text, count = _CANDIDATE_LINE.subn(
         lambda m: f"{m.group(1)} {run_id}" + (f"  {m.group(2)}" if m.group(2) else ""), text
     )

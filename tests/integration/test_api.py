@@ -64,6 +64,6 @@ def test_three_ways_in_one_gate_one_proposal(tracking_env: TrackingServer, tmp_p
 
     verdict = api.gate(project, by_object.run_id)
     assert verdict.candidate_run_id == by_object.run_id
-    assert api.propose(project, by_object.run_id, verdict) is verdict.passed
+    assert (api.propose(project, by_object.run_id, verdict) == card) is verdict.passed
     expected = by_object.run_id if verdict.passed else None
     assert load_card(card).model.candidate_run_id == expected

@@ -194,9 +194,11 @@ def test_a_killed_spark_job_leaves_no_output(spark_scoring: Scoring, tmp_path: P
 
 def test_the_spark_path_refuses_a_tampered_model(spark_scoring: Scoring,
                                                  tmp_path: Path) -> None:
-    _tamper(spark_scoring)
-    done = spark_scoring.score(str(spark_scoring.batch), str(tmp_path / "spark"),
-                               "--engine", "spark", "--spark-master", "local[2]")
+    # A model of its own: the module's Production stays intact for the tests after this one.
+    tampered = _setup(spark_scoring.server, tmp_path, 5_000)
+    _tamper(tampered)
+    done = tampered.score(str(tampered.batch), str(tmp_path / "spark"),
+                          "--engine", "spark", "--spark-master", "local[2]")
     assert done.returncode == 2, done.stderr
     line = done.stderr.strip().splitlines()[-1]
     assert "refused: model.skops: expected sha256" in line, done.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 import subprocess
@@ -253,3 +254,18 @@ def test_the_serving_image_is_built_once_pushed_by_digest_and_rolled_by_the_stac
     script = (REPO / "scripts" / "push-serving-image.sh").read_text()
     assert "docker push" in script
     assert 'digest=$digest" >> "$GITHUB_OUTPUT"' in script
+
+
+def test_the_serving_image_is_rebuilt_when_anything_it_copies_changes() -> None:
+    """Every file the Dockerfile copies from the repository is under a `paths` filter:
+    a change to modelio/ (the loader the server runs) must roll a new image too."""
+    workflow = _load(REPO / ".github" / "workflows" / "serving-image.yml")
+    paths = workflow.get(True, workflow.get("on"))["push"]["paths"]
+    copied = [source for line in (REPO / "Dockerfile").read_text().splitlines()
+              if line.startswith("COPY ") and "--from=" not in line
+              for source in line.split()[1:-1]]
+    assert copied, "the Dockerfile copies files from the repository"
+    for source in copied:
+        file = source.rstrip("/") + ("/__init__.py" if source.endswith("/") else "")
+        assert any(fnmatch.fnmatch(file, pattern) for pattern in paths), \
+            f"{source} is copied into the image but no paths filter matches it"
