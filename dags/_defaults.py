@@ -86,7 +86,10 @@ AWS_CONN_ID = os.environ.get("AIRFLOW__MLOPS__AWS_CONN_ID", "aws_default")
 EMR_POLL_SECONDS = int(os.environ.get("AIRFLOW__MLOPS__EMR_POLL_SECONDS", "60"))
 """How often the operator asks EMR Serverless whether the job has finished."""
 
-GITHUB_REPOSITORY = (os.environ.get("GITHUB_REPOSITORY")
-                     or os.environ.get("AIRFLOW__MLOPS__GITHUB_REPOSITORY", ""))
-"""owner/name of the repository the retrained candidate's pull request is opened on
-(MWAA's configuration `mlops.github_repository`, set by the stack)."""
+def github_repository() -> str:
+    """owner/name of the repository the retrained candidate's pull request is opened on
+    (GITHUB_REPOSITORY, else MWAA's configuration `mlops.github_repository`, set by the
+    stack). Read when the task runs, not when the scheduler imports the DAG file, so the
+    task sees the environment it runs in."""
+    return (os.environ.get("GITHUB_REPOSITORY")
+            or os.environ.get("AIRFLOW__MLOPS__GITHUB_REPOSITORY", ""))

@@ -35,10 +35,10 @@ from _defaults import (
     CARD,
     EMR_TRAIN_JOB_ROLE_ARN,
     EMR_TRAIN_LOGIN_SECRET_ARN,
-    GITHUB_REPOSITORY,
     REPO,
     TRAINING_SCHEDULE,
     WORK_ROOT,
+    github_repository,
 )
 from _emr import emr_params, job_driver, submit_job
 from _tracking_login import use_tracking_login
@@ -168,7 +168,7 @@ def mlops_training() -> None:
         `mlops.github_repository`.
         """
         context = get_current_context()
-        pull = propose_from_env({**os.environ, "GITHUB_REPOSITORY": GITHUB_REPOSITORY},
+        pull = propose_from_env({**os.environ, "GITHUB_REPOSITORY": github_repository()},
                                 run_id=registered["run_id"],
                                 model_name=registered["name"], version=registered["version"],
                                 summary=context["params"]["monitor_summary"] or None,
