@@ -78,6 +78,10 @@ demo: $(STAMP) ## run the whole loop locally, stack left running (DATASET=rand_h
 test: $(STAMP) $(AIRFLOW_STAMP) ## the whole suite; as root first installs/starts MariaDB, dockerd, base image
 	@scripts/test.sh "$(VENV)" "$(AIRFLOW_VENV)" $(PYTEST_ARGS)
 
+.PHONY: test-fast
+test-fast: $(STAMP) ## the inner loop: every test that needs no server, Docker, JVM or Airflow (-m unit)
+	@$(PY) -m pytest -m unit -q $(PYTEST_ARGS)
+
 .PHONY: test-unit
 test-unit: $(STAMP) ## run the fast unit tests of the stages only
 	@$(PY) -m pytest tests/unit $(PYTEST_ARGS)

@@ -179,6 +179,29 @@ def _forget_global_tracking_uri() -> None:
     mlflow.tracking.fluent._active_experiment_id = None
 
 
+# What a test needs beyond this process. A test with none of these is `unit`: it runs
+# in-process (the serving app through ASGI, the gate on frames, the stages on small data),
+# and `make test-fast` (`-m unit`) is the inner loop made of them.
+NEEDS = ("integration", "e2e", "docker", "airflow", "spark", "slow")
+SERVER_FIXTURES = {"tracking_server", "tracking_servers", "tracking_env", "secured_server"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Markers that follow from what a test uses, so `-m` selects by need and no marker
+    can be forgotten: a tracking-server fixture makes a test `integration`, Spark's
+    fixture `spark`, tests/dags `airflow`."""
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & SERVER_FIXTURES:
+            item.add_marker(pytest.mark.integration)
+        if "spark_scoring" in fixtures:
+            item.add_marker(pytest.mark.spark)
+        if "dags" in item.path.relative_to(Path(__file__).parent).parts[:1]:
+            item.add_marker(pytest.mark.airflow)
+        if not any(item.get_closest_marker(need) for need in NEEDS):
+            item.add_marker(pytest.mark.unit)
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """How long each backend's stack took to start: the price of testing on it."""
     if STARTUP_SECONDS:

@@ -283,6 +283,7 @@ def test_inference_dag_writes_one_score_per_row_equal_to_the_apis_predict(
     assert set(scores["model_name"]) == {trained.model_name}
 
 
+@pytest.mark.spark
 def test_inference_dag_on_spark_scores_like_the_api(
         serving: ServingApi, trained: Trained, batch: tuple[Path, pd.DataFrame],
         tracking_server: TrackingServer, tmp_path: Path, airflow_home: Path,
@@ -310,6 +311,7 @@ def test_inference_dag_on_spark_scores_like_the_api(
     assert set(scores["model_name"]) == {trained.model_name}
 
 
+@pytest.mark.spark
 def test_inference_dag_on_emr_serverless_submits_the_spark_command_for_production(
         serving: ServingApi, trained: Trained, batch: tuple[Path, pd.DataFrame],
         tracking_server: TrackingServer, emr_serverless: EmrServerless, tmp_path: Path,

@@ -214,6 +214,7 @@ def _run_job(arguments: list[str], emr: EmrServerless,
                           env=env, capture_output=True, text=True, timeout=600, check=False)
 
 
+@pytest.mark.spark
 def test_the_scoring_job_gets_its_login_by_name_and_reads_it_itself(
         trained: Any, logins: Logins, emr_serverless: EmrServerless, batch: Path,
         task_env: pytest.MonkeyPatch, tmp_path: Path, airflow_home: Path) -> None:
@@ -241,6 +242,7 @@ def test_the_scoring_job_gets_its_login_by_name_and_reads_it_itself(
     assert refused.returncode != 0
 
 
+@pytest.mark.spark
 @pytest.mark.parametrize("case", ["another password in the secret", "no login at all"])
 def test_without_its_login_the_task_is_refused(
         case: str, trained: Any, logins: Logins, emr_serverless: EmrServerless, batch: Path,
