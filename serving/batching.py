@@ -28,6 +28,11 @@ deadline) marks the thread stuck: a new scoring thread takes over the queue, and
 stuck one exits when (if ever) its predict returns, answering its requests if they
 still wait. `health()` reports a dead or stuck thread and restarts it; a request that
 times out behind a predict that held the thread all along restarts it too.
+
+Every age and expiry is read from `clock` (monotonic seconds); the waits themselves
+(`asyncio.wait_for`, the queue's linger) stay real. A test gives the batcher a clock it
+advances, so "this predict has run past the bound" is a fact the test sets, not a race
+between a sleep and a loaded machine's scheduler.
 """
 
 from __future__ import annotations
@@ -58,7 +63,7 @@ class _Job:
     rows: list[Any]
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
-    submitted: float  # time.monotonic()
+    submitted: float  # the batcher's clock
     expires: float  # after this no one waits for the answer
     method: str = scoring.PREDICT  # or another of scoring.METHODS
     predict_started: float | None = None  # when the predict scoring it began
@@ -73,11 +78,20 @@ class _Parse:
 
 
 class MicroBatcher:
-    """One scoring thread fed by a bounded queue; `predict` awaits this request's share."""
+    """One scoring thread fed by a bounded queue; `predict` awaits this request's share.
+
+    `clock` is a public attribute rather than an argument threaded through `create_app`:
+    the server always runs on `time.monotonic`, and a test that needs another clock sets
+    `app.state.batcher.clock` before its first request, so no production signature grows
+    an option that only tests use. Replacing it while requests are in flight would mix
+    two time bases.
+    """
 
     def __init__(self, *, max_rows: int = 1024, linger_seconds: float = 0.001,
                  max_queue: int = 256, deadline_seconds: float = 30.0,
-                 stuck_seconds: float | None = None, inline_rows: int = 16) -> None:
+                 stuck_seconds: float | None = None, inline_rows: int = 16,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
         self.max_rows = max_rows
         self.inline_rows = inline_rows
         self.linger_seconds = linger_seconds
@@ -92,7 +106,7 @@ class MicroBatcher:
         self._thread: threading.Thread | None = None
         self._parser: threading.Thread | None = None
         self._generation = 0  # a thread whose generation is old exits at its next turn
-        self._predict_started: float | None = None  # monotonic, while a predict runs
+        self._predict_started: float | None = None  # by the clock, while a predict runs
         self._lock = threading.Lock()
         self.batches = 0
         self.batched_requests = 0
@@ -114,8 +128,8 @@ class MicroBatcher:
         return len(self._abandoned)
 
     def deadline(self) -> float:
-        """The deadline of a request arriving now (`time.monotonic()`)."""
-        return time.monotonic() + self.deadline_seconds
+        """The deadline of a request arriving now, by the batcher's `clock`."""
+        return self.clock() + self.deadline_seconds
 
     async def predict(self, model: LoadedModel, rows: list[Any],
                       method: str = scoring.PREDICT, *,
@@ -123,14 +137,14 @@ class MicroBatcher:
         """What `method` asks of the model for `rows` (validated), off the loop.
 
         Or on it, for a small twin request while the scoring thread is idle (see above).
-        `deadline` (monotonic) is the request's, from its arrival; by default from now.
+        `deadline` (by `clock`) is the request's, from its arrival; by default from now.
         """
         if self._scores_inline(model, rows):
             return self._score_inline(model, rows, method)
         self._ensure_thread()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        now = time.monotonic()
+        now = self.clock()
         expires = now + self.deadline_seconds if deadline is None else deadline
         self._admit(expires, now)
         job = _Job(model=model, rows=rows, loop=loop, future=future, submitted=now,
@@ -151,7 +165,7 @@ class MicroBatcher:
         self._ensure_parser()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        now = time.monotonic()
+        now = self.clock()
         expires = now + self.deadline_seconds if deadline is None else deadline
         self._admit(expires, now)
         self._parses.put(_Parse(work=work, loop=loop, future=future, expires=expires))
@@ -215,7 +229,7 @@ class MicroBatcher:
         with self._lock:
             started = self._predict_started
             if started is None or self._thread is None \
-                    or time.monotonic() - started < 0.9 * self.stuck_seconds:
+                    or self.clock() - started < 0.9 * self.stuck_seconds:
                 return
             if started == job.predict_started or started <= job.submitted:
                 log.error("a predict has run for the whole deadline (%g s); "
@@ -249,7 +263,7 @@ class MicroBatcher:
             job = self._take(self._parses.get())
             if job is None:
                 return
-            if job.expires <= time.monotonic():
+            if job.expires <= self.clock():
                 self.expired += 1
                 continue  # its request has been answered 504
             try:
@@ -262,7 +276,7 @@ class MicroBatcher:
 
     def _stuck(self) -> bool:
         started = self._predict_started
-        return started is not None and time.monotonic() - started > self.stuck_seconds
+        return started is not None and self.clock() - started > self.stuck_seconds
 
     def _ensure_thread(self) -> None:
         thread = self._thread
@@ -323,7 +337,7 @@ class MicroBatcher:
                     else:
                         jobs.append(companion)
                         stop = self._take_waiting(jobs)
-            now = time.monotonic()
+            now = self.clock()
             live = [job for job in jobs if job.expires > now]
             self.expired += len(jobs) - len(live)
             try:
@@ -354,7 +368,7 @@ class MicroBatcher:
 
     def _score(self, jobs: list[_Job], generation: int) -> None:
         model = jobs[0].model
-        started = time.monotonic()
+        started = self.clock()
         for job in jobs:
             job.predict_started = started
         if generation == self._generation:

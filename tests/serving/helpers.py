@@ -61,6 +61,21 @@ def ready_store(model: LoadedModel) -> ModelStore:
     return store
 
 
+class FakeClock:
+    """A monotonic clock that moves only when `advance`d: what the batcher reads for ages
+    and deadlines, so a test says "the predict has now run 0.6 s" instead of sleeping 0.6 s
+    and hoping the scoring thread was scheduled in time."""
+
+    def __init__(self, start: float = 100.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 class Sleepy(Linear):
     """Takes `seconds` per predict call, like a heavy model."""
 

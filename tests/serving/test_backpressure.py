@@ -14,7 +14,15 @@ from fastapi import FastAPI
 
 from serving.app import create_app
 from serving.settings import ServingSettings
-from tests.serving.helpers import ROW, Hanging, Killing, Sleepy, loaded, ready_store
+from tests.serving.helpers import (
+    ROW,
+    FakeClock,
+    Hanging,
+    Killing,
+    Sleepy,
+    loaded,
+    ready_store,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -36,6 +44,12 @@ async def http(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 
 def body(count: int = 2) -> dict[str, Any]:
     return {"records": [{**ROW, "count": count}]}
+
+
+async def predict_started(app: FastAPI) -> None:
+    """Until the scoring thread is inside a predict (the test's timeout bounds the wait)."""
+    while app.state.batcher._predict_started is None:
+        await asyncio.sleep(0.01)
 
 
 def metric(text: str, name: str) -> float:
@@ -93,15 +107,19 @@ def test_overload_on_invocations_and_v2_answers_in_their_shapes() -> None:
 
 def test_a_hung_predict_gets_504_and_the_next_request_is_served() -> None:
     model = Hanging()
-    app = app_with(model, serving_deadline_seconds=0.5)
+    app = app_with(model, serving_deadline_seconds=1)
+    clock = app.state.batcher.clock = FakeClock()
 
     async def scenario() -> None:
         async with http(app) as client:
             began = time.monotonic()
-            hung = await client.post("/predict", json=body(13))
-            assert hung.status_code == 504
+            hung = asyncio.ensure_future(client.post("/predict", json=body(13)))
+            await predict_started(app)
+            clock.advance(1)  # by its timeout the predict has held the thread all along
+            answer = await hung
+            assert answer.status_code == 504
             assert time.monotonic() - began < 5
-            assert hung.json()["detail"][0]["type"] == "deadline"
+            assert answer.json()["detail"][0]["type"] == "deadline"
             following = [await client.post("/predict", json=body(i)) for i in range(3)]
             assert [a.status_code for a in following] == [200, 200, 200]
             assert [a.json()["predictions"] for a in following] == [[500.0], [501.0], [502.0]]
@@ -119,11 +137,14 @@ def test_a_hung_predict_gets_504_and_the_next_request_is_served() -> None:
 def test_ready_fails_while_a_predict_is_stuck_and_recovers() -> None:
     model = Hanging()
     app = app_with(model, serving_deadline_seconds=1.5, serving_stuck_seconds=0.3)
+    clock = app.state.batcher.clock = FakeClock()
 
     async def scenario() -> None:
         async with http(app) as client:
             hung = asyncio.ensure_future(client.post("/predict", json=body(13)))
-            await asyncio.sleep(0.6)  # the predict has now run past the stuck bound
+            await predict_started(app)
+            assert (await client.get("/ready")).status_code == 200, "a running predict is fine"
+            clock.advance(0.6)  # the predict has now run past the stuck bound
             ready = await client.get("/ready")
             assert ready.status_code == 503
             assert "scoring thread" in ready.json()["reason"]
