@@ -77,8 +77,14 @@ def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 def load_dag(module_name: str, attribute: str) -> Any:
-    """Import a DAG file the way the scheduler does (dags/ on sys.path) and return its DAG."""
-    module: ModuleType = importlib.import_module(module_name)
+    """Import a DAG file the way the scheduler does (dags/ on sys.path) and return its DAG,
+    parsed afresh each time as the scheduler parses it: `dag.test()` runs the tasks
+    in-process, and a run's conf stays in the tasks' params (an earlier test's
+    `open_pull_request: true` would open a pull request in every later run)."""
+    if module_name in sys.modules:
+        module: ModuleType = importlib.reload(sys.modules[module_name])
+    else:
+        module = importlib.import_module(module_name)
     return getattr(module, attribute)
 
 
