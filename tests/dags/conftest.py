@@ -15,7 +15,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ import requests
 from pipeline.localstack.mysql import MYSQL_HOME
 from pipeline.localstack.process import ManagedProcess
 from tests.conftest import BACKENDS_VARIABLE, TrackingServer, selected_backends
-from tests.utils import REPO, free_port
+from tests.utils import REPO, free_port, wait_for
 
 if importlib.util.find_spec("airflow") is None:
     # The main suite runs in .venv, which has no Airflow: these run in `make dags-test`.
@@ -187,16 +186,18 @@ def start_serving(*, home: Path, env: dict[str, str], model_name: str,
 
 
 def _wait_ready(url: str, process: ManagedProcess, wait_seconds: float) -> None:
-    deadline = time.monotonic() + wait_seconds
-    while time.monotonic() < deadline:
+    def ready() -> bool:
         try:
-            if requests.get(f"{url}/ready", timeout=5).status_code == 200:
-                return
+            return requests.get(f"{url}/ready", timeout=5).status_code == 200
         except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    process.stop()
-    pytest.fail(f"the serving API at {url} did not become ready: {process.last_log_line()}")
+            return False
+
+    try:
+        wait_for(ready, what=f"the serving API at {url} to be ready", seconds=wait_seconds,
+                 interval=0.5, process=process)
+    except AssertionError as gave_up:
+        process.stop()
+        pytest.fail(str(gave_up))
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,8 @@ import json
 import os
 import sys
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from pipeline.gitops.card import load_card, prepare_data
 from pipeline.gitops.registry import logged_model_id
 from pipeline.localstack.process import ManagedProcess
 from tests.conftest import TrackingServer
-from tests.utils import free_port, run_mlops
+from tests.utils import free_port, run_mlops, wait_for
 from tests.utils.cards import write_card
 from tests.utils.registry import move_production
 
@@ -118,18 +117,6 @@ def serving_process(home: Path, env: dict[str, str], model_name: str,
         yield Server(url=url, process=process)
     finally:
         process.stop()
-
-
-def wait_for(condition: Callable[[], bool], *, what: str, seconds: float = 90,
-             process: ManagedProcess | None = None) -> float:
-    """Poll `condition` until true; return how long it took. A bound, not a timing check."""
-    begin = time.monotonic()
-    while not condition():
-        if time.monotonic() - begin > seconds:
-            log = process.last_log_line() if process else ""
-            raise AssertionError(f"gave up waiting for {what} after {seconds} s {log}")
-        time.sleep(0.1)
-    return time.monotonic() - begin
 
 
 CLIENTS = 4

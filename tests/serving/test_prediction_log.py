@@ -37,7 +37,7 @@ from serving.prediction_log import (
     schema_problem,
 )
 from serving.settings import ServingSettings
-from tests.utils import free_port
+from tests.utils import free_port, wait_for
 
 REGRESSOR = ModelInfo(name="diamond-price", version="3", run_id="a" * 32, runtime="onnx")
 CLASSIFIER = ModelInfo(name="health", version="1", run_id="b" * 32, runtime="sklearn",
@@ -129,9 +129,8 @@ def test_files_rotate_by_size_and_by_time(tmp_path: Path) -> None:
     by_time = tmp_path / "time"
     with PredictionLog(str(by_time), rotate_seconds=0.3, flush_seconds=0.05) as log:
         log.record(REGRESSOR, "early", [{"x": 1.0}], [1.0])
-        deadline = time.monotonic() + 10
-        while not finished_files(by_time) and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(lambda: bool(finished_files(by_time)), what="the first file to be finished",
+                 seconds=10, interval=0.05)
         assert len(finished_files(by_time)) == 1, "the first file is finished by its age"
         log.record(REGRESSOR, "late", [{"x": 2.0}], [2.0])
     assert len(finished_files(by_time)) == 2
@@ -265,10 +264,7 @@ def test_a_served_app_logs_every_row_and_loses_none_on_shutdown(tmp_path: Path) 
                                            log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started
+    wait_for(lambda: server.started, what="uvicorn to start", seconds=30, interval=0.05)
     sent = 0
     with requests.Session() as http:
         for request in range(60):

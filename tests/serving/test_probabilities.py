@@ -9,7 +9,6 @@ clients (MLflow's `ScoringServerClient`, `tritonclient.http`) talk to it through
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from serving import scoring
 from serving.app import create_app
 from tests.serving.helpers import ROW, loaded, ready_store
 from tests.serving.model_folders import load_folder, own_twin, sampled, save_like_training
-from tests.utils import free_port
+from tests.utils import free_port, wait_for
 
 PROBABILITY_TOLERANCE = 1e-6  # what the twin is verified to at training
 
@@ -181,10 +180,7 @@ def served(folder: Path) -> Iterator[str]:
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
+    wait_for(lambda: server.started, what="uvicorn to start", seconds=30, interval=0.05)
     try:
         yield f"127.0.0.1:{port}"
     finally:

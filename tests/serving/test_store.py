@@ -18,6 +18,7 @@ from serving.metrics import Metrics
 from serving.scoring import LoadedModel
 from serving.store import ModelStore
 from tests.serving.helpers import loaded
+from tests.utils import wait_for
 
 
 class Registry:
@@ -114,14 +115,6 @@ def test_background_thread_starts_and_stops(registry: Registry, store: ModelStor
     assert store.ready
 
 
-def _wait_for(condition: Callable[[], bool]) -> bool:
-    for _ in range(500):
-        if condition():
-            return True
-        threading.Event().wait(0.01)
-    return False
-
-
 def test_the_first_version_serves_from_its_twin_while_the_rest_loads_behind(
         registry: Registry, store: ModelStore) -> None:
     release = threading.Event()
@@ -138,7 +131,8 @@ def test_the_first_version_serves_from_its_twin_while_the_rest_loads_behind(
     assert first.pending is not None, "served before finishing"
     assert store.status()["sklearn"] == "loading"
     release.set()
-    assert _wait_for(lambda: store.current is final)
+    wait_for(lambda: store.current is final, what="the final version", seconds=5,
+             interval=0.01)
     assert store.status()["sklearn"] == "loaded"
     assert not store.refresh(), "finishing is not a new version"
 
@@ -164,7 +158,8 @@ def test_a_version_whose_pending_part_fails_is_dropped_and_then_loaded_whole(
 
     registry.pending["1"] = refuse
     assert store.refresh()
-    assert _wait_for(lambda: store.current is None and store.last_error is not None)
+    wait_for(lambda: store.current is None and store.last_error is not None,
+             what="the failed load to be recorded", seconds=5, interval=0.01)
     assert store.last_error == "toy version 1: cannot load: model.skops is not a skops file"
     assert store.reload_failures == 1
     assert not store.refresh(), "a retry loads the whole version before serving it"

@@ -12,8 +12,6 @@ import dataclasses
 import json
 import subprocess
 import sys
-import threading
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +34,7 @@ from serving.schema import ColumnBatch
 from serving.store import ModelStore
 from tests.serving.helpers import ready_store
 from tests.serving.model_folders import load_folder, own_twin, sampled, save_like_training
-from tests.utils import REPO, onnx_attacks
+from tests.utils import REPO, onnx_attacks, wait_for
 
 pytestmark = pytest.mark.usefixtures("one_sklearn_thread")
 
@@ -142,14 +140,6 @@ print(json.dumps({"first": [first.runtime, first.pending is not None, imported],
 """
 
 
-def _wait_for(condition: Callable[[], bool]) -> None:
-    for _ in range(1000):
-        if condition():
-            return
-        threading.Event().wait(0.02)
-    raise AssertionError("the store did not finish the twin-first version")
-
-
 def _store_of(first: scoring.LoadedModel) -> ModelStore:
     """A store whose first (and only) version is `first`, finished in its own thread."""
     source = Source(identity=first.info)
@@ -202,7 +192,8 @@ def test_a_twin_with_forged_answers_serves_only_until_its_model_is_loaded(
     first = load_folder(folder, finish=False)
     assert (first.runtime, first.pending is not None) == ("onnx", True)
     store = _store_of(first)
-    _wait_for(lambda: store.current is not first)
+    wait_for(lambda: store.current is not first,
+             what="the store to finish the twin-first version", seconds=20, interval=0.02)
     final = store.current
     assert final is not None
     assert final.pending is None
@@ -222,7 +213,8 @@ def test_a_skops_file_the_allowlist_refuses_drops_the_version_its_twin_served(
     strict = dataclasses.replace(allowlist.current(), sklearn_estimators=False)
     monkeypatch.setattr(allowlist, "current", lambda: strict)  # HGB no longer admitted
     store = _store_of(first)
-    _wait_for(lambda: store.current is None)
+    wait_for(lambda: store.current is None,
+             what="the store to finish the twin-first version", seconds=20, interval=0.02)
     assert store.refusals == 1
     assert store.last_refusal is not None
     assert store.last_refusal["rule"] == "types"

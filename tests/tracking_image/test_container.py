@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +33,7 @@ from tests.security.test_tracking_server import (  # the same checks as the loca
 from tests.tracking_image.conftest import MASTER_USER, Storage, TrackingContainer, in_database
 from tests.tracking_image.secrets_manager import SecretsManager
 from tests.tracking_image.task import ADDRESSES, RUNTIME, ContainerRun
+from tests.utils import wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.integration, pytest.mark.slow]
 
@@ -180,10 +180,8 @@ def logins(cloud_server: TrackingServer, secrets_store: tuple[SecretsManager, st
     """Each login as its consumer reads it: from its secret, which the task wrote."""
     store, _ = secrets_store
     arns = deployment.outputs["loginSecretArns"]
-    deadline = time.monotonic() + 120
-    while not set(arns.values()) <= set(store.puts) and time.monotonic() < deadline:
-        time.sleep(1)
-    assert set(arns.values()) <= set(store.puts), "the task did not write every login"
+    wait_for(lambda: set(arns.values()) <= set(store.puts),
+             what="the task to write every login", seconds=120, interval=1)
     values = {name: json.loads(store.values[arn]) for name, arn in arns.items()}
     return {name: (value["username"], value["password"]) for name, value in values.items()}
 

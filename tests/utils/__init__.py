@@ -7,9 +7,14 @@ import os
 import socket
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pipeline.localstack.process import ManagedProcess
 
 REPO = Path(__file__).resolve().parents[2]
 MLOPS = str(Path(sys.executable).parent / "mlops")
@@ -32,6 +37,19 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def wait_for(condition: Callable[[], bool], *, what: str, seconds: float = 90,
+             interval: float = 0.1, process: ManagedProcess | None = None) -> float:
+    """Poll `condition` until true; return how long it took. A bound, not a timing check:
+    on giving up it fails naming `what`, with the last log line of `process` if given."""
+    begin = time.monotonic()
+    while not condition():
+        if time.monotonic() - begin > seconds:
+            log = process.last_log_line() if process else ""
+            raise AssertionError(f"gave up waiting for {what} after {seconds} s {log}".rstrip())
+        time.sleep(interval)
+    return time.monotonic() - begin
 
 
 def run_mlops(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
