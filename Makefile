@@ -82,6 +82,10 @@ test: $(STAMP) $(AIRFLOW_STAMP) ## the whole suite; as root first installs/start
 test-fast: $(STAMP) ## the inner loop: every test that needs no server, Docker, JVM or Airflow (-m unit)
 	@$(PY) -m pytest -m unit -q $(PYTEST_ARGS)
 
+.PHONY: test-part
+test-part: $(STAMP) ## one part of the suite, as the PR workflow's jobs run it (MLOPS_TEST_PART=unit|integration|e2e|airflow)
+	@scripts/test-part.sh "$(VENV)" "$(AIRFLOW_VENV)" $(PYTEST_ARGS)
+
 .PHONY: test-unit
 test-unit: $(STAMP) ## run the fast unit tests of the stages only
 	@$(PY) -m pytest tests/unit $(PYTEST_ARGS)

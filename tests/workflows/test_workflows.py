@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import re
 import subprocess
 import sys
@@ -183,13 +184,66 @@ def test_zizmor_finds_nothing_of_medium_severity_or_higher() -> None:
 
 
 def test_pull_requests_run_the_whole_suite() -> None:
-    """What .ci/run runs: `make test`, with every service installed and none left out."""
+    """The suite in parallel parts by marker, each with every service it needs and none
+    left out (MLOPS_REQUIRE_ALL), the Airflow part in its own environment."""
     job = _load(REPO / ".github" / "workflows" / "pr.yml")["jobs"]["tests"]
+    assert job["strategy"]["matrix"]["part"] == list(PARTS)
+    assert job["strategy"]["fail-fast"] is False
     runs = [step.get("run", "").strip() for step in job["steps"]]
-    assert runs.index("make services") < runs.index("make test")
-    (suite,) = [step for step in job["steps"] if step.get("run", "").strip() == "make test"]
-    assert suite["env"] == {"MLOPS_REQUIRE_ALL": "1"}
+    assert runs.index("make setup") < runs.index("make services") < runs.index("make test-part")
+    assert runs.index("make dags-venv") < runs.index("make test-part")
+    (suite,) = [step for step in job["steps"] if step.get("run", "").strip() == "make test-part"]
+    assert suite["env"] == {"MLOPS_TEST_PART": "${{ matrix.part }}", "MLOPS_REQUIRE_ALL": "1"}
     assert job["permissions"] == {"contents": "read"}
+    services = next(step for step in job["steps"] if step.get("run") == "make services")
+    assert services["if"] == "matrix.part != 'unit'", "every part but unit needs the services"
+
+
+PARTS = ("unit", "integration", "e2e", "airflow")
+ITEM_MARKERS = """
+import json, os
+def pytest_collection_finish(session):
+    with open(os.environ["ITEM_MARKERS"], "w") as out:
+        json.dump({i.nodeid: sorted({m.name for m in i.iter_markers()}) for i in session.items},
+                  out)
+"""
+
+
+def _collected_markers(tmp_path: Path) -> dict[str, list[str]]:
+    """Every test of the main environment with its markers, as pytest collects them."""
+    (tmp_path / "item_markers.py").write_text(ITEM_MARKERS)
+    out = tmp_path / "items.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "item_markers",
+         "-p", "no:cacheprovider"], cwd=REPO, capture_output=True, text=True, timeout=600,
+        check=False, env={**os.environ, "ITEM_MARKERS": str(out),
+                          "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO}"})
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return dict(json.loads(out.read_text()))
+
+
+@pytest.mark.slow
+def test_the_parts_select_every_test_once(tmp_path: Path) -> None:
+    """What the PR workflow's parts select, by the markers pytest gives each test: every
+    test of the main environment in exactly one part (the Airflow part is tests/dags,
+    which the main environment does not collect), so no test is run twice or never."""
+    from _pytest.mark.expression import Expression
+
+    expressions = {}
+    for part in PARTS:
+        printed = subprocess.run(["scripts/test-part.sh", "--markers", part], cwd=REPO,
+                                 capture_output=True, text=True, timeout=30, check=True)
+        expressions[part] = Expression.compile(printed.stdout.strip())
+    items = _collected_markers(tmp_path)
+    assert len(items) >= 650
+    for nodeid, markers in items.items():
+        def has(name: str, **_: object) -> bool:
+            return name in markers  # noqa: B023 (evaluated right here)
+
+        chosen = [part for part, expression in expressions.items() if expression.evaluate(has)]
+        assert len(chosen) == 1, f"{nodeid} ({markers}) is in the parts {chosen}"
+    assert any("unit" in markers for markers in items.values())
+    assert any("e2e" in markers for markers in items.values())
 
 
 def test_the_image_test_serves_the_card_s_candidate_with_read_only_credentials() -> None:
