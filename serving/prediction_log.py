@@ -148,7 +148,8 @@ class PredictionLog:
     def __init__(self, destination: str, *, source: str = "serving", sample_rate: float = 1.0,
                  max_queue_rows: int = 100_000, flush_rows: int = 10_000,
                  flush_seconds: float = 5.0, rotate_bytes: int = 64 * 1024 * 1024,
-                 rotate_seconds: float = 3600.0, block: bool = False) -> None:
+                 rotate_seconds: float = 3600.0, idle_seconds: float = 10.0,
+                 block: bool = False) -> None:
         if not destination:
             raise ValueError("the prediction log needs a folder or an s3:// prefix")
         if not 0.0 < sample_rate <= 1.0:
@@ -164,6 +165,7 @@ class PredictionLog:
         self.flush_seconds = flush_seconds
         self.rotate_bytes = rotate_bytes
         self.rotate_seconds = rotate_seconds
+        self.idle_seconds = idle_seconds
         self.block = block
         self.rows_written = 0
         self.rows_dropped: dict[str, int] = {"queue_full": 0, "write_error": 0, "closed": 0}
@@ -195,7 +197,8 @@ class PredictionLog:
                    sample_rate=settings.prediction_log_sample_rate,
                    max_queue_rows=settings.prediction_log_queue_rows,
                    rotate_seconds=settings.prediction_log_rotate_seconds,
-                   rotate_bytes=settings.prediction_log_rotate_bytes)
+                   rotate_bytes=settings.prediction_log_rotate_bytes,
+                   idle_seconds=settings.prediction_log_idle_seconds)
 
     # --- the request path ------------------------------------------------------------------
 
@@ -302,6 +305,8 @@ class PredictionLog:
         wait = self.flush_seconds
         if self._file is not None:
             wait = min(wait, max(0.0, self._file.opened + self.rotate_seconds - time.time()))
+            if self.idle_seconds > 0:
+                wait = min(wait, max(0.0, self._file.written + self.idle_seconds - time.time()))
         return max(wait, 0.01)
 
     def _write(self, entries: list[_Entry]) -> None:
@@ -311,6 +316,7 @@ class PredictionLog:
             if self._file is None:
                 self._file = self._open(entries[0].at)
             self._file.writer.write_table(table)
+            self._file.written = time.time()
             self.rows_written += table.num_rows
         except Exception:
             log.exception("the prediction log could not write %d rows", rows)
@@ -333,14 +339,18 @@ class PredictionLog:
         # Dictionaries only where values repeat; the JSON columns are mostly distinct.
         writer = pq.ParquetWriter(stream, SCHEMA, compression="zstd", compression_level=1,
                                   use_dictionary=DICTIONARY_COLUMNS)
+        now = time.time()
         return _OpenFile(path=path, final=final, stream=stream, writer=writer,
-                         opened=time.time())
+                         opened=now, written=now)
 
     def _rotate_if_due(self, *, closing: bool) -> None:
         file = self._file
         if file is None:
             return
-        due = closing or time.time() - file.opened >= self.rotate_seconds \
+        now = time.time()
+        # Idle: a burst of traffic is readable soon after it ends, not an hour later.
+        idle = self.idle_seconds > 0 and now - file.written >= self.idle_seconds
+        due = closing or idle or now - file.opened >= self.rotate_seconds \
             or file.stream.tell() >= self.rotate_bytes
         if not due:
             return
@@ -375,6 +385,7 @@ class _OpenFile:
     stream: Any
     writer: pq.ParquetWriter
     opened: float
+    written: float  # when rows were last written into it
 
 
 def _filesystem(destination: str) -> tuple[pafs.FileSystem, str]:

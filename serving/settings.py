@@ -74,6 +74,9 @@ class ServingSettings(BaseSettings):
     # A file is finished (and visible to readers) at this age or size, whichever first.
     prediction_log_rotate_seconds: float = Field(default=3600.0, gt=0, le=86_400)
     prediction_log_rotate_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024)
+    # ... and when no rows came for this long (0: never for that reason), so that a burst
+    # of traffic can be monitored seconds after it ends.
+    prediction_log_idle_seconds: float = Field(default=10.0, ge=0, le=86_400)
 
     @field_validator("mlflow_tracking_uri")
     @classmethod

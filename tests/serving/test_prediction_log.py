@@ -137,6 +137,31 @@ def test_files_rotate_by_size_and_by_time(tmp_path: Path) -> None:
     assert sorted(read_log(by_time)["request_id"]) == ["early", "late"]
 
 
+def test_a_burst_is_finished_once_the_log_is_idle(tmp_path: Path) -> None:
+    """A file is readable soon after traffic stops, not only at its age or size: the
+    monitor can look at a burst seconds after it ends."""
+    idle = tmp_path / "idle"
+    with PredictionLog(str(idle), rotate_seconds=86_400, flush_seconds=0.05,
+                       idle_seconds=0.3) as log:
+        log.record(REGRESSOR, "burst", [{"x": 1.0}, {"x": 2.0}], [1.0, 2.0])
+        log.flush()
+        assert finished_files(idle) == [], "still open while rows may follow"
+        wait_for(lambda: bool(finished_files(idle)), what="the idle file to be finished",
+                 seconds=10, interval=0.05)
+        assert len(read_log(idle)) == 2
+        log.record(REGRESSOR, "next", [{"x": 3.0}], [3.0])
+    assert len(finished_files(idle)) == 2, "the next burst starts a file of its own"
+
+    never = tmp_path / "never"
+    with PredictionLog(str(never), rotate_seconds=86_400, flush_seconds=0.05,
+                       idle_seconds=0) as log:
+        log.record(REGRESSOR, "kept-open", [{"x": 1.0}], [1.0])
+        log.flush()
+        time.sleep(0.5)
+        assert finished_files(never) == [], "idle_seconds=0: only age, size and close"
+    assert len(finished_files(never)) == 1
+
+
 def test_sampling_keeps_about_the_asked_share_of_rows(tmp_path: Path) -> None:
     with PredictionLog(str(tmp_path), sample_rate=0.25) as log:
         for request in range(200):
