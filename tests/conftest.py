@@ -129,6 +129,14 @@ def tracking_server(request: pytest.FixtureRequest,
 
 
 @pytest.fixture(scope="session")
+def first_backend_server(tracking_servers: TrackingServers) -> TrackingServer:
+    """The first selected backend alone. A module whose subject does not depend on the
+    registry's database overrides `tracking_server` with it: its long loop runs once,
+    and the backends themselves are tested by the registry, security and trust tests."""
+    return tracking_servers.get(selected_backends()[0])
+
+
+@pytest.fixture(scope="session")
 def secured_server(tracking_servers: TrackingServers) -> TrackingServer:
     """The mysql backend alone: basic auth, allowed hosts, S3 artifacts."""
     if "mysql" not in selected_backends():

@@ -28,6 +28,12 @@ from tests.utils import REPO, free_port, run_mlops
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
+@pytest.fixture(scope="module")
+def tracking_server(first_backend_server: TrackingServer) -> TrackingServer:
+    """One backend: nothing here depends on the registry's database (tests/conftest.py)."""
+    return first_backend_server
+
+
 
 def test_new_regression_data_through_the_loop_with_only_the_candidate_edited(
         tracking_server: TrackingServer, tmp_path: Path) -> None:

@@ -22,6 +22,12 @@ from tests.utils.registry import move_production
 
 pytestmark = [pytest.mark.e2e]
 
+@pytest.fixture(scope="module")
+def tracking_server(first_backend_server: TrackingServer) -> TrackingServer:
+    """One backend: nothing here depends on the registry's database (tests/conftest.py)."""
+    return first_backend_server
+
+
 EXPERIMENT = "e2e-gate-checks"
 
 

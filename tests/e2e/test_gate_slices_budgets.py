@@ -24,6 +24,12 @@ from tests.utils.cards import write_card
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
+@pytest.fixture(scope="module")
+def tracking_server(first_backend_server: TrackingServer) -> TrackingServer:
+    """One backend: nothing here depends on the registry's database (tests/conftest.py)."""
+    return first_backend_server
+
+
 EXPERIMENT = "e2e-gate-slices"
 POLICY_END = "  seed: 0\n"
 SLICES = """  slices:

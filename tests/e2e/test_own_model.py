@@ -27,7 +27,7 @@ from mlflow.tracking import MlflowClient
 import modelio
 from modelio import source as modelio_source
 from pipeline.gitops.card import load_card, prepare_data
-from tests.conftest import TrackingServer, TrackingServers, selected_backends
+from tests.conftest import TrackingServer
 from tests.serving.conftest import serving_process, using_env, wait_for
 from tests.utils import MLOPS
 from tests.utils.cards import write_card
@@ -56,10 +56,9 @@ def log_price_with_a_shell():
 
 
 @pytest.fixture(scope="module")
-def tracking_server(tracking_servers: TrackingServers) -> TrackingServer:
-    """One backend, the first selected: nothing here depends on the registry's database,
-    and the loop is long (the backends are each tested by the other e2e tests)."""
-    return tracking_servers.get(selected_backends()[0])
+def tracking_server(first_backend_server: TrackingServer) -> TrackingServer:
+    """One backend: nothing here depends on the registry's database (tests/conftest.py)."""
+    return first_backend_server
 
 
 def mlops(*args: str, repo: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
