@@ -187,6 +187,21 @@ def _forget_global_tracking_uri() -> None:
     mlflow.tracking.fluent._active_experiment_id = None
 
 
+def _run_one_backend_once(config: pytest.Config, items: list[pytest.Item]) -> None:
+    first = selected_backends()[0]
+    kept, dropped = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        backend = callspec.params.get("tracking_server") if callspec else None
+        if item.get_closest_marker("one_backend") and backend not in (None, first):
+            dropped.append(item)
+        else:
+            kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
 # What a test needs beyond this process. A test with none of these is `unit`: it runs
 # in-process (the serving app through ASGI, the gate on frames, the stages on small data),
 # and `make test-fast` (`-m unit`) is the inner loop made of them.
@@ -194,10 +209,12 @@ NEEDS = ("integration", "e2e", "docker", "airflow", "spark", "slow")
 SERVER_FIXTURES = {"tracking_server", "tracking_servers", "tracking_env", "secured_server"}
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Markers that follow from what a test uses, so `-m` selects by need and no marker
     can be forgotten: a tracking-server fixture makes a test `integration`, Spark's
-    fixture `spark`, tests/dags `airflow`."""
+    fixture `spark`, tests/dags `airflow`. A `one_backend` test runs on the first
+    selected backend only."""
+    _run_one_backend_once(config, items)
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
         if fixtures & SERVER_FIXTURES:

@@ -1,7 +1,9 @@
 """The path to production cannot be forged: each attack of docs/gate.md's threat model.
 
 Real MLflow servers on both backends, the installed `mlops` command, a real serving
-process. Every test shows the attack failing and would fail without the check it names:
+process. The attacks on the stored files, the loader and the logins run on both; those on
+the verdict and the twin's graph (`one_backend`) do not depend on the registry's
+database and run on the first selected backend. Every test shows the attack failing and would fail without the check it names:
 promote recomputing the verdict (forge), the manifest (tamper), the data-only loader
 (pickle), the read-only user (least privilege).
 """
@@ -124,6 +126,7 @@ def _one_error_line(done: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
+@pytest.mark.one_backend
 def test_a_verdict_copied_onto_a_worse_run_promotes_nothing(reg: Registry) -> None:
     good, dummy = reg.train(*GOOD), reg.train("dummy")
     reg.propose(good)
@@ -249,6 +252,7 @@ def test_a_pickle_behind_the_alias_never_runs(reg: Registry, serving: Server, tm
     assert not marker.exists(), "the pickle's code ran"
 
 
+@pytest.mark.one_backend
 def test_a_half_done_promotion_leaves_no_former_production(reg: Registry,
                                                            monkeypatch: pytest.MonkeyPatch
                                                            ) -> None:
@@ -318,6 +322,7 @@ def test_the_read_only_user_runs_the_pr_gate_and_cannot_promote(
         assert admin_client.get_model_version_by_alias(name, "production").version == "1"
 
 
+@pytest.mark.one_backend
 def test_promote_compares_with_the_verdict_in_the_sticky_comment(
         reg: Registry, github: FakeGitHub) -> None:
     good = reg.train(*GOOD)
@@ -362,6 +367,7 @@ def _plant_twin(reg: Registry, run_id: str, onnx_bytes: bytes) -> None:
         reg.client.log_model_artifact(reg.model_id(run_id), str(path))
 
 
+@pytest.mark.one_backend
 def test_a_backdoored_twin_that_came_with_the_run_is_never_served(
         reg: Registry, serving: Server) -> None:
     """The twin is derived, not supplied: the run carries a twin that answers 1.0 for one
@@ -398,6 +404,7 @@ def test_a_backdoored_twin_that_came_with_the_run_is_never_served(
     assert served.json()["predictions"][0] != 1.0
 
 
+@pytest.mark.one_backend
 def test_a_twin_with_a_loop_behind_the_alias_never_freezes_the_server(
         reg: Registry, serving: Server) -> None:
     """A compromised registry write: a version whose twin runs a 2**40-step Loop for one
@@ -503,6 +510,7 @@ def _forged_markers(reg: Registry, pull: PullRequest, good: str, donor: str) -> 
     return f"{embed_verdict(forged)} {embed_signed(signing.sign(evidence, stranger))}"
 
 
+@pytest.mark.one_backend
 def test_a_run_tag_cannot_forge_the_reviewed_verdict(reg: Registry, pull: PullRequest) -> None:
     """The attack: the candidate's owner writes a tag that the report shows, holding a
     verdict marker whose manifest is that of a file swapped in after review. The gate
@@ -528,6 +536,7 @@ def test_a_run_tag_cannot_forge_the_reviewed_verdict(reg: Registry, pull: PullRe
     assert reg.production() == "1"
 
 
+@pytest.mark.one_backend
 def test_a_comment_written_by_the_pull_request_s_code_is_not_believed(
         reg: Registry, pull: PullRequest) -> None:
     """Same bot identity, the markers unsigned or signed by another key: not evidence."""
@@ -544,6 +553,7 @@ def test_a_comment_written_by_the_pull_request_s_code_is_not_believed(
     assert reg.production() == "1"
 
 
+@pytest.mark.one_backend
 def test_a_signed_verdict_for_an_older_commit_is_not_believed(reg: Registry,
                                                               pull: PullRequest) -> None:
     good = reg.train(*GOOD)
