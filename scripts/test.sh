@@ -34,7 +34,8 @@ run_pytest() {
 }
 # The suite in parallel streams that share nothing but the machine, each with its own
 # pytest folder: the main suite on SQLite (and every test that takes no backend); its
-# MariaDB-backend tests (`-k mysql`, when that backend is selected); and a side stream:
+# MariaDB-backend tests (`-k mysql`, when that backend is selected) with the trust tests;
+# and a side stream:
 # the DAG tests (their own environment), the cloud tracking image's (mostly a Docker
 # build), then a few long tests moved out of the main suite (`SIDE_TESTS`, on every
 # backend) so the three streams end at about the same time. Much of each is waiting on
@@ -60,12 +61,16 @@ backends=${MLOPS_TEST_BACKENDS:-sqlite,mysql}
 ) >"$work/side.log" 2>&1 &
 side=$!
 mysql=
+# The trust tests (long, on both backends) go with the MariaDB stream, which is otherwise
+# the shortest since most end-to-end loops run on the first backend only.
 if [[ ,$backends, == *,mysql,* ]]; then
-  run_pytest "${main[@]}" -k mysql --basetemp="$work/mysql" "$@" >"$work/mysql.log" 2>&1 &
+  run_pytest "${main[@]}" -k "mysql or test_trust" --basetemp="$work/mysql" "$@" \
+    >"$work/mysql.log" 2>&1 &
   mysql=$!
 fi
 main_rc=0
-run_pytest "${main[@]}" ${mysql:+-k "not mysql"} --basetemp="$work/main" "$@" || main_rc=$?
+run_pytest "${main[@]}" ${mysql:+-k "not mysql and not test_trust"} --basetemp="$work/main" "$@" \
+  || main_rc=$?
 mysql_rc=0
 if [[ -n $mysql ]]; then
   wait "$mysql" || mysql_rc=$?

@@ -3,9 +3,9 @@
 Real MLflow servers on both backends, the installed `mlops` command, a real serving
 process. The attacks on the stored files, the loader and the logins run on both; those on
 the verdict and the twin's graph (`one_backend`) do not depend on the registry's
-database and run on the first selected backend. Every test shows the attack failing and would fail without the check it names:
-promote recomputing the verdict (forge), the manifest (tamper), the data-only loader
-(pickle), the read-only user (least privilege).
+database and run on the first selected backend. Every test shows the attack failing and
+would fail without the check it names: promote recomputing the verdict (forge), the
+manifest (tamper), the data-only loader (pickle), the read-only user (least privilege).
 """
 
 from __future__ import annotations

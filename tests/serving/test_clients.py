@@ -21,7 +21,9 @@ from tritonclient.utils import InferenceServerException
 from tests.conftest import TrackingServer
 from tests.serving.conftest import Models, Server, serve_version, validation_rows
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# one_backend: the subject is the protocols, not the registry's database (the backends' loading is
+# tests/serving/test_integration.py's, on both).
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.one_backend]
 
 
 def predicted(server: Server, rows: pd.DataFrame) -> list[float]:

@@ -24,7 +24,9 @@ from tests.conftest import TrackingServer
 from tests.serving.conftest import Models, Server, serve_version, validation_rows
 from tests.utils import free_port
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# one_backend: the subject is the protocol's shapes, not the registry's database (the
+# backends' loading is tests/serving/test_integration.py's, on both).
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.one_backend]
 
 
 @pytest.fixture(scope="module")
